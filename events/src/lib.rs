@@ -1,0 +1,27 @@
+//! The events of tenure and their envelope: the only serialized format.
+//!
+//! Every change in tenure is an event appended to a stream. A stream belongs to
+//! one entity (a lease, an account's key space, ...). This crate defines:
+//!
+//! - the identifiers ([`AccountId`], [`LeaseId`], [`StreamId`]);
+//! - the envelope ([`NewEvent`] before it is stored, [`RecordedEvent`] after);
+//! - the typed payloads, grouped per entity ([`LeaseEvent`], [`KeyspaceEvent`])
+//!   and gathered in [`Event`], each with a stable type name and schema version;
+//! - decoding with upcasting: an event written with an older schema version is
+//!   upgraded to the current one before it is deserialized.
+//!
+//! Golden JSON fixtures of every event type and version live in
+//! `events/tests/golden/`; they must keep decoding after any change.
+
+mod bytes;
+mod envelope;
+mod event;
+mod ids;
+
+pub use bytes::Bytes;
+pub use envelope::{Metadata, NewEvent, RecordedEvent};
+pub use event::{
+    DecodeError, DeleteCause, Event, EventSet, KeyDeleted, KeyPut, KeyspaceEvent, LeaseEvent,
+    LeaseExpired, LeaseGranted, LeaseKeptAlive, LeaseRevoked,
+};
+pub use ids::{AccountId, IdError, LeaseId, StreamId};

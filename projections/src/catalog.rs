@@ -1,0 +1,37 @@
+use std::collections::BTreeSet;
+
+use tenure_events::{AccountId, RecordedEvent};
+
+use crate::Projection;
+
+/// Which accounts have a key space stream: the entities the server must
+/// activate at start-up to check that no key is left on an ended lease.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Catalog {
+    checkpoint: u64,
+    keyspaces: BTreeSet<AccountId>,
+}
+
+impl Catalog {
+    pub fn keyspaces(&self) -> impl Iterator<Item = &AccountId> {
+        self.keyspaces.iter()
+    }
+}
+
+impl Projection for Catalog {
+    const NAME: &'static str = "catalog";
+
+    fn checkpoint(&self) -> u64 {
+        self.checkpoint
+    }
+
+    fn apply(&mut self, event: &RecordedEvent) {
+        if event.position <= self.checkpoint {
+            return;
+        }
+        self.checkpoint = event.position;
+        if event.stream.category() == "keyspace" && !self.keyspaces.contains(&event.account) {
+            self.keyspaces.insert(event.account.clone());
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! Pure folds of tenure's event log into the read models the system runs on.
+//!
+//! **Architecture Invariant:** this crate depends on `tenure-events` only. A
+//! projection sees envelopes, never actors, stores or HTTP; it is fed by
+//! whoever reads the log (the live subscription in the server, a replay tool
+//! offline) and must end in the same state either way.
+//!
+//! Every projection has a stable [`Projection::NAME`] and a checkpoint (the
+//! last global position applied). Applying an event at or below the
+//! checkpoint changes nothing, so feeding the same event twice is harmless.
+
+mod catalog;
+mod expiry;
+
+pub use catalog::Catalog;
+pub use expiry::{ExpiryQueue, LeaseKey, LiveLease};
+
+use tenure_events::RecordedEvent;
+
+/// A fold of the log into a read model.
+pub trait Projection {
+    /// A stable name, used for checkpoints and in logs.
+    const NAME: &'static str;
+
+    /// The global position of the last event applied (0 before any).
+    fn checkpoint(&self) -> u64;
+
+    /// Applies one event. Events at or below the checkpoint are ignored.
+    fn apply(&mut self, event: &RecordedEvent);
+}

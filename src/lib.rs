@@ -1,0 +1,4 @@
+//! tenure: an event-sourced control plane. See ARCHITECTURE.md for the map.
+
+pub mod clock;
+pub mod store;

@@ -1,0 +1,144 @@
+//! An in-memory store: a **test helper only**, never the thing tested. It
+//! runs the conformance suite so the suite itself is known to be backend
+//! neutral, and lets pure actor tests run without a disk.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tenure_events::{NewEvent, RecordedEvent, StreamId};
+use tokio::sync::broadcast;
+
+use super::subscription::{FetchAll, LiveBatch};
+use super::{
+    AppendError, Appended, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription,
+};
+
+#[derive(Default)]
+struct State {
+    events: Vec<RecordedEvent>,
+    versions: HashMap<StreamId, u64>,
+}
+
+#[derive(Clone)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+    live: broadcast::Sender<LiveBatch>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> MemoryStore {
+        MemoryStore {
+            state: Arc::default(),
+            live: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+}
+
+fn read_all(state: &Mutex<State>, from_position: u64, max_count: usize) -> Vec<RecordedEvent> {
+    let state = state.lock();
+    let start = usize::try_from(from_position.max(1) - 1).unwrap_or(usize::MAX);
+    state
+        .events
+        .iter()
+        .skip(start)
+        .take(max_count)
+        .cloned()
+        .collect()
+}
+
+impl EventStore for MemoryStore {
+    fn append(
+        &self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> StoreFuture<Result<Appended, AppendError>> {
+        let mut state = self.state.lock();
+        let current = state.versions.get(&stream).copied().unwrap_or(0);
+        if let ExpectedVersion::Exact(want) = expected {
+            if want != current {
+                return Box::pin(futures::future::ready(Err(AppendError::Conflict {
+                    expected,
+                    actual: current,
+                })));
+            }
+        }
+        let head = state.events.len() as u64;
+        let mut version = current;
+        let mut batch = Vec::with_capacity(events.len());
+        for (i, event) in events.into_iter().enumerate() {
+            version += 1;
+            batch.push(RecordedEvent::from_new(
+                event,
+                stream.clone(),
+                version,
+                head + 1 + i as u64,
+            ));
+        }
+        let last_position = head + batch.len() as u64;
+        let appended = Appended {
+            first_position: (head + 1).min(last_position.max(1)),
+            last_position,
+            version,
+        };
+        state.versions.insert(stream, version);
+        state.events.extend(batch.iter().cloned());
+        if !batch.is_empty() {
+            let _ = self.live.send(Arc::new(batch));
+        }
+        Box::pin(futures::future::ready(Ok(appended)))
+    }
+
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max_count: usize,
+    ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
+        let state = self.state.lock();
+        let events = state
+            .events
+            .iter()
+            .filter(|e| &e.stream == stream && e.version >= from_version)
+            .take(max_count)
+            .cloned()
+            .collect();
+        Box::pin(futures::future::ready(Ok(events)))
+    }
+
+    fn read_all(
+        &self,
+        from_position: u64,
+        max_count: usize,
+    ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
+        Box::pin(futures::future::ready(Ok(read_all(
+            &self.state,
+            from_position,
+            max_count,
+        ))))
+    }
+
+    fn subscribe_all(&self, from_position: u64) -> Subscription {
+        let live = self.live.subscribe();
+        let state = Arc::clone(&self.state);
+        let fetch: FetchAll = Arc::new(move |from, max| {
+            Box::pin(futures::future::ready(Ok(read_all(&state, from, max))))
+        });
+        Subscription::new(from_position, live, fetch)
+    }
+
+    fn head(&self) -> u64 {
+        self.state.lock().events.len() as u64
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

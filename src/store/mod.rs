@@ -1,0 +1,125 @@
+//! The event log: the [`EventStore`] trait and its backends.
+//!
+//! A store keeps streams of events. Appends name the version the caller
+//! expects the stream to be at and fail with a typed
+//! [`AppendError::Conflict`] otherwise; that is what lets one actor per
+//! entity own its stream. Every event also gets a global position in `$all`,
+//! which projections read and follow live through [`Subscription`].
+//!
+//! Backends: [`SqliteStore`] (embedded, on disk, the default) and
+//! [`MemoryStore`] (a test helper only). Every backend runs the same
+//! conformance suite ([`conformance`]).
+
+pub mod conformance;
+mod memory;
+mod sqlite;
+mod subscription;
+
+pub use memory::MemoryStore;
+pub use sqlite::{SqliteStore, StoreStats};
+pub use subscription::Subscription;
+
+use futures::future::BoxFuture;
+use tenure_events::{NewEvent, RecordedEvent, StreamId};
+
+/// A future the store hands back, independent of the caller's lifetime.
+pub type StoreFuture<T> = BoxFuture<'static, T>;
+
+/// The version a stream must be at for an append to go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's version.
+    Any,
+    /// The stream must hold exactly this many events (0: it must not exist).
+    Exact(u64),
+}
+
+impl std::fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExpectedVersion::Any => f.write_str("any"),
+            ExpectedVersion::Exact(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// The store itself failed: nothing the caller did wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("event store I/O failed: {0}")]
+    Io(String),
+    /// An earlier write failed; the store refuses further writes until it is
+    /// reopened, because after a failed fsync the state of the file is unknown.
+    #[error("event store refuses writes after an earlier failure; restart the server")]
+    Poisoned,
+    #[error("event store is closed")]
+    Closed,
+    #[error("event store holds a malformed event: {0}")]
+    Corrupt(String),
+}
+
+/// Why an append did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    #[error("stream is at version {actual}, not the expected {expected}")]
+    Conflict {
+        expected: ExpectedVersion,
+        actual: u64,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where an append's events landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Global position of the first event appended (of the last one when
+    /// nothing was appended).
+    pub first_position: u64,
+    pub last_position: u64,
+    /// The stream's version after the append.
+    pub version: u64,
+}
+
+/// An append-only log of streams.
+///
+/// Every method starts its work when called (not when the returned future is
+/// first polled): two appends called one after the other by the same caller
+/// reach the log in that order.
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `events` to `stream` if the stream is at `expected`. Resolves
+    /// once the events are durable (for a disk backend: fsynced).
+    fn append(
+        &self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> StoreFuture<Result<Appended, AppendError>>;
+
+    /// Up to `max_count` events of `stream` with version >= `from_version`
+    /// (versions start at 1), in version order.
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max_count: usize,
+    ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>>;
+
+    /// Up to `max_count` events of `$all` with position >= `from_position`
+    /// (positions start at 1), in position order.
+    fn read_all(
+        &self,
+        from_position: u64,
+        max_count: usize,
+    ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>>;
+
+    /// Every event with position >= `from_position`: first those already in
+    /// the log, then new ones as they become durable.
+    fn subscribe_all(&self, from_position: u64) -> Subscription;
+
+    /// The global position of the last durable event (0 for an empty log).
+    fn head(&self) -> u64;
+
+    /// Whether the store still accepts writes.
+    fn health(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,605 @@
+//! The embedded backend: one SQLite file in the data directory, in WAL mode
+//! with `synchronous=FULL`, so a committed transaction is fsynced.
+//!
+//! **Group commit.** One writer thread owns the only write connection. It
+//! takes every append waiting in its queue (up to [`BATCH_EVENTS_MAX`]
+//! events), writes them all in one transaction, commits once (one fsync),
+//! and only then answers each caller. Appends that arrive while a commit is
+//! in flight wait for the next one, so the batch grows with the load and the
+//! fsync cost is shared.
+//!
+//! Reads go to a small pool of read-only connections on their own threads;
+//! WAL lets them read while the writer writes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tenure_events::{NewEvent, RecordedEvent, StreamId};
+use tokio::sync::{broadcast, oneshot};
+use uuid::Uuid;
+
+use super::subscription::{FetchAll, LiveBatch};
+use super::{
+    AppendError, Appended, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription,
+};
+
+/// Upper bound of events in one transaction: keeps a commit's latency and the
+/// writer's memory bounded while still sharing one fsync among many appends.
+pub const BATCH_EVENTS_MAX: usize = 32_768;
+
+/// Read-only connections (and threads) serving stream loads and catch-up reads.
+const READERS: usize = 2;
+
+/// Live batches a subscriber may fall behind before it reads from the log instead.
+const LIVE_BATCHES_BUFFERED: usize = 1024;
+
+/// Stream versions the writer remembers; past this it forgets them all and
+/// reads them back from the index as needed.
+const VERSION_CACHE_MAX: usize = 1 << 20;
+
+const SCHEMA_VERSION: &str = "1";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    position       INTEGER PRIMARY KEY,
+    stream         TEXT    NOT NULL,
+    version        INTEGER NOT NULL,
+    event_id       BLOB    NOT NULL,
+    event_type     TEXT    NOT NULL,
+    schema_version INTEGER NOT NULL,
+    time           TEXT    NOT NULL,
+    account        TEXT    NOT NULL,
+    request_id     BLOB,
+    causation_id   BLOB,
+    payload        TEXT    NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_stream ON events (stream, version);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+";
+
+const INSERT: &str = "INSERT INTO events (position, stream, version, event_id, event_type, schema_version, time, \
+                      account, request_id, causation_id, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+const COLUMNS: &str =
+    "position, stream, version, event_id, event_type, schema_version, time, account, request_id, \
+                       causation_id, payload";
+
+/// Counters of the writer, for tests and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Transactions committed (each one fsync).
+    pub commits: u64,
+    /// Events written.
+    pub events: u64,
+}
+
+/// The embedded event store. Cheap to clone; [`SqliteStore::close`] (or
+/// dropping the last clone) lets queued appends finish and stops the threads.
+#[derive(Clone)]
+pub struct SqliteStore {
+    handle: Arc<Handle>,
+}
+
+/// Closes the store when the last [`SqliteStore`] clone is dropped.
+/// Subscriptions hold [`Inner`] directly, so they do not keep it open.
+struct Handle {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.inner.close();
+    }
+}
+
+struct WriteJob {
+    stream: StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<crossbeam_channel::Sender<WriteJob>>>,
+    readers: Mutex<Option<crossbeam_channel::Sender<ReadJob>>>,
+    live: Mutex<Option<broadcast::Sender<LiveBatch>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    shared: Arc<Shared>,
+}
+
+/// What the writer thread and the handles both see.
+#[derive(Default)]
+struct Shared {
+    head: AtomicU64,
+    poisoned: AtomicBool,
+    commits: AtomicU64,
+    events: AtomicU64,
+}
+
+fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+impl SqliteStore {
+    /// The file the log lives in, inside the data directory.
+    pub const FILE_NAME: &'static str = "events.sqlite3";
+
+    /// Opens (creating if needed) the log in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Io(format!(
+                "cannot create data directory {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let path = data_dir.join(Self::FILE_NAME);
+        let conn = Connection::open(&path)
+            .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(io)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Io(format!(
+                "{} cannot use WAL mode (got {mode})",
+                path.display()
+            )));
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;")
+            .map_err(io)?;
+        conn.execute_batch(SCHEMA).map_err(io)?;
+        let schema: Option<String> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(io)?;
+        match schema.as_deref() {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION],
+                )
+                .map_err(io)?;
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(other) => {
+                return Err(StoreError::Corrupt(format!(
+                    "{} has schema version {other}; this build reads {SCHEMA_VERSION}",
+                    path.display()
+                )))
+            }
+        }
+        let head: i64 = conn
+            .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
+                r.get(0)
+            })
+            .map_err(io)?;
+
+        let (write_tx, write_rx) = crossbeam_channel::unbounded::<WriteJob>();
+        let (read_tx, read_rx) = crossbeam_channel::unbounded::<ReadJob>();
+        let (live_tx, _) = broadcast::channel(LIVE_BATCHES_BUFFERED);
+        let inner = Arc::new(Inner {
+            path: path.clone(),
+            writer: Mutex::new(Some(write_tx)),
+            readers: Mutex::new(Some(read_tx)),
+            live: Mutex::new(Some(live_tx.clone())),
+            threads: Mutex::new(Vec::new()),
+            shared: Arc::new(Shared {
+                head: AtomicU64::new(head as u64),
+                ..Shared::default()
+            }),
+        });
+
+        let mut threads = Vec::new();
+        for i in 0..READERS {
+            let reader = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | OpenFlags::SQLITE_OPEN_URI,
+            )
+            .map_err(io)?;
+            reader
+                .execute_batch("PRAGMA busy_timeout = 5000;")
+                .map_err(io)?;
+            let rx = read_rx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("tenure-sqlite-read-{i}"))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        job(&reader);
+                    }
+                })
+                .map_err(io)?;
+            threads.push(handle);
+        }
+        let shared = Arc::clone(&inner.shared);
+        let handle = std::thread::Builder::new()
+            .name("tenure-sqlite-write".into())
+            .spawn(move || {
+                Writer {
+                    conn,
+                    versions: HashMap::new(),
+                    head: head as u64,
+                    live: live_tx,
+                    shared,
+                }
+                .run(write_rx)
+            })
+            .map_err(io)?;
+        threads.push(handle);
+        *inner.threads.lock() = threads;
+        Ok(SqliteStore {
+            handle: Arc::new(Handle { inner }),
+        })
+    }
+
+    /// Stops accepting appends, lets queued ones finish, and stops the threads.
+    pub fn close(&self) {
+        self.handle.inner.close();
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            commits: self.handle.inner.shared.commits.load(Ordering::Relaxed),
+            events: self.handle.inner.shared.events.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.handle.inner.path
+    }
+}
+
+impl Inner {
+    fn close(&self) {
+        drop(self.writer.lock().take());
+        drop(self.live.lock().take());
+        let threads = std::mem::take(&mut *self.threads.lock());
+        // The writer goes first so queued appends are answered; readers stop
+        // once their channel is closed too.
+        drop(self.readers.lock().take());
+        for t in threads {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn read<T, F>(&self, f: F) -> StoreFuture<Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        let sent = self
+            .readers
+            .lock()
+            .as_ref()
+            .map(|r| r.send(job).is_ok())
+            .unwrap_or(false);
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            rx.await.unwrap_or(Err(StoreError::Closed))
+        })
+    }
+
+    fn read_all(
+        self: &Arc<Self>,
+        from_position: u64,
+        max_count: usize,
+    ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM events WHERE position >= ?1 ORDER BY position LIMIT ?2"
+            );
+            query_events(
+                conn,
+                &sql,
+                params![to_sql_int(from_position), to_sql_int(max_count as u64)],
+            )
+        })
+    }
+}
+
+fn to_sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn query_events(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(io)?;
+    let mut rows = stmt.query(params).map_err(io)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(io)? {
+        out.push(row_to_event(row)?);
+    }
+    Ok(out)
+}
+
+fn row_to_event(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, StoreError> {
+    let corrupt =
+        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    let uuid = |bytes: Option<Vec<u8>>| -> Result<Option<Uuid>, StoreError> {
+        bytes
+            .map(|b| Uuid::from_slice(&b).map_err(|e| corrupt("uuid", &e)))
+            .transpose()
+    };
+    let position: i64 = row.get(0).map_err(io)?;
+    let stream: String = row.get(1).map_err(io)?;
+    let version: i64 = row.get(2).map_err(io)?;
+    let event_id: Vec<u8> = row.get(3).map_err(io)?;
+    let event_type: String = row.get(4).map_err(io)?;
+    let schema_version: i64 = row.get(5).map_err(io)?;
+    let time: String = row.get(6).map_err(io)?;
+    let account: String = row.get(7).map_err(io)?;
+    let request_id: Option<Vec<u8>> = row.get(8).map_err(io)?;
+    let causation_id: Option<Vec<u8>> = row.get(9).map_err(io)?;
+    let payload: String = row.get(10).map_err(io)?;
+    Ok(RecordedEvent {
+        position: u64::try_from(position).map_err(|e| corrupt("position", &e))?,
+        stream: StreamId::new(stream).map_err(|e| corrupt("stream", &e))?,
+        version: u64::try_from(version).map_err(|e| corrupt("version", &e))?,
+        event_id: uuid(Some(event_id))?.unwrap_or_default(),
+        event_type,
+        schema_version: u32::try_from(schema_version).map_err(|e| corrupt("schema_version", &e))?,
+        time: DateTime::parse_from_rfc3339(&time)
+            .map_err(|e| corrupt("time", &e))?
+            .with_timezone(&Utc),
+        account: account.parse().map_err(|e| corrupt("account", &e))?,
+        request_id: uuid(request_id)?,
+        causation_id: uuid(causation_id)?,
+        payload,
+    })
+}
+
+struct Writer {
+    conn: Connection,
+    versions: HashMap<StreamId, u64>,
+    head: u64,
+    live: broadcast::Sender<LiveBatch>,
+    shared: Arc<Shared>,
+}
+
+type Outcome = Result<Appended, AppendError>;
+
+impl Writer {
+    fn run(mut self, rx: crossbeam_channel::Receiver<WriteJob>) {
+        while let Ok(first) = rx.recv() {
+            let mut events = first.events.len();
+            let mut jobs = vec![first];
+            while events < BATCH_EVENTS_MAX {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        events += job.events.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(jobs);
+        }
+    }
+
+    fn commit(&mut self, jobs: Vec<WriteJob>) {
+        let (requests, replies): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .map(|j| ((j.stream, j.expected, j.events), j.reply))
+            .unzip();
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Poisoned.into()));
+            }
+            return;
+        }
+        match self.write(requests) {
+            Ok((outcomes, recorded, versions, head)) => {
+                self.head = head;
+                if self.versions.len() + versions.len() > VERSION_CACHE_MAX {
+                    self.versions.clear();
+                }
+                self.versions.extend(versions);
+                let written = recorded.len() as u64;
+                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                self.shared.events.fetch_add(written, Ordering::Relaxed);
+                self.shared.head.store(head, Ordering::Release);
+                if written > 0 {
+                    let _ = self.live.send(Arc::new(recorded));
+                }
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                // After a failed write or fsync the file's state is unknown
+                // (PostgreSQL's fsyncgate): refuse every later write.
+                tracing::error!(error = %e, "event store write failed; refusing further writes");
+                self.shared.poisoned.store(true, Ordering::Release);
+                let err = StoreError::Io(e.to_string());
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone().into()));
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn write(
+        &mut self,
+        requests: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
+    ) -> Result<
+        (
+            Vec<Outcome>,
+            Vec<RecordedEvent>,
+            HashMap<StreamId, u64>,
+            u64,
+        ),
+        rusqlite::Error,
+    > {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut touched: HashMap<StreamId, u64> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(requests.len());
+        let mut recorded = Vec::new();
+        let mut position = self.head;
+        {
+            let mut insert = tx.prepare_cached(INSERT)?;
+            let mut version_of = tx
+                .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?1")?;
+            for (stream, expected, events) in requests {
+                let current = match touched.get(&stream).or_else(|| self.versions.get(&stream)) {
+                    Some(v) => *v,
+                    None => version_of.query_row([stream.as_str()], |r| r.get::<_, i64>(0))? as u64,
+                };
+                if let ExpectedVersion::Exact(want) = expected {
+                    if want != current {
+                        touched.insert(stream, current);
+                        outcomes.push(Err(AppendError::Conflict {
+                            expected,
+                            actual: current,
+                        }));
+                        continue;
+                    }
+                }
+                let first_position = position + 1;
+                let mut version = current;
+                for event in events {
+                    position += 1;
+                    version += 1;
+                    let time = event.time.to_rfc3339_opts(SecondsFormat::Micros, true);
+                    insert.execute(params![
+                        to_sql_int(position),
+                        stream.as_str(),
+                        to_sql_int(version),
+                        event.event_id.as_bytes().as_slice(),
+                        event.event_type,
+                        event.schema_version,
+                        time,
+                        event.account.as_str(),
+                        event.request_id.as_ref().map(|u| u.as_bytes().as_slice()),
+                        event.causation_id.as_ref().map(|u| u.as_bytes().as_slice()),
+                        event.payload,
+                    ])?;
+                    recorded.push(RecordedEvent::from_new(
+                        event,
+                        stream.clone(),
+                        version,
+                        position,
+                    ));
+                }
+                outcomes.push(Ok(Appended {
+                    first_position: first_position.min(position.max(1)),
+                    last_position: position,
+                    version,
+                }));
+                touched.insert(stream, version);
+            }
+        }
+        tx.commit()?;
+        Ok((outcomes, recorded, touched, position))
+    }
+}
+
+impl EventStore for SqliteStore {
+    fn append(
+        &self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> StoreFuture<Result<Appended, AppendError>> {
+        if self.handle.inner.shared.poisoned.load(Ordering::Acquire) {
+            return Box::pin(futures::future::ready(Err(StoreError::Poisoned.into())));
+        }
+        let (reply, rx) = oneshot::channel();
+        let job = WriteJob {
+            stream,
+            expected,
+            events,
+            reply,
+        };
+        let sent = self
+            .handle
+            .inner
+            .writer
+            .lock()
+            .as_ref()
+            .map(|w| w.send(job).is_ok())
+            .unwrap_or(false);
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::Closed.into());
+            }
+            rx.await.unwrap_or(Err(StoreError::Closed.into()))
+        })
+    }
+
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max_count: usize,
+    ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
+        let stream = stream.clone();
+        self.handle.inner.read(move |conn| {
+            let sql = format!("SELECT {COLUMNS} FROM events WHERE stream = ?1 AND version >= ?2 ORDER BY version LIMIT ?3");
+            query_events(conn, &sql, params![stream.as_str(), to_sql_int(from_version), to_sql_int(max_count as u64)])
+        })
+    }
+
+    fn read_all(
+        &self,
+        from_position: u64,
+        max_count: usize,
+    ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
+        self.handle.inner.read_all(from_position, max_count)
+    }
+
+    fn subscribe_all(&self, from_position: u64) -> Subscription {
+        let live = match self.handle.inner.live.lock().as_ref() {
+            Some(tx) => tx.subscribe(),
+            None => {
+                // Closed: a receiver whose sender is gone reports Closed at once.
+                let (tx, rx) = broadcast::channel(1);
+                drop(tx);
+                rx
+            }
+        };
+        let inner = Arc::clone(&self.handle.inner);
+        let fetch: FetchAll = Arc::new(move |from, max| inner.read_all(from, max));
+        Subscription::new(from_position, live, fetch)
+    }
+
+    fn head(&self) -> u64 {
+        self.handle.inner.shared.head.load(Ordering::Acquire)
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        if self.handle.inner.shared.poisoned.load(Ordering::Acquire) {
+            Err(StoreError::Poisoned)
+        } else if self.handle.inner.writer.lock().is_none() {
+            Err(StoreError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}

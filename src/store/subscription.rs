@@ -1,0 +1,102 @@
+use std::sync::Arc;
+
+use tenure_events::RecordedEvent;
+use tokio::sync::broadcast;
+
+use super::{StoreError, StoreFuture};
+
+/// Reads a page of `$all`: the catch-up half of a subscription.
+pub(crate) type FetchAll =
+    Arc<dyn Fn(u64, usize) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> + Send + Sync>;
+
+/// A batch of events made durable together, as the writer announces it.
+pub(crate) type LiveBatch = Arc<Vec<RecordedEvent>>;
+
+/// How many events a catch-up read fetches at once.
+const CATCH_UP_PAGE: usize = 4096;
+
+/// A live feed of `$all` from a position: every event once, in order.
+///
+/// It reads what is already in the log page by page, then follows the
+/// batches the writer announces. Whenever it falls behind the announcements
+/// (the channel is bounded) or sees a gap, it goes back to reading the log,
+/// so a slow subscriber loses nothing.
+pub struct Subscription {
+    next: u64,
+    catching_up: bool,
+    live: broadcast::Receiver<LiveBatch>,
+    fetch: FetchAll,
+}
+
+impl Subscription {
+    /// `live` must be subscribed before the first catch-up read, so that no
+    /// batch falls between the two.
+    pub(crate) fn new(
+        from_position: u64,
+        live: broadcast::Receiver<LiveBatch>,
+        fetch: FetchAll,
+    ) -> Subscription {
+        Subscription {
+            next: from_position.max(1),
+            catching_up: true,
+            live,
+            fetch,
+        }
+    }
+
+    /// The position of the next event this subscription will deliver.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// The next events, in order; `Ok(None)` once the store is closed.
+    pub async fn next_batch(&mut self) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
+        loop {
+            if self.catching_up {
+                let page = match (self.fetch)(self.next, CATCH_UP_PAGE).await {
+                    Err(StoreError::Closed) => return Ok(None),
+                    other => other?,
+                };
+                if let Some(last) = page.last() {
+                    self.next = last.position + 1;
+                    return Ok(Some(page));
+                }
+                self.catching_up = false;
+            }
+            match self.live.recv().await {
+                Ok(batch) => {
+                    let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+                        continue;
+                    };
+                    if last.position < self.next {
+                        continue; // already read while catching up
+                    }
+                    if first.position > self.next {
+                        self.catching_up = true; // a gap: read it from the log
+                        continue;
+                    }
+                    let events: Vec<RecordedEvent> = batch
+                        .iter()
+                        .filter(|e| e.position >= self.next)
+                        .cloned()
+                        .collect();
+                    self.next = last.position + 1;
+                    return Ok(Some(events));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
+                Err(broadcast::error::RecvError::Closed) => {
+                    // Deliver what was committed before the close, then end.
+                    let page = (self.fetch)(self.next, CATCH_UP_PAGE).await;
+                    return match page {
+                        Ok(page) if !page.is_empty() => {
+                            self.next = page.last().map_or(self.next, |e| e.position + 1);
+                            Ok(Some(page))
+                        }
+                        Ok(_) | Err(StoreError::Closed) => Ok(None),
+                        Err(e) => Err(e),
+                    };
+                }
+            }
+        }
+    }
+}
