@@ -95,8 +95,5 @@ fn a_data_dir_that_cannot_be_created_is_a_clear_error() {
     let err = SqliteStore::open(&file.path().join("sub"))
         .err()
         .expect("cannot open under a file");
-    assert!(
-        err.to_string().contains("cannot create data directory"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("cannot create data directory"), "{err}");
 }

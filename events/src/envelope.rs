@@ -77,12 +77,7 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
-    pub fn from_new(
-        event: NewEvent,
-        stream: StreamId,
-        version: u64,
-        position: u64,
-    ) -> RecordedEvent {
+    pub fn from_new(event: NewEvent, stream: StreamId, version: u64, position: u64) -> RecordedEvent {
         RecordedEvent {
             position,
             stream,

@@ -10,14 +10,8 @@ use crate::{Bytes, LeaseId};
 pub enum DecodeError {
     #[error("unknown event type {0:?}")]
     UnknownType(String),
-    #[error(
-        "event type {event_type} has schema version {found}, newer than this build knows ({known})"
-    )]
-    FutureVersion {
-        event_type: String,
-        found: u32,
-        known: u32,
-    },
+    #[error("event type {event_type} has schema version {found}, newer than this build knows ({known})")]
+    FutureVersion { event_type: String, found: u32, known: u32 },
     #[error("event type {event_type} schema version {version} has no upcaster")]
     NoUpcaster { event_type: String, version: u32 },
     #[error("payload of {event_type} v{version} does not decode: {reason}")]
@@ -38,23 +32,14 @@ pub trait EventSet: Sized {
     fn encode(&self) -> String;
     /// The typed event for a stored type, version and payload; `Ok(None)` when
     /// the type does not belong to this set.
-    fn decode(
-        event_type: &str,
-        schema_version: u32,
-        payload: &str,
-    ) -> Result<Option<Self>, DecodeError>;
+    fn decode(event_type: &str, schema_version: u32, payload: &str) -> Result<Option<Self>, DecodeError>;
 }
 
 /// Brings a payload written at an older schema version up to the current one.
 /// Each entry upgrades one version to the next; none exist yet because every
 /// event type is still at version 1. Add an arm here (and a golden fixture of
 /// the old version) whenever a payload changes shape.
-fn upcast<'p>(
-    event_type: &str,
-    version: u32,
-    current: u32,
-    payload: &'p str,
-) -> Result<Cow<'p, str>, DecodeError> {
+fn upcast<'p>(event_type: &str, version: u32, current: u32, payload: &'p str) -> Result<Cow<'p, str>, DecodeError> {
     match version.cmp(&current) {
         std::cmp::Ordering::Equal => Ok(Cow::Borrowed(payload)),
         std::cmp::Ordering::Greater => Err(DecodeError::FutureVersion {
@@ -211,11 +196,7 @@ pub enum Event {
 
 impl Event {
     /// Decodes a stored event of any known type.
-    pub fn decode(
-        event_type: &str,
-        schema_version: u32,
-        payload: &str,
-    ) -> Result<Event, DecodeError> {
+    pub fn decode(event_type: &str, schema_version: u32, payload: &str) -> Result<Event, DecodeError> {
         if let Some(e) = LeaseEvent::decode(event_type, schema_version, payload)? {
             return Ok(Event::Lease(e));
         }
@@ -227,10 +208,7 @@ impl Event {
 
     /// Every known event type with its current schema version.
     pub fn types() -> impl Iterator<Item = (&'static str, u32)> {
-        LeaseEvent::TYPES
-            .iter()
-            .chain(KeyspaceEvent::TYPES)
-            .copied()
+        LeaseEvent::TYPES.iter().chain(KeyspaceEvent::TYPES).copied()
     }
 }
 
@@ -256,11 +234,7 @@ impl EventSet for Event {
         }
     }
 
-    fn decode(
-        event_type: &str,
-        schema_version: u32,
-        payload: &str,
-    ) -> Result<Option<Event>, DecodeError> {
+    fn decode(event_type: &str, schema_version: u32, payload: &str) -> Result<Option<Event>, DecodeError> {
         match Event::decode(event_type, schema_version, payload) {
             Ok(e) => Ok(Some(e)),
             Err(DecodeError::UnknownType(_)) => Ok(None),
@@ -318,8 +292,7 @@ mod tests {
             ),
         ];
         for e in events {
-            let back =
-                Event::decode(e.event_type(), e.schema_version(), &e.encode()).expect("decodes");
+            let back = Event::decode(e.event_type(), e.schema_version(), &e.encode()).expect("decodes");
             assert_eq!(back, e);
         }
     }
@@ -332,11 +305,7 @@ mod tests {
         );
         assert!(matches!(
             Event::decode("LeaseRevoked", 2, r#"{"lease":"1"}"#),
-            Err(DecodeError::FutureVersion {
-                found: 2,
-                known: 1,
-                ..
-            })
+            Err(DecodeError::FutureVersion { found: 2, known: 1, .. })
         ));
         assert!(matches!(
             Event::decode("LeaseRevoked", 1, "{}"),

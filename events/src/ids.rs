@@ -9,7 +9,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub enum IdError {
     #[error("lease ID must be 1 to 16 hexadecimal digits and not zero, got {0:?}")]
     Lease(String),
-    #[error("account name must be 1 to 63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit, got {0:?}")]
+    #[error(
+        "account name must be 1 to 63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit, got {0:?}"
+    )]
     Account(String),
     #[error("stream name must be 1 to 512 characters, got {0} characters")]
     Stream(usize),
@@ -63,10 +65,7 @@ impl FromStr for LeaseId {
             return Err(err());
         }
         let raw = u64::from_str_radix(s, 16).map_err(|_| err())?;
-        i64::try_from(raw)
-            .ok()
-            .and_then(LeaseId::new)
-            .ok_or_else(err)
+        i64::try_from(raw).ok().and_then(LeaseId::new).ok_or_else(err)
     }
 }
 

@@ -21,7 +21,7 @@ mod ids;
 pub use bytes::Bytes;
 pub use envelope::{Metadata, NewEvent, RecordedEvent};
 pub use event::{
-    DecodeError, DeleteCause, Event, EventSet, KeyDeleted, KeyPut, KeyspaceEvent, LeaseEvent,
-    LeaseExpired, LeaseGranted, LeaseKeptAlive, LeaseRevoked,
+    DecodeError, DeleteCause, Event, EventSet, KeyDeleted, KeyPut, KeyspaceEvent, LeaseEvent, LeaseExpired,
+    LeaseGranted, LeaseKeptAlive, LeaseRevoked,
 };
 pub use ids::{AccountId, IdError, LeaseId, StreamId};

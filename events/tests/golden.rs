@@ -23,8 +23,7 @@ fn fixtures() -> Vec<(String, Fixture)> {
             continue;
         }
         let text = std::fs::read_to_string(&path).expect("readable fixture");
-        let fixture: Fixture =
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let fixture: Fixture = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         out.push((path.display().to_string(), fixture));
     }
     out
@@ -34,16 +33,11 @@ fn fixtures() -> Vec<(String, Fixture)> {
 fn every_fixture_decodes_and_current_ones_reencode_identically() {
     for (path, f) in fixtures() {
         let payload = f.payload.to_string();
-        let event = Event::decode(&f.event_type, f.schema_version, &payload)
-            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let event = Event::decode(&f.event_type, f.schema_version, &payload).unwrap_or_else(|e| panic!("{path}: {e}"));
         assert_eq!(event.event_type(), f.event_type, "{path}");
         if f.schema_version == event.schema_version() {
-            let reencoded: serde_json::Value =
-                serde_json::from_str(&event.encode()).expect("valid JSON");
-            assert_eq!(
-                reencoded, f.payload,
-                "{path}: re-encoding changed the payload"
-            );
+            let reencoded: serde_json::Value = serde_json::from_str(&event.encode()).expect("valid JSON");
+            assert_eq!(reencoded, f.payload, "{path}: re-encoding changed the payload");
         }
     }
 }

@@ -213,8 +213,7 @@ impl Projection for ExpiryQueue {
 mod tests {
     use super::*;
     use tenure_events::{
-        EventSet, LeaseExpired, LeaseGranted, LeaseKeptAlive, LeaseRevoked, Metadata, NewEvent,
-        StreamId,
+        EventSet, LeaseExpired, LeaseGranted, LeaseKeptAlive, LeaseRevoked, Metadata, NewEvent, StreamId,
     };
 
     fn t(s: i64) -> DateTime<Utc> {
@@ -226,12 +225,7 @@ mod tests {
     }
 
     impl Log {
-        fn event(
-            &mut self,
-            lease: i64,
-            e: impl Into<LeaseEvent>,
-            at: DateTime<Utc>,
-        ) -> RecordedEvent {
+        fn event(&mut self, lease: i64, e: impl Into<LeaseEvent>, at: DateTime<Utc>) -> RecordedEvent {
             let account = AccountId::default_account();
             let id = LeaseId::new(lease).expect("positive");
             let e: LeaseEvent = e.into();
@@ -265,11 +259,7 @@ mod tests {
         q.apply(&log.event(3, granted(3, 20), t(0)));
         assert_eq!(q.due(t(9), usize::MAX), vec![]);
         assert_eq!(q.next_deadline(), Some(t(10)));
-        let due: Vec<_> = q
-            .due(t(25), usize::MAX)
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
+        let due: Vec<_> = q.due(t(25), usize::MAX).into_iter().map(|(k, _)| k).collect();
         assert_eq!(due, vec![key(2), key(3)]);
         assert_eq!(q.due(t(25), usize::MAX), vec![]);
         // Popped leases stay live until the log says they ended.
@@ -381,12 +371,7 @@ mod tests {
         });
         let new = NewEvent::new(&e, &Metadata::new(account.clone()), t(0));
         assert_eq!(new.event_type, e.event_type());
-        q.apply(&RecordedEvent::from_new(
-            new,
-            StreamId::keyspace(&account),
-            1,
-            7,
-        ));
+        q.apply(&RecordedEvent::from_new(new, StreamId::keyspace(&account), 1, 7));
         assert_eq!(q.checkpoint(), 7);
         assert!(q.is_empty());
     }

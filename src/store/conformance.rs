@@ -69,18 +69,11 @@ pub async fn append_and_read_back(store: Arc<dyn EventStore>) {
         .await
         .expect("append");
     assert_eq!(
-        (
-            appended.first_position,
-            appended.last_position,
-            appended.version
-        ),
+        (appended.first_position, appended.last_position, appended.version),
         (1, 1, 1)
     );
     let read = store.read_stream(&stream("a"), 1, 10).await.expect("read");
-    assert_eq!(
-        read,
-        vec![RecordedEvent::from_new(written, stream("a"), 1, 1)]
-    );
+    assert_eq!(read, vec![RecordedEvent::from_new(written, stream("a"), 1, 1)]);
     assert_eq!(store.head(), 1);
 }
 
@@ -99,18 +92,9 @@ pub async fn expected_version_conflicts(store: Arc<dyn EventStore>) {
             })
         );
     };
-    check(
-        append(&*store, "a", ExpectedVersion::Exact(0), &[3]).await,
-        0,
-    );
-    check(
-        append(&*store, "a", ExpectedVersion::Exact(1), &[3]).await,
-        1,
-    );
-    check(
-        append(&*store, "a", ExpectedVersion::Exact(5), &[3]).await,
-        5,
-    );
+    check(append(&*store, "a", ExpectedVersion::Exact(0), &[3]).await, 0);
+    check(append(&*store, "a", ExpectedVersion::Exact(1), &[3]).await, 1);
+    check(append(&*store, "a", ExpectedVersion::Exact(5), &[3]).await, 5);
     let ok = append(&*store, "a", ExpectedVersion::Exact(2), &[3])
         .await
         .expect("right version");
@@ -133,9 +117,7 @@ pub async fn read_stream_ranges(store: Arc<dyn EventStore>) {
         .expect("append b");
     let read = store.read_stream(&stream("a"), 3, 2).await.expect("read");
     assert_eq!(
-        read.iter()
-            .map(|e| (e.version, n_of(e)))
-            .collect::<Vec<_>>(),
+        read.iter().map(|e| (e.version, n_of(e))).collect::<Vec<_>>(),
         vec![(3, 3), (4, 4)]
     );
     assert!(store
@@ -214,10 +196,7 @@ pub async fn slow_subscriber_loses_nothing(store: Arc<dyn EventStore>) {
             .await
             .expect("append");
     }
-    assert_eq!(
-        collect(&mut sub, total as usize).await,
-        (1..=total).collect::<Vec<_>>()
-    );
+    assert_eq!(collect(&mut sub, total as usize).await, (1..=total).collect::<Vec<_>>());
 }
 
 /// Many tasks appending at once: every acknowledged append is in the log,
@@ -265,13 +244,7 @@ pub async fn racing_writers_have_one_winner_per_version(store: Arc<dyn EventStor
         for r in 0..racers {
             let store = Arc::clone(&store);
             handles.push(tokio::spawn(async move {
-                append(
-                    &*store,
-                    "hot",
-                    ExpectedVersion::Exact(round),
-                    &[round * 100 + r],
-                )
-                .await
+                append(&*store, "hot", ExpectedVersion::Exact(round), &[round * 100 + r]).await
             }));
         }
         let mut wins = 0;
@@ -287,10 +260,7 @@ pub async fn racing_writers_have_one_winner_per_version(store: Arc<dyn EventStor
         }
         assert_eq!(wins, 1, "round {round}");
     }
-    let events = store
-        .read_stream(&stream("hot"), 1, 100)
-        .await
-        .expect("read");
+    let events = store.read_stream(&stream("hot"), 1, 100).await.expect("read");
     assert_eq!(events.len() as u64, rounds);
 }
 

@@ -10,9 +10,7 @@ use tenure_events::{NewEvent, RecordedEvent, StreamId};
 use tokio::sync::broadcast;
 
 use super::subscription::{FetchAll, LiveBatch};
-use super::{
-    AppendError, Appended, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription,
-};
+use super::{AppendError, Appended, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription};
 
 #[derive(Default)]
 struct State {
@@ -44,13 +42,7 @@ impl MemoryStore {
 fn read_all(state: &Mutex<State>, from_position: u64, max_count: usize) -> Vec<RecordedEvent> {
     let state = state.lock();
     let start = usize::try_from(from_position.max(1) - 1).unwrap_or(usize::MAX);
-    state
-        .events
-        .iter()
-        .skip(start)
-        .take(max_count)
-        .cloned()
-        .collect()
+    state.events.iter().skip(start).take(max_count).cloned().collect()
 }
 
 impl EventStore for MemoryStore {
@@ -113,11 +105,7 @@ impl EventStore for MemoryStore {
         Box::pin(futures::future::ready(Ok(events)))
     }
 
-    fn read_all(
-        &self,
-        from_position: u64,
-        max_count: usize,
-    ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
+    fn read_all(&self, from_position: u64, max_count: usize) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
         Box::pin(futures::future::ready(Ok(read_all(
             &self.state,
             from_position,
@@ -128,9 +116,8 @@ impl EventStore for MemoryStore {
     fn subscribe_all(&self, from_position: u64) -> Subscription {
         let live = self.live.subscribe();
         let state = Arc::clone(&self.state);
-        let fetch: FetchAll = Arc::new(move |from, max| {
-            Box::pin(futures::future::ready(Ok(read_all(&state, from, max))))
-        });
+        let fetch: FetchAll =
+            Arc::new(move |from, max| Box::pin(futures::future::ready(Ok(read_all(&state, from, max)))));
         Subscription::new(from_position, live, fetch)
     }
 

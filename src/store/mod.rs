@@ -62,10 +62,7 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
     #[error("stream is at version {actual}, not the expected {expected}")]
-    Conflict {
-        expected: ExpectedVersion,
-        actual: u64,
-    },
+    Conflict { expected: ExpectedVersion, actual: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -107,11 +104,7 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Up to `max_count` events of `$all` with position >= `from_position`
     /// (positions start at 1), in position order.
-    fn read_all(
-        &self,
-        from_position: u64,
-        max_count: usize,
-    ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>>;
+    fn read_all(&self, from_position: u64, max_count: usize) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>>;
 
     /// Every event with position >= `from_position`: first those already in
     /// the log, then new ones as they become durable.

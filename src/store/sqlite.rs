@@ -25,9 +25,7 @@ use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
 
 use super::subscription::{FetchAll, LiveBatch};
-use super::{
-    AppendError, Appended, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription,
-};
+use super::{AppendError, Appended, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription};
 
 /// Upper bound of events in one transaction: keeps a commit's latency and the
 /// writer's memory bounded while still sharing one fsync among many appends.
@@ -66,8 +64,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRI
 const INSERT: &str = "INSERT INTO events (position, stream, version, event_id, event_type, schema_version, time, \
                       account, request_id, causation_id, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
-const COLUMNS: &str =
-    "position, stream, version, event_id, event_type, schema_version, time, account, request_id, \
+const COLUMNS: &str = "position, stream, version, event_id, event_type, schema_version, time, account, request_id, \
                        causation_id, payload";
 
 /// Counters of the writer, for tests and benchmarks.
@@ -135,15 +132,11 @@ impl SqliteStore {
 
     /// Opens (creating if needed) the log in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Io(format!(
-                "cannot create data directory {}: {e}",
-                data_dir.display()
-            ))
-        })?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Io(format!("cannot create data directory {}: {e}", data_dir.display())))?;
         let path = data_dir.join(Self::FILE_NAME);
-        let conn = Connection::open(&path)
-            .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
+        let conn =
+            Connection::open(&path).map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(io)?;
@@ -157,11 +150,7 @@ impl SqliteStore {
             .map_err(io)?;
         conn.execute_batch(SCHEMA).map_err(io)?;
         let schema: Option<String> = conn
-            .query_row(
-                "SELECT value FROM meta WHERE key = 'schema_version'",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
             .optional()
             .map_err(io)?;
         match schema.as_deref() {
@@ -181,9 +170,7 @@ impl SqliteStore {
             }
         }
         let head: i64 = conn
-            .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| {
-                r.get(0)
-            })
+            .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| r.get(0))
             .map_err(io)?;
 
         let (write_tx, write_rx) = crossbeam_channel::unbounded::<WriteJob>();
@@ -205,14 +192,10 @@ impl SqliteStore {
         for i in 0..READERS {
             let reader = Connection::open_with_flags(
                 &path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                    | OpenFlags::SQLITE_OPEN_URI,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
             )
             .map_err(io)?;
-            reader
-                .execute_batch("PRAGMA busy_timeout = 5000;")
-                .map_err(io)?;
+            reader.execute_batch("PRAGMA busy_timeout = 5000;").map_err(io)?;
             let rx = read_rx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("tenure-sqlite-read-{i}"))
@@ -306,9 +289,7 @@ impl Inner {
         max_count: usize,
     ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
         self.read(move |conn| {
-            let sql = format!(
-                "SELECT {COLUMNS} FROM events WHERE position >= ?1 ORDER BY position LIMIT ?2"
-            );
+            let sql = format!("SELECT {COLUMNS} FROM events WHERE position >= ?1 ORDER BY position LIMIT ?2");
             query_events(
                 conn,
                 &sql,
@@ -322,11 +303,7 @@ fn to_sql_int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-fn query_events(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> Result<Vec<RecordedEvent>, StoreError> {
+fn query_events(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<RecordedEvent>, StoreError> {
     let mut stmt = conn.prepare_cached(sql).map_err(io)?;
     let mut rows = stmt.query(params).map_err(io)?;
     let mut out = Vec::new();
@@ -337,8 +314,7 @@ fn query_events(
 }
 
 fn row_to_event(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, StoreError> {
-    let corrupt =
-        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
     let uuid = |bytes: Option<Vec<u8>>| -> Result<Option<Uuid>, StoreError> {
         bytes
             .map(|b| Uuid::from_slice(&b).map_err(|e| corrupt("uuid", &e)))
@@ -446,26 +422,15 @@ impl Writer {
     fn write(
         &mut self,
         requests: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
-    ) -> Result<
-        (
-            Vec<Outcome>,
-            Vec<RecordedEvent>,
-            HashMap<StreamId, u64>,
-            u64,
-        ),
-        rusqlite::Error,
-    > {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+    ) -> Result<(Vec<Outcome>, Vec<RecordedEvent>, HashMap<StreamId, u64>, u64), rusqlite::Error> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut touched: HashMap<StreamId, u64> = HashMap::new();
         let mut outcomes = Vec::with_capacity(requests.len());
         let mut recorded = Vec::new();
         let mut position = self.head;
         {
             let mut insert = tx.prepare_cached(INSERT)?;
-            let mut version_of = tx
-                .prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?1")?;
+            let mut version_of = tx.prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?1")?;
             for (stream, expected, events) in requests {
                 let current = match touched.get(&stream).or_else(|| self.versions.get(&stream)) {
                     Some(v) => *v,
@@ -500,12 +465,7 @@ impl Writer {
                         event.causation_id.as_ref().map(|u| u.as_bytes().as_slice()),
                         event.payload,
                     ])?;
-                    recorded.push(RecordedEvent::from_new(
-                        event,
-                        stream.clone(),
-                        version,
-                        position,
-                    ));
+                    recorded.push(RecordedEvent::from_new(event, stream.clone(), version, position));
                 }
                 outcomes.push(Ok(Appended {
                     first_position: first_position.min(position.max(1)),
@@ -561,16 +521,17 @@ impl EventStore for SqliteStore {
     ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
         let stream = stream.clone();
         self.handle.inner.read(move |conn| {
-            let sql = format!("SELECT {COLUMNS} FROM events WHERE stream = ?1 AND version >= ?2 ORDER BY version LIMIT ?3");
-            query_events(conn, &sql, params![stream.as_str(), to_sql_int(from_version), to_sql_int(max_count as u64)])
+            let sql =
+                format!("SELECT {COLUMNS} FROM events WHERE stream = ?1 AND version >= ?2 ORDER BY version LIMIT ?3");
+            query_events(
+                conn,
+                &sql,
+                params![stream.as_str(), to_sql_int(from_version), to_sql_int(max_count as u64)],
+            )
         })
     }
 
-    fn read_all(
-        &self,
-        from_position: u64,
-        max_count: usize,
-    ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
+    fn read_all(&self, from_position: u64, max_count: usize) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
         self.handle.inner.read_all(from_position, max_count)
     }
 

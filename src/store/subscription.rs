@@ -6,8 +6,7 @@ use tokio::sync::broadcast;
 use super::{StoreError, StoreFuture};
 
 /// Reads a page of `$all`: the catch-up half of a subscription.
-pub(crate) type FetchAll =
-    Arc<dyn Fn(u64, usize) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> + Send + Sync>;
+pub(crate) type FetchAll = Arc<dyn Fn(u64, usize) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> + Send + Sync>;
 
 /// A batch of events made durable together, as the writer announces it.
 pub(crate) type LiveBatch = Arc<Vec<RecordedEvent>>;
@@ -31,11 +30,7 @@ pub struct Subscription {
 impl Subscription {
     /// `live` must be subscribed before the first catch-up read, so that no
     /// batch falls between the two.
-    pub(crate) fn new(
-        from_position: u64,
-        live: broadcast::Receiver<LiveBatch>,
-        fetch: FetchAll,
-    ) -> Subscription {
+    pub(crate) fn new(from_position: u64, live: broadcast::Receiver<LiveBatch>, fetch: FetchAll) -> Subscription {
         Subscription {
             next: from_position.max(1),
             catching_up: true,
@@ -75,11 +70,8 @@ impl Subscription {
                         self.catching_up = true; // a gap: read it from the log
                         continue;
                     }
-                    let events: Vec<RecordedEvent> = batch
-                        .iter()
-                        .filter(|e| e.position >= self.next)
-                        .cloned()
-                        .collect();
+                    let events: Vec<RecordedEvent> =
+                        batch.iter().filter(|e| e.position >= self.next).cloned().collect();
                     self.next = last.position + 1;
                     return Ok(Some(events));
                 }
