@@ -29,6 +29,12 @@ impl Bytes {
     }
 }
 
+impl std::borrow::Borrow<[u8]> for Bytes {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl From<&str> for Bytes {
     fn from(s: &str) -> Bytes {
         Bytes(s.as_bytes().to_vec())

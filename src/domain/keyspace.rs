@@ -1,0 +1,521 @@
+//! An account's key space: etcd's flat, ordered map of byte keys with a
+//! revision counter, each key optionally attached to one lease.
+//!
+//! Revisions follow etcd: an empty key space is at revision 1; every put, and
+//! every delete that removes at least one key, moves it up by one; all the
+//! keys one command deletes (a range, a lease's keys) share one revision.
+//!
+//! Whether a lease is live is not known here: the lease actor checks that
+//! before it forwards a put with a lease (see `actors::lease`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+
+use chrono::{DateTime, Utc};
+use tenure_events::{Bytes, DeleteCause, KeyDeleted, KeyPut, KeyspaceEvent, LeaseId};
+
+use super::Aggregate;
+
+/// Keys one lease may hold: revoking or expiring a lease deletes all of them
+/// in one append, and this keeps that append (and its transaction) bounded.
+pub const MAX_KEYS_PER_LEASE: usize = 10_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub value: Bytes,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    /// Changes since creation (1 when created), as etcd counts.
+    pub version: i64,
+    pub lease: Option<LeaseId>,
+}
+
+/// A set of keys, in etcd's terms: `key` alone when `range_end` is empty;
+/// every key >= `key` when `range_end` is `"\0"`; otherwise `[key, range_end)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRange {
+    pub key: Bytes,
+    pub range_end: Bytes,
+}
+
+impl KeyRange {
+    pub fn single(key: impl Into<Bytes>) -> KeyRange {
+        KeyRange {
+            key: key.into(),
+            range_end: Bytes::default(),
+        }
+    }
+
+    /// Every key starting with `prefix` (all keys for an empty prefix).
+    pub fn prefix(prefix: impl Into<Bytes>) -> KeyRange {
+        let key: Bytes = prefix.into();
+        let range_end = Bytes(prefix_end(key.as_slice()));
+        KeyRange { key, range_end }
+    }
+
+    fn is_single(&self) -> bool {
+        self.range_end.is_empty()
+    }
+
+    fn bounds(&self) -> Option<(Bound<&[u8]>, Bound<&[u8]>)> {
+        let start = Bound::Included(self.key.as_slice());
+        match self.range_end.as_slice() {
+            [] => Some((start, Bound::Included(self.key.as_slice()))),
+            [0] => Some((start, Bound::Unbounded)),
+            end if end <= self.key.as_slice() => None,
+            end => Some((start, Bound::Excluded(end))),
+        }
+    }
+}
+
+/// The smallest key greater than every key with this prefix (etcd's
+/// `GetPrefixRangeEnd`); `"\0"`, meaning no upper bound, when there is none.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyspaceCommand {
+    /// Create or replace a key; `lease` attaches it (the caller has checked
+    /// that the lease is live), `None` detaches it from any lease.
+    Put {
+        key: Bytes,
+        value: Bytes,
+        lease: Option<LeaseId>,
+    },
+    DeleteRange {
+        range: KeyRange,
+    },
+    /// Delete every key attached to `lease` (it was revoked or expired).
+    DeleteLeaseKeys {
+        lease: LeaseId,
+        cause: DeleteCause,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyspaceRejection {
+    #[error("key is not provided")]
+    EmptyKey,
+    #[error("lease {lease} already holds the maximum of {max} keys")]
+    TooManyKeysForLease { lease: LeaseId, max: usize },
+}
+
+/// The answer to a range read.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct RangeResult {
+    pub kvs: Vec<(Bytes, KeyValue)>,
+    /// How many keys are in the range, whatever the limit.
+    pub count: usize,
+    /// Whether the limit left keys out.
+    pub more: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keyspace {
+    revision: i64,
+    kvs: BTreeMap<Bytes, KeyValue>,
+    by_lease: HashMap<LeaseId, BTreeSet<Bytes>>,
+}
+
+impl Default for Keyspace {
+    fn default() -> Keyspace {
+        Keyspace {
+            revision: 1,
+            kvs: BTreeMap::new(),
+            by_lease: HashMap::new(),
+        }
+    }
+}
+
+impl Keyspace {
+    /// The revision of the last change (1 for an empty, never changed space).
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    pub fn len(&self) -> usize {
+        self.kvs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.kvs.is_empty()
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&KeyValue> {
+        self.kvs.get(key)
+    }
+
+    fn keys_in<'a>(&'a self, range: &KeyRange) -> Box<dyn Iterator<Item = (&'a Bytes, &'a KeyValue)> + 'a> {
+        if range.is_single() {
+            return Box::new(self.kvs.get_key_value(range.key.as_slice()).into_iter());
+        }
+        match range.bounds() {
+            Some(bounds) => Box::new(self.kvs.range::<[u8], _>(bounds)),
+            None => Box::new(std::iter::empty()),
+        }
+    }
+
+    /// The keys in `range`, at most `limit` of them (0: no limit).
+    pub fn range(&self, range: &KeyRange, limit: usize) -> RangeResult {
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        let mut result = RangeResult::default();
+        for (k, v) in self.keys_in(range) {
+            if result.kvs.len() < limit {
+                result.kvs.push((k.clone(), v.clone()));
+            }
+            result.count += 1;
+        }
+        result.more = result.count > result.kvs.len();
+        result
+    }
+
+    /// The keys attached to `lease`, in key order.
+    pub fn lease_keys(&self, lease: LeaseId) -> Vec<Bytes> {
+        self.by_lease
+            .get(&lease)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every lease that has at least one key attached.
+    pub fn leases_with_keys(&self) -> Vec<LeaseId> {
+        let mut leases: Vec<LeaseId> = self.by_lease.keys().copied().collect();
+        leases.sort();
+        leases
+    }
+
+    fn deletions(&self, keys: Vec<Bytes>, cause: DeleteCause) -> Vec<KeyspaceEvent> {
+        let revision = self.revision + 1;
+        keys.into_iter()
+            .map(|key| {
+                KeyDeleted {
+                    key,
+                    revision,
+                    cause: cause.clone(),
+                }
+                .into()
+            })
+            .collect()
+    }
+
+    fn detach(&mut self, key: &Bytes, lease: LeaseId) {
+        if let Some(keys) = self.by_lease.get_mut(&lease) {
+            keys.remove(key);
+            if keys.is_empty() {
+                self.by_lease.remove(&lease);
+            }
+        }
+    }
+}
+
+impl Aggregate for Keyspace {
+    type Command = KeyspaceCommand;
+    type Event = KeyspaceEvent;
+    type Rejection = KeyspaceRejection;
+
+    fn decide(&self, command: KeyspaceCommand, _now: DateTime<Utc>) -> Result<Vec<KeyspaceEvent>, KeyspaceRejection> {
+        match command {
+            KeyspaceCommand::Put { key, value, lease } => {
+                if key.is_empty() {
+                    return Err(KeyspaceRejection::EmptyKey);
+                }
+                if let Some(lease) = lease {
+                    let held = self.by_lease.get(&lease);
+                    let already = held.is_some_and(|keys| keys.contains(&key));
+                    if !already && held.map_or(0, BTreeSet::len) >= MAX_KEYS_PER_LEASE {
+                        return Err(KeyspaceRejection::TooManyKeysForLease {
+                            lease,
+                            max: MAX_KEYS_PER_LEASE,
+                        });
+                    }
+                }
+                Ok(vec![KeyPut {
+                    key,
+                    value,
+                    lease,
+                    revision: self.revision + 1,
+                }
+                .into()])
+            }
+            KeyspaceCommand::DeleteRange { range } => {
+                if range.key.is_empty() && range.range_end.is_empty() {
+                    return Err(KeyspaceRejection::EmptyKey);
+                }
+                let keys = self.keys_in(&range).map(|(k, _)| k.clone()).collect();
+                Ok(self.deletions(keys, DeleteCause::Request))
+            }
+            KeyspaceCommand::DeleteLeaseKeys { lease, cause } => Ok(self.deletions(self.lease_keys(lease), cause)),
+        }
+    }
+
+    fn evolve(&mut self, event: &KeyspaceEvent, _at: DateTime<Utc>) {
+        match event {
+            KeyspaceEvent::Put(e) => {
+                assert_eq!(e.revision, self.revision + 1, "a put moves the revision up by one");
+                let previous_lease = self.kvs.get(&e.key).and_then(|kv| kv.lease);
+                if let Some(old) = previous_lease {
+                    self.detach(&e.key, old);
+                }
+                let kv = self.kvs.entry(e.key.clone()).or_insert(KeyValue {
+                    value: Bytes::default(),
+                    create_revision: e.revision,
+                    mod_revision: e.revision,
+                    version: 0,
+                    lease: None,
+                });
+                kv.value = e.value.clone();
+                kv.mod_revision = e.revision;
+                kv.version += 1;
+                kv.lease = e.lease;
+                if let Some(lease) = e.lease {
+                    self.by_lease.entry(lease).or_default().insert(e.key.clone());
+                }
+                self.revision = e.revision;
+            }
+            KeyspaceEvent::Deleted(e) => {
+                assert!(
+                    e.revision == self.revision || e.revision == self.revision + 1,
+                    "deletions share their command's revision"
+                );
+                if let Some(kv) = self.kvs.remove(&e.key) {
+                    if let Some(lease) = kv.lease {
+                        self.detach(&e.key, lease);
+                    }
+                }
+                self.revision = e.revision;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::testing::{given, t};
+
+    fn lease(n: i64) -> LeaseId {
+        LeaseId::new(n).expect("positive")
+    }
+
+    fn put(key: &str, value: &str, lease: Option<LeaseId>, revision: i64) -> KeyspaceEvent {
+        KeyPut {
+            key: key.into(),
+            value: value.into(),
+            lease,
+            revision,
+        }
+        .into()
+    }
+
+    fn deleted(key: &str, revision: i64, cause: DeleteCause) -> KeyspaceEvent {
+        KeyDeleted {
+            key: key.into(),
+            revision,
+            cause,
+        }
+        .into()
+    }
+
+    fn cmd_put(key: &str, value: &str, lease: Option<LeaseId>) -> KeyspaceCommand {
+        KeyspaceCommand::Put {
+            key: key.into(),
+            value: value.into(),
+            lease,
+        }
+    }
+
+    fn fold(events: &[KeyspaceEvent]) -> Keyspace {
+        let mut ks = Keyspace::default();
+        for e in events {
+            ks.evolve(e, t(0));
+        }
+        ks
+    }
+
+    #[test]
+    fn the_first_put_is_revision_2_as_in_etcd() {
+        given::<Keyspace>([])
+            .when(cmd_put("key1", "hello", None))
+            .then([put("key1", "hello", None, 2)]);
+    }
+
+    #[test]
+    fn an_empty_key_is_refused() {
+        given::<Keyspace>([])
+            .when(cmd_put("", "v", None))
+            .then_rejects(KeyspaceRejection::EmptyKey);
+        given::<Keyspace>([])
+            .when(KeyspaceCommand::DeleteRange {
+                range: KeyRange::single(""),
+            })
+            .then_rejects(KeyspaceRejection::EmptyKey);
+    }
+
+    #[test]
+    fn put_tracks_versions_and_revisions_like_etcd() {
+        let ks = fold(&[put("a", "1", None, 2), put("b", "1", None, 3), put("a", "2", None, 4)]);
+        assert_eq!(
+            ks.get(b"a"),
+            Some(&KeyValue {
+                value: "2".into(),
+                create_revision: 2,
+                mod_revision: 4,
+                version: 2,
+                lease: None
+            })
+        );
+        assert_eq!(ks.revision(), 4);
+    }
+
+    #[test]
+    fn deleting_a_range_removes_each_key_at_one_revision() {
+        given::<Keyspace>([
+            put("a/1", "x", None, 2),
+            put("a/2", "x", None, 3),
+            put("b", "x", None, 4),
+        ])
+        .when(KeyspaceCommand::DeleteRange {
+            range: KeyRange::prefix("a/"),
+        })
+        .then([
+            deleted("a/1", 5, DeleteCause::Request),
+            deleted("a/2", 5, DeleteCause::Request),
+        ]);
+    }
+
+    #[test]
+    fn deleting_nothing_records_nothing() {
+        given::<Keyspace>([put("a", "x", None, 2)])
+            .when(KeyspaceCommand::DeleteRange {
+                range: KeyRange::single("zzz"),
+            })
+            .then([]);
+    }
+
+    #[test]
+    fn a_lease_s_keys_are_deleted_together_and_only_them() {
+        let cause = DeleteCause::LeaseRevoked { lease: lease(7) };
+        given::<Keyspace>([
+            put("key5", "hehe", Some(lease(7)), 2),
+            put("key6", "hihi", Some(lease(7)), 3),
+            put("other", "x", Some(lease(8)), 4),
+        ])
+        .when(KeyspaceCommand::DeleteLeaseKeys {
+            lease: lease(7),
+            cause: cause.clone(),
+        })
+        .then([deleted("key5", 5, cause.clone()), deleted("key6", 5, cause)]);
+    }
+
+    #[test]
+    fn a_key_moved_to_another_lease_leaves_the_first() {
+        let ks = fold(&[put("k", "v", Some(lease(1)), 2), put("k", "v", Some(lease(2)), 3)]);
+        assert_eq!(ks.lease_keys(lease(1)), Vec::<Bytes>::new());
+        assert_eq!(ks.lease_keys(lease(2)), vec![Bytes::from("k")]);
+        assert_eq!(ks.leases_with_keys(), vec![lease(2)]);
+        given::<Keyspace>([put("k", "v", Some(lease(1)), 2), put("k", "v", Some(lease(2)), 3)])
+            .when(KeyspaceCommand::DeleteLeaseKeys {
+                lease: lease(1),
+                cause: DeleteCause::Request,
+            })
+            .then([]);
+    }
+
+    #[test]
+    fn a_put_without_lease_detaches_the_key() {
+        let ks = fold(&[put("k", "v", Some(lease(1)), 2), put("k", "w", None, 3)]);
+        assert!(ks.leases_with_keys().is_empty());
+        assert_eq!(ks.get(b"k").and_then(|kv| kv.lease), None);
+    }
+
+    #[test]
+    fn a_lease_holds_at_most_its_maximum_of_keys() {
+        let full: Vec<KeyspaceEvent> = (0..MAX_KEYS_PER_LEASE)
+            .map(|i| put(&format!("k{i:05}"), "v", Some(lease(1)), i as i64 + 2))
+            .collect();
+        let next_revision = MAX_KEYS_PER_LEASE as i64 + 2;
+        given::<Keyspace>(full.clone())
+            .when(cmd_put("one-more", "v", Some(lease(1))))
+            .then_rejects(KeyspaceRejection::TooManyKeysForLease {
+                lease: lease(1),
+                max: MAX_KEYS_PER_LEASE,
+            });
+        // Rewriting a key it already holds is fine.
+        given::<Keyspace>(full)
+            .when(cmd_put("k00000", "w", Some(lease(1))))
+            .then([put("k00000", "w", Some(lease(1)), next_revision)]);
+    }
+
+    #[test]
+    fn ranges_follow_etcd_s_range_end_rules() {
+        let ks = fold(&[
+            put("a", "1", None, 2),
+            put("ab", "1", None, 3),
+            put("b", "1", None, 4),
+            put("c", "1", None, 5),
+        ]);
+        let keys = |r: KeyRange, limit: usize| {
+            let res = ks.range(&r, limit);
+            (
+                res.kvs
+                    .into_iter()
+                    .map(|(k, _)| k.to_string_lossy())
+                    .collect::<Vec<_>>(),
+                res.count,
+                res.more,
+            )
+        };
+        let v = |ks: &[&str]| ks.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(keys(KeyRange::single("ab"), 0), (v(&["ab"]), 1, false));
+        assert_eq!(keys(KeyRange::single("zz"), 0), (v(&[]), 0, false));
+        assert_eq!(keys(KeyRange::prefix("a"), 0), (v(&["a", "ab"]), 2, false));
+        assert_eq!(keys(KeyRange::prefix(""), 0), (v(&["a", "ab", "b", "c"]), 4, false));
+        assert_eq!(
+            keys(
+                KeyRange {
+                    key: "ab".into(),
+                    range_end: "c".into()
+                },
+                0
+            ),
+            (v(&["ab", "b"]), 2, false)
+        );
+        assert_eq!(
+            keys(
+                KeyRange {
+                    key: "b".into(),
+                    range_end: Bytes(vec![0])
+                },
+                0
+            ),
+            (v(&["b", "c"]), 2, false)
+        );
+        assert_eq!(
+            keys(
+                KeyRange {
+                    key: "c".into(),
+                    range_end: "a".into()
+                },
+                0
+            ),
+            (v(&[]), 0, false)
+        );
+        assert_eq!(keys(KeyRange::prefix(""), 3), (v(&["a", "ab", "b"]), 4, true));
+    }
+
+    #[test]
+    fn prefix_end_matches_etcd() {
+        assert_eq!(prefix_end(b"a"), b"b".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+        assert_eq!(prefix_end(b""), vec![0]);
+    }
+}
