@@ -1,1 +1,5 @@
-fn main() {}
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    tenure::cli::run(tenure::cli::Cli::parse())
+}

@@ -1,0 +1,258 @@
+//! The key space actor: owns one account's keys (stream `keyspace/{account}`).
+//!
+//! It stays resident (it is the key index); reads are answered from its state
+//! once every write they may have observed is durable.
+
+use std::sync::Arc;
+
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
+use tenure_events::{AccountId, Bytes, DeleteCause, KeyspaceEvent, LeaseId, NewEvent, StreamId};
+
+use super::journal::{activate_from_log, submit, Journal, Journaled};
+use super::registry::{Activation, Entity};
+use super::{log_outcome, Cmd, CommandError, Hub, Reply};
+use crate::domain::keyspace::{KeyRange, KeyValue, Keyspace, KeyspaceCommand, RangeResult};
+use crate::domain::Aggregate;
+
+pub struct KeyspaceActor {
+    hub: Arc<Hub>,
+    account: AccountId,
+    state: Keyspace,
+    journal: Journal,
+    load: bool,
+}
+
+/// A put's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutDone {
+    pub revision: i64,
+    /// The key before the put, when asked for and when it existed.
+    pub prev: Option<KeyValue>,
+}
+
+/// A delete's answer (also a revoke's and an expiry's: their keys).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Deleted {
+    pub revision: i64,
+    pub count: usize,
+    /// The deleted keys, when asked for.
+    pub prev_kvs: Vec<(Bytes, KeyValue)>,
+}
+
+/// A range read's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeDone {
+    pub revision: i64,
+    pub result: RangeResult,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Put {
+    pub key: Bytes,
+    pub value: Bytes,
+    /// The lease to attach the key to. Only the lease actor sends this set,
+    /// after checking the lease is live.
+    pub lease: Option<LeaseId>,
+    pub prev_kv: bool,
+    pub cmd: Cmd,
+    pub reply: Reply<PutDone>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeleteRange {
+    pub range: KeyRange,
+    pub prev_kv: bool,
+    pub cmd: Cmd,
+    pub reply: Reply<Deleted>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DeleteLeaseKeys {
+    pub lease: LeaseId,
+    pub cause: DeleteCause,
+    pub cmd: Cmd,
+    pub reply: Reply<Deleted>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Range {
+    pub range: KeyRange,
+    /// 0: no limit.
+    pub limit: usize,
+    pub reply: Reply<RangeDone>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LeaseKeys {
+    pub lease: LeaseId,
+    pub reply: Reply<Vec<Bytes>>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LeasesWithKeys {
+    pub reply: Reply<Vec<LeaseId>>,
+}
+
+impl Entity for KeyspaceActor {
+    type Key = AccountId;
+
+    fn activate(account: AccountId, activation: Activation, hub: Arc<Hub>) -> KeyspaceActor {
+        let journal = Journal::new(Arc::clone(&hub.store), StreamId::keyspace(&account));
+        KeyspaceActor { hub, account, state: Keyspace::default(), journal, load: activation == Activation::Load }
+    }
+}
+
+impl Actor for KeyspaceActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.load {
+            activate_from_log(
+                self,
+                ctx,
+                Keyspace::default(),
+                |state, e| {
+                    if let Some(event) = e.decode_as::<KeyspaceEvent>()? {
+                        state.evolve(&event, e.time);
+                    }
+                    Ok(())
+                },
+                |act, state| act.state = state,
+            );
+        }
+    }
+}
+
+impl Journaled for KeyspaceActor {
+    fn journal(&mut self) -> &mut Journal {
+        &mut self.journal
+    }
+
+    fn journal_failed(&mut self, ctx: &mut Context<Self>) {
+        self.hub.keyspaces.forget(&self.account, &ctx.address());
+        ctx.stop();
+    }
+}
+
+impl KeyspaceActor {
+    /// Decides `command`, applies and appends its events; `done` gets the
+    /// revision after them once they are durable (at once, after earlier
+    /// appends, when there are none).
+    fn execute(
+        &mut self,
+        ctx: &mut Context<Self>,
+        command: KeyspaceCommand,
+        cmd: &Cmd,
+        done: impl FnOnce(Result<i64, CommandError>) + 'static,
+    ) {
+        let now = self.hub.clock.now();
+        let events = match self.state.decide(command, now) {
+            Ok(events) => events,
+            Err(rejection) => {
+                self.journal.after_durable(move || done(Err(rejection.into())));
+                return;
+            }
+        };
+        if events.is_empty() {
+            let revision = self.state.revision();
+            self.journal.after_durable(move || done(Ok(revision)));
+            return;
+        }
+        let new_events: Vec<NewEvent> = events
+            .iter()
+            .map(|e| {
+                self.state.evolve(e, now);
+                NewEvent::new(e, &cmd.meta, now)
+            })
+            .collect();
+        let revision = self.state.revision();
+        submit(self, ctx, new_events, move |_, _, result| done(result.map(|_| revision).map_err(Into::into)));
+    }
+
+    fn delete(&mut self, ctx: &mut Context<Self>, command: KeyspaceCommand, cmd: Cmd, prev: Vec<(Bytes, KeyValue)>, name: &'static str, reply: Reply<Deleted>) {
+        let span = cmd.span.clone();
+        let count = match &command {
+            KeyspaceCommand::DeleteRange { range } => self.state.range(range, 0).count,
+            KeyspaceCommand::DeleteLeaseKeys { lease, .. } => self.state.lease_keys(*lease).len(),
+            KeyspaceCommand::Put { .. } => 0,
+        };
+        self.execute(ctx, command, &cmd, move |result| {
+            let result = result.map(|revision| Deleted { revision, count, prev_kvs: prev });
+            log_outcome(&span, name, &result);
+            let _ = reply.send(result);
+        });
+    }
+}
+
+impl Handler<Put> for KeyspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Put, ctx: &mut Context<Self>) {
+        self.journal.touch();
+        let prev = if msg.prev_kv { self.state.get(msg.key.as_slice()).cloned() } else { None };
+        let span = msg.cmd.span.clone();
+        let reply = msg.reply;
+        let command = KeyspaceCommand::Put { key: msg.key, value: msg.value, lease: msg.lease };
+        self.execute(ctx, command, &msg.cmd, move |result| {
+            let result = result.map(|revision| PutDone { revision, prev });
+            log_outcome(&span, "put", &result);
+            let _ = reply.send(result);
+        });
+    }
+}
+
+impl Handler<DeleteRange> for KeyspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeleteRange, ctx: &mut Context<Self>) {
+        self.journal.touch();
+        let prev = if msg.prev_kv { self.state.range(&msg.range, 0).kvs } else { Vec::new() };
+        self.delete(ctx, KeyspaceCommand::DeleteRange { range: msg.range }, msg.cmd, prev, "delete", msg.reply);
+    }
+}
+
+impl Handler<DeleteLeaseKeys> for KeyspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: DeleteLeaseKeys, ctx: &mut Context<Self>) {
+        self.journal.touch();
+        let command = KeyspaceCommand::DeleteLeaseKeys { lease: msg.lease, cause: msg.cause };
+        self.delete(ctx, command, msg.cmd, Vec::new(), "delete-lease-keys", msg.reply);
+    }
+}
+
+impl Handler<Range> for KeyspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Range, _: &mut Context<Self>) {
+        self.journal.touch();
+        let done = RangeDone { revision: self.state.revision(), result: self.state.range(&msg.range, msg.limit) };
+        self.journal.reply(msg.reply, Ok(done));
+    }
+}
+
+impl Handler<LeaseKeys> for KeyspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LeaseKeys, _: &mut Context<Self>) {
+        self.journal.touch();
+        let keys = self.state.lease_keys(msg.lease);
+        self.journal.reply(msg.reply, Ok(keys));
+    }
+}
+
+impl Handler<LeasesWithKeys> for KeyspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LeasesWithKeys, _: &mut Context<Self>) {
+        self.journal.touch();
+        let leases = self.state.leases_with_keys();
+        self.journal.reply(msg.reply, Ok(leases));
+    }
+}

@@ -1,0 +1,105 @@
+//! The actors: one per entity, activated on demand from its stream, plus the
+//! projector that folds the log into read models and the expiry driver that
+//! turns the expiry queue into `Expire` commands.
+//!
+//! Everything an actor needs is in the [`Hub`]: the store, the clock, the
+//! settings, the registries that route to other actors, the projections.
+
+pub mod expiry;
+pub mod journal;
+pub mod keyspace;
+pub mod lease;
+pub mod projector;
+pub mod registry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tenure_events::Metadata;
+use tokio::sync::oneshot;
+
+use crate::clock::Clock;
+use crate::domain::keyspace::KeyspaceRejection;
+use crate::domain::lease::LeaseRejection;
+use crate::store::{AppendError, EventStore, StoreError};
+
+pub use keyspace::KeyspaceActor;
+pub use lease::LeaseActor;
+pub use projector::Projections;
+pub use registry::{Activation, Registry};
+
+/// Settings the actors run with.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// TTLs below this are raised to it.
+    pub min_ttl_s: i64,
+    /// An actor idle this long frees its memory; the next command reloads it.
+    pub passivate_after: Duration,
+    /// When this process started: TTLs count from no earlier than this.
+    pub epoch: DateTime<Utc>,
+}
+
+/// What every actor shares.
+pub struct Hub {
+    pub store: Arc<dyn EventStore>,
+    pub clock: Arc<dyn Clock>,
+    pub config: RuntimeConfig,
+    pub leases: Registry<LeaseActor>,
+    pub keyspaces: Registry<KeyspaceActor>,
+    pub projections: Arc<Projections>,
+}
+
+/// Who sent a command and the tracing span of the request it came from.
+#[derive(Clone, Debug)]
+pub struct Cmd {
+    pub meta: Metadata,
+    pub span: tracing::Span,
+}
+
+impl Cmd {
+    pub fn new(meta: Metadata) -> Cmd {
+        Cmd { meta, span: tracing::Span::current() }
+    }
+}
+
+/// Where an actor sends its answer.
+pub type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
+
+/// Why a command did not happen. Rejections are the caller's business (4xx);
+/// the rest are ours (5xx).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Lease(#[from] LeaseRejection),
+    #[error(transparent)]
+    Keyspace(#[from] KeyspaceRejection),
+    /// Worth retrying: the entity restarted, the server is shutting down.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<AppendError> for CommandError {
+    fn from(e: AppendError) -> CommandError {
+        match e {
+            AppendError::Store(e) => CommandError::Store(e),
+            AppendError::Conflict { .. } => {
+                CommandError::Unavailable("another writer changed this entity at the same time; retry".into())
+            }
+        }
+    }
+}
+
+/// Logs how a command ended, inside its span: rejections at info, failures
+/// at warn, successes at debug.
+pub(crate) fn log_outcome<T>(span: &tracing::Span, command: &'static str, result: &Result<T, CommandError>) {
+    match result {
+        Ok(_) => tracing::debug!(parent: span, command, outcome = "ok"),
+        Err(CommandError::Lease(_) | CommandError::Keyspace(_)) => {
+            tracing::info!(parent: span, command, outcome = "rejected", reason = %result.as_ref().err().map(ToString::to_string).unwrap_or_default())
+        }
+        Err(e) => tracing::warn!(parent: span, command, outcome = "failed", error = %e),
+    }
+}

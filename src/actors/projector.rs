@@ -1,0 +1,90 @@
+//! The projector: follows `$all` and folds every event into the projections
+//! the server runs on (the expiry queue, the catalog of key spaces).
+//!
+//! Queries that read a projection first wait until it has applied
+//! everything durable when they started ([`Projections::caught_up`]), so a
+//! client reads its own acknowledged writes.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
+use tenure_projections::{Catalog, ExpiryQueue, Projection};
+use tokio::sync::{watch, Notify};
+
+use crate::store::EventStore;
+
+pub struct Projections {
+    pub expiry: Mutex<ExpiryQueue>,
+    pub catalog: Mutex<Catalog>,
+    checkpoint: watch::Sender<u64>,
+    /// Woken after each applied batch with lease events: the expiry driver
+    /// may have an earlier deadline to wait for.
+    pub lease_events: Notify,
+}
+
+impl Projections {
+    /// Empty projections; lease deadlines count from no earlier than `floor`.
+    pub fn new(floor: DateTime<Utc>) -> Projections {
+        Projections {
+            expiry: Mutex::new(ExpiryQueue::new(floor)),
+            catalog: Mutex::new(Catalog::default()),
+            checkpoint: watch::Sender::new(0),
+            lease_events: Notify::new(),
+        }
+    }
+
+    /// The global position of the last event applied.
+    pub fn checkpoint(&self) -> u64 {
+        *self.checkpoint.borrow()
+    }
+
+    /// Resolves once every event up to `position` has been applied.
+    pub async fn caught_up(&self, position: u64) {
+        let mut rx = self.checkpoint.subscribe();
+        // The sender lives in `self`, which outlives this call.
+        let _ = rx.wait_for(|applied| *applied >= position).await;
+    }
+
+    fn apply(&self, events: &[tenure_events::RecordedEvent]) {
+        let Some(last) = events.last() else { return };
+        let mut lease_events = false;
+        {
+            let mut expiry = self.expiry.lock();
+            let mut catalog = self.catalog.lock();
+            for e in events {
+                lease_events |= e.stream.category() == "lease";
+                expiry.apply(e);
+                catalog.apply(e);
+            }
+        }
+        let position = last.position;
+        self.checkpoint.send_modify(|c| {
+            assert!(position > *c, "projections never go back");
+            *c = position;
+        });
+        if lease_events {
+            self.lease_events.notify_one();
+        }
+    }
+}
+
+/// Follows the log until `stop` fires or the store closes.
+pub async fn run(store: Arc<dyn EventStore>, projections: Arc<Projections>, mut stop: watch::Receiver<bool>) {
+    let mut subscription = store.subscribe_all(projections.checkpoint() + 1);
+    loop {
+        tokio::select! {
+            batch = subscription.next_batch() => match batch {
+                Ok(Some(events)) => projections.apply(&events),
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "projector cannot read the log; retrying");
+                    // A back-off between retries of a failing read, not a wait for an event.
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    subscription = store.subscribe_all(projections.checkpoint() + 1);
+                }
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}

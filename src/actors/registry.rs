@@ -1,0 +1,119 @@
+//! Routes messages to entity actors, activating them on demand.
+//!
+//! One slot per live actor, in sharded maps. Every message to an entity goes
+//! through [`Registry::route`], which counts it; an idle actor asks to
+//! passivate with the number of messages it has handled, and the registry
+//! agrees only if that equals the number it routed. Since both happen under
+//! the shard's lock, no message can be on its way to an actor that stops,
+//! and the next message simply activates a new one from the log.
+//!
+//! Messages are queued with `do_send` under the lock, so two messages routed
+//! one after the other by the same caller reach the actor in that order.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::Arc;
+
+use actix::{Actor, Addr, Context, Handler, Message};
+use actix_rt::ArbiterHandle;
+use parking_lot::Mutex;
+
+use super::Hub;
+
+/// How a new actor gets its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// Read its stream from the log.
+    Load,
+    /// The stream is known not to exist yet (a server-chosen random lease
+    /// ID): skip the read. If it did exist, the first append conflicts.
+    Fresh,
+}
+
+/// An actor that the registry can activate for a key.
+pub trait Entity: Actor<Context = Context<Self>> {
+    type Key: Clone + Eq + Hash + Debug + Send + Sync + 'static;
+
+    fn activate(key: Self::Key, activation: Activation, hub: Arc<Hub>) -> Self;
+}
+
+struct Slot<A: Actor> {
+    addr: Addr<A>,
+    routed: u64,
+}
+
+const SHARDS: usize = 64;
+
+pub struct Registry<A: Entity> {
+    shards: Vec<Mutex<HashMap<A::Key, Slot<A>>>>,
+    arbiters: Vec<ArbiterHandle>,
+    hasher: RandomState,
+}
+
+impl<A: Entity> Registry<A> {
+    /// Actors are spread over `arbiters` (threads) by the hash of their key.
+    pub fn new(arbiters: Vec<ArbiterHandle>) -> Registry<A> {
+        assert!(!arbiters.is_empty(), "a registry needs at least one arbiter");
+        Registry { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), arbiters, hasher: RandomState::new() }
+    }
+
+    fn hash(&self, key: &A::Key) -> usize {
+        self.hasher.hash_one(key) as usize
+    }
+
+    /// Queues `msg` for the actor of `key`, activating it if needed.
+    pub fn route<M>(&self, hub: &Arc<Hub>, key: &A::Key, activation: Activation, msg: M)
+    where
+        A: Handler<M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        let hash = self.hash(key);
+        let mut shard = self.shards[hash % SHARDS].lock();
+        let slot = shard.entry(key.clone()).or_insert_with(|| self.start(hash, key, activation, hub));
+        if !slot.addr.connected() {
+            // It stopped after a failure without leaving: replace it.
+            *slot = self.start(hash, key, activation, hub);
+        }
+        slot.routed += 1;
+        slot.addr.do_send(msg);
+    }
+
+    fn start(&self, hash: usize, key: &A::Key, activation: Activation, hub: &Arc<Hub>) -> Slot<A> {
+        let arbiter = &self.arbiters[(hash / SHARDS) % self.arbiters.len()];
+        let (key, hub) = (key.clone(), Arc::clone(hub));
+        let addr = A::start_in_arbiter(arbiter, move |_| A::activate(key, activation, hub));
+        Slot { addr, routed: 0 }
+    }
+
+    /// The actor at `addr` asks to stop: granted (and its slot removed) only
+    /// if every message routed to it has been handled.
+    pub fn try_passivate(&self, key: &A::Key, addr: &Addr<A>, handled: u64) -> bool {
+        let mut shard = self.shards[self.hash(key) % SHARDS].lock();
+        match shard.get(key) {
+            Some(slot) if slot.addr == *addr && slot.routed == handled => {
+                shard.remove(key);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes the slot of an actor that failed, if it is still the one there.
+    pub fn forget(&self, key: &A::Key, addr: &Addr<A>) {
+        let mut shard = self.shards[self.hash(key) % SHARDS].lock();
+        if shard.get(key).is_some_and(|slot| slot.addr == *addr) {
+            shard.remove(key);
+        }
+    }
+
+    /// How many actors are active.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

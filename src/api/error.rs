@@ -1,0 +1,84 @@
+//! The one error type of the HTTP API: every error body is
+//! `{"code": "...", "message": "..."}`, 4xx for the caller's mistakes and
+//! 5xx only for ours.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::actors::CommandError;
+use crate::domain::keyspace::KeyspaceRejection;
+use crate::domain::lease::LeaseRejection;
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Stable, machine-readable.
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into() }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(Body { code: self.code, message: &self.message })
+    }
+}
+
+impl From<CommandError> for ApiError {
+    fn from(e: CommandError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            CommandError::Lease(r) => match r {
+                LeaseRejection::NotFound(_) => ApiError::not_found("lease_not_found", message),
+                LeaseRejection::AlreadyExists(_) => ApiError::new(StatusCode::CONFLICT, "lease_exists", message),
+                LeaseRejection::TtlTooLarge { .. } => ApiError::bad_request("ttl_too_large", message),
+                LeaseRejection::NotDue { .. } => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
+            },
+            CommandError::Keyspace(r) => match r {
+                KeyspaceRejection::EmptyKey => ApiError::bad_request("empty_key", message),
+                KeyspaceRejection::TooManyKeysForLease { .. } => {
+                    ApiError::new(StatusCode::CONFLICT, "too_many_keys_for_lease", message)
+                }
+            },
+            CommandError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
+            CommandError::Store(StoreError::Poisoned | StoreError::Closed) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message)
+            }
+            CommandError::Store(StoreError::Io(_) | StoreError::Corrupt(_)) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_failure", message)
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Request extractors shared by the routes: the caller (account and request
+//! id) and JSON bodies that are size-limited and name the field at fault.
+
+use actix_web::dev::Payload;
+use actix_web::web::BytesMut;
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use futures::future::LocalBoxFuture;
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use tenure_events::{AccountId, Metadata};
+use tracing_actix_web::RequestId;
+use uuid::Uuid;
+
+use super::error::ApiError;
+
+/// The largest request body accepted (etcd's default `--max-request-bytes`).
+pub const MAX_BODY_BYTES: usize = 1536 * 1024;
+
+/// Who is calling: the account every command is done for, and the request's id.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub account: AccountId,
+    pub request_id: Uuid,
+}
+
+impl Caller {
+    /// The metadata of events this caller's commands produce.
+    pub fn meta(&self) -> Metadata {
+        Metadata { account: self.account.clone(), request_id: Some(self.request_id), causation_id: None }
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Caller, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let request_id = req.extensions().get::<RequestId>().map(|id| **id).unwrap_or_else(Uuid::new_v4);
+        // Local mode: one account. Authentication decides the account here.
+        std::future::ready(Ok(Caller { account: AccountId::default_account(), request_id }))
+    }
+}
+
+/// A JSON request body of type `T`. An empty body reads as `{}`, so a
+/// missing required field is reported by name.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<JsonBody<T>, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let too_large = || {
+            ApiError::bad_request("body_too_large", format!("request body is larger than {MAX_BODY_BYTES} bytes"))
+        };
+        let declared = req
+            .headers()
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+            return Box::pin(std::future::ready(Err(too_large())));
+        }
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let mut body = BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| ApiError::bad_request("bad_body", format!("cannot read body: {e}")))?;
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            parse_json(&body).map(JsonBody)
+        })
+    }
+}
+
+/// Parses JSON, naming the field at fault when the JSON is valid but its
+/// content is not.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::bad_request("bad_json", format!("request body is not valid JSON: {inner}"))
+        } else if path == "." {
+            ApiError::bad_request("invalid_body", format!("request body: {inner}"))
+        } else {
+            ApiError::bad_request("invalid_field", format!("{path}: {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| ApiError::bad_request("bad_json", format!("request body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Grant {
+        ttl: i64,
+        #[serde(default)]
+        id: Option<tenure_events::LeaseId>,
+    }
+
+    #[test]
+    fn errors_name_the_field_at_fault() {
+        let check = |body: &str, code: &str, message_has: &str| {
+            let err = parse_json::<Grant>(body.as_bytes()).expect_err("invalid");
+            assert_eq!(err.code, code, "{body}");
+            assert!(err.message.contains(message_has), "{body}: {}", err.message);
+        };
+        check(r#"{"ttl": "ten"}"#, "invalid_field", "ttl: invalid type");
+        check(r#"{"ttl": 1.5}"#, "invalid_field", "ttl:");
+        check(r#"{"ttl": 10, "id": "xyz"}"#, "invalid_field", "id: lease ID must be");
+        check(r#"{"tll": 10}"#, "invalid_body", "unknown field `tll`");
+        check("", "invalid_body", "missing field `ttl`");
+        check(r#"{"ttl": 10"#, "bad_json", "not valid JSON");
+        check(r#"{"ttl": 10} x"#, "bad_json", "not valid JSON");
+        check("[1]", "invalid_body", "invalid type");
+        assert_eq!(parse_json::<Grant>(br#" {"ttl": 10} "#).map(|g| g.ttl), Ok(10));
+    }
+}

@@ -1,0 +1,73 @@
+//! The HTTP API (actix-web). Routes are registered in [`configure`], so
+//! tests build exactly the server's app.
+
+pub mod error;
+pub mod extract;
+pub mod v1;
+
+use actix_web::http::header::HeaderValue;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use crate::control::Control;
+pub use error::ApiError;
+
+/// Registers every route, and JSON errors for bad paths and query strings.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::QueryConfig::default().error_handler(|err, _| {
+        ApiError::bad_request("invalid_query", format!("query string: {err}")).into()
+    }))
+    .app_data(
+        web::PathConfig::default()
+            .error_handler(|err, _| ApiError::bad_request("invalid_path", format!("path: {err}")).into()),
+    )
+    .route("/healthz", web::get().to(healthz))
+    .service(web::scope("/v1").configure(v1::configure))
+    .default_service(web::to(not_found));
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    /// Global position of the last durable event.
+    position: u64,
+}
+
+async fn healthz(control: web::Data<Control>) -> Result<HttpResponse, ApiError> {
+    control
+        .health()
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))?;
+    Ok(HttpResponse::Ok().json(Health { status: "ok", position: control.hub().store.head() }))
+}
+
+async fn not_found(req: HttpRequest) -> HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::not_found("no_route", format!("no route for {} {}", req.method(), req.path())))
+}
+
+pub(crate) async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} is not allowed on {}", req.method(), req.path()),
+    ))
+}
+
+/// Copies the request id (from the tracing middleware) into the
+/// `x-request-id` response header, so callers can find their request in the
+/// logs and in the log of events.
+pub fn request_id_header(res: &mut actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>) {
+    let id = res.request().extensions().get::<tracing_actix_web::RequestId>().map(|id| id.to_string());
+    if let Some(value) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        res.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), value);
+    }
+}
+
+/// Logs answers that are our fault (5xx) at error level; the caller's
+/// mistakes (4xx) are recorded on the request span only.
+pub fn log_server_error(res: &actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>) {
+    if res.status().is_server_error() {
+        let error = res.response().error().map(ToString::to_string).unwrap_or_default();
+        tracing::error!(status = res.status().as_u16(), %error, "request failed");
+    }
+}

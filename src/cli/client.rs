@@ -1,0 +1,249 @@
+//! The client commands: HTTP calls to `/v1` and their etcdctl-style output.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tenure_events::{Bytes, LeaseId};
+
+use super::output;
+use super::{Command, LeaseCommand};
+
+/// A failed client command, printed as `Error: ...` on stderr.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("cannot reach tenure at {endpoint}: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("{message}")]
+    Server { status: u16, code: String, message: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: String,
+    message: String,
+}
+
+struct Client {
+    http: reqwest::Client,
+    endpoint: String,
+}
+
+impl Client {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.endpoint.trim_end_matches('/'))
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, CliError> {
+        let unreachable = |e: reqwest::Error| CliError::Unreachable { endpoint: self.endpoint.clone(), reason: e.to_string() };
+        let response = request.send().await.map_err(unreachable)?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(unreachable)?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| CliError::Server {
+                status: status.as_u16(),
+                code: "bad_response".into(),
+                message: format!("unexpected response from the server: {e}"),
+            });
+        }
+        let error: Option<ErrorBody> = serde_json::from_slice(&body).ok();
+        Err(match error {
+            Some(e) => CliError::Server { status: status.as_u16(), code: e.code, message: e.message },
+            None => CliError::Server {
+                status: status.as_u16(),
+                code: "http".into(),
+                message: format!("the server answered {status}"),
+            },
+        })
+    }
+}
+
+fn lease_id(raw: &str) -> Result<LeaseId, CliError> {
+    raw.parse().map_err(|e: tenure_events::IdError| CliError::Usage(e.to_string()))
+}
+
+fn not_found(e: &CliError, code: &str) -> bool {
+    matches!(e, CliError::Server { status: 404, code: c, .. } if c == code)
+}
+
+/// Runs a client command.
+pub fn run(endpoint: &str, command: Command) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the client runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let client = Client { http: reqwest::Client::new(), endpoint: endpoint.to_owned() };
+    match runtime.block_on(execute(&client, command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print(line: impl AsRef<str>) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", line.as_ref());
+    let _ = out.flush();
+}
+
+#[derive(Deserialize)]
+struct LeaseTtl {
+    id: LeaseId,
+    ttl: i64,
+}
+
+#[derive(Deserialize)]
+struct LeaseView {
+    id: LeaseId,
+    granted_ttl: i64,
+    ttl: i64,
+    #[serde(default)]
+    keys: Option<Vec<Bytes>>,
+}
+
+#[derive(Deserialize)]
+struct LeaseList {
+    leases: Vec<LeaseRef>,
+}
+
+#[derive(Deserialize)]
+struct LeaseRef {
+    id: LeaseId,
+}
+
+#[derive(Deserialize)]
+struct KeyView {
+    key: Bytes,
+    value: Bytes,
+}
+
+#[derive(Deserialize)]
+struct KeyList {
+    kvs: Vec<KeyView>,
+}
+
+#[derive(Deserialize)]
+struct Deleted {
+    deleted: usize,
+}
+
+#[derive(Deserialize)]
+struct Revision {
+    #[allow(dead_code)]
+    revision: i64,
+}
+
+async fn execute(client: &Client, command: Command) -> Result<ExitCode, CliError> {
+    let http = &client.http;
+    match command {
+        Command::Serve(_) => Err(CliError::Usage("serve is not a client command".into())),
+        Command::Lease(LeaseCommand::Grant { ttl, id }) => {
+            let id = id.as_deref().map(lease_id).transpose()?;
+            let body = serde_json::json!({ "ttl": ttl, "id": id });
+            let granted: LeaseTtl = client.send(http.post(client.url("/v1/leases")).json(&body)).await?;
+            print(output::granted(granted.id, granted.ttl));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lease(LeaseCommand::Revoke { id }) => {
+            let id = lease_id(&id)?;
+            let _: serde_json::Value = client.send(http.delete(client.url(&format!("/v1/leases/{id}")))).await?;
+            print(output::revoked(id));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lease(LeaseCommand::KeepAlive { id, once }) => keep_alive(client, lease_id(&id)?, once).await,
+        Command::Lease(LeaseCommand::Timetolive { id, keys }) => {
+            let id = lease_id(&id)?;
+            let url = client.url(&format!("/v1/leases/{id}?keys={keys}"));
+            match client.send::<LeaseView>(http.get(url)).await {
+                Ok(view) => {
+                    let names: Option<Vec<String>> =
+                        view.keys.map(|ks| ks.iter().map(Bytes::to_string_lossy).collect());
+                    print(output::time_to_live(view.id, view.granted_ttl, view.ttl, names.as_deref()));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) if not_found(&e, "lease_not_found") => {
+                    print(output::already_expired(id));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Command::Lease(LeaseCommand::List) => {
+            let list: LeaseList = client.send(http.get(client.url("/v1/leases"))).await?;
+            let ids: Vec<LeaseId> = list.leases.into_iter().map(|l| l.id).collect();
+            print(output::lease_list(&ids));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Put { key, value, lease } => {
+            let lease = lease.as_deref().map(lease_id).transpose()?;
+            let body = serde_json::json!({ "value": value, "lease": lease });
+            let _: Revision = client.send(http.put(client.url("/v1/keys")).query(&[("key", &key)]).json(&body)).await?;
+            print("OK");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Get { key, prefix, limit } => {
+            let kvs = if prefix {
+                let query = [("prefix", key), ("limit", limit.to_string())];
+                client.send::<KeyList>(http.get(client.url("/v1/keys")).query(&query)).await?.kvs
+            } else {
+                match client.send::<KeyView>(http.get(client.url("/v1/keys")).query(&[("key", &key)])).await {
+                    Ok(kv) => vec![kv],
+                    Err(e) if not_found(&e, "key_not_found") => Vec::new(),
+                    Err(e) => return Err(e),
+                }
+            };
+            let mut out = std::io::stdout().lock();
+            for kv in kvs {
+                let _ = out.write_all(kv.key.as_slice());
+                let _ = out.write_all(b"\n");
+                let _ = out.write_all(kv.value.as_slice());
+                let _ = out.write_all(b"\n");
+            }
+            let _ = out.flush();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Del { key, prefix } => {
+            let param = if prefix { "prefix" } else { "key" };
+            let deleted: Deleted = client.send(http.delete(client.url("/v1/keys")).query(&[(param, &key)])).await?;
+            print(deleted.deleted.to_string());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Keeps a lease alive every TTL/3 until Ctrl-C (or once), printing each
+/// renewal as etcdctl does. Ends with an error when the lease is gone.
+async fn keep_alive(client: &Client, id: LeaseId, once: bool) -> Result<ExitCode, CliError> {
+    let url = client.url(&format!("/v1/leases/{id}/keepalive"));
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    loop {
+        let renewed = client.send::<LeaseTtl>(client.http.post(&url)).await;
+        let ttl = match renewed {
+            Ok(r) => r.ttl,
+            Err(e) if not_found(&e, "lease_not_found") => {
+                eprintln!("{}", output::keep_alive_ended(id));
+                return Ok(ExitCode::FAILURE);
+            }
+            Err(e) => return Err(e),
+        };
+        print(output::kept_alive(id, ttl));
+        if once {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let every = Duration::from_millis((ttl.max(1) as u64) * 1000 / 3);
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
+        }
+    }
+}

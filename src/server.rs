@@ -1,0 +1,138 @@
+//! Starting and stopping a whole server: store, actors, projector, expiry
+//! driver, HTTP. [`start`] returns a handle whose [`Running::stop`] shuts it
+//! down, so tests run servers in-process on `127.0.0.1:0`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_rt::Arbiter;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::actors::{expiry, projector, Hub, Projections, Registry, RuntimeConfig};
+use crate::clock::{Clock, SystemClock};
+use crate::control::Control;
+use crate::store::{EventStore, SqliteStore};
+
+/// Everything a server is started with.
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub min_ttl_s: i64,
+    pub passivate_after: Duration,
+    /// Threads the entity actors run on.
+    pub actor_threads: usize,
+    /// HTTP worker threads.
+    pub http_workers: usize,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl ServerConfig {
+    pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:7070";
+    pub const DEFAULT_MIN_TTL_S: i64 = 2;
+    pub const DEFAULT_PASSIVATE_AFTER_S: u64 = 60;
+
+    /// The defaults, storing in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> ServerConfig {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            data_dir: data_dir.into(),
+            min_ttl_s: Self::DEFAULT_MIN_TTL_S,
+            passivate_after: Duration::from_secs(Self::DEFAULT_PASSIVATE_AFTER_S),
+            actor_threads: cores.clamp(1, 4),
+            http_workers: cores,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A started server.
+pub struct Running {
+    /// Where the HTTP API listens (the real port when asked for port 0).
+    pub addr: SocketAddr,
+    pub control: Control,
+    pub store: SqliteStore,
+    http: actix_web::dev::ServerHandle,
+    stop: watch::Sender<bool>,
+    arbiters: Vec<Arbiter>,
+}
+
+/// Starts a server: opens the store, catches the projections up with the
+/// log, recovers keys left on ended leases, starts the expiry driver and
+/// then the HTTP API. Must run inside an actix system.
+pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
+    let store = SqliteStore::open(&config.data_dir)
+        .with_context(|| format!("opening the event log in {}", config.data_dir.display()))?;
+    let epoch = config.clock.now();
+    let arbiters: Vec<Arbiter> = (0..config.actor_threads.max(1)).map(|_| Arbiter::new()).collect();
+    let handles: Vec<_> = arbiters.iter().map(Arbiter::handle).collect();
+    let projections = Arc::new(Projections::new(epoch));
+    let shared_store: Arc<dyn EventStore> = Arc::new(store.clone());
+    let hub = Arc::new(Hub {
+        store: Arc::clone(&shared_store),
+        clock: Arc::clone(&config.clock),
+        config: RuntimeConfig { min_ttl_s: config.min_ttl_s, passivate_after: config.passivate_after, epoch },
+        leases: Registry::new(handles.clone()),
+        keyspaces: Registry::new(handles.clone()),
+        projections: Arc::clone(&projections),
+    });
+    let (stop, stopped) = watch::channel(false);
+
+    let head = store.head();
+    handles[0].spawn(projector::run(Arc::clone(&shared_store), Arc::clone(&projections), stopped.clone()));
+    projections.caught_up(head).await;
+    let control = Control::new(Arc::clone(&hub));
+    let cleaned = control.recover_lease_keys().await.context("recovering keys of ended leases")?;
+    tracing::info!(
+        position = head,
+        live_leases = projections.expiry.lock().len(),
+        recovered_leases = cleaned,
+        "event log replayed"
+    );
+    handles[handles.len() - 1].spawn(expiry::run(Arc::clone(&hub), stopped));
+
+    let app_control = control.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(app_control.clone()))
+            .wrap(actix_web::middleware::from_fn(
+                |req, next: actix_web::middleware::Next<actix_web::body::BoxBody>| async move {
+                    let mut res = next.call(req).await?;
+                    crate::api::request_id_header(&mut res);
+                    crate::api::log_server_error(&res);
+                    Ok::<_, actix_web::Error>(res)
+                },
+            ))
+            .wrap(tracing_actix_web::TracingLogger::default())
+            .configure(crate::api::configure)
+    })
+    .workers(config.http_workers.max(1))
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(config.listen)
+    .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = server.addrs().first().copied().context("the HTTP server bound no address")?;
+    let server = server.run();
+    let http = server.handle();
+    actix_rt::spawn(server);
+    Ok(Running { addr, control, store, http, stop, arbiters })
+}
+
+impl Running {
+    /// Stops taking requests (finishing those in flight), stops the actors
+    /// and closes the store.
+    pub async fn stop(self) {
+        self.http.stop(true).await;
+        let _ = self.stop.send(true);
+        for arbiter in self.arbiters {
+            arbiter.stop();
+            let _ = arbiter.join();
+        }
+        self.store.close();
+    }
+}
