@@ -40,7 +40,10 @@ pub struct Control {
 
 impl Control {
     pub fn new(hub: Arc<Hub>) -> Control {
-        Control { hub, in_flight: Arc::new(Semaphore::new(COMMANDS_IN_FLIGHT_MAX)) }
+        Control {
+            hub,
+            in_flight: Arc::new(Semaphore::new(COMMANDS_IN_FLIGHT_MAX)),
+        }
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -55,11 +58,16 @@ impl Control {
             .map_err(|_| CommandError::Unavailable("the server is shutting down".into()))?;
         let (reply, answer) = oneshot::channel();
         send(reply);
-        answer.await.map_err(|_| CommandError::Unavailable("the entity stopped before answering; retry".into()))?
+        answer
+            .await
+            .map_err(|_| CommandError::Unavailable("the entity stopped before answering; retry".into()))?
     }
 
     fn lease_key(account: &AccountId, lease: LeaseId) -> LeaseKey {
-        LeaseKey { account: account.clone(), lease }
+        LeaseKey {
+            account: account.clone(),
+            lease,
+        }
     }
 
     /// Grants a lease; with `lease: None` the server picks a random ID.
@@ -69,7 +77,10 @@ impl Control {
             let key = Self::lease_key(&meta.account, id);
             let cmd = Cmd::new(meta);
             return self
-                .call(|reply| hub.leases.route(hub, &key, Activation::Load, lease::Grant { ttl_s, cmd, reply }))
+                .call(|reply| {
+                    hub.leases
+                        .route(hub, &key, Activation::Load, lease::Grant { ttl_s, cmd, reply })
+                })
                 .await;
         }
         let mut attempt = 0;
@@ -78,7 +89,10 @@ impl Control {
             let key = Self::lease_key(&meta.account, LeaseId::random());
             let cmd = Cmd::new(meta.clone());
             let granted = self
-                .call(|reply| hub.leases.route(hub, &key, Activation::Fresh, lease::Grant { ttl_s, cmd, reply }))
+                .call(|reply| {
+                    hub.leases
+                        .route(hub, &key, Activation::Fresh, lease::Grant { ttl_s, cmd, reply })
+                })
                 .await;
             match granted {
                 Err(CommandError::Lease(LeaseRejection::AlreadyExists(_))) if attempt < FRESH_ID_ATTEMPTS => continue,
@@ -90,25 +104,51 @@ impl Control {
     /// Resets the lease's TTL; answers the granted TTL.
     pub async fn keep_alive(&self, meta: Metadata, lease: LeaseId) -> Result<i64, CommandError> {
         let (hub, key, cmd) = (&self.hub, Self::lease_key(&meta.account, lease), Cmd::new(meta));
-        self.call(|reply| hub.leases.route(hub, &key, Activation::Load, lease::KeepAlive { cmd, reply })).await
+        self.call(|reply| {
+            hub.leases
+                .route(hub, &key, Activation::Load, lease::KeepAlive { cmd, reply })
+        })
+        .await
     }
 
     /// Revokes the lease; answers once its keys are deleted.
     pub async fn revoke(&self, meta: Metadata, lease: LeaseId) -> Result<Deleted, CommandError> {
         let (hub, key, cmd) = (&self.hub, Self::lease_key(&meta.account, lease), Cmd::new(meta));
-        self.call(|reply| hub.leases.route(hub, &key, Activation::Load, lease::Revoke { cmd, reply })).await
+        self.call(|reply| {
+            hub.leases
+                .route(hub, &key, Activation::Load, lease::Revoke { cmd, reply })
+        })
+        .await
     }
 
-    pub async fn time_to_live(&self, account: &AccountId, lease: LeaseId, keys: bool) -> Result<LeaseInfo, CommandError> {
+    pub async fn time_to_live(
+        &self,
+        account: &AccountId,
+        lease: LeaseId,
+        keys: bool,
+    ) -> Result<LeaseInfo, CommandError> {
         let (hub, key) = (&self.hub, Self::lease_key(account, lease));
-        let ttl = self.call(|reply| hub.leases.route(hub, &key, Activation::Load, lease::GetTimeToLive { reply })).await?;
+        let ttl = self
+            .call(|reply| {
+                hub.leases
+                    .route(hub, &key, Activation::Load, lease::GetTimeToLive { reply })
+            })
+            .await?;
         let keys = if keys {
-            self.call(|reply| hub.keyspaces.route(hub, account, Activation::Load, keyspace::LeaseKeys { lease, reply }))
-                .await?
+            self.call(|reply| {
+                hub.keyspaces
+                    .route(hub, account, Activation::Load, keyspace::LeaseKeys { lease, reply })
+            })
+            .await?
         } else {
             Vec::new()
         };
-        Ok(LeaseInfo { lease, granted_ttl_s: ttl.granted_ttl_s, remaining_s: ttl.remaining_s, keys })
+        Ok(LeaseInfo {
+            lease,
+            granted_ttl_s: ttl.granted_ttl_s,
+            remaining_s: ttl.remaining_s,
+            keys,
+        })
     }
 
     /// The account's live leases, in ID order, including every lease whose
@@ -135,14 +175,27 @@ impl Control {
             Some(id) => {
                 let lease_key = Self::lease_key(&account, id);
                 self.call(|reply| {
-                    let msg = lease::PutWithLease { key, value, prev_kv, cmd, reply };
+                    let msg = lease::PutWithLease {
+                        key,
+                        value,
+                        prev_kv,
+                        cmd,
+                        reply,
+                    };
                     hub.leases.route(hub, &lease_key, Activation::Load, msg)
                 })
                 .await
             }
             None => {
                 self.call(|reply| {
-                    let msg = keyspace::Put { key, value, lease: None, prev_kv, cmd, reply };
+                    let msg = keyspace::Put {
+                        key,
+                        value,
+                        lease: None,
+                        prev_kv,
+                        cmd,
+                        reply,
+                    };
                     hub.keyspaces.route(hub, &account, Activation::Load, msg)
                 })
                 .await
@@ -153,8 +206,11 @@ impl Control {
     /// Reads a range of keys (`limit` 0: all).
     pub async fn range(&self, account: &AccountId, range: KeyRange, limit: usize) -> Result<RangeDone, CommandError> {
         let hub = &self.hub;
-        self.call(|reply| hub.keyspaces.route(hub, account, Activation::Load, keyspace::Range { range, limit, reply }))
-            .await
+        self.call(|reply| {
+            hub.keyspaces
+                .route(hub, account, Activation::Load, keyspace::Range { range, limit, reply })
+        })
+        .await
     }
 
     pub async fn delete_range(&self, meta: Metadata, range: KeyRange, prev_kv: bool) -> Result<Deleted, CommandError> {
@@ -162,7 +218,17 @@ impl Control {
         let account = meta.account.clone();
         let cmd = Cmd::new(meta);
         self.call(|reply| {
-            hub.keyspaces.route(hub, &account, Activation::Load, keyspace::DeleteRange { range, prev_kv, cmd, reply })
+            hub.keyspaces.route(
+                hub,
+                &account,
+                Activation::Load,
+                keyspace::DeleteRange {
+                    range,
+                    prev_kv,
+                    cmd,
+                    reply,
+                },
+            )
         })
         .await
     }
@@ -178,18 +244,29 @@ impl Control {
         let mut cleaned = 0;
         for account in accounts {
             let leases = self
-                .call(|reply| hub.keyspaces.route(hub, &account, Activation::Load, keyspace::LeasesWithKeys { reply }))
+                .call(|reply| {
+                    hub.keyspaces
+                        .route(hub, &account, Activation::Load, keyspace::LeasesWithKeys { reply })
+                })
                 .await?;
             for lease in leases {
                 if hub.projections.expiry.lock().is_live(&Self::lease_key(&account, lease)) {
                     continue;
                 }
                 let span = tracing::info_span!("recover", lease = %lease, account = %account);
-                let cmd = Cmd { meta: Metadata::new(account.clone()), span };
+                let cmd = Cmd {
+                    meta: Metadata::new(account.clone()),
+                    span,
+                };
                 let cause = tenure_events::DeleteCause::LeaseEnded { lease };
                 let deleted = self
                     .call(|reply| {
-                        let msg = keyspace::DeleteLeaseKeys { lease, cause, cmd, reply };
+                        let msg = keyspace::DeleteLeaseKeys {
+                            lease,
+                            cause,
+                            cmd,
+                            reply,
+                        };
                         hub.keyspaces.route(hub, &account, Activation::Load, msg)
                     })
                     .await?;

@@ -76,7 +76,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let hub = Arc::new(Hub {
         store: Arc::clone(&shared_store),
         clock: Arc::clone(&config.clock),
-        config: RuntimeConfig { min_ttl_s: config.min_ttl_s, passivate_after: config.passivate_after, epoch },
+        config: RuntimeConfig {
+            min_ttl_s: config.min_ttl_s,
+            passivate_after: config.passivate_after,
+            epoch,
+        },
         leases: Registry::new(handles.clone()),
         keyspaces: Registry::new(handles.clone()),
         projections: Arc::clone(&projections),
@@ -84,10 +88,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let (stop, stopped) = watch::channel(false);
 
     let head = store.head();
-    handles[0].spawn(projector::run(Arc::clone(&shared_store), Arc::clone(&projections), stopped.clone()));
+    handles[0].spawn(projector::run(
+        Arc::clone(&shared_store),
+        Arc::clone(&projections),
+        stopped.clone(),
+    ));
     projections.caught_up(head).await;
     let control = Control::new(Arc::clone(&hub));
-    let cleaned = control.recover_lease_keys().await.context("recovering keys of ended leases")?;
+    let cleaned = control
+        .recover_lease_keys()
+        .await
+        .context("recovering keys of ended leases")?;
     tracing::info!(
         position = head,
         live_leases = projections.expiry.lock().len(),
@@ -116,11 +127,22 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     .shutdown_timeout(5)
     .bind(config.listen)
     .with_context(|| format!("listening on {}", config.listen))?;
-    let addr = server.addrs().first().copied().context("the HTTP server bound no address")?;
+    let addr = server
+        .addrs()
+        .first()
+        .copied()
+        .context("the HTTP server bound no address")?;
     let server = server.run();
     let http = server.handle();
     actix_rt::spawn(server);
-    Ok(Running { addr, control, store, http, stop, arbiters })
+    Ok(Running {
+        addr,
+        control,
+        store,
+        http,
+        stop,
+        arbiters,
+    })
 }
 
 impl Running {

@@ -73,11 +73,17 @@ fn settle(
         Ok(Err(CommandError::Lease(LeaseRejection::NotFound(_)))) => {}
         Ok(Err(e)) => {
             tracing::warn!(lease = %key.lease, account = %key.account, error = %e, "expiry failed; retrying");
-            hub.projections.expiry.lock().reschedule(&key, hub.clock.now() + RETRY_AFTER);
+            hub.projections
+                .expiry
+                .lock()
+                .reschedule(&key, hub.clock.now() + RETRY_AFTER);
         }
         Err(_) => {
             tracing::warn!(lease = %key.lease, account = %key.account, "lease actor stopped before expiring; retrying");
-            hub.projections.expiry.lock().reschedule(&key, hub.clock.now() + RETRY_AFTER);
+            hub.projections
+                .expiry
+                .lock()
+                .reschedule(&key, hub.clock.now() + RETRY_AFTER);
         }
     }
 }

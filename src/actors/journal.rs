@@ -188,7 +188,10 @@ where
             let full = page.len() == LOAD_PAGE;
             for event in &page {
                 assert_eq!(event.version, version + 1, "stream versions are contiguous");
-                fold(&mut state, event).map_err(|source| LoadError::Decode { position: event.position, source })?;
+                fold(&mut state, event).map_err(|source| LoadError::Decode {
+                    position: event.position,
+                    source,
+                })?;
                 version = event.version;
             }
             if !full {
@@ -209,16 +212,18 @@ where
 {
     let journal = act.journal();
     let loading = load(journal.store(), journal.stream().clone(), init, fold);
-    ctx.wait(actix::fut::wrap_future::<_, A>(loading).map(move |result, act, ctx| match result {
-        Ok((state, version)) => {
-            act.journal().loaded(version);
-            put(act, state);
-        }
-        Err(e) => {
-            let journal = act.journal();
-            journal.failed = true;
-            tracing::error!(stream = %journal.stream, error = %e, "cannot load stream; the actor stops");
-            act.journal_failed(ctx);
-        }
-    }));
+    ctx.wait(
+        actix::fut::wrap_future::<_, A>(loading).map(move |result, act, ctx| match result {
+            Ok((state, version)) => {
+                act.journal().loaded(version);
+                put(act, state);
+            }
+            Err(e) => {
+                let journal = act.journal();
+                journal.failed = true;
+                tracing::error!(stream = %journal.stream, error = %e, "cannot load stream; the actor stops");
+                act.journal_failed(ctx);
+            }
+        }),
+    );
 }

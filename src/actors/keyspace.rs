@@ -104,7 +104,13 @@ impl Entity for KeyspaceActor {
 
     fn activate(account: AccountId, activation: Activation, hub: Arc<Hub>) -> KeyspaceActor {
         let journal = Journal::new(Arc::clone(&hub.store), StreamId::keyspace(&account));
-        KeyspaceActor { hub, account, state: Keyspace::default(), journal, load: activation == Activation::Load }
+        KeyspaceActor {
+            hub,
+            account,
+            state: Keyspace::default(),
+            journal,
+            load: activation == Activation::Load,
+        }
     }
 }
 
@@ -172,10 +178,20 @@ impl KeyspaceActor {
             })
             .collect();
         let revision = self.state.revision();
-        submit(self, ctx, new_events, move |_, _, result| done(result.map(|_| revision).map_err(Into::into)));
+        submit(self, ctx, new_events, move |_, _, result| {
+            done(result.map(|_| revision).map_err(Into::into))
+        });
     }
 
-    fn delete(&mut self, ctx: &mut Context<Self>, command: KeyspaceCommand, cmd: Cmd, prev: Vec<(Bytes, KeyValue)>, name: &'static str, reply: Reply<Deleted>) {
+    fn delete(
+        &mut self,
+        ctx: &mut Context<Self>,
+        command: KeyspaceCommand,
+        cmd: Cmd,
+        prev: Vec<(Bytes, KeyValue)>,
+        name: &'static str,
+        reply: Reply<Deleted>,
+    ) {
         let span = cmd.span.clone();
         let count = match &command {
             KeyspaceCommand::DeleteRange { range } => self.state.range(range, 0).count,
@@ -183,7 +199,11 @@ impl KeyspaceActor {
             KeyspaceCommand::Put { .. } => 0,
         };
         self.execute(ctx, command, &cmd, move |result| {
-            let result = result.map(|revision| Deleted { revision, count, prev_kvs: prev });
+            let result = result.map(|revision| Deleted {
+                revision,
+                count,
+                prev_kvs: prev,
+            });
             log_outcome(&span, name, &result);
             let _ = reply.send(result);
         });
@@ -195,10 +215,18 @@ impl Handler<Put> for KeyspaceActor {
 
     fn handle(&mut self, msg: Put, ctx: &mut Context<Self>) {
         self.journal.touch();
-        let prev = if msg.prev_kv { self.state.get(msg.key.as_slice()).cloned() } else { None };
+        let prev = if msg.prev_kv {
+            self.state.get(msg.key.as_slice()).cloned()
+        } else {
+            None
+        };
         let span = msg.cmd.span.clone();
         let reply = msg.reply;
-        let command = KeyspaceCommand::Put { key: msg.key, value: msg.value, lease: msg.lease };
+        let command = KeyspaceCommand::Put {
+            key: msg.key,
+            value: msg.value,
+            lease: msg.lease,
+        };
         self.execute(ctx, command, &msg.cmd, move |result| {
             let result = result.map(|revision| PutDone { revision, prev });
             log_outcome(&span, "put", &result);
@@ -212,8 +240,19 @@ impl Handler<DeleteRange> for KeyspaceActor {
 
     fn handle(&mut self, msg: DeleteRange, ctx: &mut Context<Self>) {
         self.journal.touch();
-        let prev = if msg.prev_kv { self.state.range(&msg.range, 0).kvs } else { Vec::new() };
-        self.delete(ctx, KeyspaceCommand::DeleteRange { range: msg.range }, msg.cmd, prev, "delete", msg.reply);
+        let prev = if msg.prev_kv {
+            self.state.range(&msg.range, 0).kvs
+        } else {
+            Vec::new()
+        };
+        self.delete(
+            ctx,
+            KeyspaceCommand::DeleteRange { range: msg.range },
+            msg.cmd,
+            prev,
+            "delete",
+            msg.reply,
+        );
     }
 }
 
@@ -222,7 +261,10 @@ impl Handler<DeleteLeaseKeys> for KeyspaceActor {
 
     fn handle(&mut self, msg: DeleteLeaseKeys, ctx: &mut Context<Self>) {
         self.journal.touch();
-        let command = KeyspaceCommand::DeleteLeaseKeys { lease: msg.lease, cause: msg.cause };
+        let command = KeyspaceCommand::DeleteLeaseKeys {
+            lease: msg.lease,
+            cause: msg.cause,
+        };
         self.delete(ctx, command, msg.cmd, Vec::new(), "delete-lease-keys", msg.reply);
     }
 }
@@ -232,7 +274,10 @@ impl Handler<Range> for KeyspaceActor {
 
     fn handle(&mut self, msg: Range, _: &mut Context<Self>) {
         self.journal.touch();
-        let done = RangeDone { revision: self.state.revision(), result: self.state.range(&msg.range, msg.limit) };
+        let done = RangeDone {
+            revision: self.state.revision(),
+            result: self.state.range(&msg.range, msg.limit),
+        };
         self.journal.reply(msg.reply, Ok(done));
     }
 }

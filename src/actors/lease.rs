@@ -97,7 +97,13 @@ impl Entity for LeaseActor {
 
     fn activate(key: LeaseKey, activation: Activation, hub: Arc<Hub>) -> LeaseActor {
         let journal = Journal::new(Arc::clone(&hub.store), StreamId::lease(&key.account, key.lease));
-        LeaseActor { hub, key, state: Lease::default(), journal, load: activation == Activation::Load }
+        LeaseActor {
+            hub,
+            key,
+            state: Lease::default(),
+            journal,
+            load: activation == Activation::Load,
+        }
     }
 }
 
@@ -148,7 +154,10 @@ impl LeaseActor {
         }
         let holds_nothing = !matches!(self.state, Lease::Live { .. });
         if (holds_nothing || self.journal.idle_for() >= self.hub.config.passivate_after)
-            && self.hub.leases.try_passivate(&self.key, &ctx.address(), self.journal.handled())
+            && self
+                .hub
+                .leases
+                .try_passivate(&self.key, &ctx.address(), self.journal.handled())
         {
             ctx.stop();
         }
@@ -162,7 +171,12 @@ impl LeaseActor {
         ctx: &mut Context<Self>,
         command: LeaseCommand,
         meta: &Metadata,
-        done: impl FnOnce(&mut Self, &mut Context<Self>, Result<Vec<NewEvent>, CommandError>) -> Option<(Reply<T>, Result<T, CommandError>)> + 'static,
+        done: impl FnOnce(
+                &mut Self,
+                &mut Context<Self>,
+                Result<Vec<NewEvent>, CommandError>,
+            ) -> Option<(Reply<T>, Result<T, CommandError>)>
+            + 'static,
     ) {
         let now = self.hub.clock.now();
         match self.state.decide(command, now) {
@@ -183,7 +197,9 @@ impl LeaseActor {
                 submit(self, ctx, new_events, move |act, ctx, result| {
                     let result = result.map(|_| written).map_err(|e| match e {
                         // A fresh actor's stream existed after all: the ID is taken.
-                        crate::store::AppendError::Conflict { .. } => LeaseRejection::AlreadyExists(act.key.lease).into(),
+                        crate::store::AppendError::Conflict { .. } => {
+                            LeaseRejection::AlreadyExists(act.key.lease).into()
+                        }
                         other => CommandError::from(other),
                     });
                     if let Some((reply, result)) = done(act, ctx, result) {
@@ -202,8 +218,15 @@ impl LeaseActor {
         let mut meta = Metadata::new(self.key.account.clone());
         meta.request_id = ended.request_id;
         meta.causation_id = Some(ended.event_id);
-        let msg = keyspace::DeleteLeaseKeys { lease: self.key.lease, cause, cmd: Cmd { meta, span }, reply };
-        self.hub.keyspaces.route(&self.hub, &self.key.account, Activation::Load, msg);
+        let msg = keyspace::DeleteLeaseKeys {
+            lease: self.key.lease,
+            cause,
+            cmd: Cmd { meta, span },
+            reply,
+        };
+        self.hub
+            .keyspaces
+            .route(&self.hub, &self.key.account, Activation::Load, msg);
     }
 }
 
@@ -212,7 +235,11 @@ impl Handler<Grant> for LeaseActor {
 
     fn handle(&mut self, msg: Grant, ctx: &mut Context<Self>) {
         self.journal.touch();
-        let command = LeaseCommand::Grant { lease: self.key.lease, ttl_s: msg.ttl_s, min_ttl_s: self.hub.config.min_ttl_s };
+        let command = LeaseCommand::Grant {
+            lease: self.key.lease,
+            ttl_s: msg.ttl_s,
+            min_ttl_s: self.hub.config.min_ttl_s,
+        };
         let (span, reply) = (msg.cmd.span.clone(), msg.reply);
         self.execute(ctx, command, &msg.cmd.meta, move |act, _, result| {
             let result = result.and_then(|_| match act.state {
@@ -231,14 +258,19 @@ impl Handler<KeepAlive> for LeaseActor {
     fn handle(&mut self, msg: KeepAlive, ctx: &mut Context<Self>) {
         self.journal.touch();
         let (span, reply) = (msg.cmd.span.clone(), msg.reply);
-        self.execute(ctx, LeaseCommand::KeepAlive { lease: self.key.lease }, &msg.cmd.meta, move |act, _, result| {
-            let result = result.and_then(|_| match act.state {
-                Lease::Live { ttl_s, .. } => Ok(ttl_s),
-                _ => Err(LeaseRejection::NotFound(act.key.lease).into()),
-            });
-            log_outcome(&span, "keep-alive", &result);
-            Some((reply, result))
-        });
+        self.execute(
+            ctx,
+            LeaseCommand::KeepAlive { lease: self.key.lease },
+            &msg.cmd.meta,
+            move |act, _, result| {
+                let result = result.and_then(|_| match act.state {
+                    Lease::Live { ttl_s, .. } => Ok(ttl_s),
+                    _ => Err(LeaseRejection::NotFound(act.key.lease).into()),
+                });
+                log_outcome(&span, "keep-alive", &result);
+                Some((reply, result))
+            },
+        );
     }
 }
 
@@ -249,20 +281,25 @@ impl Handler<Revoke> for LeaseActor {
         self.journal.touch();
         let (span, reply) = (msg.cmd.span.clone(), msg.reply);
         let lease = self.key.lease;
-        self.execute(ctx, LeaseCommand::Revoke { lease }, &msg.cmd.meta, move |act, _, result| match result {
-            Ok(events) => {
-                log_outcome(&span, "revoke", &Ok(()));
-                if let Some(ended) = events.first() {
-                    act.delete_keys(ended, DeleteCause::LeaseRevoked { lease }, span, reply);
+        self.execute(
+            ctx,
+            LeaseCommand::Revoke { lease },
+            &msg.cmd.meta,
+            move |act, _, result| match result {
+                Ok(events) => {
+                    log_outcome(&span, "revoke", &Ok(()));
+                    if let Some(ended) = events.first() {
+                        act.delete_keys(ended, DeleteCause::LeaseRevoked { lease }, span, reply);
+                    }
+                    None
                 }
-                None
-            }
-            Err(e) => {
-                let result = Err(e);
-                log_outcome(&span, "revoke", &result);
-                Some((reply, result))
-            }
-        });
+                Err(e) => {
+                    let result = Err(e);
+                    log_outcome(&span, "revoke", &result);
+                    Some((reply, result))
+                }
+            },
+        );
     }
 }
 
@@ -275,16 +312,21 @@ impl Handler<Expire> for LeaseActor {
         let meta = Metadata::new(self.key.account.clone());
         let span = tracing::info_span!("expire", lease = %lease, account = %self.key.account);
         let reply = msg.reply;
-        self.execute(ctx, LeaseCommand::Expire { lease }, &meta, move |act, _, result| match result {
-            Ok(events) => {
-                tracing::debug!(parent: &span, outcome = "expired");
-                if let Some(ended) = events.first() {
-                    act.delete_keys(ended, DeleteCause::LeaseExpired { lease }, span, reply);
+        self.execute(
+            ctx,
+            LeaseCommand::Expire { lease },
+            &meta,
+            move |act, _, result| match result {
+                Ok(events) => {
+                    tracing::debug!(parent: &span, outcome = "expired");
+                    if let Some(ended) = events.first() {
+                        act.delete_keys(ended, DeleteCause::LeaseExpired { lease }, span, reply);
+                    }
+                    None
                 }
-                None
-            }
-            Err(e) => Some((reply, Err(e))),
-        });
+                Err(e) => Some((reply, Err(e))),
+            },
+        );
     }
 }
 
@@ -320,6 +362,8 @@ impl Handler<PutWithLease> for LeaseActor {
             cmd: msg.cmd,
             reply: msg.reply,
         };
-        self.hub.keyspaces.route(&self.hub, &self.key.account, Activation::Load, put);
+        self.hub
+            .keyspaces
+            .route(&self.hub, &self.key.account, Activation::Load, put);
     }
 }

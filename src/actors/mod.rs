@@ -59,7 +59,10 @@ pub struct Cmd {
 
 impl Cmd {
     pub fn new(meta: Metadata) -> Cmd {
-        Cmd { meta, span: tracing::Span::current() }
+        Cmd {
+            meta,
+            span: tracing::Span::current(),
+        }
     }
 }
 

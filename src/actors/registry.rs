@@ -55,7 +55,11 @@ impl<A: Entity> Registry<A> {
     /// Actors are spread over `arbiters` (threads) by the hash of their key.
     pub fn new(arbiters: Vec<ArbiterHandle>) -> Registry<A> {
         assert!(!arbiters.is_empty(), "a registry needs at least one arbiter");
-        Registry { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(), arbiters, hasher: RandomState::new() }
+        Registry {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            arbiters,
+            hasher: RandomState::new(),
+        }
     }
 
     fn hash(&self, key: &A::Key) -> usize {
@@ -71,7 +75,9 @@ impl<A: Entity> Registry<A> {
     {
         let hash = self.hash(key);
         let mut shard = self.shards[hash % SHARDS].lock();
-        let slot = shard.entry(key.clone()).or_insert_with(|| self.start(hash, key, activation, hub));
+        let slot = shard
+            .entry(key.clone())
+            .or_insert_with(|| self.start(hash, key, activation, hub));
         if !slot.addr.connected() {
             // It stopped after a failure without leaving: replace it.
             *slot = self.start(hash, key, activation, hub);

@@ -26,7 +26,11 @@ pub struct Caller {
 impl Caller {
     /// The metadata of events this caller's commands produce.
     pub fn meta(&self) -> Metadata {
-        Metadata { account: self.account.clone(), request_id: Some(self.request_id), causation_id: None }
+        Metadata {
+            account: self.account.clone(),
+            request_id: Some(self.request_id),
+            causation_id: None,
+        }
     }
 }
 
@@ -35,9 +39,16 @@ impl FromRequest for Caller {
     type Future = std::future::Ready<Result<Caller, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let request_id = req.extensions().get::<RequestId>().map(|id| **id).unwrap_or_else(Uuid::new_v4);
+        let request_id = req
+            .extensions()
+            .get::<RequestId>()
+            .map(|id| **id)
+            .unwrap_or_else(Uuid::new_v4);
         // Local mode: one account. Authentication decides the account here.
-        std::future::ready(Ok(Caller { account: AccountId::default_account(), request_id }))
+        std::future::ready(Ok(Caller {
+            account: AccountId::default_account(),
+            request_id,
+        }))
     }
 }
 
@@ -51,7 +62,10 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let too_large = || {
-            ApiError::bad_request("body_too_large", format!("request body is larger than {MAX_BODY_BYTES} bytes"))
+            ApiError::bad_request(
+                "body_too_large",
+                format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+            )
         };
         let declared = req
             .headers()
@@ -76,10 +90,39 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     }
 }
 
-/// Parses JSON, naming the field at fault when the JSON is valid but its
-/// content is not.
+/// A query string of type `T`; errors name the parameter at fault.
+pub struct QueryArgs<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest for QueryArgs<T> {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<QueryArgs<T>, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let pairs = form_urlencoded::parse(req.query_string().as_bytes());
+        let parsed = serde_path_to_error::deserialize(serde_urlencoded::Deserializer::new(pairs))
+            .map(QueryArgs)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ApiError::bad_request("invalid_query", format!("{path}: {}", e.into_inner()))
+            });
+        std::future::ready(parsed)
+    }
+}
+
+/// Parses a JSON object, naming the field at fault when the JSON is valid
+/// but its content is not.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { bytes };
+    let bytes: &[u8] = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => b"{}",
+        Some(b'{') => bytes,
+        // serde would read an array as a struct's fields in order: refuse it.
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "request body must be a JSON object",
+            ))
+        }
+    };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -92,7 +135,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ApiError::bad_request("invalid_field", format!("{path}: {inner}"))
         }
     })?;
-    de.end().map_err(|e| ApiError::bad_request("bad_json", format!("request body is not valid JSON: {e}")))?;
+    de.end()
+        .map_err(|e| ApiError::bad_request("bad_json", format!("request body is not valid JSON: {e}")))?;
     Ok(value)
 }
 
@@ -119,11 +163,12 @@ mod tests {
         check(r#"{"ttl": "ten"}"#, "invalid_field", "ttl: invalid type");
         check(r#"{"ttl": 1.5}"#, "invalid_field", "ttl:");
         check(r#"{"ttl": 10, "id": "xyz"}"#, "invalid_field", "id: lease ID must be");
-        check(r#"{"tll": 10}"#, "invalid_body", "unknown field `tll`");
+        check(r#"{"tll": 10}"#, "invalid_field", "tll: unknown field `tll`");
         check("", "invalid_body", "missing field `ttl`");
         check(r#"{"ttl": 10"#, "bad_json", "not valid JSON");
         check(r#"{"ttl": 10} x"#, "bad_json", "not valid JSON");
-        check("[1]", "invalid_body", "invalid type");
+        check("[1]", "invalid_body", "must be a JSON object");
+        check("12", "invalid_body", "must be a JSON object");
         assert_eq!(parse_json::<Grant>(br#" {"ttl": 10} "#).map(|g| g.ttl), Ok(10));
     }
 }

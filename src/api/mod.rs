@@ -15,9 +15,10 @@ pub use error::ApiError;
 
 /// Registers every route, and JSON errors for bad paths and query strings.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(web::QueryConfig::default().error_handler(|err, _| {
-        ApiError::bad_request("invalid_query", format!("query string: {err}")).into()
-    }))
+    cfg.app_data(
+        web::QueryConfig::default()
+            .error_handler(|err, _| ApiError::bad_request("invalid_query", format!("query string: {err}")).into()),
+    )
     .app_data(
         web::PathConfig::default()
             .error_handler(|err, _| ApiError::bad_request("invalid_path", format!("path: {err}")).into()),
@@ -38,11 +39,17 @@ async fn healthz(control: web::Data<Control>) -> Result<HttpResponse, ApiError> 
     control
         .health()
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))?;
-    Ok(HttpResponse::Ok().json(Health { status: "ok", position: control.hub().store.head() }))
+    Ok(HttpResponse::Ok().json(Health {
+        status: "ok",
+        position: control.hub().store.head(),
+    }))
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
-    actix_web::ResponseError::error_response(&ApiError::not_found("no_route", format!("no route for {} {}", req.method(), req.path())))
+    actix_web::ResponseError::error_response(&ApiError::not_found(
+        "no_route",
+        format!("no route for {} {}", req.method(), req.path()),
+    ))
 }
 
 pub(crate) async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
@@ -57,9 +64,14 @@ pub(crate) async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
 /// `x-request-id` response header, so callers can find their request in the
 /// logs and in the log of events.
 pub fn request_id_header(res: &mut actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>) {
-    let id = res.request().extensions().get::<tracing_actix_web::RequestId>().map(|id| id.to_string());
+    let id = res
+        .request()
+        .extensions()
+        .get::<tracing_actix_web::RequestId>()
+        .map(|id| id.to_string());
     if let Some(value) = id.and_then(|id| HeaderValue::from_str(&id).ok()) {
-        res.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), value);
+        res.headers_mut()
+            .insert(actix_web::http::header::HeaderName::from_static("x-request-id"), value);
     }
 }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tenure_events::{Bytes, LeaseId};
 
 use super::error::ApiError;
-use super::extract::{Caller, JsonBody};
+use super::extract::{Caller, JsonBody, QueryArgs};
 use crate::control::Control;
 use crate::domain::keyspace::{KeyRange, KeyValue};
 
@@ -46,7 +46,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 fn lease_id(raw: &str) -> Result<LeaseId, ApiError> {
-    raw.parse().map_err(|e: tenure_events::IdError| ApiError::bad_request("invalid_lease_id", e.to_string()))
+    raw.parse()
+        .map_err(|e: tenure_events::IdError| ApiError::bad_request("invalid_lease_id", e.to_string()))
 }
 
 #[derive(Deserialize)]
@@ -65,7 +66,11 @@ struct LeaseTtl {
     ttl: i64,
 }
 
-async fn grant(control: web::Data<Control>, caller: Caller, body: JsonBody<GrantBody>) -> Result<HttpResponse, ApiError> {
+async fn grant(
+    control: web::Data<Control>,
+    caller: Caller,
+    body: JsonBody<GrantBody>,
+) -> Result<HttpResponse, ApiError> {
     let body = body.0;
     if body.ttl <= 0 {
         return Err(ApiError::bad_request(
@@ -74,10 +79,17 @@ async fn grant(control: web::Data<Control>, caller: Caller, body: JsonBody<Grant
         ));
     }
     let granted = control.grant(caller.meta(), body.id, body.ttl).await?;
-    Ok(HttpResponse::Ok().json(LeaseTtl { id: granted.lease, ttl: granted.ttl_s }))
+    Ok(HttpResponse::Ok().json(LeaseTtl {
+        id: granted.lease,
+        ttl: granted.ttl_s,
+    }))
 }
 
-async fn keep_alive(control: web::Data<Control>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn keep_alive(
+    control: web::Data<Control>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let lease = lease_id(&id)?;
     let ttl = control.keep_alive(caller.meta(), lease).await?;
     Ok(HttpResponse::Ok().json(LeaseTtl { id: lease, ttl }))
@@ -93,7 +105,11 @@ struct Revoked {
 async fn revoke(control: web::Data<Control>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let lease = lease_id(&id)?;
     let deleted = control.revoke(caller.meta(), lease).await?;
-    Ok(HttpResponse::Ok().json(Revoked { id: lease, revision: deleted.revision, deleted_keys: deleted.count }))
+    Ok(HttpResponse::Ok().json(Revoked {
+        id: lease,
+        revision: deleted.revision,
+        deleted_keys: deleted.count,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -117,7 +133,7 @@ async fn time_to_live(
     control: web::Data<Control>,
     caller: Caller,
     id: web::Path<String>,
-    query: web::Query<TtlQuery>,
+    QueryArgs(query): QueryArgs<TtlQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let lease = lease_id(&id)?;
     let info = control.time_to_live(&caller.account, lease, query.keys).await?;
@@ -141,7 +157,9 @@ struct LeaseRef {
 
 async fn list_leases(control: web::Data<Control>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let leases = control.leases(&caller.account).await?;
-    Ok(HttpResponse::Ok().json(LeaseList { leases: leases.into_iter().map(|id| LeaseRef { id }).collect() }))
+    Ok(HttpResponse::Ok().json(LeaseList {
+        leases: leases.into_iter().map(|id| LeaseRef { id }).collect(),
+    }))
 }
 
 /// Which keys a `/v1/keys` request is about: `?key=K` or `?prefix=P`
@@ -167,7 +185,10 @@ impl KeysQuery {
         match (&self.key, &self.prefix) {
             (Some(key), None) => Ok(Target::Key(Bytes::from(key.as_str()))),
             (None, Some(prefix)) => Ok(Target::Prefix(Bytes::from(prefix.as_str()))),
-            (Some(_), Some(_)) => Err(ApiError::bad_request("invalid_query", "give either key or prefix, not both")),
+            (Some(_), Some(_)) => Err(ApiError::bad_request(
+                "invalid_query",
+                "give either key or prefix, not both",
+            )),
             (None, None) => Err(ApiError::bad_request(
                 "invalid_query",
                 "give key=KEY, or prefix=PREFIX (an empty prefix means every key)",
@@ -179,7 +200,12 @@ impl KeysQuery {
 /// The key of a `/v1/keys/{key}` path: everything after `/v1/keys/`,
 /// percent-decoded to bytes.
 fn path_key(req: &HttpRequest) -> Result<Bytes, ApiError> {
-    let raw = req.uri().path().split_once("/v1/keys/").map(|(_, k)| k).unwrap_or_default();
+    let raw = req
+        .uri()
+        .path()
+        .split_once("/v1/keys/")
+        .map(|(_, k)| k)
+        .unwrap_or_default();
     let key: Vec<u8> = percent_encoding::percent_decode_str(raw).collect();
     if key.is_empty() {
         return Err(ApiError::bad_request("empty_key", "key is not provided"));
@@ -223,15 +249,24 @@ async fn get_one(control: &Control, caller: &Caller, key: Bytes) -> Result<HttpR
     let done = control.range(&caller.account, KeyRange::single(key.clone()), 1).await?;
     match done.result.kvs.into_iter().next() {
         Some((k, kv)) => Ok(HttpResponse::Ok().json(KeyView::new(k, kv))),
-        None => Err(ApiError::not_found("key_not_found", format!("key {:?} not found", key.to_string_lossy()))),
+        None => Err(ApiError::not_found(
+            "key_not_found",
+            format!("key {:?} not found", key.to_string_lossy()),
+        )),
     }
 }
 
-async fn get_keys(control: web::Data<Control>, caller: Caller, query: web::Query<KeysQuery>) -> Result<HttpResponse, ApiError> {
+async fn get_keys(
+    control: web::Data<Control>,
+    caller: Caller,
+    QueryArgs(query): QueryArgs<KeysQuery>,
+) -> Result<HttpResponse, ApiError> {
     match query.target()? {
         Target::Key(key) => get_one(&control, &caller, key).await,
         Target::Prefix(prefix) => {
-            let done = control.range(&caller.account, KeyRange::prefix(prefix), query.limit).await?;
+            let done = control
+                .range(&caller.account, KeyRange::prefix(prefix), query.limit)
+                .await?;
             Ok(HttpResponse::Ok().json(KeyList {
                 revision: done.revision,
                 count: done.result.count,
@@ -261,20 +296,34 @@ struct PutView {
     prev_kv: Option<KeyView>,
 }
 
-async fn put(control: &Control, caller: &Caller, key: Bytes, body: PutBody, prev_kv: bool) -> Result<HttpResponse, ApiError> {
-    let done = control.put(caller.meta(), key.clone(), body.value, body.lease, prev_kv).await?;
-    Ok(HttpResponse::Ok().json(PutView { revision: done.revision, prev_kv: done.prev.map(|kv| KeyView::new(key, kv)) }))
+async fn put(
+    control: &Control,
+    caller: &Caller,
+    key: Bytes,
+    body: PutBody,
+    prev_kv: bool,
+) -> Result<HttpResponse, ApiError> {
+    let done = control
+        .put(caller.meta(), key.clone(), body.value, body.lease, prev_kv)
+        .await?;
+    Ok(HttpResponse::Ok().json(PutView {
+        revision: done.revision,
+        prev_kv: done.prev.map(|kv| KeyView::new(key, kv)),
+    }))
 }
 
 async fn put_key_query(
     control: web::Data<Control>,
     caller: Caller,
-    query: web::Query<KeysQuery>,
+    QueryArgs(query): QueryArgs<KeysQuery>,
     body: JsonBody<PutBody>,
 ) -> Result<HttpResponse, ApiError> {
     match query.target()? {
         Target::Key(key) => put(&control, &caller, key, body.0, query.prev_kv).await,
-        Target::Prefix(_) => Err(ApiError::bad_request("invalid_query", "put takes key=KEY, not a prefix")),
+        Target::Prefix(_) => Err(ApiError::bad_request(
+            "invalid_query",
+            "put takes key=KEY, not a prefix",
+        )),
     }
 }
 
@@ -289,7 +338,7 @@ async fn put_key_path(
     control: web::Data<Control>,
     caller: Caller,
     req: HttpRequest,
-    query: web::Query<PrevKvQuery>,
+    QueryArgs(query): QueryArgs<PrevKvQuery>,
     body: JsonBody<PutBody>,
 ) -> Result<HttpResponse, ApiError> {
     put(&control, &caller, path_key(&req)?, body.0, query.prev_kv).await
@@ -312,7 +361,11 @@ async fn delete(control: &Control, caller: &Caller, range: KeyRange, prev_kv: bo
     }))
 }
 
-async fn delete_keys(control: web::Data<Control>, caller: Caller, query: web::Query<KeysQuery>) -> Result<HttpResponse, ApiError> {
+async fn delete_keys(
+    control: web::Data<Control>,
+    caller: Caller,
+    QueryArgs(query): QueryArgs<KeysQuery>,
+) -> Result<HttpResponse, ApiError> {
     let range = match query.target()? {
         Target::Key(key) => KeyRange::single(key),
         Target::Prefix(prefix) => KeyRange::prefix(prefix),
@@ -324,7 +377,7 @@ async fn delete_key_path(
     control: web::Data<Control>,
     caller: Caller,
     req: HttpRequest,
-    query: web::Query<PrevKvQuery>,
+    QueryArgs(query): QueryArgs<PrevKvQuery>,
 ) -> Result<HttpResponse, ApiError> {
     delete(&control, &caller, KeyRange::single(path_key(&req)?), query.prev_kv).await
 }

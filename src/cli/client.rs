@@ -39,7 +39,10 @@ impl Client {
     }
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, CliError> {
-        let unreachable = |e: reqwest::Error| CliError::Unreachable { endpoint: self.endpoint.clone(), reason: e.to_string() };
+        let unreachable = |e: reqwest::Error| CliError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            reason: e.to_string(),
+        };
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
         let body = response.bytes().await.map_err(unreachable)?;
@@ -52,7 +55,11 @@ impl Client {
         }
         let error: Option<ErrorBody> = serde_json::from_slice(&body).ok();
         Err(match error {
-            Some(e) => CliError::Server { status: status.as_u16(), code: e.code, message: e.message },
+            Some(e) => CliError::Server {
+                status: status.as_u16(),
+                code: e.code,
+                message: e.message,
+            },
             None => CliError::Server {
                 status: status.as_u16(),
                 code: "http".into(),
@@ -63,7 +70,8 @@ impl Client {
 }
 
 fn lease_id(raw: &str) -> Result<LeaseId, CliError> {
-    raw.parse().map_err(|e: tenure_events::IdError| CliError::Usage(e.to_string()))
+    raw.parse()
+        .map_err(|e: tenure_events::IdError| CliError::Usage(e.to_string()))
 }
 
 fn not_found(e: &CliError, code: &str) -> bool {
@@ -79,7 +87,10 @@ pub fn run(endpoint: &str, command: Command) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let client = Client { http: reqwest::Client::new(), endpoint: endpoint.to_owned() };
+    let client = Client {
+        http: reqwest::Client::new(),
+        endpoint: endpoint.to_owned(),
+    };
     match runtime.block_on(execute(&client, command)) {
         Ok(code) => code,
         Err(e) => {
@@ -155,7 +166,9 @@ async fn execute(client: &Client, command: Command) -> Result<ExitCode, CliError
         }
         Command::Lease(LeaseCommand::Revoke { id }) => {
             let id = lease_id(&id)?;
-            let _: serde_json::Value = client.send(http.delete(client.url(&format!("/v1/leases/{id}")))).await?;
+            let _: serde_json::Value = client
+                .send(http.delete(client.url(&format!("/v1/leases/{id}"))))
+                .await?;
             print(output::revoked(id));
             Ok(ExitCode::SUCCESS)
         }
@@ -167,7 +180,12 @@ async fn execute(client: &Client, command: Command) -> Result<ExitCode, CliError
                 Ok(view) => {
                     let names: Option<Vec<String>> =
                         view.keys.map(|ks| ks.iter().map(Bytes::to_string_lossy).collect());
-                    print(output::time_to_live(view.id, view.granted_ttl, view.ttl, names.as_deref()));
+                    print(output::time_to_live(
+                        view.id,
+                        view.granted_ttl,
+                        view.ttl,
+                        names.as_deref(),
+                    ));
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) if not_found(&e, "lease_not_found") => {
@@ -186,16 +204,24 @@ async fn execute(client: &Client, command: Command) -> Result<ExitCode, CliError
         Command::Put { key, value, lease } => {
             let lease = lease.as_deref().map(lease_id).transpose()?;
             let body = serde_json::json!({ "value": value, "lease": lease });
-            let _: Revision = client.send(http.put(client.url("/v1/keys")).query(&[("key", &key)]).json(&body)).await?;
+            let _: Revision = client
+                .send(http.put(client.url("/v1/keys")).query(&[("key", &key)]).json(&body))
+                .await?;
             print("OK");
             Ok(ExitCode::SUCCESS)
         }
         Command::Get { key, prefix, limit } => {
             let kvs = if prefix {
                 let query = [("prefix", key), ("limit", limit.to_string())];
-                client.send::<KeyList>(http.get(client.url("/v1/keys")).query(&query)).await?.kvs
+                client
+                    .send::<KeyList>(http.get(client.url("/v1/keys")).query(&query))
+                    .await?
+                    .kvs
             } else {
-                match client.send::<KeyView>(http.get(client.url("/v1/keys")).query(&[("key", &key)])).await {
+                match client
+                    .send::<KeyView>(http.get(client.url("/v1/keys")).query(&[("key", &key)]))
+                    .await
+                {
                     Ok(kv) => vec![kv],
                     Err(e) if not_found(&e, "key_not_found") => Vec::new(),
                     Err(e) => return Err(e),
@@ -213,7 +239,9 @@ async fn execute(client: &Client, command: Command) -> Result<ExitCode, CliError
         }
         Command::Del { key, prefix } => {
             let param = if prefix { "prefix" } else { "key" };
-            let deleted: Deleted = client.send(http.delete(client.url("/v1/keys")).query(&[(param, &key)])).await?;
+            let deleted: Deleted = client
+                .send(http.delete(client.url("/v1/keys")).query(&[(param, &key)]))
+                .await?;
             print(deleted.deleted.to_string());
             Ok(ExitCode::SUCCESS)
         }

@@ -16,10 +16,19 @@ use crate::logging::LogFormat;
 use crate::server::ServerConfig;
 
 #[derive(Debug, Parser)]
-#[command(name = "tenure", version, about = "An event-sourced control plane for leases, keys, reservations and services")]
+#[command(
+    name = "tenure",
+    version,
+    about = "An event-sourced control plane for leases, keys, reservations and services"
+)]
 pub struct Cli {
     /// The server the client commands talk to.
-    #[arg(long, env = "TENURE_ENDPOINT", default_value = "http://127.0.0.1:7070", global = true)]
+    #[arg(
+        long,
+        env = "TENURE_ENDPOINT",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
     pub endpoint: String,
 
     #[command(subcommand)]

@@ -50,9 +50,15 @@ mod tests {
     #[test]
     fn prints_what_etcdctl_prints() {
         let check = |got: String, expect: &str| assert_eq!(got, expect);
-        check(granted(id("525b80fbbf3b906e"), 100), "lease 525b80fbbf3b906e granted with TTL(100s)");
+        check(
+            granted(id("525b80fbbf3b906e"), 100),
+            "lease 525b80fbbf3b906e granted with TTL(100s)",
+        );
         check(revoked(id("525b80fbbf3b98cb")), "lease 525b80fbbf3b98cb revoked");
-        check(kept_alive(id("525b80fbbf3b9dc2"), 20), "lease 525b80fbbf3b9dc2 keepalived with TTL(20)");
+        check(
+            kept_alive(id("525b80fbbf3b9dc2"), 20),
+            "lease 525b80fbbf3b9dc2 keepalived with TTL(20)",
+        );
         check(
             time_to_live(id("525b80fbbf3ba39b"), 300, 281, None),
             "lease 525b80fbbf3ba39b granted with TTL(300s), remaining(281s)",
@@ -61,9 +67,18 @@ mod tests {
             time_to_live(id("525b80fbbf3ba39b"), 300, 274, Some(&["key5".into(), "key6".into()])),
             "lease 525b80fbbf3ba39b granted with TTL(300s), remaining(274s), attached keys([key5 key6])",
         );
-        check(time_to_live(id("1"), 10, 3, Some(&[])), "lease 0000000000000001 granted with TTL(10s), remaining(3s), attached keys([])");
-        check(already_expired(id("525b80fbbf3ba39b")), "lease 525b80fbbf3ba39b already expired");
-        check(lease_list(&[id("1"), id("2")]), "found 2 leases\n0000000000000001\n0000000000000002");
+        check(
+            time_to_live(id("1"), 10, 3, Some(&[])),
+            "lease 0000000000000001 granted with TTL(10s), remaining(3s), attached keys([])",
+        );
+        check(
+            already_expired(id("525b80fbbf3ba39b")),
+            "lease 525b80fbbf3ba39b already expired",
+        );
+        check(
+            lease_list(&[id("1"), id("2")]),
+            "found 2 leases\n0000000000000001\n0000000000000002",
+        );
         check(lease_list(&[]), "found 0 leases");
     }
 }

@@ -1,0 +1,168 @@
+//! Shared by the end-to-end tests: a real server in-process on 127.0.0.1:0
+//! with a temporary data directory and a manual clock, and a real HTTP client.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tenure::clock::ManualClock;
+use tenure::server::{self, Running, ServerConfig};
+use tenure::store::{EventStore, SqliteStore};
+use tenure_events::RecordedEvent;
+
+/// How long a test waits for something that should happen at once.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub struct TestServer {
+    running: Option<Running>,
+    pub base: String,
+    pub clock: ManualClock,
+    pub dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    pub http: reqwest::Client,
+    tweak: fn(&mut ServerConfig),
+}
+
+fn no_tweak(_: &mut ServerConfig) {}
+
+impl TestServer {
+    /// A fresh server on a fresh data directory.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(no_tweak).await
+    }
+
+    pub async fn start_with(tweak: fn(&mut ServerConfig)) -> TestServer {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path().to_path_buf();
+        let mut server = TestServer {
+            running: None,
+            base: String::new(),
+            clock: ManualClock::at_epoch(),
+            dir,
+            _temp: Some(temp),
+            http: reqwest::Client::new(),
+            tweak,
+        };
+        server.boot().await;
+        server
+    }
+
+    async fn boot(&mut self) {
+        let mut config = ServerConfig::new(&self.dir);
+        config.listen = "127.0.0.1:0".parse().expect("address");
+        config.clock = Arc::new(self.clock.clone());
+        config.actor_threads = 2;
+        config.http_workers = 2;
+        (self.tweak)(&mut config);
+        let running = server::start(config).await.expect("server starts");
+        self.base = format!("http://{}", running.addr);
+        self.running = Some(running);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await;
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data directory and clock.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.boot().await;
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("server is running")
+    }
+
+    pub fn store(&self) -> SqliteStore {
+        self.running().store.clone()
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.expect("request reaches the server");
+        let status = res.status();
+        let text = res.text().await.expect("body");
+        let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: body is not JSON: {text:?}"));
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Grants a lease and returns its ID.
+    pub async fn grant(&self, ttl: i64) -> String {
+        let (status, body) = self.post("/v1/leases", serde_json::json!({ "ttl": ttl })).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["id"].as_str().expect("lease id").to_owned()
+    }
+
+    pub async fn put_key(&self, key: &str, value: &str, lease: Option<&str>) -> (StatusCode, Value) {
+        self.put(
+            &format!("/v1/keys?key={key}"),
+            serde_json::json!({ "value": value, "lease": lease }),
+        )
+        .await
+    }
+
+    /// The value of a key, or None.
+    pub async fn value(&self, key: &str) -> Option<String> {
+        let (status, body) = self.get(&format!("/v1/keys?key={key}")).await;
+        match status {
+            StatusCode::OK => Some(body["value"].as_str().expect("text value").to_owned()),
+            StatusCode::NOT_FOUND => None,
+            other => panic!("get {key}: {other} {body}"),
+        }
+    }
+
+    /// Every event in the log.
+    pub async fn events(&self) -> Vec<RecordedEvent> {
+        self.store().read_all(1, usize::MAX).await.expect("read the log")
+    }
+
+    /// Waits (following the log, not sleeping) until `done` holds for the
+    /// events in the log; panics after [`PATIENCE`].
+    pub async fn wait_for_log(&self, what: &str, done: impl Fn(&[RecordedEvent]) -> bool) -> Vec<RecordedEvent> {
+        let store = self.store();
+        let mut subscription = store.subscribe_all(1);
+        let mut seen = Vec::new();
+        let waited = tokio::time::timeout(PATIENCE, async {
+            loop {
+                if done(&seen) {
+                    return;
+                }
+                match subscription.next_batch().await.expect("log readable") {
+                    Some(batch) => seen.extend(batch),
+                    None => panic!("store closed while waiting for {what}"),
+                }
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "timed out waiting for {what}");
+        seen
+    }
+}
+
+pub fn count_type(events: &[RecordedEvent], event_type: &str) -> usize {
+    events.iter().filter(|e| e.event_type == event_type).count()
+}

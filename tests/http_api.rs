@@ -1,0 +1,382 @@
+//! End to end over real HTTP against an in-process server: the `/v1` API for
+//! leases and keys, its errors, and what it writes to the log.
+
+mod common;
+
+use common::{count_type, TestServer};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tenure::clock::Clock;
+use tenure::domain::lease::MAX_TTL_S;
+
+#[actix_rt::test]
+async fn grant_put_get_timetolive_revoke() {
+    let server = TestServer::start().await;
+    let lease = server.grant(100).await;
+    assert_eq!(lease.len(), 16);
+
+    let (status, body) = server.put_key("key1", "hello", Some(&lease)).await;
+    assert_eq!((status, body["revision"].as_i64()), (StatusCode::OK, Some(2)));
+    let (status, body) = server.get("/v1/keys?key=key1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"key": "key1", "value": "hello", "create_revision": 2, "mod_revision": 2, "version": 1, "lease": lease})
+    );
+
+    let (status, body) = server.get(&format!("/v1/leases/{lease}?keys=true")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"id": lease, "granted_ttl": 100, "ttl": 100, "keys": ["key1"]})
+    );
+
+    let (status, body) = server.delete(&format!("/v1/leases/{lease}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"id": lease, "revision": 3, "deleted_keys": 1}));
+    // Once the revoke is acknowledged, the key is gone.
+    assert_eq!(server.value("key1").await, None);
+    let (status, body) = server.get(&format!("/v1/leases/{lease}")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("lease_not_found"))
+    );
+}
+
+#[actix_rt::test]
+async fn ttl_below_the_minimum_is_raised_and_keep_alive_answers_the_granted_ttl() {
+    let server = TestServer::start().await;
+    let (status, body) = server.post("/v1/leases", json!({"ttl": 1})).await;
+    assert_eq!((status, body["ttl"].as_i64()), (StatusCode::OK, Some(2)));
+    let id = body["id"].as_str().expect("id");
+    let (status, body) = server.post(&format!("/v1/leases/{id}/keepalive"), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"id": id, "ttl": 2}));
+}
+
+#[actix_rt::test]
+async fn keep_alive_resets_the_remaining_ttl() {
+    let server = TestServer::start().await;
+    let lease = server.grant(30).await;
+    server.clock.advance(std::time::Duration::from_secs(20));
+    let (_, body) = server.get(&format!("/v1/leases/{lease}")).await;
+    assert_eq!(body["ttl"], 10);
+    let (status, _) = server.post(&format!("/v1/leases/{lease}/keepalive"), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = server.get(&format!("/v1/leases/{lease}")).await;
+    assert_eq!(body["ttl"], 30);
+}
+
+#[actix_rt::test]
+async fn client_chosen_ids_and_duplicates() {
+    let server = TestServer::start().await;
+    let (status, body) = server
+        .post("/v1/leases", json!({"ttl": 10, "id": "525b80fbbf3b906e"}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"id": "525b80fbbf3b906e", "ttl": 10}));
+    let (status, body) = server
+        .post("/v1/leases", json!({"ttl": 10, "id": "525b80fbbf3b906e"}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body["code"], "lease_exists");
+    assert!(
+        body["message"].as_str().is_some_and(|m| m.contains("525b80fbbf3b906e")),
+        "{body}"
+    );
+}
+
+#[actix_rt::test]
+async fn list_shows_every_acknowledged_live_lease() {
+    let server = TestServer::start().await;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(server.grant(60).await);
+    }
+    // Read-your-writes: the list includes every grant acknowledged before it.
+    let (status, body) = server.get("/v1/leases").await;
+    assert_eq!(status, StatusCode::OK);
+    let mut listed: Vec<String> = body["leases"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|l| l["id"].as_str().expect("id").to_owned())
+        .collect();
+    ids.sort();
+    listed.sort();
+    assert_eq!(listed, ids);
+    server.delete(&format!("/v1/leases/{}", ids[0])).await;
+    let (_, body) = server.get("/v1/leases").await;
+    assert_eq!(body["leases"].as_array().map(Vec::len), Some(19));
+}
+
+#[actix_rt::test]
+async fn keys_by_prefix_limits_and_deletes() {
+    let server = TestServer::start().await;
+    for key in ["a/1", "a/2", "a/3", "b/1"] {
+        server.put_key(key, "v", None).await;
+    }
+    let (status, body) = server.get("/v1/keys?prefix=a/&limit=2").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((body["count"].as_u64(), body["more"].as_bool()), (Some(3), Some(true)));
+    let keys: Vec<&str> = body["kvs"]
+        .as_array()
+        .expect("kvs")
+        .iter()
+        .filter_map(|kv| kv["key"].as_str())
+        .collect();
+    assert_eq!(keys, ["a/1", "a/2"]);
+    let (_, all) = server.get("/v1/keys?prefix=").await;
+    assert_eq!(all["count"], 4);
+
+    let (status, body) = server.delete("/v1/keys?prefix=a/").await;
+    assert_eq!((status, body["deleted"].as_u64()), (StatusCode::OK, Some(3)));
+    let (_, body) = server.delete("/v1/keys?key=a/1").await;
+    assert_eq!(body["deleted"], 0);
+    let (_, body) = server.delete("/v1/keys?key=b/1").await;
+    assert_eq!(body["deleted"], 1);
+}
+
+#[actix_rt::test]
+async fn keys_in_the_path_are_percent_decoded_bytes() {
+    let server = TestServer::start().await;
+    let (status, _) = server.put("/v1/keys/dir/sub%20key", json!({"value": "x"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = server.get("/v1/keys/dir/sub%20key").await;
+    assert_eq!((status, body["key"].as_str()), (StatusCode::OK, Some("dir/sub key")));
+    // Bytes that are not UTF-8 travel as base64.
+    let (status, _) = server
+        .put("/v1/keys/bin%FF", json!({"value": {"base64": "//4="}}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = server.get("/v1/keys/bin%FF").await;
+    assert_eq!(body["key"], json!({"base64": "Ymlu/w=="}));
+    assert_eq!(body["value"], json!({"base64": "//4="}));
+    let (status, body) = server.delete("/v1/keys/dir/sub%20key").await;
+    assert_eq!((status, body["deleted"].as_u64()), (StatusCode::OK, Some(1)));
+}
+
+#[actix_rt::test]
+async fn put_moves_a_key_between_leases_and_prev_kv_shows_the_old_one() {
+    let server = TestServer::start().await;
+    let (one, two) = (server.grant(60).await, server.grant(60).await);
+    server.put_key("k", "v1", Some(&one)).await;
+    let (_, body) = server
+        .put("/v1/keys?key=k&prev_kv=true", json!({"value": "v2", "lease": two}))
+        .await;
+    assert_eq!(body["prev_kv"]["value"], "v1");
+    assert_eq!(body["prev_kv"]["lease"], json!(one));
+    let (_, body) = server.get(&format!("/v1/leases/{one}?keys=true")).await;
+    assert_eq!(body["keys"], json!([]));
+    server.delete(&format!("/v1/leases/{one}")).await;
+    assert_eq!(server.value("k").await.as_deref(), Some("v2"));
+    server.delete(&format!("/v1/leases/{two}")).await;
+    assert_eq!(server.value("k").await, None);
+}
+
+/// One row per bad request: method, path, body, expected status and code.
+#[actix_rt::test]
+async fn bad_requests_get_4xx_json_errors_naming_the_problem() {
+    let server = TestServer::start().await;
+    let check = |method: &str, path: &str, body: Option<&str>, status: u16, code: &str, mention: &str| {
+        let server = &server;
+        let (method, path, body, code, mention) = (
+            method.to_owned(),
+            path.to_owned(),
+            body.map(str::to_owned),
+            code.to_owned(),
+            mention.to_owned(),
+        );
+        async move {
+            let mut req = server
+                .http
+                .request(method.parse().expect("method"), format!("{}{path}", server.base));
+            if let Some(body) = body {
+                req = req.header("content-type", "application/json").body(body);
+            }
+            let res = req.send().await.expect("request");
+            let got_status = res.status().as_u16();
+            let body: Value = res.json().await.expect("JSON error body");
+            assert_eq!(got_status, status, "{method} {path}: {body}");
+            assert_eq!(body["code"], code.as_str(), "{method} {path}: {body}");
+            let message = body["message"].as_str().expect("message");
+            assert!(
+                message.contains(&mention),
+                "{method} {path}: {message:?} should mention {mention:?}"
+            );
+        }
+    };
+    check("POST", "/v1/leases", Some(r#"{"ttl": 0}"#), 400, "invalid_ttl", "ttl").await;
+    check("POST", "/v1/leases", Some(r#"{"ttl": -3}"#), 400, "invalid_ttl", "ttl").await;
+    check(
+        "POST",
+        "/v1/leases",
+        Some(r#"{"ttl": "ten"}"#),
+        400,
+        "invalid_field",
+        "ttl",
+    )
+    .await;
+    let too_large = format!(r#"{{"ttl": {}}}"#, MAX_TTL_S + 1);
+    check(
+        "POST",
+        "/v1/leases",
+        Some(&too_large),
+        400,
+        "ttl_too_large",
+        "too large",
+    )
+    .await;
+    check(
+        "POST",
+        "/v1/leases",
+        Some(r#"{"ttl": 5, "id": "zz"}"#),
+        400,
+        "invalid_field",
+        "id",
+    )
+    .await;
+    check("POST", "/v1/leases", Some(r#"{"ttl": 5"#), 400, "bad_json", "JSON").await;
+    check(
+        "POST",
+        "/v1/leases",
+        Some(r#"{"tll": 5}"#),
+        400,
+        "invalid_field",
+        "unknown field `tll`",
+    )
+    .await;
+    check("POST", "/v1/leases", None, 400, "invalid_body", "ttl").await;
+    check(
+        "GET",
+        "/v1/leases/0000000000000abc",
+        None,
+        404,
+        "lease_not_found",
+        "0000000000000abc",
+    )
+    .await;
+    check(
+        "POST",
+        "/v1/leases/0000000000000abc/keepalive",
+        None,
+        404,
+        "lease_not_found",
+        "abc",
+    )
+    .await;
+    check(
+        "DELETE",
+        "/v1/leases/0000000000000abc",
+        None,
+        404,
+        "lease_not_found",
+        "abc",
+    )
+    .await;
+    check("GET", "/v1/leases/nothex", None, 400, "invalid_lease_id", "nothex").await;
+    check(
+        "PUT",
+        "/v1/keys?key=k",
+        Some(r#"{"value": "v", "lease": "0000000000000abc"}"#),
+        404,
+        "lease_not_found",
+        "abc",
+    )
+    .await;
+    check("PUT", "/v1/keys?key=k", Some(r#"{}"#), 400, "invalid_body", "value").await;
+    check(
+        "PUT",
+        "/v1/keys?key=",
+        Some(r#"{"value": "v"}"#),
+        400,
+        "empty_key",
+        "key",
+    )
+    .await;
+    check(
+        "PUT",
+        "/v1/keys?prefix=a",
+        Some(r#"{"value": "v"}"#),
+        400,
+        "invalid_query",
+        "prefix",
+    )
+    .await;
+    check("GET", "/v1/keys", None, 400, "invalid_query", "prefix").await;
+    check("GET", "/v1/keys?key=a&prefix=b", None, 400, "invalid_query", "not both").await;
+    check("GET", "/v1/keys?key=a&limit=x", None, 400, "invalid_query", "limit").await;
+    check("GET", "/v1/keys?key=absent", None, 404, "key_not_found", "absent").await;
+    check("GET", "/v1/nothing", None, 404, "no_route", "/v1/nothing").await;
+    check("PATCH", "/v1/leases", None, 405, "method_not_allowed", "PATCH").await;
+    let huge = format!(r#"{{"value": "{}"}}"#, "x".repeat(2 * 1024 * 1024));
+    check("PUT", "/v1/keys?key=big", Some(&huge), 400, "body_too_large", "bytes").await;
+    // Nothing of the above was written.
+    assert!(server.events().await.is_empty());
+}
+
+#[actix_rt::test]
+async fn bodies_without_a_json_content_type_are_accepted() {
+    // `curl -d` sends application/x-www-form-urlencoded.
+    let server = TestServer::start().await;
+    let res = server
+        .http
+        .post(format!("{}/v1/leases", server.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"ttl": 10}"#)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[actix_rt::test]
+async fn every_event_records_account_request_and_time() {
+    let server = TestServer::start().await;
+    let res = server
+        .http
+        .post(format!("{}/v1/leases", server.base))
+        .json(&json!({"ttl": 10}))
+        .send()
+        .await
+        .expect("grant");
+    let request_id = res
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let lease: Value = res.json().await.expect("json");
+    let lease = lease["id"].as_str().expect("id").to_owned();
+    server.put_key("k", "v", Some(&lease)).await;
+    server.delete(&format!("/v1/leases/{lease}")).await;
+
+    let events = server.events().await;
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["LeaseGranted", "KeyPut", "LeaseRevoked", "KeyDeleted"]);
+    assert_eq!(
+        events[0].request_id.map(|u| u.to_string()),
+        request_id,
+        "the grant's request id is in its event"
+    );
+    assert_eq!(events[0].stream.as_str(), format!("lease/default/{lease}"));
+    assert_eq!(events[1].stream.as_str(), "keyspace/default");
+    for e in &events {
+        assert_eq!(e.account.as_str(), "default");
+        assert_eq!(e.time, server.clock.now());
+        assert!(e.request_id.is_some());
+        e.decode().expect("every event decodes");
+    }
+    // The deletion was caused by the revocation.
+    assert_eq!(events[3].causation_id, Some(events[2].event_id));
+    assert_eq!(events[3].request_id, events[2].request_id);
+    assert_eq!(count_type(&events, "KeyDeleted"), 1);
+}
+
+#[actix_rt::test]
+async fn healthz_reports_the_log_position() {
+    let server = TestServer::start().await;
+    server.grant(10).await;
+    let (status, body) = server.get("/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"status": "ok", "position": 1}));
+}
