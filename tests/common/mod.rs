@@ -34,6 +34,21 @@ impl TestServer {
         TestServer::start_with(no_tweak).await
     }
 
+    /// A server on an existing data directory, with the given clock.
+    pub async fn start_in(dir: PathBuf, clock: ManualClock) -> TestServer {
+        let mut server = TestServer {
+            running: None,
+            base: String::new(),
+            clock,
+            dir,
+            _temp: None,
+            http: reqwest::Client::new(),
+            tweak: no_tweak,
+        };
+        server.boot().await;
+        server
+    }
+
     pub async fn start_with(tweak: fn(&mut ServerConfig)) -> TestServer {
         let temp = tempfile::tempdir().expect("temp dir");
         let dir = temp.path().to_path_buf();

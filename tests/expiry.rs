@@ -1,0 +1,160 @@
+//! Expiry with a manual clock: nothing here waits on wall time for a TTL.
+//! The test moves the clock, then follows the log until the expected events
+//! are there.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{count_type, TestServer};
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::json;
+use tenure_events::{AccountId, DeleteCause, Event, KeyspaceEvent, Metadata};
+
+#[actix_rt::test]
+async fn a_lease_expires_at_its_deadline_and_its_keys_go_with_it() {
+    let server = TestServer::start().await;
+    let lease = server.grant(10).await;
+    server.put_key("key5", "hehe", Some(&lease)).await;
+    server.put_key("key6", "hihi", Some(&lease)).await;
+    server.put_key("free", "x", None).await;
+
+    server.clock.advance(Duration::from_secs(9));
+    let (status, body) = server.get(&format!("/v1/leases/{lease}?keys=true")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"id": lease, "granted_ttl": 10, "ttl": 1, "keys": ["key5", "key6"]})
+    );
+
+    server.clock.advance(Duration::from_secs(1));
+    let events = server
+        .wait_for_log("the lease's keys to be deleted", |es| count_type(es, "KeyDeleted") == 2)
+        .await;
+    assert_eq!(server.value("key5").await, None);
+    assert_eq!(server.value("key6").await, None);
+    assert_eq!(server.value("free").await.as_deref(), Some("x"));
+    let (status, _) = server.get(&format!("/v1/leases/{lease}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The log tells what happened and why.
+    let expired = events
+        .iter()
+        .find(|e| e.event_type == "LeaseExpired")
+        .expect("expiry recorded");
+    let deletions: Vec<_> = events.iter().filter(|e| e.event_type == "KeyDeleted").collect();
+    for d in &deletions {
+        assert_eq!(d.causation_id, Some(expired.event_id));
+        match d.decode().expect("decodes") {
+            Event::Keyspace(KeyspaceEvent::Deleted(k)) => {
+                assert_eq!(k.revision, 5, "one revision for all of the lease's keys");
+                assert_eq!(
+                    k.cause,
+                    DeleteCause::LeaseExpired {
+                        lease: lease.parse().expect("id")
+                    }
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn keep_alive_postpones_expiry() {
+    let server = TestServer::start().await;
+    let lease = server.grant(10).await;
+    server.put_key("k", "v", Some(&lease)).await;
+    server.clock.advance(Duration::from_secs(8));
+    let (status, _) = server.post(&format!("/v1/leases/{lease}/keepalive"), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    server.clock.advance(Duration::from_secs(8)); // t=16: past the first deadline
+    let (status, body) = server.get(&format!("/v1/leases/{lease}")).await;
+    assert_eq!((status, body["ttl"].as_i64()), (StatusCode::OK, Some(2)));
+    assert_eq!(server.value("k").await.as_deref(), Some("v"));
+
+    server.clock.advance(Duration::from_secs(2)); // t=18: the new deadline
+    server
+        .wait_for_log("the expiry", |es| count_type(es, "KeyDeleted") == 1)
+        .await;
+    assert_eq!(server.value("k").await, None);
+    assert_eq!(count_type(&server.events().await, "LeaseExpired"), 1);
+}
+
+#[actix_rt::test]
+async fn a_lease_past_its_deadline_is_dead_even_before_the_expiry_is_recorded() {
+    let server = TestServer::start().await;
+    let lease = server.grant(5).await;
+    server.clock.advance(Duration::from_secs(5));
+    // Whether or not the driver got there first, the lease is gone for clients.
+    let (status, _) = server.post(&format!("/v1/leases/{lease}/keepalive"), json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = server.put_key("late", "v", Some(&lease)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = server.get(&format!("/v1/leases/{lease}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    server
+        .wait_for_log("the expiry", |es| count_type(es, "LeaseExpired") == 1)
+        .await;
+    assert_eq!(count_type(&server.events().await, "KeyPut"), 0);
+}
+
+#[actix_rt::test]
+async fn a_revoked_lease_is_not_expired_later() {
+    let server = TestServer::start().await;
+    let lease = server.grant(5).await;
+    let other = server.grant(6).await;
+    server.delete(&format!("/v1/leases/{lease}")).await;
+    server.clock.advance(Duration::from_secs(10));
+    server
+        .wait_for_log("the other lease's expiry", |es| count_type(es, "LeaseExpired") == 1)
+        .await;
+    let events = server.events().await;
+    let expired: Vec<_> = events.iter().filter(|e| e.event_type == "LeaseExpired").collect();
+    assert_eq!(expired.len(), 1);
+    assert!(expired[0].stream.as_str().ends_with(&other));
+}
+
+/// Thousands of leases due in the same second are all expired at once: no
+/// rate limit. (How fast is measured by `ops/bench`, not asserted here.)
+#[actix_rt::test]
+async fn every_lease_due_at_once_expires_with_its_key() {
+    let server = TestServer::start().await;
+    let control = server.running().control.clone();
+    let leases = 3000;
+    let account = AccountId::default_account();
+    let granted: Vec<_> = futures::stream::iter(0..leases)
+        .map(|i| {
+            let (control, account) = (control.clone(), account.clone());
+            async move {
+                let lease = control
+                    .grant(Metadata::new(account.clone()), None, 30)
+                    .await
+                    .expect("grant")
+                    .lease;
+                let key = format!("job/{i:05}").into();
+                control
+                    .put(Metadata::new(account), key, "v".into(), Some(lease), false)
+                    .await
+                    .expect("put");
+                lease
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    assert_eq!(granted.len(), leases);
+    let (_, body) = server.get("/v1/keys?prefix=job/&limit=1").await;
+    assert_eq!(body["count"], leases);
+
+    server.clock.advance(Duration::from_secs(30));
+    server
+        .wait_for_log("every key to be deleted", |es| count_type(es, "KeyDeleted") == leases)
+        .await;
+    let (_, body) = server.get("/v1/keys?prefix=job/&limit=1").await;
+    assert_eq!(body["count"], 0);
+    let (_, body) = server.get("/v1/leases").await;
+    assert_eq!(body["leases"], json!([]));
+    assert_eq!(count_type(&server.events().await, "LeaseExpired"), leases);
+}
