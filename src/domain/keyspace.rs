@@ -57,7 +57,7 @@ impl KeyRange {
         self.range_end.is_empty()
     }
 
-    fn bounds(&self) -> Option<(Bound<&[u8]>, Bound<&[u8]>)> {
+    fn bounds(&self) -> Option<KeyBounds<'_>> {
         let start = Bound::Included(self.key.as_slice());
         match self.range_end.as_slice() {
             [] => Some((start, Bound::Included(self.key.as_slice()))),
@@ -67,6 +67,9 @@ impl KeyRange {
         }
     }
 }
+
+/// The lower and upper bound of a range of keys.
+type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// The smallest key greater than every key with this prefix (etcd's
 /// `GetPrefixRangeEnd`); `"\0"`, meaning no upper bound, when there is none.

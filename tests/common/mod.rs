@@ -2,6 +2,8 @@
 //! with a temporary data directory and a manual clock, and a real HTTP client.
 #![allow(dead_code)]
 
+pub mod binary;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
