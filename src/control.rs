@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tenure_events::{AccountId, Bytes, LeaseId, Metadata};
 use tenure_projections::LeaseKey;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::actors::keyspace::{self, Deleted, PutDone, RangeDone};
 use crate::actors::lease::{self, Granted};
@@ -50,13 +50,13 @@ impl Control {
         &self.hub
     }
 
-    async fn call<T>(&self, send: impl FnOnce(Reply<T>)) -> Result<T, CommandError> {
+    async fn call<T: Send + 'static>(&self, send: impl FnOnce(Reply<T>)) -> Result<T, CommandError> {
         let _permit = self
             .in_flight
             .acquire()
             .await
             .map_err(|_| CommandError::Unavailable("the server is shutting down".into()))?;
-        let (reply, answer) = oneshot::channel();
+        let (reply, answer) = Reply::oneshot();
         send(reply);
         answer
             .await

@@ -10,6 +10,16 @@
 //! the store. So a busy entity is as fast as group commit, and a caller never
 //! sees a state that could still be lost.
 //!
+//! Appends are **batched per actor**: the events of every command an actor
+//! handles in one go (its mailbox drained) leave as one append, up to
+//! [`BATCH_EVENTS_MAX`] events. A key space deleting the keys of thousands of
+//! expiring leases makes a few large appends, not thousands of small ones.
+//!
+//! The store answers each append through a callback that posts an
+//! [`AppendDone`] message to the actor (not a future spawned in the actor's
+//! context: actix polls every such future on each wake-up, which made a busy
+//! key space quadratic). Completions arrive in submission order.
+//!
 //! If an append fails (a conflict or a store failure) the actor's state can
 //! no longer be trusted: it drops its held replies, the registry forgets it,
 //! and the next command activates a fresh one from the log.
@@ -18,23 +28,48 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::{Actor, ActorFutureExt, AsyncContext, Context};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message};
 use futures::future::BoxFuture;
 use tenure_events::{DecodeError, NewEvent, RecordedEvent, StreamId};
-use tokio::sync::oneshot;
 
+use super::{CommandError, Reply};
 use crate::store::{AppendError, Appended, EventStore, ExpectedVersion, StoreError};
+
+/// Events an actor gathers into one append at most.
+pub const BATCH_EVENTS_MAX: usize = 4096;
 
 /// Events read per page when an actor loads its stream.
 const LOAD_PAGE: usize = 4096;
 
-pub struct Journal {
+/// What to do once an append is answered.
+type Continuation<A> = Box<dyn FnOnce(&mut A, &mut Context<A>, Result<Appended, AppendError>)>;
+
+struct OpenBatch<A: Actor<Context = Context<A>>> {
+    seq: u64,
+    expected: u64,
+    events: Vec<NewEvent>,
+    continuations: Vec<Continuation<A>>,
+}
+
+/// The store's answer to one of the actor's appends.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AppendDone {
+    seq: u64,
+    result: Result<Appended, AppendError>,
+}
+
+pub struct Journal<A: Actor<Context = Context<A>>> {
     store: Arc<dyn EventStore>,
     stream: StreamId,
     /// The stream's version including appends not yet durable.
     version: u64,
     submitted: u64,
     durable: u64,
+    /// Events decided but not yet sent to the store, and what to do once
+    /// they are durable; sent when the mailbox is drained or the batch is full.
+    open: Option<OpenBatch<A>>,
+    in_flight: VecDeque<(u64, Vec<Continuation<A>>)>,
     held: VecDeque<(u64, Box<dyn FnOnce()>)>,
     failed: bool,
     /// Messages handled, compared with the registry's count of messages
@@ -43,23 +78,26 @@ pub struct Journal {
     last_active: Instant,
 }
 
-/// An actor that owns a [`Journal`].
-pub trait Journaled: Actor<Context = Context<Self>> {
-    fn journal(&mut self) -> &mut Journal;
+/// An actor that owns a [`Journal`]. Its `Handler<AppendDone>` calls
+/// [`completed`].
+pub trait Journaled: Actor<Context = Context<Self>> + Handler<AppendDone> {
+    fn journal(&mut self) -> &mut Journal<Self>;
 
     /// Called after an append failed or the stream could not be loaded: the
     /// actor must leave the registry and stop.
     fn journal_failed(&mut self, ctx: &mut Context<Self>);
 }
 
-impl Journal {
-    pub fn new(store: Arc<dyn EventStore>, stream: StreamId) -> Journal {
+impl<A: Actor<Context = Context<A>>> Journal<A> {
+    pub fn new(store: Arc<dyn EventStore>, stream: StreamId) -> Journal<A> {
         Journal {
             store,
             stream,
             version: 0,
             submitted: 0,
             durable: 0,
+            open: None,
+            in_flight: VecDeque::new(),
             held: VecDeque::new(),
             failed: false,
             handled: 0,
@@ -108,11 +146,9 @@ impl Journal {
         }
     }
 
-    /// Sends `value` once every append submitted so far is durable.
-    pub fn reply<T: 'static>(&mut self, tx: oneshot::Sender<T>, value: T) {
-        self.after_durable(move || {
-            let _ = tx.send(value);
-        });
+    /// Answers `reply` once every append submitted so far is durable.
+    pub fn reply<T: Send + 'static>(&mut self, reply: Reply<T>, result: Result<T, CommandError>) {
+        self.after_durable(move || reply.send(result));
     }
 
     fn release(&mut self) {
@@ -130,34 +166,82 @@ impl Journal {
 
 /// Appends `events` behind every earlier append of this actor and calls
 /// `done` once the store has answered. The caller has already applied the
-/// events to its state.
+/// events to its state. The events join the actor's open batch, which is
+/// sent once the actor has handled every message waiting for it.
 pub fn submit<A, F>(act: &mut A, ctx: &mut Context<A>, events: Vec<NewEvent>, done: F)
 where
     A: Journaled,
     F: FnOnce(&mut A, &mut Context<A>, Result<Appended, AppendError>) + 'static,
 {
     let journal = act.journal();
-    let expected = ExpectedVersion::Exact(journal.version);
+    if journal.open.is_none() {
+        journal.submitted += 1;
+        journal.open = Some(OpenBatch {
+            seq: journal.submitted,
+            expected: journal.version,
+            events: Vec::new(),
+            continuations: Vec::new(),
+        });
+        // Spawned items run after the mailbox is drained.
+        ctx.spawn(actix::fut::wrap_future::<_, A>(std::future::ready(())).map(|(), act, ctx| flush(act, ctx)));
+    }
     journal.version += events.len() as u64;
-    journal.submitted += 1;
-    let seq = journal.submitted;
-    let append = journal.store.append(journal.stream.clone(), expected, events);
-    ctx.spawn(actix::fut::wrap_future::<_, A>(append).map(move |result, act, ctx| {
-        if result.is_ok() {
-            let journal = act.journal();
-            journal.durable = journal.durable.max(seq);
-            done(act, ctx, result);
-            act.journal().release();
-        } else {
-            let journal = act.journal();
-            journal.failed = true;
-            tracing::warn!(stream = %journal.stream, error = ?result.as_ref().err(), "append failed; the actor stops");
-            done(act, ctx, result);
-            // Held replies are dropped: their callers learn the entity went away.
-            act.journal().held.clear();
-            act.journal_failed(ctx);
+    let full = match journal.open.as_mut() {
+        Some(batch) => {
+            batch.events.extend(events);
+            batch.continuations.push(Box::new(done));
+            batch.events.len() >= BATCH_EVENTS_MAX
         }
-    }));
+        None => unreachable!("a batch was opened above"),
+    };
+    if full {
+        flush(act, ctx);
+    }
+}
+
+/// Sends the open batch, if any, to the store.
+fn flush<A: Journaled>(act: &mut A, ctx: &mut Context<A>) {
+    let addr = ctx.address();
+    let journal = act.journal();
+    let Some(batch) = journal.open.take() else { return };
+    let seq = batch.seq;
+    journal.in_flight.push_back((seq, batch.continuations));
+    journal.store.append_then(
+        journal.stream.clone(),
+        ExpectedVersion::Exact(batch.expected),
+        batch.events,
+        Box::new(move |result| addr.do_send(AppendDone { seq, result })),
+    );
+}
+
+/// Handles the store's answer to an append: runs its continuations, then
+/// releases the replies that waited for it; on failure, stops the actor.
+pub fn completed<A: Journaled>(act: &mut A, ctx: &mut Context<A>, msg: AppendDone) {
+    let journal = act.journal();
+    let Some((seq, continuations)) = journal.in_flight.pop_front() else {
+        return; // the actor already failed and dropped what was in flight
+    };
+    assert_eq!(seq, msg.seq, "appends complete in the order they were submitted");
+    if msg.result.is_ok() {
+        journal.durable = seq;
+        for done in continuations {
+            done(act, ctx, msg.result.clone());
+        }
+        act.journal().release();
+    } else {
+        journal.failed = true;
+        tracing::warn!(stream = %journal.stream, error = ?msg.result.as_ref().err(), "append failed; the actor stops");
+        for done in continuations {
+            done(act, ctx, msg.result.clone());
+        }
+        // Held replies and later continuations are dropped: their callers
+        // learn that the entity went away.
+        let journal = act.journal();
+        journal.held.clear();
+        journal.open = None;
+        journal.in_flight.clear();
+        act.journal_failed(ctx);
+    }
 }
 
 /// Why an actor could not load its stream.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 use tenure_events::{AccountId, Bytes, DeleteCause, KeyspaceEvent, LeaseId, NewEvent, StreamId};
 
-use super::journal::{activate_from_log, submit, Journal, Journaled};
+use super::journal::{activate_from_log, completed, submit, AppendDone, Journal, Journaled};
 use super::registry::{Activation, Entity};
 use super::{log_outcome, Cmd, CommandError, Hub, Reply};
 use crate::domain::keyspace::{KeyRange, KeyValue, Keyspace, KeyspaceCommand, RangeResult};
@@ -18,7 +18,7 @@ pub struct KeyspaceActor {
     hub: Arc<Hub>,
     account: AccountId,
     state: Keyspace,
-    journal: Journal,
+    journal: Journal<Self>,
     load: bool,
 }
 
@@ -135,8 +135,16 @@ impl Actor for KeyspaceActor {
     }
 }
 
+impl Handler<AppendDone> for KeyspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AppendDone, ctx: &mut Context<Self>) {
+        completed(self, ctx, msg);
+    }
+}
+
 impl Journaled for KeyspaceActor {
-    fn journal(&mut self) -> &mut Journal {
+    fn journal(&mut self) -> &mut Journal<Self> {
         &mut self.journal
     }
 
@@ -205,7 +213,7 @@ impl KeyspaceActor {
                 prev_kvs: prev,
             });
             log_outcome(&span, name, &result);
-            let _ = reply.send(result);
+            reply.send(result);
         });
     }
 }
@@ -230,7 +238,7 @@ impl Handler<Put> for KeyspaceActor {
         self.execute(ctx, command, &msg.cmd, move |result| {
             let result = result.map(|revision| PutDone { revision, prev });
             log_outcome(&span, "put", &result);
-            let _ = reply.send(result);
+            reply.send(result);
         });
     }
 }

@@ -23,7 +23,7 @@ use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 use tenure_events::{DeleteCause, LeaseEvent, LeaseId, Metadata, NewEvent, StreamId};
 use tenure_projections::LeaseKey;
 
-use super::journal::{activate_from_log, submit, Journal, Journaled};
+use super::journal::{activate_from_log, completed, submit, AppendDone, Journal, Journaled};
 use super::keyspace::{self, Deleted, PutDone};
 use super::registry::{Activation, Entity};
 use super::{log_outcome, Cmd, CommandError, Hub, Reply};
@@ -34,7 +34,7 @@ pub struct LeaseActor {
     hub: Arc<Hub>,
     key: LeaseKey,
     state: Lease,
-    journal: Journal,
+    journal: Journal<Self>,
     load: bool,
 }
 
@@ -134,8 +134,16 @@ impl Actor for LeaseActor {
     }
 }
 
+impl Handler<AppendDone> for LeaseActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AppendDone, ctx: &mut Context<Self>) {
+        completed(self, ctx, msg);
+    }
+}
+
 impl Journaled for LeaseActor {
-    fn journal(&mut self) -> &mut Journal {
+    fn journal(&mut self) -> &mut Journal<Self> {
         &mut self.journal
     }
 
@@ -166,7 +174,7 @@ impl LeaseActor {
     /// Decides `command`, applies and appends its events, and calls `done`
     /// with the outcome once the append is durable. A rejection is passed to
     /// `done` after the appends in flight are durable.
-    fn execute<T: 'static>(
+    fn execute<T: Send + 'static>(
         &mut self,
         ctx: &mut Context<Self>,
         command: LeaseCommand,
@@ -203,7 +211,7 @@ impl LeaseActor {
                         other => CommandError::from(other),
                     });
                     if let Some((reply, result)) = done(act, ctx, result) {
-                        let _ = reply.send(result);
+                        reply.send(result);
                     }
                     act.passivate_if_idle(ctx);
                 });

@@ -66,8 +66,45 @@ impl Cmd {
     }
 }
 
-/// Where an actor sends its answer.
-pub type Reply<T> = oneshot::Sender<Result<T, CommandError>>;
+/// Where an actor sends its answer: a callback, called exactly once. If it
+/// is dropped unanswered (the actor failed, the server is stopping), it
+/// answers [`CommandError::Unavailable`] itself, so every caller hears back.
+pub struct Reply<T> {
+    send: Option<Box<dyn FnOnce(Result<T, CommandError>) + Send>>,
+}
+
+impl<T: Send + 'static> Reply<T> {
+    pub fn new(send: impl FnOnce(Result<T, CommandError>) + Send + 'static) -> Reply<T> {
+        Reply {
+            send: Some(Box::new(send)),
+        }
+    }
+
+    /// A reply whose answer arrives on a oneshot channel.
+    pub fn oneshot() -> (Reply<T>, oneshot::Receiver<Result<T, CommandError>>) {
+        let (tx, rx) = oneshot::channel();
+        let reply = Reply::new(move |result| {
+            let _ = tx.send(result);
+        });
+        (reply, rx)
+    }
+
+    pub fn send(mut self, result: Result<T, CommandError>) {
+        if let Some(send) = self.send.take() {
+            send(result);
+        }
+    }
+}
+
+impl<T> Drop for Reply<T> {
+    fn drop(&mut self) {
+        if let Some(send) = self.send.take() {
+            send(Err(CommandError::Unavailable(
+                "the entity stopped before answering; retry".into(),
+            )));
+        }
+    }
+}
 
 /// Why a command did not happen. Rejections are the caller's business (4xx);
 /// the rest are ours (5xx).

@@ -273,7 +273,7 @@ async fn collect(sub: &mut super::Subscription, count: usize) -> Vec<u64> {
             .expect("subscription delivers within 30 s")
             .expect("subscription works")
             .expect("store stays open");
-        for e in batch {
+        for e in batch.iter() {
             assert!(e.position > last, "positions increase");
             last = e.position;
             out.push(n_of(&e));

@@ -10,7 +10,9 @@ use tenure_events::{NewEvent, RecordedEvent, StreamId};
 use tokio::sync::broadcast;
 
 use super::subscription::{FetchAll, LiveBatch};
-use super::{AppendError, Appended, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription};
+use super::{
+    AppendCallback, AppendError, Appended, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription,
+};
 
 #[derive(Default)]
 struct State {
@@ -86,6 +88,11 @@ impl EventStore for MemoryStore {
             let _ = self.live.send(Arc::new(batch));
         }
         Box::pin(futures::future::ready(Ok(appended)))
+    }
+
+    fn append_then(&self, stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>, done: AppendCallback) {
+        let outcome = futures::FutureExt::now_or_never(self.append(stream, expected, events));
+        done(outcome.unwrap_or(Err(StoreError::Closed.into())));
     }
 
     fn read_stream(

@@ -17,13 +17,17 @@ mod subscription;
 
 pub use memory::MemoryStore;
 pub use sqlite::{SqliteStore, StoreStats};
-pub use subscription::Subscription;
+pub use subscription::{Batch, Subscription};
 
 use futures::future::BoxFuture;
 use tenure_events::{NewEvent, RecordedEvent, StreamId};
 
 /// A future the store hands back, independent of the caller's lifetime.
 pub type StoreFuture<T> = BoxFuture<'static, T>;
+
+/// Called with an append's outcome once it is known (for a disk backend:
+/// after the fsync), on a thread of the store's choosing: it must be quick.
+pub type AppendCallback = Box<dyn FnOnce(Result<Appended, AppendError>) + Send>;
 
 /// The version a stream must be at for an append to go through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +96,12 @@ pub trait EventStore: Send + Sync + 'static {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> StoreFuture<Result<Appended, AppendError>>;
+
+    /// [`EventStore::append`] that calls `done` instead of returning a future.
+    /// Actors use it: a callback that posts a message costs nothing while the
+    /// append is in flight, where a future would be polled with every other
+    /// one of the actor's. Callbacks of one caller's appends run in order.
+    fn append_then(&self, stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>, done: AppendCallback);
 
     /// Up to `max_count` events of `stream` with version >= `from_version`
     /// (versions start at 1), in version order.

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::DateTime;
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tenure_events::{NewEvent, RecordedEvent, StreamId};
@@ -25,7 +25,9 @@ use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
 
 use super::subscription::{FetchAll, LiveBatch};
-use super::{AppendError, Appended, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription};
+use super::{
+    AppendCallback, AppendError, Appended, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription,
+};
 
 /// Upper bound of events in one transaction: keeps a commit's latency and the
 /// writer's memory bounded while still sharing one fsync among many appends.
@@ -34,38 +36,51 @@ pub const BATCH_EVENTS_MAX: usize = 32_768;
 /// Read-only connections (and threads) serving stream loads and catch-up reads.
 const READERS: usize = 2;
 
+/// How often the checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Past this WAL size the checkpointer holds writers back until the WAL is
+/// copied (backpressure), so a sustained load cannot grow it without bound.
+const WAL_BYTES_MAX: u64 = 256 << 20;
+
 /// Live batches a subscriber may fall behind before it reads from the log instead.
 const LIVE_BATCHES_BUFFERED: usize = 1024;
 
-/// Stream versions the writer remembers; past this it forgets them all and
-/// reads them back from the index as needed.
-const VERSION_CACHE_MAX: usize = 1 << 20;
+/// Streams the writer remembers (id and version); past this it forgets them
+/// all and reads them back from the tables as needed.
+const STREAM_CACHE_MAX: usize = 1 << 20;
 
 const SCHEMA_VERSION: &str = "1";
 
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS streams (
+    id   INTEGER PRIMARY KEY,
+    name TEXT    NOT NULL UNIQUE
+) STRICT;
 CREATE TABLE IF NOT EXISTS events (
     position       INTEGER PRIMARY KEY,
-    stream         TEXT    NOT NULL,
+    stream_id      INTEGER NOT NULL REFERENCES streams (id),
     version        INTEGER NOT NULL,
     event_id       BLOB    NOT NULL,
     event_type     TEXT    NOT NULL,
     schema_version INTEGER NOT NULL,
-    time           TEXT    NOT NULL,
+    time_us        INTEGER NOT NULL,  -- microseconds since 1970-01-01T00:00:00Z
     account        TEXT    NOT NULL,
     request_id     BLOB,
     causation_id   BLOB,
     payload        TEXT    NOT NULL
 ) STRICT;
-CREATE UNIQUE INDEX IF NOT EXISTS events_by_stream ON events (stream, version);
+CREATE UNIQUE INDEX IF NOT EXISTS events_by_stream ON events (stream_id, version);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 ";
 
-const INSERT: &str = "INSERT INTO events (position, stream, version, event_id, event_type, schema_version, time, \
+const INSERT: &str = "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version, time_us, \
                       account, request_id, causation_id, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
-const COLUMNS: &str = "position, stream, version, event_id, event_type, schema_version, time, account, request_id, \
-                       causation_id, payload";
+/// The columns of a recorded event, from `events e JOIN streams s`.
+const COLUMNS: &str =
+    "e.position, s.name, e.version, e.event_id, e.event_type, e.schema_version, e.time_us, e.account, \
+                       e.request_id, e.causation_id, e.payload";
 
 /// Counters of the writer, for tests and benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -99,7 +114,7 @@ struct WriteJob {
     stream: StreamId,
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
-    reply: oneshot::Sender<Result<Appended, AppendError>>,
+    reply: AppendCallback,
 }
 
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
@@ -108,6 +123,8 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Option<crossbeam_channel::Sender<WriteJob>>>,
     readers: Mutex<Option<crossbeam_channel::Sender<ReadJob>>>,
+    /// Dropping it stops the checkpointer.
+    checkpointer: Mutex<Option<crossbeam_channel::Sender<()>>>,
     live: Mutex<Option<broadcast::Sender<LiveBatch>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     shared: Arc<Shared>,
@@ -146,8 +163,14 @@ impl SqliteStore {
                 path.display()
             )));
         }
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;")
-            .map_err(io)?;
+        // The writer never checkpoints (the checkpointer thread does, so a
+        // commit never waits for the database file); a 64 MiB page cache keeps
+        // the stream index in memory.
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -65536; \
+             PRAGMA wal_autocheckpoint = 0;",
+        )
+        .map_err(io)?;
         conn.execute_batch(SCHEMA).map_err(io)?;
         let schema: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
@@ -176,10 +199,12 @@ impl SqliteStore {
         let (write_tx, write_rx) = crossbeam_channel::unbounded::<WriteJob>();
         let (read_tx, read_rx) = crossbeam_channel::unbounded::<ReadJob>();
         let (live_tx, _) = broadcast::channel(LIVE_BATCHES_BUFFERED);
+        let (checkpoint_tx, checkpoint_rx) = crossbeam_channel::bounded::<()>(0);
         let inner = Arc::new(Inner {
             path: path.clone(),
             writer: Mutex::new(Some(write_tx)),
             readers: Mutex::new(Some(read_tx)),
+            checkpointer: Mutex::new(Some(checkpoint_tx)),
             live: Mutex::new(Some(live_tx.clone())),
             threads: Mutex::new(Vec::new()),
             shared: Arc::new(Shared {
@@ -207,13 +232,24 @@ impl SqliteStore {
                 .map_err(io)?;
             threads.push(handle);
         }
+        let checkpoint_conn = Connection::open(&path).map_err(io)?;
+        checkpoint_conn
+            .execute_batch("PRAGMA busy_timeout = 5000;")
+            .map_err(io)?;
+        let wal = path.with_extension("sqlite3-wal");
+        threads.push(
+            std::thread::Builder::new()
+                .name("tenure-sqlite-checkpoint".into())
+                .spawn(move || checkpoint(checkpoint_conn, &wal, checkpoint_rx))
+                .map_err(io)?,
+        );
         let shared = Arc::clone(&inner.shared);
         let handle = std::thread::Builder::new()
             .name("tenure-sqlite-write".into())
             .spawn(move || {
                 Writer {
                     conn,
-                    versions: HashMap::new(),
+                    streams: StreamMap::default(),
                     head: head as u64,
                     live: live_tx,
                     shared,
@@ -249,6 +285,7 @@ impl Inner {
     fn close(&self) {
         drop(self.writer.lock().take());
         drop(self.live.lock().take());
+        drop(self.checkpointer.lock().take());
         let threads = std::mem::take(&mut *self.threads.lock());
         // The writer goes first so queued appends are answered; readers stop
         // once their channel is closed too.
@@ -289,13 +326,29 @@ impl Inner {
         max_count: usize,
     ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
         self.read(move |conn| {
-            let sql = format!("SELECT {COLUMNS} FROM events WHERE position >= ?1 ORDER BY position LIMIT ?2");
+            let sql = format!(
+                "SELECT {COLUMNS} FROM events e JOIN streams s ON s.id = e.stream_id \
+                 WHERE e.position >= ?1 ORDER BY e.position LIMIT ?2"
+            );
             query_events(
                 conn,
                 &sql,
                 params![to_sql_int(from_position), to_sql_int(max_count as u64)],
             )
         })
+    }
+}
+
+/// Copies the WAL into the database file every [`CHECKPOINT_EVERY`] without
+/// blocking anyone, and with blocking once the WAL passes [`WAL_BYTES_MAX`].
+/// Stops when `stop`'s sender is dropped.
+fn checkpoint(conn: Connection, wal: &Path, stop: crossbeam_channel::Receiver<()>) {
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        let oversized = std::fs::metadata(wal).map(|m| m.len() > WAL_BYTES_MAX).unwrap_or(false);
+        let mode = if oversized { "RESTART" } else { "PASSIVE" };
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            tracing::warn!(error = %e, mode, "WAL checkpoint failed");
+        }
     }
 }
 
@@ -326,7 +379,7 @@ fn row_to_event(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, StoreError> {
     let event_id: Vec<u8> = row.get(3).map_err(io)?;
     let event_type: String = row.get(4).map_err(io)?;
     let schema_version: i64 = row.get(5).map_err(io)?;
-    let time: String = row.get(6).map_err(io)?;
+    let time_us: i64 = row.get(6).map_err(io)?;
     let account: String = row.get(7).map_err(io)?;
     let request_id: Option<Vec<u8>> = row.get(8).map_err(io)?;
     let causation_id: Option<Vec<u8>> = row.get(9).map_err(io)?;
@@ -338,9 +391,7 @@ fn row_to_event(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, StoreError> {
         event_id: uuid(Some(event_id))?.unwrap_or_default(),
         event_type,
         schema_version: u32::try_from(schema_version).map_err(|e| corrupt("schema_version", &e))?,
-        time: DateTime::parse_from_rfc3339(&time)
-            .map_err(|e| corrupt("time", &e))?
-            .with_timezone(&Utc),
+        time: DateTime::from_timestamp_micros(time_us).ok_or_else(|| corrupt("time", &time_us))?,
         account: account.parse().map_err(|e| corrupt("account", &e))?,
         request_id: uuid(request_id)?,
         causation_id: uuid(causation_id)?,
@@ -348,9 +399,20 @@ fn row_to_event(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, StoreError> {
     })
 }
 
+/// Stream name -> state, hashed with foldhash (randomly seeded, and much
+/// cheaper than SipHash on the writer's hot path).
+type StreamMap = HashMap<StreamId, StreamState, foldhash::fast::RandomState>;
+
+/// What the writer knows of a stream: its row id (once it has one) and version.
+#[derive(Clone, Copy)]
+struct StreamState {
+    id: Option<i64>,
+    version: u64,
+}
+
 struct Writer {
     conn: Connection,
-    versions: HashMap<StreamId, u64>,
+    streams: StreamMap,
     head: u64,
     live: broadcast::Sender<LiveBatch>,
     shared: Arc<Shared>,
@@ -383,17 +445,21 @@ impl Writer {
             .unzip();
         if self.shared.poisoned.load(Ordering::Acquire) {
             for reply in replies {
-                let _ = reply.send(Err(StoreError::Poisoned.into()));
+                reply(Err(StoreError::Poisoned.into()));
             }
             return;
         }
-        match self.write(requests) {
-            Ok((outcomes, recorded, versions, head)) => {
+        let started = std::time::Instant::now();
+        let jobs = requests.len();
+        let written = self.write(requests);
+        tracing::debug!(target: "tenure::store::batch", jobs, events = written.as_ref().map(|w| w.1.len()).unwrap_or(0), micros = started.elapsed().as_micros() as u64, "commit");
+        match written {
+            Ok((outcomes, recorded, streams, head)) => {
                 self.head = head;
-                if self.versions.len() + versions.len() > VERSION_CACHE_MAX {
-                    self.versions.clear();
+                if self.streams.len() + streams.len() > STREAM_CACHE_MAX {
+                    self.streams.clear();
                 }
-                self.versions.extend(versions);
+                self.streams.extend(streams);
                 let written = recorded.len() as u64;
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 self.shared.events.fetch_add(written, Ordering::Relaxed);
@@ -402,7 +468,7 @@ impl Writer {
                     let _ = self.live.send(Arc::new(recorded));
                 }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome);
+                    reply(outcome);
                 }
             }
             Err(e) => {
@@ -412,7 +478,7 @@ impl Writer {
                 self.shared.poisoned.store(true, Ordering::Release);
                 let err = StoreError::Io(e.to_string());
                 for reply in replies {
-                    let _ = reply.send(Err(err.clone().into()));
+                    reply(Err(err.clone().into()));
                 }
             }
         }
@@ -422,44 +488,69 @@ impl Writer {
     fn write(
         &mut self,
         requests: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
-    ) -> Result<(Vec<Outcome>, Vec<RecordedEvent>, HashMap<StreamId, u64>, u64), rusqlite::Error> {
+    ) -> Result<(Vec<Outcome>, Vec<RecordedEvent>, StreamMap, u64), rusqlite::Error> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut touched: HashMap<StreamId, u64> = HashMap::new();
+        // What this transaction changes; it joins the cache only once committed.
+        let mut touched = StreamMap::default();
         let mut outcomes = Vec::with_capacity(requests.len());
         let mut recorded = Vec::new();
         let mut position = self.head;
         {
             let mut insert = tx.prepare_cached(INSERT)?;
-            let mut version_of = tx.prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?1")?;
+            let mut find = tx.prepare_cached("SELECT id FROM streams WHERE name = ?1")?;
+            let mut version_of =
+                tx.prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?1")?;
+            let mut create = tx.prepare_cached("INSERT INTO streams (name) VALUES (?1)")?;
             for (stream, expected, events) in requests {
-                let current = match touched.get(&stream).or_else(|| self.versions.get(&stream)) {
-                    Some(v) => *v,
-                    None => version_of.query_row([stream.as_str()], |r| r.get::<_, i64>(0))? as u64,
+                let known = touched.get(&stream).or_else(|| self.streams.get(&stream)).copied();
+                let state = match known {
+                    Some(state) => state,
+                    None => match find.query_row([stream.as_str()], |r| r.get::<_, i64>(0)).optional()? {
+                        Some(id) => StreamState {
+                            id: Some(id),
+                            version: version_of.query_row([id], |r| r.get::<_, i64>(0))? as u64,
+                        },
+                        None => StreamState { id: None, version: 0 },
+                    },
                 };
                 if let ExpectedVersion::Exact(want) = expected {
-                    if want != current {
-                        touched.insert(stream, current);
+                    if want != state.version {
+                        touched.insert(stream, state);
                         outcomes.push(Err(AppendError::Conflict {
                             expected,
-                            actual: current,
+                            actual: state.version,
                         }));
                         continue;
                     }
                 }
+                let id = match state.id {
+                    Some(id) => id,
+                    None if events.is_empty() => {
+                        outcomes.push(Ok(Appended {
+                            first_position: position.max(1),
+                            last_position: position,
+                            version: 0,
+                        }));
+                        continue;
+                    }
+                    None => {
+                        create.execute([stream.as_str()])?;
+                        tx.last_insert_rowid()
+                    }
+                };
                 let first_position = position + 1;
-                let mut version = current;
+                let mut version = state.version;
                 for event in events {
                     position += 1;
                     version += 1;
-                    let time = event.time.to_rfc3339_opts(SecondsFormat::Micros, true);
                     insert.execute(params![
                         to_sql_int(position),
-                        stream.as_str(),
+                        id,
                         to_sql_int(version),
                         event.event_id.as_bytes().as_slice(),
                         event.event_type,
                         event.schema_version,
-                        time,
+                        event.time.timestamp_micros(),
                         event.account.as_str(),
                         event.request_id.as_ref().map(|u| u.as_bytes().as_slice()),
                         event.causation_id.as_ref().map(|u| u.as_bytes().as_slice()),
@@ -472,7 +563,7 @@ impl Writer {
                     last_position: position,
                     version,
                 }));
-                touched.insert(stream, version);
+                touched.insert(stream, StreamState { id: Some(id), version });
             }
         }
         tx.commit()?;
@@ -487,30 +578,37 @@ impl EventStore for SqliteStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> StoreFuture<Result<Appended, AppendError>> {
-        if self.handle.inner.shared.poisoned.load(Ordering::Acquire) {
-            return Box::pin(futures::future::ready(Err(StoreError::Poisoned.into())));
-        }
         let (reply, rx) = oneshot::channel();
+        self.append_then(
+            stream,
+            expected,
+            events,
+            Box::new(move |outcome| {
+                let _ = reply.send(outcome);
+            }),
+        );
+        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed.into())) })
+    }
+
+    fn append_then(&self, stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>, done: AppendCallback) {
+        if self.handle.inner.shared.poisoned.load(Ordering::Acquire) {
+            return done(Err(StoreError::Poisoned.into()));
+        }
         let job = WriteJob {
             stream,
             expected,
             events,
-            reply,
+            reply: done,
         };
-        let sent = self
-            .handle
-            .inner
-            .writer
-            .lock()
-            .as_ref()
-            .map(|w| w.send(job).is_ok())
-            .unwrap_or(false);
-        Box::pin(async move {
-            if !sent {
-                return Err(StoreError::Closed.into());
-            }
-            rx.await.unwrap_or(Err(StoreError::Closed.into()))
-        })
+        // Sent under the lock so that one caller's appends queue in order;
+        // a refused job is answered after the lock is released.
+        let refused = match self.handle.inner.writer.lock().as_ref() {
+            Some(writer) => writer.send(job).err().map(|e| e.0),
+            None => Some(job),
+        };
+        if let Some(job) = refused {
+            (job.reply)(Err(StoreError::Closed.into()));
+        }
     }
 
     fn read_stream(
@@ -521,8 +619,10 @@ impl EventStore for SqliteStore {
     ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
         let stream = stream.clone();
         self.handle.inner.read(move |conn| {
-            let sql =
-                format!("SELECT {COLUMNS} FROM events WHERE stream = ?1 AND version >= ?2 ORDER BY version LIMIT ?3");
+            let sql = format!(
+                "SELECT {COLUMNS} FROM events e JOIN streams s ON s.id = e.stream_id \
+                 WHERE s.name = ?1 AND e.version >= ?2 ORDER BY e.version LIMIT ?3"
+            );
             query_events(
                 conn,
                 &sql,

@@ -11,6 +11,31 @@ pub(crate) type FetchAll = Arc<dyn Fn(u64, usize) -> StoreFuture<Result<Vec<Reco
 /// A batch of events made durable together, as the writer announces it.
 pub(crate) type LiveBatch = Arc<Vec<RecordedEvent>>;
 
+/// Events a subscription delivers at once. Live batches are the writer's own
+/// announcement, shared, not copied.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    events: Arc<Vec<RecordedEvent>>,
+    start: usize,
+}
+
+impl std::ops::Deref for Batch {
+    type Target = [RecordedEvent];
+
+    fn deref(&self) -> &[RecordedEvent] {
+        &self.events[self.start..]
+    }
+}
+
+impl Batch {
+    fn whole(events: Vec<RecordedEvent>) -> Batch {
+        Batch {
+            events: Arc::new(events),
+            start: 0,
+        }
+    }
+}
+
 /// How many events a catch-up read fetches at once.
 const CATCH_UP_PAGE: usize = 4096;
 
@@ -45,7 +70,7 @@ impl Subscription {
     }
 
     /// The next events, in order; `Ok(None)` once the store is closed.
-    pub async fn next_batch(&mut self) -> Result<Option<Vec<RecordedEvent>>, StoreError> {
+    pub async fn next_batch(&mut self) -> Result<Option<Batch>, StoreError> {
         loop {
             if self.catching_up {
                 let page = match (self.fetch)(self.next, CATCH_UP_PAGE).await {
@@ -54,7 +79,7 @@ impl Subscription {
                 };
                 if let Some(last) = page.last() {
                     self.next = last.position + 1;
-                    return Ok(Some(page));
+                    return Ok(Some(Batch::whole(page)));
                 }
                 self.catching_up = false;
             }
@@ -70,10 +95,11 @@ impl Subscription {
                         self.catching_up = true; // a gap: read it from the log
                         continue;
                     }
-                    let events: Vec<RecordedEvent> =
-                        batch.iter().filter(|e| e.position >= self.next).cloned().collect();
+                    // Positions within a batch are contiguous.
+                    let start = usize::try_from(self.next - first.position).unwrap_or(usize::MAX);
+                    debug_assert_eq!(batch.get(start).map(|e| e.position), Some(self.next));
                     self.next = last.position + 1;
-                    return Ok(Some(events));
+                    return Ok(Some(Batch { events: batch, start }));
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => self.catching_up = true,
                 Err(broadcast::error::RecvError::Closed) => {
@@ -82,7 +108,7 @@ impl Subscription {
                     return match page {
                         Ok(page) if !page.is_empty() => {
                             self.next = page.last().map_or(self.next, |e| e.position + 1);
-                            Ok(Some(page))
+                            Ok(Some(Batch::whole(page)))
                         }
                         Ok(_) | Err(StoreError::Closed) => Ok(None),
                         Err(e) => Err(e),

@@ -169,7 +169,7 @@ impl TestServer {
                     return;
                 }
                 match subscription.next_batch().await.expect("log readable") {
-                    Some(batch) => seen.extend(batch),
+                    Some(batch) => seen.extend(batch.iter().cloned()),
                     None => panic!("store closed while waiting for {what}"),
                 }
             }
