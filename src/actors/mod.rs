@@ -70,8 +70,10 @@ impl Cmd {
 /// is dropped unanswered (the actor failed, the server is stopping), it
 /// answers [`CommandError::Unavailable`] itself, so every caller hears back.
 pub struct Reply<T> {
-    send: Option<Box<dyn FnOnce(Result<T, CommandError>) + Send>>,
+    send: Option<Answer<T>>,
 }
+
+type Answer<T> = Box<dyn FnOnce(Result<T, CommandError>) + Send>;
 
 impl<T: Send + 'static> Reply<T> {
     pub fn new(send: impl FnOnce(Result<T, CommandError>) + Send + 'static) -> Reply<T> {

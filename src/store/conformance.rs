@@ -276,7 +276,7 @@ async fn collect(sub: &mut super::Subscription, count: usize) -> Vec<u64> {
         for e in batch.iter() {
             assert!(e.position > last, "positions increase");
             last = e.position;
-            out.push(n_of(&e));
+            out.push(n_of(e));
         }
     }
     out
