@@ -163,12 +163,11 @@ impl SqliteStore {
                 path.display()
             )));
         }
-        // The writer never checkpoints (the checkpointer thread does, so a
-        // commit never waits for the database file); a 64 MiB page cache keeps
-        // the stream index in memory.
+        // The writer never checkpoints: the checkpointer thread does, so a
+        // commit never waits for the database file. (A larger page cache was
+        // measured: it slowed small commits, see ops/bench/RESULTS.md.)
         conn.execute_batch(
-            "PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -65536; \
-             PRAGMA wal_autocheckpoint = 0;",
+            "PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 0;",
         )
         .map_err(io)?;
         conn.execute_batch(SCHEMA).map_err(io)?;
