@@ -36,6 +36,34 @@ pub struct LeaseInfo {
 pub struct Control {
     hub: Arc<Hub>,
     in_flight: Arc<Semaphore>,
+    lease_ids: Arc<LeaseIds>,
+}
+
+/// Server-chosen lease IDs, increasing like etcd's: the wall-clock
+/// millisecond at start-up in the high bits, a counter in the low 20. New
+/// lease streams then sort after the existing ones, so creating one appends
+/// to the end of the store's stream index instead of touching a random page.
+/// Uniqueness does not rest on this: a grant on a taken ID conflicts and is
+/// retried with a random one.
+struct LeaseIds {
+    next: std::sync::atomic::AtomicI64,
+}
+
+impl LeaseIds {
+    fn new() -> LeaseIds {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        LeaseIds {
+            next: std::sync::atomic::AtomicI64::new(((ms & ((1 << 43) - 1)) << 20).max(1)),
+        }
+    }
+
+    fn next(&self) -> LeaseId {
+        let raw = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        LeaseId::new(raw).unwrap_or_else(LeaseId::random)
+    }
 }
 
 impl Control {
@@ -43,6 +71,7 @@ impl Control {
         Control {
             hub,
             in_flight: Arc::new(Semaphore::new(COMMANDS_IN_FLIGHT_MAX)),
+            lease_ids: Arc::new(LeaseIds::new()),
         }
     }
 
@@ -86,7 +115,12 @@ impl Control {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let key = Self::lease_key(&meta.account, LeaseId::random());
+            let id = if attempt == 1 {
+                self.lease_ids.next()
+            } else {
+                LeaseId::random()
+            };
+            let key = Self::lease_key(&meta.account, id);
             let cmd = Cmd::new(meta.clone());
             let granted = self
                 .call(|reply| {

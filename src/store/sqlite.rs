@@ -39,9 +39,12 @@ const READERS: usize = 2;
 /// How often the checkpointer copies the WAL into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Past this WAL size the checkpointer holds writers back until the WAL is
-/// copied (backpressure), so a sustained load cannot grow it without bound.
-const WAL_BYTES_MAX: u64 = 256 << 20;
+/// WAL frames (pages) past which the checkpointer restarts the WAL once it is
+/// copied. Under a steady write load the writer never begins a transaction
+/// exactly when the WAL is fully copied, so without a restart the WAL would
+/// grow for ever. The restart comes right after a passive copy, so it only
+/// waits for the commit in progress.
+const WAL_RESTART_FRAMES: i64 = 8192;
 
 /// Live batches a subscriber may fall behind before it reads from the log instead.
 const LIVE_BATCHES_BUFFERED: usize = 1024;
@@ -167,7 +170,8 @@ impl SqliteStore {
         // commit never waits for the database file. (A larger page cache was
         // measured: it slowed small commits, see ops/bench/RESULTS.md.)
         conn.execute_batch(
-            "PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 0;",
+            "PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000; PRAGMA wal_autocheckpoint = 0; \
+             PRAGMA journal_size_limit = 67108864;",
         )
         .map_err(io)?;
         conn.execute_batch(SCHEMA).map_err(io)?;
@@ -235,11 +239,10 @@ impl SqliteStore {
         checkpoint_conn
             .execute_batch("PRAGMA busy_timeout = 5000;")
             .map_err(io)?;
-        let wal = path.with_extension("sqlite3-wal");
         threads.push(
             std::thread::Builder::new()
                 .name("tenure-sqlite-checkpoint".into())
-                .spawn(move || checkpoint(checkpoint_conn, &wal, checkpoint_rx))
+                .spawn(move || checkpoint(checkpoint_conn, checkpoint_rx))
                 .map_err(io)?,
         );
         let shared = Arc::clone(&inner.shared);
@@ -339,14 +342,29 @@ impl Inner {
 }
 
 /// Copies the WAL into the database file every [`CHECKPOINT_EVERY`] without
-/// blocking anyone, and with blocking once the WAL passes [`WAL_BYTES_MAX`].
+/// blocking anyone, and restarts it once it passes [`WAL_RESTART_FRAMES`].
 /// Stops when `stop`'s sender is dropped.
-fn checkpoint(conn: Connection, wal: &Path, stop: crossbeam_channel::Receiver<()>) {
+fn checkpoint(conn: Connection, stop: crossbeam_channel::Receiver<()>) {
+    let run = |mode: &str| -> Option<i64> {
+        let started = std::time::Instant::now();
+        let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        });
+        match result {
+            Ok((wal_frames, copied)) => {
+                let micros = started.elapsed().as_micros() as u64;
+                tracing::debug!(target: "tenure::store::checkpoint", mode, wal_frames, copied, micros, "checkpoint");
+                Some(wal_frames)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, mode, "WAL checkpoint failed");
+                None
+            }
+        }
+    };
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        let oversized = std::fs::metadata(wal).map(|m| m.len() > WAL_BYTES_MAX).unwrap_or(false);
-        let mode = if oversized { "RESTART" } else { "PASSIVE" };
-        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
-            tracing::warn!(error = %e, mode, "WAL checkpoint failed");
+        if run("PASSIVE").is_some_and(|frames| frames > WAL_RESTART_FRAMES) {
+            run("RESTART");
         }
     }
 }
