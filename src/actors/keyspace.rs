@@ -10,7 +10,7 @@ use tenure_events::{AccountId, Bytes, DeleteCause, KeyspaceEvent, LeaseId, NewEv
 
 use super::journal::{activate_from_log, completed, submit, AppendDone, Journal, Journaled};
 use super::registry::{Activation, Entity};
-use super::{log_outcome, Cmd, CommandError, Hub, Reply};
+use super::{command_span, log_outcome, Cmd, CommandError, Hub, Reply};
 use crate::domain::keyspace::{KeyRange, KeyValue, Keyspace, KeyspaceCommand, RangeResult};
 use crate::domain::Aggregate;
 
@@ -200,7 +200,7 @@ impl KeyspaceActor {
         name: &'static str,
         reply: Reply<Deleted>,
     ) {
-        let span = cmd.span.clone();
+        let span = command_span(&cmd, name, self.journal.stream());
         let count = match &command {
             KeyspaceCommand::DeleteRange { range } => self.state.range(range, 0).count,
             KeyspaceCommand::DeleteLeaseKeys { lease, .. } => self.state.lease_keys(*lease).len(),
@@ -212,7 +212,7 @@ impl KeyspaceActor {
                 count,
                 prev_kvs: prev,
             });
-            log_outcome(&span, name, &result);
+            log_outcome(&span, &result);
             reply.send(result);
         });
     }
@@ -228,7 +228,7 @@ impl Handler<Put> for KeyspaceActor {
         } else {
             None
         };
-        let span = msg.cmd.span.clone();
+        let span = command_span(&msg.cmd, "put", self.journal.stream());
         let reply = msg.reply;
         let command = KeyspaceCommand::Put {
             key: msg.key,
@@ -237,7 +237,7 @@ impl Handler<Put> for KeyspaceActor {
         };
         self.execute(ctx, command, &msg.cmd, move |result| {
             let result = result.map(|revision| PutDone { revision, prev });
-            log_outcome(&span, "put", &result);
+            log_outcome(&span, &result);
             reply.send(result);
         });
     }

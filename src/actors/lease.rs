@@ -26,7 +26,7 @@ use tenure_projections::LeaseKey;
 use super::journal::{activate_from_log, completed, submit, AppendDone, Journal, Journaled};
 use super::keyspace::{self, Deleted, PutDone};
 use super::registry::{Activation, Entity};
-use super::{log_outcome, Cmd, CommandError, Hub, Reply};
+use super::{command_span, log_outcome, Cmd, CommandError, Hub, Reply};
 use crate::domain::lease::{Lease, LeaseCommand, LeaseRejection, TimeToLive};
 use crate::domain::Aggregate;
 
@@ -248,13 +248,13 @@ impl Handler<Grant> for LeaseActor {
             ttl_s: msg.ttl_s,
             min_ttl_s: self.hub.config.min_ttl_s,
         };
-        let (span, reply) = (msg.cmd.span.clone(), msg.reply);
+        let (span, reply) = (command_span(&msg.cmd, "grant", self.journal.stream()), msg.reply);
         self.execute(ctx, command, &msg.cmd.meta, move |act, _, result| {
             let result = result.and_then(|_| match act.state {
                 Lease::Live { id, ttl_s, .. } => Ok(Granted { lease: id, ttl_s }),
                 _ => Err(CommandError::Unavailable("lease ended while being granted".into())),
             });
-            log_outcome(&span, "grant", &result);
+            log_outcome(&span, &result);
             Some((reply, result))
         });
     }
@@ -265,7 +265,7 @@ impl Handler<KeepAlive> for LeaseActor {
 
     fn handle(&mut self, msg: KeepAlive, ctx: &mut Context<Self>) {
         self.journal.touch();
-        let (span, reply) = (msg.cmd.span.clone(), msg.reply);
+        let (span, reply) = (command_span(&msg.cmd, "keep-alive", self.journal.stream()), msg.reply);
         self.execute(
             ctx,
             LeaseCommand::KeepAlive { lease: self.key.lease },
@@ -275,7 +275,7 @@ impl Handler<KeepAlive> for LeaseActor {
                     Lease::Live { ttl_s, .. } => Ok(ttl_s),
                     _ => Err(LeaseRejection::NotFound(act.key.lease).into()),
                 });
-                log_outcome(&span, "keep-alive", &result);
+                log_outcome(&span, &result);
                 Some((reply, result))
             },
         );
@@ -287,7 +287,7 @@ impl Handler<Revoke> for LeaseActor {
 
     fn handle(&mut self, msg: Revoke, ctx: &mut Context<Self>) {
         self.journal.touch();
-        let (span, reply) = (msg.cmd.span.clone(), msg.reply);
+        let (span, reply) = (command_span(&msg.cmd, "revoke", self.journal.stream()), msg.reply);
         let lease = self.key.lease;
         self.execute(
             ctx,
@@ -295,7 +295,7 @@ impl Handler<Revoke> for LeaseActor {
             &msg.cmd.meta,
             move |act, _, result| match result {
                 Ok(events) => {
-                    log_outcome(&span, "revoke", &Ok(()));
+                    log_outcome(&span, &Ok(()));
                     if let Some(ended) = events.first() {
                         act.delete_keys(ended, DeleteCause::LeaseRevoked { lease }, span, reply);
                     }
@@ -303,7 +303,7 @@ impl Handler<Revoke> for LeaseActor {
                 }
                 Err(e) => {
                     let result = Err(e);
-                    log_outcome(&span, "revoke", &result);
+                    log_outcome(&span, &result);
                     Some((reply, result))
                 }
             },
@@ -318,7 +318,7 @@ impl Handler<Expire> for LeaseActor {
         self.journal.touch();
         let lease = self.key.lease;
         let meta = Metadata::new(self.key.account.clone());
-        let span = tracing::info_span!("expire", lease = %lease, account = %self.key.account);
+        let span = tracing::info_span!("command", command = "expire", entity = %self.journal.stream());
         let reply = msg.reply;
         self.execute(
             ctx,
@@ -357,7 +357,7 @@ impl Handler<PutWithLease> for LeaseActor {
         self.journal.touch();
         if !self.state.is_live(self.hub.clock.now()) {
             let result = Err(LeaseRejection::NotFound(self.key.lease).into());
-            log_outcome(&msg.cmd.span, "put", &result);
+            log_outcome(&command_span(&msg.cmd, "put", self.journal.stream()), &result);
             self.journal.reply(msg.reply, result);
             self.passivate_if_idle(ctx);
             return;

@@ -134,14 +134,22 @@ impl From<AppendError> for CommandError {
     }
 }
 
+/// The span of one command on one entity, inside the span of the request
+/// (or of the command) it came from.
+pub(crate) fn command_span(cmd: &Cmd, command: &'static str, entity: &tenure_events::StreamId) -> tracing::Span {
+    let request_id = cmd.meta.request_id.map(tracing::field::display);
+    tracing::info_span!(parent: &cmd.span, "command", command, %entity, request_id)
+}
+
 /// Logs how a command ended, inside its span: rejections at info, failures
 /// at warn, successes at debug.
-pub(crate) fn log_outcome<T>(span: &tracing::Span, command: &'static str, result: &Result<T, CommandError>) {
+pub(crate) fn log_outcome<T>(span: &tracing::Span, result: &Result<T, CommandError>) {
     match result {
-        Ok(_) => tracing::debug!(parent: span, command, outcome = "ok"),
+        Ok(_) => tracing::debug!(parent: span, outcome = "ok"),
         Err(CommandError::Lease(_) | CommandError::Keyspace(_)) => {
-            tracing::info!(parent: span, command, outcome = "rejected", reason = %result.as_ref().err().map(ToString::to_string).unwrap_or_default())
+            let reason = result.as_ref().err().map(ToString::to_string).unwrap_or_default();
+            tracing::info!(parent: span, outcome = "rejected", %reason)
         }
-        Err(e) => tracing::warn!(parent: span, command, outcome = "failed", error = %e),
+        Err(e) => tracing::warn!(parent: span, outcome = "failed", error = %e),
     }
 }
