@@ -26,10 +26,9 @@ impl Projection for Catalog {
     }
 
     fn apply(&mut self, event: &RecordedEvent) {
-        if event.position <= self.checkpoint {
+        if !crate::advance(&mut self.checkpoint, event) {
             return;
         }
-        self.checkpoint = event.position;
         if event.stream.category() == "keyspace" && !self.keyspaces.contains(&event.account) {
             self.keyspaces.insert(event.account.clone());
         }

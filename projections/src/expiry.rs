@@ -163,10 +163,9 @@ impl Projection for ExpiryQueue {
     }
 
     fn apply(&mut self, event: &RecordedEvent) {
-        if event.position <= self.checkpoint {
+        if !crate::advance(&mut self.checkpoint, event) {
             return;
         }
-        self.checkpoint = event.position;
         if event.stream.category() != "lease" {
             return;
         }

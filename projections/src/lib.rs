@@ -28,3 +28,14 @@ pub trait Projection {
     /// Applies one event. Events at or below the checkpoint are ignored.
     fn apply(&mut self, event: &RecordedEvent);
 }
+
+/// Moves a projection's checkpoint to `event`'s position; false if the event
+/// was already applied (at or below the checkpoint), which must then change
+/// nothing.
+pub(crate) fn advance(checkpoint: &mut u64, event: &RecordedEvent) -> bool {
+    if event.position <= *checkpoint {
+        return false;
+    }
+    *checkpoint = event.position;
+    true
+}

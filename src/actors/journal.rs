@@ -244,6 +244,34 @@ pub fn completed<A: Journaled>(act: &mut A, ctx: &mut Context<A>, msg: AppendDon
     }
 }
 
+/// Implements [`Journaled`] and `Handler<AppendDone>` for an entity actor
+/// with fields `journal`, `hub` and the given key field: on failure it
+/// leaves the given registry of the hub and stops.
+macro_rules! journaled {
+    ($actor:ty, registry: $registry:ident, key: $key:ident) => {
+        impl actix::Handler<$crate::actors::journal::AppendDone> for $actor {
+            type Result = ();
+
+            fn handle(&mut self, msg: $crate::actors::journal::AppendDone, ctx: &mut actix::Context<Self>) {
+                $crate::actors::journal::completed(self, ctx, msg);
+            }
+        }
+
+        impl $crate::actors::journal::Journaled for $actor {
+            fn journal(&mut self) -> &mut $crate::actors::journal::Journal<Self> {
+                &mut self.journal
+            }
+
+            fn journal_failed(&mut self, ctx: &mut actix::Context<Self>) {
+                use actix::{ActorContext, AsyncContext};
+                self.hub.$registry.forget(&self.$key, &ctx.address());
+                ctx.stop();
+            }
+        }
+    };
+}
+pub(crate) use journaled;
+
 /// Why an actor could not load its stream.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
+use actix::{Actor, Context, Handler, Message};
 use tenure_events::{AccountId, Bytes, DeleteCause, KeyspaceEvent, LeaseId, NewEvent, StreamId};
 
-use super::journal::{activate_from_log, completed, submit, AppendDone, Journal, Journaled};
+use super::journal::{activate_from_log, journaled, submit, Journal};
 use super::registry::{Activation, Entity};
 use super::{command_span, log_outcome, Cmd, CommandError, Hub, Reply};
 use crate::domain::keyspace::{KeyRange, KeyValue, Keyspace, KeyspaceCommand, RangeResult};
@@ -135,24 +135,7 @@ impl Actor for KeyspaceActor {
     }
 }
 
-impl Handler<AppendDone> for KeyspaceActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: AppendDone, ctx: &mut Context<Self>) {
-        completed(self, ctx, msg);
-    }
-}
-
-impl Journaled for KeyspaceActor {
-    fn journal(&mut self) -> &mut Journal<Self> {
-        &mut self.journal
-    }
-
-    fn journal_failed(&mut self, ctx: &mut Context<Self>) {
-        self.hub.keyspaces.forget(&self.account, &ctx.address());
-        ctx.stop();
-    }
-}
+journaled!(KeyspaceActor, registry: keyspaces, key: account);
 
 impl KeyspaceActor {
     /// Decides `command`, applies and appends its events; `done` gets the

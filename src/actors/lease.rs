@@ -23,7 +23,7 @@ use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 use tenure_events::{DeleteCause, LeaseEvent, LeaseId, Metadata, NewEvent, StreamId};
 use tenure_projections::LeaseKey;
 
-use super::journal::{activate_from_log, completed, submit, AppendDone, Journal, Journaled};
+use super::journal::{activate_from_log, journaled, submit, Journal};
 use super::keyspace::{self, Deleted, PutDone};
 use super::registry::{Activation, Entity};
 use super::{command_span, log_outcome, Cmd, CommandError, Hub, Reply};
@@ -134,24 +134,7 @@ impl Actor for LeaseActor {
     }
 }
 
-impl Handler<AppendDone> for LeaseActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: AppendDone, ctx: &mut Context<Self>) {
-        completed(self, ctx, msg);
-    }
-}
-
-impl Journaled for LeaseActor {
-    fn journal(&mut self) -> &mut Journal<Self> {
-        &mut self.journal
-    }
-
-    fn journal_failed(&mut self, ctx: &mut Context<Self>) {
-        self.hub.leases.forget(&self.key, &ctx.address());
-        ctx.stop();
-    }
-}
+journaled!(LeaseActor, registry: leases, key: key);
 
 impl LeaseActor {
     /// Stops the actor if nothing is in flight and it has been idle long

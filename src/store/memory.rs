@@ -48,20 +48,16 @@ fn read_all(state: &Mutex<State>, from_position: u64, max_count: usize) -> Vec<R
 }
 
 impl EventStore for MemoryStore {
-    fn append(
-        &self,
-        stream: StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> StoreFuture<Result<Appended, AppendError>> {
+    fn append_then(&self, stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>, done: AppendCallback) {
         let mut state = self.state.lock();
         let current = state.versions.get(&stream).copied().unwrap_or(0);
         if let ExpectedVersion::Exact(want) = expected {
             if want != current {
-                return Box::pin(futures::future::ready(Err(AppendError::Conflict {
+                drop(state);
+                return done(Err(AppendError::Conflict {
                     expected,
                     actual: current,
-                })));
+                }));
             }
         }
         let head = state.events.len() as u64;
@@ -84,15 +80,11 @@ impl EventStore for MemoryStore {
         };
         state.versions.insert(stream, version);
         state.events.extend(batch.iter().cloned());
+        drop(state);
         if !batch.is_empty() {
             let _ = self.live.send(Arc::new(batch));
         }
-        Box::pin(futures::future::ready(Ok(appended)))
-    }
-
-    fn append_then(&self, stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>, done: AppendCallback) {
-        let outcome = futures::FutureExt::now_or_never(self.append(stream, expected, events));
-        done(outcome.unwrap_or(Err(StoreError::Closed.into())));
+        done(Ok(appended));
     }
 
     fn read_stream(

@@ -88,20 +88,33 @@ pub struct Appended {
 /// first polled): two appends called one after the other by the same caller
 /// reach the log in that order.
 pub trait EventStore: Send + Sync + 'static {
-    /// Appends `events` to `stream` if the stream is at `expected`. Resolves
-    /// once the events are durable (for a disk backend: fsynced).
+    /// Appends `events` to `stream` if the stream is at `expected`, and calls
+    /// `done` with the outcome once it is known: for a disk backend, after the
+    /// fsync. Callbacks of one caller's appends run in order. Actors use this
+    /// form: a callback that posts a message costs nothing while the append
+    /// is in flight, where a future would be polled with every other one of
+    /// the actor's.
+    fn append_then(&self, stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>, done: AppendCallback);
+
+    /// [`EventStore::append_then`] as a future: resolves once the events are
+    /// durable.
     fn append(
         &self,
         stream: StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> StoreFuture<Result<Appended, AppendError>>;
-
-    /// [`EventStore::append`] that calls `done` instead of returning a future.
-    /// Actors use it: a callback that posts a message costs nothing while the
-    /// append is in flight, where a future would be polled with every other
-    /// one of the actor's. Callbacks of one caller's appends run in order.
-    fn append_then(&self, stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>, done: AppendCallback);
+    ) -> StoreFuture<Result<Appended, AppendError>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.append_then(
+            stream,
+            expected,
+            events,
+            Box::new(move |outcome| {
+                let _ = reply.send(outcome);
+            }),
+        );
+        Box::pin(async move { answer.await.unwrap_or(Err(StoreError::Closed.into())) })
+    }
 
     /// Up to `max_count` events of `stream` with version >= `from_version`
     /// (versions start at 1), in version order.

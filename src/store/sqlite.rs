@@ -589,24 +589,6 @@ impl Writer {
 }
 
 impl EventStore for SqliteStore {
-    fn append(
-        &self,
-        stream: StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> StoreFuture<Result<Appended, AppendError>> {
-        let (reply, rx) = oneshot::channel();
-        self.append_then(
-            stream,
-            expected,
-            events,
-            Box::new(move |outcome| {
-                let _ = reply.send(outcome);
-            }),
-        );
-        Box::pin(async move { rx.await.unwrap_or(Err(StoreError::Closed.into())) })
-    }
-
     fn append_then(&self, stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>, done: AppendCallback) {
         if self.handle.inner.shared.poisoned.load(Ordering::Acquire) {
             return done(Err(StoreError::Poisoned.into()));
