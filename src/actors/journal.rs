@@ -279,6 +279,8 @@ pub enum LoadError {
     Store(#[from] StoreError),
     #[error("event at position {position} does not decode: {source}")]
     Decode { position: u64, source: DecodeError },
+    #[error("the stream skips from version {expected} to {found} at position {position}")]
+    Gap { position: u64, expected: u64, found: u64 },
 }
 
 /// Reads a whole stream, page by page, folding each event into `state`;
@@ -299,7 +301,13 @@ where
             let page = store.read_stream(&stream, version + 1, LOAD_PAGE).await?;
             let full = page.len() == LOAD_PAGE;
             for event in &page {
-                assert_eq!(event.version, version + 1, "stream versions are contiguous");
+                if event.version != version + 1 {
+                    return Err(LoadError::Gap {
+                        position: event.position,
+                        expected: version + 1,
+                        found: event.version,
+                    });
+                }
                 fold(&mut state, event).map_err(|source| LoadError::Decode {
                     position: event.position,
                     source,
