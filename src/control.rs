@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 use crate::actors::keyspace::{self, Deleted, PutDone, RangeDone};
 use crate::actors::lease::{self, Granted};
 use crate::actors::{Activation, Cmd, CommandError, Hub, Reply};
-use crate::domain::keyspace::KeyRange;
+use crate::domain::keyspace::{KeyRange, LeaseUpdate, RangeOptions};
 use crate::domain::lease::LeaseRejection;
 use crate::store::StoreError;
 
@@ -193,58 +193,65 @@ impl Control {
         Ok(projections.expiry.lock().leases(account))
     }
 
-    /// Puts a key, attached to `lease` if given (which must be live).
+    /// Puts a key. `value: None` keeps its value; `lease` attaches it to a
+    /// lease (which must be live), detaches it, or keeps its lease.
     pub async fn put(
         &self,
         meta: Metadata,
         key: Bytes,
-        value: Bytes,
-        lease: Option<LeaseId>,
+        value: Option<Bytes>,
+        lease: LeaseUpdate,
         prev_kv: bool,
     ) -> Result<PutDone, CommandError> {
         let hub = &self.hub;
         let account = meta.account.clone();
         let cmd = Cmd::new(meta);
-        match lease {
-            Some(id) => {
-                let lease_key = Self::lease_key(&account, id);
-                self.call(|reply| {
-                    let msg = lease::PutWithLease {
-                        key,
-                        value,
-                        prev_kv,
-                        cmd,
-                        reply,
-                    };
-                    hub.leases.route(hub, &lease_key, Activation::Load, msg)
-                })
-                .await
-            }
-            None => {
-                self.call(|reply| {
-                    let msg = keyspace::Put {
-                        key,
-                        value,
-                        lease: None,
-                        prev_kv,
-                        cmd,
-                        reply,
-                    };
-                    hub.keyspaces.route(hub, &account, Activation::Load, msg)
-                })
-                .await
-            }
+        if let LeaseUpdate::Set(Some(id)) = lease {
+            // Through the lease actor, which checks the lease is live.
+            let lease_key = Self::lease_key(&account, id);
+            let route = |reply| {
+                let msg = lease::PutWithLease {
+                    key,
+                    value,
+                    prev_kv,
+                    cmd,
+                    reply,
+                };
+                hub.leases.route(hub, &lease_key, Activation::Load, msg)
+            };
+            return self.call(route).await;
         }
+        let route = |reply| {
+            let msg = keyspace::Put {
+                key,
+                value,
+                lease,
+                prev_kv,
+                cmd,
+                reply,
+            };
+            hub.keyspaces.route(hub, &account, Activation::Load, msg)
+        };
+        self.call(route).await
     }
 
-    /// Reads a range of keys (`limit` 0: all).
-    pub async fn range(&self, account: &AccountId, range: KeyRange, limit: usize) -> Result<RangeDone, CommandError> {
+    /// Reads a range of keys with etcd's options.
+    pub async fn range(
+        &self,
+        account: &AccountId,
+        range: KeyRange,
+        options: RangeOptions,
+    ) -> Result<RangeDone, CommandError> {
         let hub = &self.hub;
-        self.call(|reply| {
-            hub.keyspaces
-                .route(hub, account, Activation::Load, keyspace::Range { range, limit, reply })
-        })
-        .await
+        let route = |reply| {
+            hub.keyspaces.route(
+                hub,
+                account,
+                Activation::Load,
+                keyspace::Range { range, options, reply },
+            )
+        };
+        self.call(route).await
     }
 
     pub async fn delete_range(&self, meta: Metadata, range: KeyRange, prev_kv: bool) -> Result<Deleted, CommandError> {

@@ -10,6 +10,7 @@ use common::{count_type, TestServer};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::json;
+use tenure::domain::keyspace::LeaseUpdate;
 use tenure_events::{AccountId, DeleteCause, Event, KeyspaceEvent, Metadata};
 
 #[actix_rt::test]
@@ -135,7 +136,13 @@ async fn every_lease_due_at_once_expires_with_its_key() {
                     .lease;
                 let key = format!("job/{i:05}").into();
                 control
-                    .put(Metadata::new(account), key, "v".into(), Some(lease), false)
+                    .put(
+                        Metadata::new(account),
+                        key,
+                        Some("v".into()),
+                        LeaseUpdate::Set(Some(lease)),
+                        false,
+                    )
                     .await
                     .expect("put");
                 lease

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::{count_type, TestServer};
 use tenure::actors::CommandError;
-use tenure::domain::keyspace::KeyRange;
+use tenure::domain::keyspace::{KeyRange, LeaseUpdate, RangeOptions};
 use tenure::domain::lease::LeaseRejection;
 use tenure_events::{AccountId, Bytes, DeleteCause, Event, KeyDeleted, KeyspaceEvent, LeaseId, Metadata};
 
@@ -163,7 +163,13 @@ async fn simulate(seed: u64, steps: usize) {
                     pick_lease(&mut rng, &ever_granted)
                 };
                 let result = control
-                    .put(meta(), key.into(), value.clone().into(), lease, false)
+                    .put(
+                        meta(),
+                        key.into(),
+                        Some(value.clone().into()),
+                        LeaseUpdate::Set(lease),
+                        false,
+                    )
                     .await;
                 match lease {
                     Some(l) if !model.live(l) => {
@@ -210,7 +216,10 @@ async fn simulate(seed: u64, steps: usize) {
 
         // After every step the server holds exactly what the model holds.
         let control = server.running().control.clone();
-        let all = control.range(&account, KeyRange::prefix(""), 0).await.expect("range");
+        let all = control
+            .range(&account, KeyRange::prefix(""), RangeOptions::default())
+            .await
+            .expect("range");
         let held: BTreeMap<String, (String, Option<LeaseId>)> = all
             .result
             .kvs

@@ -11,7 +11,7 @@ use tenure_events::{AccountId, Bytes, DeleteCause, KeyspaceEvent, LeaseId, NewEv
 use super::journal::{activate_from_log, journaled, submit, Journal};
 use super::registry::{Activation, Entity};
 use super::{command_span, log_outcome, Cmd, CommandError, Hub, Reply};
-use crate::domain::keyspace::{KeyRange, KeyValue, Keyspace, KeyspaceCommand, RangeResult};
+use crate::domain::keyspace::{KeyRange, KeyValue, Keyspace, KeyspaceCommand, LeaseUpdate, RangeOptions, RangeResult};
 use crate::domain::Aggregate;
 
 pub struct KeyspaceActor {
@@ -50,10 +50,11 @@ pub struct RangeDone {
 #[rtype(result = "()")]
 pub struct Put {
     pub key: Bytes,
-    pub value: Bytes,
-    /// The lease to attach the key to. Only the lease actor sends this set,
-    /// after checking the lease is live.
-    pub lease: Option<LeaseId>,
+    /// `None`: keep the key's value (etcd's `ignore_value`).
+    pub value: Option<Bytes>,
+    /// Only the lease actor sends `Set(Some(lease))`, after checking the
+    /// lease is live.
+    pub lease: LeaseUpdate,
     pub prev_kv: bool,
     pub cmd: Cmd,
     pub reply: Reply<PutDone>,
@@ -81,8 +82,7 @@ pub struct DeleteLeaseKeys {
 #[rtype(result = "()")]
 pub struct Range {
     pub range: KeyRange,
-    /// 0: no limit.
-    pub limit: usize,
+    pub options: RangeOptions,
     pub reply: Reply<RangeDone>,
 }
 
@@ -267,7 +267,7 @@ impl Handler<Range> for KeyspaceActor {
         self.journal.touch();
         let done = RangeDone {
             revision: self.state.revision(),
-            result: self.state.range(&msg.range, msg.limit),
+            result: self.state.range_with(&msg.range, &msg.options),
         };
         self.journal.reply(msg.reply, Ok(done));
     }

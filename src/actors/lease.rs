@@ -27,6 +27,7 @@ use super::journal::{activate_from_log, journaled, submit, Journal};
 use super::keyspace::{self, Deleted, PutDone};
 use super::registry::{Activation, Entity};
 use super::{command_span, log_outcome, Cmd, CommandError, Hub, Reply};
+use crate::domain::keyspace::LeaseUpdate;
 use crate::domain::lease::{Lease, LeaseCommand, LeaseRejection, TimeToLive};
 use crate::domain::Aggregate;
 
@@ -86,7 +87,8 @@ pub struct GetTimeToLive {
 #[rtype(result = "()")]
 pub struct PutWithLease {
     pub key: tenure_events::Bytes,
-    pub value: tenure_events::Bytes,
+    /// `None`: keep the key's value (etcd's `ignore_value`).
+    pub value: Option<tenure_events::Bytes>,
     pub prev_kv: bool,
     pub cmd: Cmd,
     pub reply: Reply<PutDone>,
@@ -348,7 +350,7 @@ impl Handler<PutWithLease> for LeaseActor {
         let put = keyspace::Put {
             key: msg.key,
             value: msg.value,
-            lease: Some(self.key.lease),
+            lease: LeaseUpdate::Set(Some(self.key.lease)),
             prev_kv: msg.prev_kv,
             cmd: msg.cmd,
             reply: msg.reply,

@@ -75,6 +75,7 @@ impl From<CommandError> for ApiError {
             },
             CommandError::Keyspace(r) => match r {
                 KeyspaceRejection::EmptyKey => ApiError::bad_request("empty_key", message),
+                KeyspaceRejection::KeyNotFound => ApiError::not_found("key_not_found", message),
                 KeyspaceRejection::TooManyKeysForLease { .. } => {
                     ApiError::new(StatusCode::CONFLICT, "too_many_keys_for_lease", message)
                 }

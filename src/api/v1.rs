@@ -9,7 +9,7 @@ use tenure_events::{Bytes, LeaseId};
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody, QueryArgs};
 use crate::control::Control;
-use crate::domain::keyspace::{KeyRange, KeyValue};
+use crate::domain::keyspace::{KeyRange, KeyValue, LeaseUpdate, RangeOptions};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -246,7 +246,9 @@ struct KeyList {
 }
 
 async fn get_one(control: &Control, caller: &Caller, key: Bytes) -> Result<HttpResponse, ApiError> {
-    let done = control.range(&caller.account, KeyRange::single(key.clone()), 1).await?;
+    let done = control
+        .range(&caller.account, KeyRange::single(key.clone()), RangeOptions::limit(1))
+        .await?;
     match done.result.kvs.into_iter().next() {
         Some((k, kv)) => Ok(HttpResponse::Ok().json(KeyView::new(k, kv))),
         None => Err(ApiError::not_found(
@@ -265,7 +267,11 @@ async fn get_keys(
         Target::Key(key) => get_one(&control, &caller, key).await,
         Target::Prefix(prefix) => {
             let done = control
-                .range(&caller.account, KeyRange::prefix(prefix), query.limit)
+                .range(
+                    &caller.account,
+                    KeyRange::prefix(prefix),
+                    RangeOptions::limit(query.limit),
+                )
                 .await?;
             Ok(HttpResponse::Ok().json(KeyList {
                 revision: done.revision,
@@ -304,7 +310,13 @@ async fn put(
     prev_kv: bool,
 ) -> Result<HttpResponse, ApiError> {
     let done = control
-        .put(caller.meta(), key.clone(), body.value, body.lease, prev_kv)
+        .put(
+            caller.meta(),
+            key.clone(),
+            Some(body.value),
+            LeaseUpdate::Set(body.lease),
+            prev_kv,
+        )
         .await?;
     Ok(HttpResponse::Ok().json(PutView {
         revision: done.revision,

@@ -84,14 +84,24 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// What a put does to the key's lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseUpdate {
+    /// Attach the key to this lease (the caller has checked that it is live),
+    /// or detach it from any lease with `None`.
+    Set(Option<LeaseId>),
+    /// Keep the key's lease (etcd's `ignore_lease`): the key must exist.
+    Keep,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyspaceCommand {
-    /// Create or replace a key; `lease` attaches it (the caller has checked
-    /// that the lease is live), `None` detaches it from any lease.
+    /// Create or replace a key. `value: None` keeps its value (etcd's
+    /// `ignore_value`): the key must exist.
     Put {
         key: Bytes,
-        value: Bytes,
-        lease: Option<LeaseId>,
+        value: Option<Bytes>,
+        lease: LeaseUpdate,
     },
     DeleteRange {
         range: KeyRange,
@@ -107,8 +117,77 @@ pub enum KeyspaceCommand {
 pub enum KeyspaceRejection {
     #[error("key is not provided")]
     EmptyKey,
+    /// A put that keeps the value or the lease of a key that does not exist.
+    #[error("key not found")]
+    KeyNotFound,
     #[error("lease {lease} already holds the maximum of {max} keys")]
     TooManyKeysForLease { lease: LeaseId, max: usize },
+}
+
+/// How a range read orders its keys (etcd's `sort_order`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortOrder {
+    #[default]
+    None,
+    Ascend,
+    Descend,
+}
+
+/// What a range read orders its keys by (etcd's `sort_target`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortTarget {
+    #[default]
+    Key,
+    Version,
+    Create,
+    Mod,
+    Value,
+}
+
+/// etcd's range options. Revision bounds of 0 are no bound.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeOptions {
+    /// At most this many keys (0: no limit).
+    pub limit: usize,
+    pub sort_order: SortOrder,
+    pub sort_target: SortTarget,
+    /// Count the keys, return none.
+    pub count_only: bool,
+    /// Leave the values out.
+    pub keys_only: bool,
+    pub min_mod_revision: i64,
+    pub max_mod_revision: i64,
+    pub min_create_revision: i64,
+    pub max_create_revision: i64,
+}
+
+impl RangeOptions {
+    pub fn limit(limit: usize) -> RangeOptions {
+        RangeOptions {
+            limit,
+            ..RangeOptions::default()
+        }
+    }
+
+    fn keeps(&self, kv: &KeyValue) -> bool {
+        let above = |v: i64, min: i64| min == 0 || v >= min;
+        let below = |v: i64, max: i64| max == 0 || v <= max;
+        above(kv.mod_revision, self.min_mod_revision)
+            && below(kv.mod_revision, self.max_mod_revision)
+            && above(kv.create_revision, self.min_create_revision)
+            && below(kv.create_revision, self.max_create_revision)
+    }
+
+    fn sorts(&self) -> Option<(SortTarget, SortOrder)> {
+        // As etcd: a target other than the key sorts ascending by default,
+        // and keys already come in ascending key order.
+        let order = match (self.sort_order, self.sort_target) {
+            (SortOrder::None, SortTarget::Key) | (SortOrder::Ascend, SortTarget::Key) => return None,
+            (SortOrder::None, _) => SortOrder::Ascend,
+            (order, _) => order,
+        };
+        Some((self.sort_target, order))
+    }
 }
 
 /// The answer to a range read.
@@ -168,15 +247,51 @@ impl Keyspace {
 
     /// The keys in `range`, at most `limit` of them (0: no limit).
     pub fn range(&self, range: &KeyRange, limit: usize) -> RangeResult {
-        let limit = if limit == 0 { usize::MAX } else { limit };
+        self.range_with(range, &RangeOptions::limit(limit))
+    }
+
+    /// The keys in `range` as etcd's Range answers them: `count` is every key
+    /// in the range; the revision filters, then the sort, then the limit
+    /// decide which of them are returned, and `more` says the limit left
+    /// some out.
+    pub fn range_with(&self, range: &KeyRange, options: &RangeOptions) -> RangeResult {
+        let limit = if options.limit == 0 { usize::MAX } else { options.limit };
         let mut result = RangeResult::default();
+        let sorts = options.sorts();
+        let mut kept = 0;
         for (k, v) in self.keys_in(range) {
-            if result.kvs.len() < limit {
+            result.count += 1;
+            if options.count_only || !options.keeps(v) {
+                continue;
+            }
+            kept += 1;
+            if sorts.is_some() || result.kvs.len() < limit {
                 result.kvs.push((k.clone(), v.clone()));
             }
-            result.count += 1;
         }
-        result.more = result.count > result.kvs.len();
+        if let Some((target, order)) = sorts {
+            result.kvs.sort_by(|(ka, a), (kb, b)| {
+                let ordering = match target {
+                    SortTarget::Key => ka.cmp(kb),
+                    SortTarget::Version => a.version.cmp(&b.version),
+                    SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                    SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                    SortTarget::Value => a.value.cmp(&b.value),
+                };
+                if order == SortOrder::Descend {
+                    ordering.reverse()
+                } else {
+                    ordering
+                }
+            });
+            result.kvs.truncate(limit);
+        }
+        result.more = kept > result.kvs.len() && !options.count_only;
+        if options.keys_only {
+            for (_, kv) in &mut result.kvs {
+                kv.value = Bytes::default();
+            }
+        }
         result
     }
 
@@ -230,6 +345,17 @@ impl Aggregate for Keyspace {
                 if key.is_empty() {
                     return Err(KeyspaceRejection::EmptyKey);
                 }
+                let current = self.kvs.get(&key);
+                let value = match (value, current) {
+                    (Some(value), _) => value,
+                    (None, Some(kv)) => kv.value.clone(),
+                    (None, None) => return Err(KeyspaceRejection::KeyNotFound),
+                };
+                let lease = match (lease, current) {
+                    (LeaseUpdate::Set(lease), _) => lease,
+                    (LeaseUpdate::Keep, Some(kv)) => kv.lease,
+                    (LeaseUpdate::Keep, None) => return Err(KeyspaceRejection::KeyNotFound),
+                };
                 if let Some(lease) = lease {
                     let held = self.by_lease.get(&lease);
                     let already = held.is_some_and(|keys| keys.contains(&key));
@@ -330,9 +456,148 @@ mod tests {
     fn cmd_put(key: &str, value: &str, lease: Option<LeaseId>) -> KeyspaceCommand {
         KeyspaceCommand::Put {
             key: key.into(),
-            value: value.into(),
-            lease,
+            value: Some(value.into()),
+            lease: LeaseUpdate::Set(lease),
         }
+    }
+
+    #[test]
+    fn a_put_can_keep_the_value_or_the_lease_of_an_existing_key() {
+        let keep_value = KeyspaceCommand::Put {
+            key: "k".into(),
+            value: None,
+            lease: LeaseUpdate::Set(None),
+        };
+        given::<Keyspace>([put("k", "v", Some(lease(1)), 2)])
+            .when(keep_value.clone())
+            .then([put("k", "v", None, 3)]);
+        let keep_lease = KeyspaceCommand::Put {
+            key: "k".into(),
+            value: Some("w".into()),
+            lease: LeaseUpdate::Keep,
+        };
+        given::<Keyspace>([put("k", "v", Some(lease(1)), 2)])
+            .when(keep_lease.clone())
+            .then([put("k", "w", Some(lease(1)), 3)]);
+        given::<Keyspace>([])
+            .when(keep_value)
+            .then_rejects(KeyspaceRejection::KeyNotFound);
+        given::<Keyspace>([])
+            .when(keep_lease)
+            .then_rejects(KeyspaceRejection::KeyNotFound);
+    }
+
+    #[test]
+    fn range_options_follow_etcd() {
+        // a: created 2, modified 5 (version 2); b: 3; c: 4.
+        let ks = fold(&[
+            put("a", "3", None, 2),
+            put("b", "1", None, 3),
+            put("c", "2", None, 4),
+            put("a", "9", None, 5),
+        ]);
+        let check = |options: RangeOptions, keys: &[&str], count: usize, more: bool| {
+            let res = ks.range_with(&KeyRange::prefix(""), &options);
+            let got: Vec<String> = res.kvs.iter().map(|(k, _)| k.to_string_lossy()).collect();
+            assert_eq!(
+                (got, res.count, res.more),
+                (keys.iter().map(|k| k.to_string()).collect(), count, more),
+                "{options:?}"
+            );
+        };
+        let o = RangeOptions::default;
+        check(o(), &["a", "b", "c"], 3, false);
+        check(RangeOptions { limit: 2, ..o() }, &["a", "b"], 3, true);
+        check(
+            RangeOptions {
+                sort_order: SortOrder::Descend,
+                ..o()
+            },
+            &["c", "b", "a"],
+            3,
+            false,
+        );
+        check(
+            RangeOptions {
+                sort_order: SortOrder::Descend,
+                limit: 1,
+                ..o()
+            },
+            &["c"],
+            3,
+            true,
+        );
+        check(
+            RangeOptions {
+                sort_target: SortTarget::Mod,
+                ..o()
+            },
+            &["b", "c", "a"],
+            3,
+            false,
+        );
+        check(
+            RangeOptions {
+                sort_target: SortTarget::Value,
+                sort_order: SortOrder::Descend,
+                ..o()
+            },
+            &["a", "c", "b"],
+            3,
+            false,
+        );
+        check(
+            RangeOptions {
+                sort_target: SortTarget::Version,
+                sort_order: SortOrder::Descend,
+                limit: 1,
+                ..o()
+            },
+            &["a"],
+            3,
+            true,
+        );
+        check(
+            RangeOptions {
+                min_mod_revision: 4,
+                ..o()
+            },
+            &["a", "c"],
+            3,
+            false,
+        );
+        check(
+            RangeOptions {
+                max_create_revision: 3,
+                ..o()
+            },
+            &["a", "b"],
+            3,
+            false,
+        );
+        check(
+            RangeOptions {
+                min_create_revision: 3,
+                max_mod_revision: 3,
+                ..o()
+            },
+            &["b"],
+            3,
+            false,
+        );
+        check(
+            RangeOptions {
+                count_only: true,
+                limit: 1,
+                ..o()
+            },
+            &[],
+            3,
+            false,
+        );
+        let keys_only = ks.range_with(&KeyRange::single("a"), &RangeOptions { keys_only: true, ..o() });
+        assert_eq!(keys_only.kvs[0].1.value, Bytes::default());
+        assert_eq!(keys_only.kvs[0].1.version, 2);
     }
 
     fn fold(events: &[KeyspaceEvent]) -> Keyspace {
