@@ -319,6 +319,12 @@ impl Control {
         Ok(cleaned)
     }
 
+    /// The account's key space revision (etcd's header revision): at least
+    /// the revision of every change acknowledged before this call.
+    pub fn revision(&self, account: &AccountId) -> i64 {
+        self.hub.revisions.get(account)
+    }
+
     /// Whether the store still takes writes.
     pub fn health(&self) -> Result<(), StoreError> {
         self.hub.store.health()

@@ -84,6 +84,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         leases: Registry::new(handles.clone()),
         keyspaces: Registry::new(handles.clone()),
         projections: Arc::clone(&projections),
+        revisions: Default::default(),
     });
     let (stop, stopped) = watch::channel(false);
 

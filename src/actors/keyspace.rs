@@ -18,6 +18,8 @@ pub struct KeyspaceActor {
     hub: Arc<Hub>,
     account: AccountId,
     state: Keyspace,
+    /// Where this key space publishes its durable revision.
+    published: Arc<std::sync::atomic::AtomicI64>,
     journal: Journal<Self>,
     load: bool,
 }
@@ -104,10 +106,12 @@ impl Entity for KeyspaceActor {
 
     fn activate(account: AccountId, activation: Activation, hub: Arc<Hub>) -> KeyspaceActor {
         let journal = Journal::new(Arc::clone(&hub.store), StreamId::keyspace(&account));
+        let published = hub.revisions.slot(&account);
         KeyspaceActor {
             hub,
             account,
             state: Keyspace::default(),
+            published,
             journal,
             load: activation == Activation::Load,
         }
@@ -129,7 +133,10 @@ impl Actor for KeyspaceActor {
                     }
                     Ok(())
                 },
-                |act, state| act.state = state,
+                |act, state| {
+                    act.state = state;
+                    act.publish(act.state.revision());
+                },
             );
         }
     }
@@ -138,6 +145,10 @@ impl Actor for KeyspaceActor {
 journaled!(KeyspaceActor, registry: keyspaces, key: account);
 
 impl KeyspaceActor {
+    fn publish(&self, revision: i64) {
+        self.published.fetch_max(revision, std::sync::atomic::Ordering::Release);
+    }
+
     /// Decides `command`, applies and appends its events; `done` gets the
     /// revision after them once they are durable (at once, after earlier
     /// appends, when there are none).
@@ -169,7 +180,10 @@ impl KeyspaceActor {
             })
             .collect();
         let revision = self.state.revision();
-        submit(self, ctx, new_events, move |_, _, result| {
+        submit(self, ctx, new_events, move |act, _, result| {
+            if result.is_ok() {
+                act.publish(revision);
+            }
             done(result.map(|_| revision).map_err(Into::into))
         });
     }

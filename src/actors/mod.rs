@@ -12,6 +12,7 @@ pub mod lease;
 pub mod projector;
 pub mod registry;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,26 @@ pub struct RuntimeConfig {
     pub epoch: DateTime<Utc>,
 }
 
+/// The latest durable revision of each account's key space. Each key space
+/// actor publishes its revision after loading and after every durable change,
+/// before it releases any reply; etcd-style reply headers read it here
+/// without a message to the key space.
+#[derive(Default)]
+pub struct Revisions {
+    slots: parking_lot::RwLock<std::collections::HashMap<tenure_events::AccountId, Arc<AtomicI64>>>,
+}
+
+impl Revisions {
+    /// The account's key space revision (1 for an empty, never changed one).
+    pub fn get(&self, account: &tenure_events::AccountId) -> i64 {
+        self.slots.read().get(account).map_or(1, |slot| slot.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn slot(&self, account: &tenure_events::AccountId) -> Arc<AtomicI64> {
+        Arc::clone(self.slots.write().entry(account.clone()).or_insert_with(|| Arc::new(AtomicI64::new(1))))
+    }
+}
+
 /// What every actor shares.
 pub struct Hub {
     pub store: Arc<dyn EventStore>,
@@ -48,6 +69,7 @@ pub struct Hub {
     pub leases: Registry<LeaseActor>,
     pub keyspaces: Registry<KeyspaceActor>,
     pub projections: Arc<Projections>,
+    pub revisions: Revisions,
 }
 
 /// Who sent a command and the tracing span of the request it came from.

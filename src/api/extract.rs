@@ -56,35 +56,52 @@ impl FromRequest for Caller {
 /// missing required field is reported by name.
 pub struct JsonBody<T>(pub T);
 
+/// Why a request body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    TooLarge,
+    Unreadable(String),
+}
+
+/// Reads a whole request body of at most [`MAX_BODY_BYTES`], refusing early
+/// when its declared length is already too large.
+pub fn read_body(req: &HttpRequest, payload: &mut Payload) -> LocalBoxFuture<'static, Result<BytesMut, BodyError>> {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+        return Box::pin(std::future::ready(Err(BodyError::TooLarge)));
+    }
+    let mut payload = payload.take();
+    Box::pin(async move {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| BodyError::Unreadable(e.to_string()))?;
+            if body.len() + chunk.len() > MAX_BODY_BYTES {
+                return Err(BodyError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    })
+}
+
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<JsonBody<T>, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let too_large = || {
-            ApiError::bad_request(
-                "body_too_large",
-                format!("request body is larger than {MAX_BODY_BYTES} bytes"),
-            )
-        };
-        let declared = req
-            .headers()
-            .get(actix_web::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
-            return Box::pin(std::future::ready(Err(too_large())));
-        }
-        let mut payload = payload.take();
+        let body = read_body(req, payload);
         Box::pin(async move {
-            let mut body = BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| ApiError::bad_request("bad_body", format!("cannot read body: {e}")))?;
-                if body.len() + chunk.len() > MAX_BODY_BYTES {
-                    return Err(too_large());
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let body = body.await.map_err(|e| match e {
+                BodyError::TooLarge => ApiError::bad_request(
+                    "body_too_large",
+                    format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+                ),
+                BodyError::Unreadable(e) => ApiError::bad_request("bad_body", format!("cannot read body: {e}")),
+            })?;
             parse_json(&body).map(JsonBody)
         })
     }

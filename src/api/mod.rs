@@ -4,6 +4,7 @@
 pub mod error;
 pub mod extract;
 pub mod v1;
+pub mod v3;
 
 use actix_web::http::header::HeaderValue;
 use actix_web::http::StatusCode;
@@ -25,6 +26,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/healthz", web::get().to(healthz))
     .service(web::scope("/v1").configure(v1::configure))
+    .service(web::scope("/v3").configure(v3::configure))
     .default_service(web::to(not_found));
 }
 

@@ -1,0 +1,744 @@
+//! `/v3`: etcd 3.4's JSON gateway, so etcd HTTP clients work unchanged.
+//!
+//! As etcd's grpc-gateway: every call is a POST with a JSON body; keys and
+//! values are base64; 64-bit integers are JSON strings in replies and strings
+//! or numbers in requests; fields at their zero value are left out of
+//! replies; every reply has a `header` whose `revision` is the account's key
+//! space revision. Field names are the proto names or their lowerCamelCase
+//! JSON names, and unknown fields are ignored. Errors are
+//! `{"error", "message", "code"}` with etcd's gRPC code and the HTTP status
+//! grpc-gateway v1 gives it (not found 404/5, lease exists 412/9, bad request
+//! 400/3, out of range 400/11).
+//!
+//! Deliberate differences from etcd (the differential test checks ours):
+//! - lease IDs must be positive (etcd also accepts negative ones);
+//! - there is no history: a range at a past `revision` answers "required
+//!   revision has been compacted", as etcd does for a compacted revision;
+//! - a lease holds at most 10,000 keys (429, code 8);
+//! - expired leases are not revoked at a limited rate.
+
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use base64::Engine;
+use futures::future::LocalBoxFuture;
+use serde::de::{self, DeserializeOwned};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tenure_events::{AccountId, Bytes, LeaseId};
+
+use super::extract::{read_body, BodyError, Caller};
+use crate::actors::CommandError;
+use crate::control::Control;
+use crate::domain::keyspace::{KeyRange, KeyValue, KeyspaceRejection, LeaseUpdate, RangeOptions, SortOrder, SortTarget};
+use crate::domain::lease::LeaseRejection;
+use crate::store::StoreError;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    fn post<F, Args>(paths: &[&str], handler: F) -> actix_web::Resource
+    where
+        F: actix_web::Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+        web::resource(paths).route(web::post().to(handler)).default_service(web::to(super::method_not_allowed))
+    }
+    cfg.service(post(&["/lease/grant"], lease_grant))
+        .service(post(&["/lease/revoke", "/kv/lease/revoke"], lease_revoke))
+        .service(post(&["/lease/keepalive"], lease_keepalive))
+        .service(post(&["/lease/timetolive", "/kv/lease/timetolive"], lease_time_to_live))
+        .service(post(&["/lease/leases", "/kv/lease/leases"], lease_leases))
+        .service(post(&["/kv/put"], kv_put))
+        .service(post(&["/kv/range"], kv_range))
+        .service(post(&["/kv/deleterange"], kv_delete_range));
+}
+
+/// etcd's gRPC status codes that the gateway answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Code {
+    InvalidArgument = 3,
+    NotFound = 5,
+    ResourceExhausted = 8,
+    FailedPrecondition = 9,
+    OutOfRange = 11,
+    Internal = 13,
+    Unavailable = 14,
+}
+
+impl Code {
+    /// The HTTP status grpc-gateway v1 (etcd 3.4's) gives a gRPC code.
+    fn status(self) -> StatusCode {
+        match self {
+            Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// An error as etcd's gateway gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdError {
+    code: Code,
+    message: String,
+}
+
+impl EtcdError {
+    fn new(code: Code, message: impl Into<String>) -> EtcdError {
+        EtcdError { code, message: message.into() }
+    }
+
+    fn invalid(message: impl Into<String>) -> EtcdError {
+        EtcdError::new(Code::InvalidArgument, message)
+    }
+
+    fn lease_not_found() -> EtcdError {
+        EtcdError::new(Code::NotFound, "etcdserver: requested lease not found")
+    }
+}
+
+impl std::fmt::Display for EtcdError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (code {})", self.message, self.code as u16)
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+    code: u16,
+}
+
+impl ResponseError for EtcdError {
+    fn status_code(&self) -> StatusCode {
+        self.code.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let body = ErrorBody { error: &self.message, message: &self.message, code: self.code as u16 };
+        HttpResponse::build(self.status_code()).json(body)
+    }
+}
+
+impl From<CommandError> for EtcdError {
+    fn from(e: CommandError) -> EtcdError {
+        match e {
+            CommandError::Lease(LeaseRejection::NotFound(_)) => EtcdError::lease_not_found(),
+            CommandError::Lease(LeaseRejection::AlreadyExists(_)) => {
+                EtcdError::new(Code::FailedPrecondition, "etcdserver: lease already exists")
+            }
+            CommandError::Lease(LeaseRejection::TtlTooLarge { .. }) => {
+                EtcdError::new(Code::OutOfRange, "etcdserver: too large lease TTL")
+            }
+            CommandError::Lease(r @ LeaseRejection::NotDue { .. }) => EtcdError::new(Code::Internal, r.to_string()),
+            CommandError::Keyspace(KeyspaceRejection::EmptyKey) => EtcdError::invalid("etcdserver: key is not provided"),
+            CommandError::Keyspace(KeyspaceRejection::KeyNotFound) => EtcdError::invalid("etcdserver: key not found"),
+            CommandError::Keyspace(r @ KeyspaceRejection::TooManyKeysForLease { .. }) => {
+                EtcdError::new(Code::ResourceExhausted, format!("tenure: {r}"))
+            }
+            CommandError::Unavailable(m) => EtcdError::new(Code::Unavailable, m),
+            CommandError::Store(e @ (StoreError::Poisoned | StoreError::Closed)) => {
+                EtcdError::new(Code::Unavailable, e.to_string())
+            }
+            CommandError::Store(e) => EtcdError::new(Code::Internal, e.to_string()),
+        }
+    }
+}
+
+/// A JSON request body as the gateway reads it: empty means `{}`.
+struct EtcdJson<T>(T);
+
+fn body_error(e: BodyError) -> EtcdError {
+    match e {
+        BodyError::TooLarge => EtcdError::invalid("etcdserver: request is too large"),
+        BodyError::Unreadable(e) => EtcdError::invalid(e),
+    }
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, EtcdError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => serde_json::from_slice(b"{}"),
+        Some(b'{') => serde_json::from_slice(bytes),
+        Some(_) => return Err(EtcdError::invalid("request body must be a JSON object")),
+    }
+    .map_err(|e| EtcdError::invalid(e.to_string()))
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for EtcdJson<T> {
+    type Error = EtcdError;
+    type Future = LocalBoxFuture<'static, Result<EtcdJson<T>, EtcdError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = read_body(req, payload);
+        Box::pin(async move { parse(&body.await.map_err(body_error)?).map(EtcdJson) })
+    }
+}
+
+/// The raw body, for keep-alive's stream of requests.
+struct RawBody(web::BytesMut);
+
+impl FromRequest for RawBody {
+    type Error = EtcdError;
+    type Future = LocalBoxFuture<'static, Result<RawBody, EtcdError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = read_body(req, payload);
+        Box::pin(async move { body.await.map(RawBody).map_err(body_error) })
+    }
+}
+
+// Requests. Every field has its zero value when absent or null.
+
+/// etcd's int64: a number or a string of one.
+fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    struct Visitor;
+    impl de::Visitor<'_> for Visitor {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a 64-bit integer, as a number or a string")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom(format!("{v} does not fit an int64")))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
+            Err(E::custom(format!("cannot unmarshal number {v} into an int64")))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<i64, E> {
+            v.parse().map_err(|_| E::custom(format!("invalid int64 {v:?}")))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<i64, E> {
+            Ok(0)
+        }
+    }
+    d.deserialize_any(Visitor)
+}
+
+fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
+}
+
+/// etcd's bytes: base64 (standard, or URL-safe), like Go's decoder.
+fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+    let Some(text) = Option::<String>::deserialize(d)? else { return Ok(Vec::new()) };
+    STANDARD.decode(&text).or_else(|_| URL_SAFE.decode(&text)).map_err(|e| {
+        let at = match e {
+            base64::DecodeError::InvalidByte(at, _) | base64::DecodeError::InvalidLastSymbol(at, _) => at,
+            _ => text.len(),
+        };
+        de::Error::custom(format!("illegal base64 data at input byte {at}"))
+    })
+}
+
+/// A proto enum: its name or its number.
+fn enum_value<'de, D: Deserializer<'de>>(d: D, names: &[&str]) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Name(String),
+        Number(i64),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(0),
+        Some(Raw::Name(name)) => names
+            .iter()
+            .position(|n| *n == name)
+            .ok_or_else(|| de::Error::custom(format!("unknown value {name:?}, expected one of {names:?}"))),
+        Some(Raw::Number(n)) => usize::try_from(n)
+            .ok()
+            .filter(|n| *n < names.len())
+            .ok_or_else(|| de::Error::custom(format!("unknown value {n}"))),
+    }
+}
+
+fn sort_order<'de, D: Deserializer<'de>>(d: D) -> Result<SortOrder, D::Error> {
+    Ok([SortOrder::None, SortOrder::Ascend, SortOrder::Descend][enum_value(d, &["NONE", "ASCEND", "DESCEND"])?])
+}
+
+fn sort_target<'de, D: Deserializer<'de>>(d: D) -> Result<SortTarget, D::Error> {
+    let targets = [SortTarget::Key, SortTarget::Version, SortTarget::Create, SortTarget::Mod, SortTarget::Value];
+    Ok(targets[enum_value(d, &["KEY", "VERSION", "CREATE", "MOD", "VALUE"])?])
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct GrantRequest {
+    #[serde(rename = "TTL", deserialize_with = "int64")]
+    ttl: i64,
+    #[serde(rename = "ID", deserialize_with = "int64")]
+    id: i64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct LeaseRequest {
+    #[serde(rename = "ID", deserialize_with = "int64")]
+    id: i64,
+    #[serde(deserialize_with = "boolean")]
+    keys: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct PutRequest {
+    #[serde(deserialize_with = "bytes")]
+    key: Vec<u8>,
+    #[serde(deserialize_with = "bytes")]
+    value: Vec<u8>,
+    #[serde(deserialize_with = "int64")]
+    lease: i64,
+    #[serde(alias = "prevKv", deserialize_with = "boolean")]
+    prev_kv: bool,
+    #[serde(alias = "ignoreValue", deserialize_with = "boolean")]
+    ignore_value: bool,
+    #[serde(alias = "ignoreLease", deserialize_with = "boolean")]
+    ignore_lease: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RangeRequest {
+    #[serde(deserialize_with = "bytes")]
+    key: Vec<u8>,
+    #[serde(alias = "rangeEnd", deserialize_with = "bytes")]
+    range_end: Vec<u8>,
+    #[serde(deserialize_with = "int64")]
+    limit: i64,
+    #[serde(deserialize_with = "int64")]
+    revision: i64,
+    #[serde(alias = "sortOrder", deserialize_with = "sort_order")]
+    sort_order: SortOrder,
+    #[serde(alias = "sortTarget", deserialize_with = "sort_target")]
+    sort_target: SortTarget,
+    #[serde(alias = "keysOnly", deserialize_with = "boolean")]
+    keys_only: bool,
+    #[serde(alias = "countOnly", deserialize_with = "boolean")]
+    count_only: bool,
+    #[serde(alias = "minModRevision", deserialize_with = "int64")]
+    min_mod_revision: i64,
+    #[serde(alias = "maxModRevision", deserialize_with = "int64")]
+    max_mod_revision: i64,
+    #[serde(alias = "minCreateRevision", deserialize_with = "int64")]
+    min_create_revision: i64,
+    #[serde(alias = "maxCreateRevision", deserialize_with = "int64")]
+    max_create_revision: i64,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DeleteRangeRequest {
+    #[serde(deserialize_with = "bytes")]
+    key: Vec<u8>,
+    #[serde(alias = "rangeEnd", deserialize_with = "bytes")]
+    range_end: Vec<u8>,
+    #[serde(alias = "prevKv", deserialize_with = "boolean")]
+    prev_kv: bool,
+}
+
+// Replies.
+
+fn string<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn zero(v: &i64) -> bool {
+    *v == 0
+}
+
+fn b64<S: Serializer>(v: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v.as_slice()))
+}
+
+fn b64_list<S: Serializer>(v: &[Bytes], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|b| base64::engine::general_purpose::STANDARD.encode(b.as_slice())))
+}
+
+#[derive(Serialize)]
+struct Header {
+    #[serde(serialize_with = "string")]
+    cluster_id: u64,
+    #[serde(serialize_with = "string")]
+    member_id: u64,
+    #[serde(serialize_with = "string")]
+    revision: i64,
+    #[serde(serialize_with = "string")]
+    raft_term: u64,
+}
+
+/// FNV-1a: a fixed hash, so an account's cluster ID is the same every time.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn header(account: &AccountId, revision: i64) -> Header {
+    Header {
+        cluster_id: fnv1a(&format!("tenure/cluster/{account}")),
+        member_id: fnv1a("tenure/member"),
+        revision,
+        raft_term: 1,
+    }
+}
+
+#[derive(Serialize)]
+struct Kv {
+    #[serde(serialize_with = "b64")]
+    key: Bytes,
+    #[serde(serialize_with = "string", skip_serializing_if = "zero")]
+    create_revision: i64,
+    #[serde(serialize_with = "string", skip_serializing_if = "zero")]
+    mod_revision: i64,
+    #[serde(serialize_with = "string", skip_serializing_if = "zero")]
+    version: i64,
+    #[serde(serialize_with = "b64", skip_serializing_if = "Bytes::is_empty")]
+    value: Bytes,
+    #[serde(serialize_with = "string", skip_serializing_if = "zero")]
+    lease: i64,
+}
+
+impl Kv {
+    fn new(key: Bytes, kv: KeyValue) -> Kv {
+        Kv {
+            key,
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+            value: kv.value,
+            lease: kv.lease.map_or(0, LeaseId::get),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct LeaseReply {
+    header: Header,
+    #[serde(rename = "ID", serialize_with = "string", skip_serializing_if = "zero")]
+    id: i64,
+    #[serde(rename = "TTL", serialize_with = "string", skip_serializing_if = "zero")]
+    ttl: i64,
+    #[serde(rename = "grantedTTL", serialize_with = "string", skip_serializing_if = "zero")]
+    granted_ttl: i64,
+    #[serde(serialize_with = "b64_list", skip_serializing_if = "Vec::is_empty")]
+    keys: Vec<Bytes>,
+}
+
+impl LeaseReply {
+    fn new(header: Header, id: i64, ttl: i64) -> LeaseReply {
+        LeaseReply { header, id, ttl, granted_ttl: 0, keys: Vec::new() }
+    }
+}
+
+#[derive(Serialize)]
+struct HeaderOnly {
+    header: Header,
+}
+
+#[derive(Serialize)]
+struct LeaseRef {
+    #[serde(rename = "ID", serialize_with = "string")]
+    id: i64,
+}
+
+#[derive(Serialize)]
+struct LeasesReply {
+    header: Header,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    leases: Vec<LeaseRef>,
+}
+
+#[derive(Serialize)]
+struct PutReply {
+    header: Header,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev_kv: Option<Kv>,
+}
+
+#[derive(Serialize)]
+struct RangeReply {
+    header: Header,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    kvs: Vec<Kv>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    more: bool,
+    #[serde(serialize_with = "string", skip_serializing_if = "zero")]
+    count: i64,
+}
+
+#[derive(Serialize)]
+struct DeleteRangeReply {
+    header: Header,
+    #[serde(serialize_with = "string", skip_serializing_if = "zero")]
+    deleted: i64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    prev_kvs: Vec<Kv>,
+}
+
+fn ok<T: Serialize>(body: T) -> Result<HttpResponse, EtcdError> {
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// A positive lease ID, or None for IDs no lease can have.
+fn lease_id(raw: i64) -> Option<LeaseId> {
+    LeaseId::new(raw)
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+// Handlers.
+
+async fn lease_grant(
+    control: web::Data<Control>,
+    caller: Caller,
+    EtcdJson(req): EtcdJson<GrantRequest>,
+) -> Result<HttpResponse, EtcdError> {
+    let id = match req.id {
+        0 => None,
+        raw => Some(lease_id(raw).ok_or_else(|| EtcdError::invalid("tenure: a lease ID must be positive"))?),
+    };
+    let granted = control.grant(caller.meta(), id, req.ttl).await?;
+    let header = header(&caller.account, control.revision(&caller.account));
+    ok(LeaseReply::new(header, granted.lease.get(), granted.ttl_s))
+}
+
+async fn lease_revoke(
+    control: web::Data<Control>,
+    caller: Caller,
+    EtcdJson(req): EtcdJson<LeaseRequest>,
+) -> Result<HttpResponse, EtcdError> {
+    let lease = lease_id(req.id).ok_or_else(EtcdError::lease_not_found)?;
+    let deleted = control.revoke(caller.meta(), lease).await?;
+    ok(HeaderOnly { header: header(&caller.account, deleted.revision) })
+}
+
+/// Keep-alive is a stream in etcd: the body may hold several requests, and
+/// each gets a `{"result": ...}` line. A lease that is gone answers without
+/// a TTL, as etcd does.
+async fn lease_keepalive(
+    control: web::Data<Control>,
+    caller: Caller,
+    RawBody(body): RawBody,
+) -> Result<HttpResponse, EtcdError> {
+    #[derive(Serialize)]
+    struct Line {
+        result: LeaseReply,
+    }
+    let mut out = Vec::new();
+    for request in serde_json::Deserializer::from_slice(&body).into_iter::<LeaseRequest>() {
+        let request = request.map_err(|e| EtcdError::invalid(e.to_string()))?;
+        let ttl = match lease_id(request.id) {
+            None => 0,
+            Some(lease) => match control.keep_alive(caller.meta(), lease).await {
+                Ok(ttl) => ttl,
+                Err(CommandError::Lease(LeaseRejection::NotFound(_))) => 0,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let header = header(&caller.account, control.revision(&caller.account));
+        let line = Line { result: LeaseReply::new(header, request.id, ttl) };
+        serde_json::to_writer(&mut out, &line).map_err(|e| EtcdError::new(Code::Internal, e.to_string()))?;
+        out.push(b'\n');
+    }
+    Ok(HttpResponse::Ok().content_type("application/json").body(out))
+}
+
+async fn lease_time_to_live(
+    control: web::Data<Control>,
+    caller: Caller,
+    EtcdJson(req): EtcdJson<LeaseRequest>,
+) -> Result<HttpResponse, EtcdError> {
+    let info = match lease_id(req.id) {
+        None => Err(CommandError::Lease(LeaseRejection::NotFound(LeaseId::random()))),
+        Some(lease) => control.time_to_live(&caller.account, lease, req.keys).await,
+    };
+    let header = header(&caller.account, control.revision(&caller.account));
+    match info {
+        Ok(info) => ok(LeaseReply {
+            granted_ttl: info.granted_ttl_s,
+            keys: info.keys,
+            ..LeaseReply::new(header, req.id, info.remaining_s)
+        }),
+        // etcd answers an unknown lease with TTL -1, not an error.
+        Err(CommandError::Lease(LeaseRejection::NotFound(_))) => ok(LeaseReply::new(header, req.id, -1)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn lease_leases(
+    control: web::Data<Control>,
+    caller: Caller,
+    EtcdJson(_): EtcdJson<serde_json::Map<String, serde_json::Value>>,
+) -> Result<HttpResponse, EtcdError> {
+    let leases = control.leases(&caller.account).await?;
+    let header = header(&caller.account, control.revision(&caller.account));
+    ok(LeasesReply { header, leases: leases.into_iter().map(|l| LeaseRef { id: l.get() }).collect() })
+}
+
+async fn kv_put(
+    control: web::Data<Control>,
+    caller: Caller,
+    EtcdJson(req): EtcdJson<PutRequest>,
+) -> Result<HttpResponse, EtcdError> {
+    // etcd's checks, in etcd's order.
+    if req.key.is_empty() {
+        return Err(EtcdError::invalid("etcdserver: key is not provided"));
+    }
+    if req.ignore_value && !req.value.is_empty() {
+        return Err(EtcdError::invalid("etcdserver: value is provided"));
+    }
+    if req.ignore_lease && req.lease != 0 {
+        return Err(EtcdError::invalid("etcdserver: lease is provided"));
+    }
+    let lease = match (req.ignore_lease, req.lease) {
+        (true, _) => LeaseUpdate::Keep,
+        (false, 0) => LeaseUpdate::Set(None),
+        (false, raw) => LeaseUpdate::Set(Some(lease_id(raw).ok_or_else(EtcdError::lease_not_found)?)),
+    };
+    let value = (!req.ignore_value).then_some(Bytes(req.value));
+    let key = Bytes(req.key);
+    let done = control.put(caller.meta(), key.clone(), value, lease, req.prev_kv).await?;
+    let prev_kv = done.prev.map(|kv| Kv::new(key, kv));
+    ok(PutReply { header: header(&caller.account, done.revision), prev_kv })
+}
+
+async fn kv_range(
+    control: web::Data<Control>,
+    caller: Caller,
+    EtcdJson(req): EtcdJson<RangeRequest>,
+) -> Result<HttpResponse, EtcdError> {
+    if req.key.is_empty() && req.range_end.is_empty() {
+        return Err(EtcdError::invalid("etcdserver: key is not provided"));
+    }
+    let range = KeyRange { key: Bytes(req.key), range_end: Bytes(req.range_end) };
+    let options = RangeOptions {
+        limit: usize::try_from(req.limit).unwrap_or(0),
+        sort_order: req.sort_order,
+        sort_target: req.sort_target,
+        count_only: req.count_only,
+        keys_only: req.keys_only,
+        min_mod_revision: req.min_mod_revision,
+        max_mod_revision: req.max_mod_revision,
+        min_create_revision: req.min_create_revision,
+        max_create_revision: req.max_create_revision,
+    };
+    let done = control.range(&caller.account, range, options).await?;
+    if req.revision > done.revision {
+        return Err(EtcdError::new(Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"));
+    }
+    if req.revision > 0 && req.revision < done.revision {
+        return Err(EtcdError::new(Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"));
+    }
+    let header = header(&caller.account, done.revision);
+    if req.limit < 0 {
+        // What etcd 3.4 answers to a negative limit.
+        return ok(RangeReply { header, kvs: Vec::new(), more: false, count: 0 });
+    }
+    let result = done.result;
+    ok(RangeReply {
+        header,
+        kvs: result.kvs.into_iter().map(|(k, kv)| Kv::new(k, kv)).collect(),
+        more: result.more,
+        count: count(result.count),
+    })
+}
+
+async fn kv_delete_range(
+    control: web::Data<Control>,
+    caller: Caller,
+    EtcdJson(req): EtcdJson<DeleteRangeRequest>,
+) -> Result<HttpResponse, EtcdError> {
+    if req.key.is_empty() && req.range_end.is_empty() {
+        return Err(EtcdError::invalid("etcdserver: key is not provided"));
+    }
+    let range = KeyRange { key: Bytes(req.key), range_end: Bytes(req.range_end) };
+    let done = control.delete_range(caller.meta(), range, req.prev_kv).await?;
+    ok(DeleteRangeReply {
+        header: header(&caller.account, done.revision),
+        deleted: count(done.count),
+        prev_kvs: done.prev_kvs.into_iter().map(|(k, kv)| Kv::new(k, kv)).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_read_int64s_from_numbers_and_strings_and_ignore_unknown_fields() {
+        let check = |body: &str, ttl: i64, id: i64| {
+            let req: GrantRequest = parse(body.as_bytes()).expect("parses");
+            assert_eq!((req.ttl, req.id), (ttl, id), "{body}");
+        };
+        check(r#"{"TTL": 100}"#, 100, 0);
+        check(r#"{"TTL": "100", "ID": "7"}"#, 100, 7);
+        check(r#"{"TTL": null, "other": [1, 2]}"#, 0, 0);
+        check("", 0, 0);
+        check("  ", 0, 0);
+        let bad = |body: &str, has: &str| {
+            let err = parse::<GrantRequest>(body.as_bytes()).err().expect("refused");
+            assert_eq!(err.code, Code::InvalidArgument);
+            assert!(err.message.contains(has), "{body}: {}", err.message);
+        };
+        bad(r#"{"TTL": 1.5}"#, "1.5");
+        bad(r#"{"TTL": "x"}"#, "invalid int64");
+        bad(r#"{"ID": 18446744073709551615}"#, "does not fit");
+        bad("{bad", "key must be a string");
+        bad("[1]", "JSON object");
+    }
+
+    #[test]
+    fn requests_take_proto_and_camel_case_names_base64_and_enums() {
+        let req: RangeRequest = parse(
+            br#"{"key": "a2V5", "rangeEnd": "a2V6", "limit": "2", "sort_order": "DESCEND", "sortTarget": 3, "countOnly": true}"#,
+        )
+        .expect("parses");
+        assert_eq!((req.key, req.range_end, req.limit), (b"key".to_vec(), b"kez".to_vec(), 2));
+        assert_eq!((req.sort_order, req.sort_target, req.count_only), (SortOrder::Descend, SortTarget::Mod, true));
+        let err = parse::<PutRequest>(br#"{"key": "!!"}"#).err().expect("bad base64");
+        assert!(err.message.contains("illegal base64 data at input byte 0"), "{}", err.message);
+        let url_safe: PutRequest = parse(br#"{"key": "_-8="}"#).expect("URL-safe base64");
+        assert_eq!(url_safe.key, vec![0xff, 0xef]);
+        assert!(parse::<RangeRequest>(br#"{"sort_order": "SIDEWAYS"}"#).is_err());
+    }
+
+    #[test]
+    fn replies_use_strings_for_int64_and_leave_zero_values_out() {
+        let account = AccountId::default_account();
+        let reply = LeaseReply::new(header(&account, 7), 1234, 0);
+        let json = serde_json::to_value(&reply).expect("serializes");
+        assert_eq!(json["ID"], "1234");
+        assert_eq!(json["header"]["revision"], "7");
+        assert!(json.get("TTL").is_none() && json.get("grantedTTL").is_none() && json.get("keys").is_none());
+        let kv = Kv::new(
+            "k".into(),
+            KeyValue { value: Bytes::default(), create_revision: 2, mod_revision: 3, version: 2, lease: None },
+        );
+        assert_eq!(
+            serde_json::to_value(kv).expect("serializes"),
+            serde_json::json!({"key": "aw==", "create_revision": "2", "mod_revision": "3", "version": "2"})
+        );
+    }
+
+    #[test]
+    fn errors_carry_etcd_s_codes_and_grpc_gateway_s_statuses() {
+        let check = |e: CommandError, status: u16, code: u16, message: &str| {
+            let err = EtcdError::from(e);
+            assert_eq!((err.status_code().as_u16(), err.code as u16), (status, code));
+            assert!(err.message.contains(message), "{}", err.message);
+        };
+        let id = LeaseId::new(1).expect("positive");
+        check(LeaseRejection::NotFound(id).into(), 404, 5, "etcdserver: requested lease not found");
+        check(LeaseRejection::AlreadyExists(id).into(), 412, 9, "etcdserver: lease already exists");
+        check(LeaseRejection::TtlTooLarge { ttl_s: 1, max_s: 0 }.into(), 400, 11, "etcdserver: too large lease TTL");
+        check(KeyspaceRejection::EmptyKey.into(), 400, 3, "etcdserver: key is not provided");
+        check(KeyspaceRejection::TooManyKeysForLease { lease: id, max: 1 }.into(), 429, 8, "maximum");
+        check(CommandError::Unavailable("retry".into()), 503, 14, "retry");
+    }
+}
