@@ -53,11 +53,19 @@ pub struct Revisions {
 impl Revisions {
     /// The account's key space revision (1 for an empty, never changed one).
     pub fn get(&self, account: &tenure_events::AccountId) -> i64 {
-        self.slots.read().get(account).map_or(1, |slot| slot.load(Ordering::Acquire))
+        self.slots
+            .read()
+            .get(account)
+            .map_or(1, |slot| slot.load(Ordering::Acquire))
     }
 
     pub(crate) fn slot(&self, account: &tenure_events::AccountId) -> Arc<AtomicI64> {
-        Arc::clone(self.slots.write().entry(account.clone()).or_insert_with(|| Arc::new(AtomicI64::new(1))))
+        Arc::clone(
+            self.slots
+                .write()
+                .entry(account.clone())
+                .or_insert_with(|| Arc::new(AtomicI64::new(1))),
+        )
     }
 }
 

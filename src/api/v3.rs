@@ -29,7 +29,9 @@ use tenure_events::{AccountId, Bytes, LeaseId};
 use super::extract::{read_body, BodyError, Caller};
 use crate::actors::CommandError;
 use crate::control::Control;
-use crate::domain::keyspace::{KeyRange, KeyValue, KeyspaceRejection, LeaseUpdate, RangeOptions, SortOrder, SortTarget};
+use crate::domain::keyspace::{
+    KeyRange, KeyValue, KeyspaceRejection, LeaseUpdate, RangeOptions, SortOrder, SortTarget,
+};
 use crate::domain::lease::LeaseRejection;
 use crate::store::StoreError;
 
@@ -41,7 +43,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         F::Output: actix_web::Responder + 'static,
     {
         let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
-        web::resource(paths).route(web::post().to(handler)).default_service(web::to(super::method_not_allowed))
+        web::resource(paths)
+            .route(web::post().to(handler))
+            .default_service(web::to(super::method_not_allowed))
     }
     cfg.service(post(&["/lease/grant"], lease_grant))
         .service(post(&["/lease/revoke", "/kv/lease/revoke"], lease_revoke))
@@ -88,7 +92,10 @@ pub struct EtcdError {
 
 impl EtcdError {
     fn new(code: Code, message: impl Into<String>) -> EtcdError {
-        EtcdError { code, message: message.into() }
+        EtcdError {
+            code,
+            message: message.into(),
+        }
     }
 
     fn invalid(message: impl Into<String>) -> EtcdError {
@@ -119,7 +126,11 @@ impl ResponseError for EtcdError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let body = ErrorBody { error: &self.message, message: &self.message, code: self.code as u16 };
+        let body = ErrorBody {
+            error: &self.message,
+            message: &self.message,
+            code: self.code as u16,
+        };
         HttpResponse::build(self.status_code()).json(body)
     }
 }
@@ -135,7 +146,9 @@ impl From<CommandError> for EtcdError {
                 EtcdError::new(Code::OutOfRange, "etcdserver: too large lease TTL")
             }
             CommandError::Lease(r @ LeaseRejection::NotDue { .. }) => EtcdError::new(Code::Internal, r.to_string()),
-            CommandError::Keyspace(KeyspaceRejection::EmptyKey) => EtcdError::invalid("etcdserver: key is not provided"),
+            CommandError::Keyspace(KeyspaceRejection::EmptyKey) => {
+                EtcdError::invalid("etcdserver: key is not provided")
+            }
             CommandError::Keyspace(KeyspaceRejection::KeyNotFound) => EtcdError::invalid("etcdserver: key not found"),
             CommandError::Keyspace(r @ KeyspaceRejection::TooManyKeysForLease { .. }) => {
                 EtcdError::new(Code::ResourceExhausted, format!("tenure: {r}"))
@@ -227,7 +240,9 @@ fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
 /// etcd's bytes: base64 (standard, or URL-safe), like Go's decoder.
 fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     use base64::engine::general_purpose::{STANDARD, URL_SAFE};
-    let Some(text) = Option::<String>::deserialize(d)? else { return Ok(Vec::new()) };
+    let Some(text) = Option::<String>::deserialize(d)? else {
+        return Ok(Vec::new());
+    };
     STANDARD.decode(&text).or_else(|_| URL_SAFE.decode(&text)).map_err(|e| {
         let at = match e {
             base64::DecodeError::InvalidByte(at, _) | base64::DecodeError::InvalidLastSymbol(at, _) => at,
@@ -263,7 +278,13 @@ fn sort_order<'de, D: Deserializer<'de>>(d: D) -> Result<SortOrder, D::Error> {
 }
 
 fn sort_target<'de, D: Deserializer<'de>>(d: D) -> Result<SortTarget, D::Error> {
-    let targets = [SortTarget::Key, SortTarget::Version, SortTarget::Create, SortTarget::Mod, SortTarget::Value];
+    let targets = [
+        SortTarget::Key,
+        SortTarget::Version,
+        SortTarget::Create,
+        SortTarget::Mod,
+        SortTarget::Value,
+    ];
     Ok(targets[enum_value(d, &["KEY", "VERSION", "CREATE", "MOD", "VALUE"])?])
 }
 
@@ -357,7 +378,10 @@ fn b64<S: Serializer>(v: &Bytes, s: S) -> Result<S::Ok, S::Error> {
 }
 
 fn b64_list<S: Serializer>(v: &[Bytes], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(v.iter().map(|b| base64::engine::general_purpose::STANDARD.encode(b.as_slice())))
+    s.collect_seq(
+        v.iter()
+            .map(|b| base64::engine::general_purpose::STANDARD.encode(b.as_slice())),
+    )
 }
 
 #[derive(Serialize)]
@@ -374,7 +398,9 @@ struct Header {
 
 /// FNV-1a: a fixed hash, so an account's cluster ID is the same every time.
 fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn header(account: &AccountId, revision: i64) -> Header {
@@ -430,7 +456,13 @@ struct LeaseReply {
 
 impl LeaseReply {
     fn new(header: Header, id: i64, ttl: i64) -> LeaseReply {
-        LeaseReply { header, id, ttl, granted_ttl: 0, keys: Vec::new() }
+        LeaseReply {
+            header,
+            id,
+            ttl,
+            granted_ttl: 0,
+            keys: Vec::new(),
+        }
     }
 }
 
@@ -515,7 +547,9 @@ async fn lease_revoke(
 ) -> Result<HttpResponse, EtcdError> {
     let lease = lease_id(req.id).ok_or_else(EtcdError::lease_not_found)?;
     let deleted = control.revoke(caller.meta(), lease).await?;
-    ok(HeaderOnly { header: header(&caller.account, deleted.revision) })
+    ok(HeaderOnly {
+        header: header(&caller.account, deleted.revision),
+    })
 }
 
 /// Keep-alive is a stream in etcd: the body may hold several requests, and
@@ -542,7 +576,9 @@ async fn lease_keepalive(
             },
         };
         let header = header(&caller.account, control.revision(&caller.account));
-        let line = Line { result: LeaseReply::new(header, request.id, ttl) };
+        let line = Line {
+            result: LeaseReply::new(header, request.id, ttl),
+        };
         serde_json::to_writer(&mut out, &line).map_err(|e| EtcdError::new(Code::Internal, e.to_string()))?;
         out.push(b'\n');
     }
@@ -578,7 +614,10 @@ async fn lease_leases(
 ) -> Result<HttpResponse, EtcdError> {
     let leases = control.leases(&caller.account).await?;
     let header = header(&caller.account, control.revision(&caller.account));
-    ok(LeasesReply { header, leases: leases.into_iter().map(|l| LeaseRef { id: l.get() }).collect() })
+    ok(LeasesReply {
+        header,
+        leases: leases.into_iter().map(|l| LeaseRef { id: l.get() }).collect(),
+    })
 }
 
 async fn kv_put(
@@ -603,9 +642,14 @@ async fn kv_put(
     };
     let value = (!req.ignore_value).then_some(Bytes(req.value));
     let key = Bytes(req.key);
-    let done = control.put(caller.meta(), key.clone(), value, lease, req.prev_kv).await?;
+    let done = control
+        .put(caller.meta(), key.clone(), value, lease, req.prev_kv)
+        .await?;
     let prev_kv = done.prev.map(|kv| Kv::new(key, kv));
-    ok(PutReply { header: header(&caller.account, done.revision), prev_kv })
+    ok(PutReply {
+        header: header(&caller.account, done.revision),
+        prev_kv,
+    })
 }
 
 async fn kv_range(
@@ -616,8 +660,12 @@ async fn kv_range(
     if req.key.is_empty() && req.range_end.is_empty() {
         return Err(EtcdError::invalid("etcdserver: key is not provided"));
     }
-    let range = KeyRange { key: Bytes(req.key), range_end: Bytes(req.range_end) };
+    let range = KeyRange {
+        key: Bytes(req.key),
+        range_end: Bytes(req.range_end),
+    };
     let options = RangeOptions {
+        // A negative limit is no limit, as in etcd.
         limit: usize::try_from(req.limit).unwrap_or(0),
         sort_order: req.sort_order,
         sort_target: req.sort_target,
@@ -630,16 +678,18 @@ async fn kv_range(
     };
     let done = control.range(&caller.account, range, options).await?;
     if req.revision > done.revision {
-        return Err(EtcdError::new(Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"));
+        return Err(EtcdError::new(
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision is a future revision",
+        ));
     }
     if req.revision > 0 && req.revision < done.revision {
-        return Err(EtcdError::new(Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"));
+        return Err(EtcdError::new(
+            Code::OutOfRange,
+            "etcdserver: mvcc: required revision has been compacted",
+        ));
     }
     let header = header(&caller.account, done.revision);
-    if req.limit < 0 {
-        // What etcd 3.4 answers to a negative limit.
-        return ok(RangeReply { header, kvs: Vec::new(), more: false, count: 0 });
-    }
     let result = done.result;
     ok(RangeReply {
         header,
@@ -657,7 +707,10 @@ async fn kv_delete_range(
     if req.key.is_empty() && req.range_end.is_empty() {
         return Err(EtcdError::invalid("etcdserver: key is not provided"));
     }
-    let range = KeyRange { key: Bytes(req.key), range_end: Bytes(req.range_end) };
+    let range = KeyRange {
+        key: Bytes(req.key),
+        range_end: Bytes(req.range_end),
+    };
     let done = control.delete_range(caller.meta(), range, req.prev_kv).await?;
     ok(DeleteRangeReply {
         header: header(&caller.account, done.revision),
@@ -699,10 +752,20 @@ mod tests {
             br#"{"key": "a2V5", "rangeEnd": "a2V6", "limit": "2", "sort_order": "DESCEND", "sortTarget": 3, "countOnly": true}"#,
         )
         .expect("parses");
-        assert_eq!((req.key, req.range_end, req.limit), (b"key".to_vec(), b"kez".to_vec(), 2));
-        assert_eq!((req.sort_order, req.sort_target, req.count_only), (SortOrder::Descend, SortTarget::Mod, true));
+        assert_eq!(
+            (req.key, req.range_end, req.limit),
+            (b"key".to_vec(), b"kez".to_vec(), 2)
+        );
+        assert_eq!(
+            (req.sort_order, req.sort_target, req.count_only),
+            (SortOrder::Descend, SortTarget::Mod, true)
+        );
         let err = parse::<PutRequest>(br#"{"key": "!!"}"#).err().expect("bad base64");
-        assert!(err.message.contains("illegal base64 data at input byte 0"), "{}", err.message);
+        assert!(
+            err.message.contains("illegal base64 data at input byte 0"),
+            "{}",
+            err.message
+        );
         let url_safe: PutRequest = parse(br#"{"key": "_-8="}"#).expect("URL-safe base64");
         assert_eq!(url_safe.key, vec![0xff, 0xef]);
         assert!(parse::<RangeRequest>(br#"{"sort_order": "SIDEWAYS"}"#).is_err());
@@ -718,7 +781,13 @@ mod tests {
         assert!(json.get("TTL").is_none() && json.get("grantedTTL").is_none() && json.get("keys").is_none());
         let kv = Kv::new(
             "k".into(),
-            KeyValue { value: Bytes::default(), create_revision: 2, mod_revision: 3, version: 2, lease: None },
+            KeyValue {
+                value: Bytes::default(),
+                create_revision: 2,
+                mod_revision: 3,
+                version: 2,
+                lease: None,
+            },
         );
         assert_eq!(
             serde_json::to_value(kv).expect("serializes"),
@@ -734,11 +803,36 @@ mod tests {
             assert!(err.message.contains(message), "{}", err.message);
         };
         let id = LeaseId::new(1).expect("positive");
-        check(LeaseRejection::NotFound(id).into(), 404, 5, "etcdserver: requested lease not found");
-        check(LeaseRejection::AlreadyExists(id).into(), 412, 9, "etcdserver: lease already exists");
-        check(LeaseRejection::TtlTooLarge { ttl_s: 1, max_s: 0 }.into(), 400, 11, "etcdserver: too large lease TTL");
-        check(KeyspaceRejection::EmptyKey.into(), 400, 3, "etcdserver: key is not provided");
-        check(KeyspaceRejection::TooManyKeysForLease { lease: id, max: 1 }.into(), 429, 8, "maximum");
+        check(
+            LeaseRejection::NotFound(id).into(),
+            404,
+            5,
+            "etcdserver: requested lease not found",
+        );
+        check(
+            LeaseRejection::AlreadyExists(id).into(),
+            412,
+            9,
+            "etcdserver: lease already exists",
+        );
+        check(
+            LeaseRejection::TtlTooLarge { ttl_s: 1, max_s: 0 }.into(),
+            400,
+            11,
+            "etcdserver: too large lease TTL",
+        );
+        check(
+            KeyspaceRejection::EmptyKey.into(),
+            400,
+            3,
+            "etcdserver: key is not provided",
+        );
+        check(
+            KeyspaceRejection::TooManyKeysForLease { lease: id, max: 1 }.into(),
+            429,
+            8,
+            "maximum",
+        );
         check(CommandError::Unavailable("retry".into()), 503, 14, "retry");
     }
 }
