@@ -1,82 +1,114 @@
 #!/usr/bin/env bash
-# tenure's load benchmark (not a test). Starts the release server on a fresh
-# data directory and measures, with wrk (-t2 -c64 -d10s --latency):
-#   1. durable lease grants   POST /v1/leases
-#   2. durable key puts       PUT  /v1/keys?key=...
-# then a mass expiry: N leases with one key each, all due in the same second,
-# timed until the last key is gone. Prints a table and appends it, with the
-# command and the machine, to ops/bench/RESULTS.md.
+# tenure against etcd, side by side, in one run on this machine (a benchmark,
+# not a test). Both servers are durable: etcd fsyncs its WAL before it
+# answers, tenure commits to SQLite with synchronous=FULL.
 #
-#   bash ops/bench/bench.sh            # 100,000 leases for the mass expiry
-#   LEASES=20000 bash ops/bench/bench.sh
+#   1. wrk -t2 -c64 -d10s --latency on POST /v3/lease/grant, each server fresh;
+#   2. the same on POST /v3/kv/put (10,000 rotating keys);
+#   3. mass expiry: N leases with a key each, all due in the same second, on
+#      each server: time from the last deadline until the last key is gone.
+#
+# Prints a table with each figure and the ratio tenure/etcd, and appends it,
+# with the command and the machine, to ops/bench/RESULTS.md.
+#
+#   bash ops/bench/bench.sh                  # N = 100,000
+#   LEASES=20000 DURATION=5s bash ops/bench/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 LEASES=${LEASES:-100000}
 DURATION=${DURATION:-10s}
-PORT=${PORT:-17070}
+TENURE_PORT=${TENURE_PORT:-17070}
+ETCD_PORT=${ETCD_PORT:-22379}
+ETCD_PEER_PORT=${ETCD_PEER_PORT:-22380}
 
-if ! command -v wrk >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq wrk >/dev/null
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v etcd >/dev/null || missing+=(etcd-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 cargo build --release -q -p tenure -p tenure-bench
 
-DATA=$(mktemp -d)
-SERVER_PID=
-cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$DATA"; }
+WORK=$(mktemp -d)
+PID=
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-start_server() {
-  RUST_LOG=warn target/release/tenure serve --data-dir "$DATA/$1" --listen "127.0.0.1:$PORT" >"$DATA/$1.out" 2>"$DATA/$1.err" &
-  SERVER_PID=$!
-  for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && return 0
+wait_ready() { # URL
+  for _ in $(seq 1 200); do
+    curl -fs -X POST "$1/v3/kv/range" -d '{"key":"AA=="}' >/dev/null 2>&1 && return 0
     sleep 0.1
   done
-  echo "server did not start" >&2; cat "$DATA/$1.err" >&2; exit 1
+  echo "server at $1 did not start" >&2; exit 1
 }
-stop_server() { kill "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=; }
 
-# wrk's "Requests/sec" and the 99th percentile latency, in ms.
-run_wrk() {
+start() { # etcd|tenure NAME
+  local dir="$WORK/$2"
+  if [ "$1" = etcd ]; then
+    etcd --data-dir "$dir" --name bench \
+      --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+      --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+      --initial-cluster "bench=http://127.0.0.1:$ETCD_PEER_PORT" --log-level error >"$dir.log" 2>&1 &
+    PID=$!; URL="http://127.0.0.1:$ETCD_PORT"
+  else
+    RUST_LOG=warn target/release/tenure serve --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" >"$dir.log" 2>&1 &
+    PID=$!; URL="http://127.0.0.1:$TENURE_PORT"
+  fi
+  wait_ready "$URL"
+}
+stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
+
+# wrk's requests/s, its p99 latency in ms, and the non-2xx count.
+run_wrk() { # SCRIPT URL
   local out; out=$(wrk -t2 -c64 -d"$DURATION" --latency -s "$1" "$2")
   echo "$out" >&2
-  local rps p99
+  local rps p99 errors
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")
-  local errors; errors=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  errors=$(awk '/Non-2xx/ {print $5}' <<<"$out")
   echo "$rps $p99 ${errors:-0}"
 }
 
-start_server grants
-read -r GRANT_RPS GRANT_P99 GRANT_ERR < <(run_wrk ops/bench/grant.lua "http://127.0.0.1:$PORT/v1/leases")
-stop_server
+declare -A R
+for server in etcd tenure; do
+  for load in grant put; do
+    start "$server" "$server-$load"
+    echo "== $server $load" >&2
+    read -r R[$server.$load.rps] R[$server.$load.p99] R[$server.$load.err] < <(run_wrk "ops/bench/v3_$load.lua" "$URL")
+    stop
+  done
+done
 
-start_server puts
-read -r PUT_RPS PUT_P99 PUT_ERR < <(run_wrk ops/bench/put.lua "http://127.0.0.1:$PORT")
-stop_server
+for server in tenure etcd; do
+  start "$server" "$server-expiry"
+  echo "== $server mass expiry of $LEASES leases" >&2
+  # etcd sets up ~3k grant+put pairs a second: give it the lead it needs.
+  if [ "$server" = etcd ]; then lead=$(( LEASES / 1000 + 30 )); else lead=$(( LEASES / 3000 + 20 )); fi
+  out=$(target/release/mass-expiry --endpoint "$URL" --leases "$LEASES" --lead "$lead")
+  echo "$out" >&2
+  R[$server.expiry]=$(sed -n 's/^RESULT last_key_gone_after_deadline_s=//p' <<<"$out")
+  stop
+done
 
-start_server expiry
-MASS=$(target/release/mass-expiry --endpoint "http://127.0.0.1:$PORT" --leases "$LEASES")
-echo "$MASS" >&2
-LAST=$(sed -n 's/^RESULT last_key_gone_s=//p' <<<"$MASS")
-SETUP=$(grep '^set-up' <<<"$MASS")
-stop_server
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
 CPU=$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')
 TABLE=$(cat <<EOT
 
-## $(date -u +%Y-%m-%d) — \`bash ops/bench/bench.sh\` (LEASES=$LEASES, wrk -t2 -c64 -d$DURATION)
+## $(date -u +%Y-%m-%d) — \`bash ops/bench/bench.sh\` (LEASES=$LEASES, wrk -t2 -c64 -d$DURATION --latency)
 
-Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); tenure $(git rev-parse --short HEAD) release build, SQLite WAL synchronous=FULL (fsync per commit).
+Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr). tenure $(git rev-parse --short HEAD) (release, SQLite WAL synchronous=FULL) and $(etcd --version | head -1) (fsync on), each fresh for each figure, on the same machine in the same run.
 
-| figure | tenure |
-|---|---|
-| lease grants, POST /v1/leases | $GRANT_RPS req/s, p99 $GRANT_P99 ms (non-2xx: $GRANT_ERR) |
-| key puts, PUT /v1/keys | $PUT_RPS req/s, p99 $PUT_P99 ms (non-2xx: $PUT_ERR) |
-| mass expiry of $LEASES leases with a key each, due in the same second | last key gone $LAST s after that second began |
+| figure | etcd | tenure | tenure/etcd |
+|---|---|---|---|
+| lease grants, POST /v3/lease/grant, req/s | ${R[etcd.grant.rps]} | ${R[tenure.grant.rps]} | $(ratio "${R[tenure.grant.rps]}" "${R[etcd.grant.rps]}") |
+| lease grants, p99 ms | ${R[etcd.grant.p99]} | ${R[tenure.grant.p99]} | $(ratio "${R[tenure.grant.p99]}" "${R[etcd.grant.p99]}") |
+| key puts, POST /v3/kv/put, req/s | ${R[etcd.put.rps]} | ${R[tenure.put.rps]} | $(ratio "${R[tenure.put.rps]}" "${R[etcd.put.rps]}") |
+| key puts, p99 ms | ${R[etcd.put.p99]} | ${R[tenure.put.p99]} | $(ratio "${R[tenure.put.p99]}" "${R[etcd.put.p99]}") |
+| mass expiry of $LEASES leases with a key each, due in the same second: last key gone, s after the last deadline | ${R[etcd.expiry]} | ${R[tenure.expiry]} | $(ratio "${R[tenure.expiry]}" "${R[etcd.expiry]}") |
 
-$SETUP
+Non-2xx answers: etcd ${R[etcd.grant.err]} / ${R[etcd.put.err]}, tenure ${R[tenure.grant.err]} / ${R[tenure.put.err]} (grants / puts).
 EOT
 )
 echo "$TABLE"
