@@ -120,7 +120,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
                     Ok::<_, actix_web::Error>(res)
                 },
             ))
-            .wrap(tracing_actix_web::TracingLogger::default())
+            .wrap(tracing_actix_web::TracingLogger::<crate::api::RootSpan>::new())
             .configure(crate::api::configure)
     })
     .workers(config.http_workers.max(1))

@@ -85,3 +85,32 @@ pub fn log_server_error(res: &actix_web::dev::ServiceResponse<impl actix_web::bo
         tracing::error!(status = res.status().as_u16(), %error, "request failed");
     }
 }
+
+/// The root span of every HTTP request: method, path and request id, built
+/// only when the span is enabled (tracing-actix-web's default span also
+/// formats the client address and more on every request, enabled or not).
+pub struct RootSpan;
+
+impl tracing_actix_web::RootSpanBuilder for RootSpan {
+    fn on_request_start(request: &actix_web::dev::ServiceRequest) -> tracing::Span {
+        let request_id = request.extensions().get::<tracing_actix_web::RequestId>().copied();
+        tracing::info_span!(
+            "request",
+            method = %request.method(),
+            path = %request.path(),
+            request_id = request_id.map(tracing::field::display),
+            status = tracing::field::Empty,
+        )
+    }
+
+    fn on_request_end<B: actix_web::body::MessageBody>(
+        span: tracing::Span,
+        outcome: &Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>,
+    ) {
+        let status = match outcome {
+            Ok(response) => response.status(),
+            Err(error) => error.as_response_error().status_code(),
+        };
+        span.record("status", status.as_u16());
+    }
+}

@@ -36,25 +36,29 @@ use crate::domain::lease::LeaseRejection;
 use crate::store::StoreError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    fn post<F, Args>(paths: &[&str], handler: F) -> actix_web::Resource
+    // One static resource a path (aliases included): a resource with several
+    // patterns is matched with a regex on every request.
+    fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
     where
         F: actix_web::Handler<Args>,
         Args: FromRequest + 'static,
         F::Output: actix_web::Responder + 'static,
     {
-        let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
-        web::resource(paths)
+        web::resource(path)
             .route(web::post().to(handler))
             .default_service(web::to(super::method_not_allowed))
     }
-    cfg.service(post(&["/lease/grant"], lease_grant))
-        .service(post(&["/lease/revoke", "/kv/lease/revoke"], lease_revoke))
-        .service(post(&["/lease/keepalive"], lease_keepalive))
-        .service(post(&["/lease/timetolive", "/kv/lease/timetolive"], lease_time_to_live))
-        .service(post(&["/lease/leases", "/kv/lease/leases"], lease_leases))
-        .service(post(&["/kv/put"], kv_put))
-        .service(post(&["/kv/range"], kv_range))
-        .service(post(&["/kv/deleterange"], kv_delete_range));
+    cfg.service(post("/kv/put", kv_put))
+        .service(post("/kv/range", kv_range))
+        .service(post("/kv/deleterange", kv_delete_range))
+        .service(post("/lease/grant", lease_grant))
+        .service(post("/lease/keepalive", lease_keepalive))
+        .service(post("/lease/revoke", lease_revoke))
+        .service(post("/kv/lease/revoke", lease_revoke))
+        .service(post("/lease/timetolive", lease_time_to_live))
+        .service(post("/kv/lease/timetolive", lease_time_to_live))
+        .service(post("/lease/leases", lease_leases))
+        .service(post("/kv/lease/leases", lease_leases));
 }
 
 /// etcd's gRPC status codes that the gateway answers with.
