@@ -519,6 +519,17 @@ fn ok<T: Serialize>(body: T) -> Result<HttpResponse, EtcdError> {
     Ok(HttpResponse::Ok().json(body))
 }
 
+/// The keys a range request names; etcd refuses one without a key.
+fn key_range(key: Vec<u8>, range_end: Vec<u8>) -> Result<KeyRange, EtcdError> {
+    if key.is_empty() && range_end.is_empty() {
+        return Err(EtcdError::invalid("etcdserver: key is not provided"));
+    }
+    Ok(KeyRange {
+        key: Bytes(key),
+        range_end: Bytes(range_end),
+    })
+}
+
 /// A positive lease ID, or None for IDs no lease can have.
 fn lease_id(raw: i64) -> Option<LeaseId> {
     LeaseId::new(raw)
@@ -661,13 +672,7 @@ async fn kv_range(
     caller: Caller,
     EtcdJson(req): EtcdJson<RangeRequest>,
 ) -> Result<HttpResponse, EtcdError> {
-    if req.key.is_empty() && req.range_end.is_empty() {
-        return Err(EtcdError::invalid("etcdserver: key is not provided"));
-    }
-    let range = KeyRange {
-        key: Bytes(req.key),
-        range_end: Bytes(req.range_end),
-    };
+    let range = key_range(req.key, req.range_end)?;
     let options = RangeOptions {
         // A negative limit is no limit, as in etcd.
         limit: usize::try_from(req.limit).unwrap_or(0),
@@ -708,13 +713,7 @@ async fn kv_delete_range(
     caller: Caller,
     EtcdJson(req): EtcdJson<DeleteRangeRequest>,
 ) -> Result<HttpResponse, EtcdError> {
-    if req.key.is_empty() && req.range_end.is_empty() {
-        return Err(EtcdError::invalid("etcdserver: key is not provided"));
-    }
-    let range = KeyRange {
-        key: Bytes(req.key),
-        range_end: Bytes(req.range_end),
-    };
+    let range = key_range(req.key, req.range_end)?;
     let done = control.delete_range(caller.meta(), range, req.prev_kv).await?;
     ok(DeleteRangeReply {
         header: header(&caller.account, done.revision),
