@@ -54,10 +54,6 @@ impl ManualClock {
         self.now
             .send_modify(|t| *t = t.checked_add_signed(by).unwrap_or(DateTime::<Utc>::MAX_UTC));
     }
-
-    pub fn set(&self, to: DateTime<Utc>) {
-        self.now.send_replace(to.trunc_subsecs(6));
-    }
 }
 
 impl Clock for ManualClock {

@@ -606,19 +606,22 @@ async fn lease_time_to_live(
     EtcdJson(req): EtcdJson<LeaseRequest>,
 ) -> Result<HttpResponse, EtcdError> {
     let info = match lease_id(req.id) {
-        None => Err(CommandError::Lease(LeaseRejection::NotFound(LeaseId::random()))),
-        Some(lease) => control.time_to_live(&caller.account, lease, req.keys).await,
+        Some(lease) => match control.time_to_live(&caller.account, lease, req.keys).await {
+            Ok(info) => Some(info),
+            Err(CommandError::Lease(LeaseRejection::NotFound(_))) => None,
+            Err(e) => return Err(e.into()),
+        },
+        None => None,
     };
     let header = header(&caller.account, control.revision(&caller.account));
     match info {
-        Ok(info) => ok(LeaseReply {
+        Some(info) => ok(LeaseReply {
             granted_ttl: info.granted_ttl_s,
             keys: info.keys,
             ..LeaseReply::new(header, req.id, info.remaining_s)
         }),
         // etcd answers an unknown lease with TTL -1, not an error.
-        Err(CommandError::Lease(LeaseRejection::NotFound(_))) => ok(LeaseReply::new(header, req.id, -1)),
-        Err(e) => Err(e.into()),
+        None => ok(LeaseReply::new(header, req.id, -1)),
     }
 }
 

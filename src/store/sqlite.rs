@@ -12,7 +12,7 @@
 //! WAL lets them read while the writer writes.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -126,7 +126,6 @@ struct WriteJob {
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 struct Inner {
-    path: PathBuf,
     writer: Mutex<Option<crossbeam_channel::Sender<WriteJob>>>,
     readers: Mutex<Option<crossbeam_channel::Sender<ReadJob>>>,
     /// Dropping it stops the checkpointer.
@@ -207,7 +206,6 @@ impl SqliteStore {
         let (live_tx, _) = broadcast::channel(LIVE_BATCHES_BUFFERED);
         let (checkpoint_tx, checkpoint_rx) = crossbeam_channel::bounded::<()>(0);
         let inner = Arc::new(Inner {
-            path: path.clone(),
             writer: Mutex::new(Some(write_tx)),
             readers: Mutex::new(Some(read_tx)),
             checkpointer: Mutex::new(Some(checkpoint_tx)),
@@ -270,10 +268,6 @@ impl SqliteStore {
             commits: self.handle.inner.shared.commits.load(Ordering::Relaxed),
             events: self.handle.inner.shared.events.load(Ordering::Relaxed),
         }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.handle.inner.path
     }
 }
 

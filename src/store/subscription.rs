@@ -64,11 +64,6 @@ impl Subscription {
         }
     }
 
-    /// The position of the next event this subscription will deliver.
-    pub fn position(&self) -> u64 {
-        self.next
-    }
-
     /// The next events, in order; `Ok(None)` once the store is closed.
     pub async fn next_batch(&mut self) -> Result<Option<Batch>, StoreError> {
         loop {
