@@ -3,6 +3,7 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::account::{AccountCreated, AccountKeyRegistered, AccountLimitsSet, AccountTokenCreated, AccountTokenRevoked};
 use crate::{Bytes, LeaseId};
 
 /// Why a stored event could not be turned back into a typed event.
@@ -187,11 +188,23 @@ event_set! {
     }
 }
 
+event_set! {
+    /// The events of an account's own stream.
+    AccountEvent {
+        Created(AccountCreated) = "AccountCreated" v 1,
+        TokenCreated(AccountTokenCreated) = "AccountTokenCreated" v 1,
+        TokenRevoked(AccountTokenRevoked) = "AccountTokenRevoked" v 1,
+        KeyRegistered(AccountKeyRegistered) = "AccountKeyRegistered" v 1,
+        LimitsSet(AccountLimitsSet) = "AccountLimitsSet" v 1,
+    }
+}
+
 /// Any event of tenure.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     Lease(LeaseEvent),
     Keyspace(KeyspaceEvent),
+    Account(AccountEvent),
 }
 
 impl Event {
@@ -203,12 +216,19 @@ impl Event {
         if let Some(e) = KeyspaceEvent::decode(event_type, schema_version, payload)? {
             return Ok(Event::Keyspace(e));
         }
+        if let Some(e) = AccountEvent::decode(event_type, schema_version, payload)? {
+            return Ok(Event::Account(e));
+        }
         Err(DecodeError::UnknownType(event_type.to_owned()))
     }
 
     /// Every known event type with its current schema version.
     pub fn types() -> impl Iterator<Item = (&'static str, u32)> {
-        LeaseEvent::TYPES.iter().chain(KeyspaceEvent::TYPES).copied()
+        LeaseEvent::TYPES
+            .iter()
+            .chain(KeyspaceEvent::TYPES)
+            .chain(AccountEvent::TYPES)
+            .copied()
     }
 }
 
@@ -217,6 +237,7 @@ impl EventSet for Event {
         match self {
             Event::Lease(e) => e.event_type(),
             Event::Keyspace(e) => e.event_type(),
+            Event::Account(e) => e.event_type(),
         }
     }
 
@@ -224,6 +245,7 @@ impl EventSet for Event {
         match self {
             Event::Lease(e) => e.schema_version(),
             Event::Keyspace(e) => e.schema_version(),
+            Event::Account(e) => e.schema_version(),
         }
     }
 
@@ -231,6 +253,7 @@ impl EventSet for Event {
         match self {
             Event::Lease(e) => e.encode(),
             Event::Keyspace(e) => e.encode(),
+            Event::Account(e) => e.encode(),
         }
     }
 

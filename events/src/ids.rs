@@ -171,6 +171,11 @@ impl StreamId {
         StreamId(Arc::from(format!("keyspace/{account}")))
     }
 
+    /// The stream of an account itself: its tokens, public key and limits.
+    pub fn account(account: &AccountId) -> StreamId {
+        StreamId(Arc::from(format!("account/{account}")))
+    }
+
     /// The kind of entity the stream belongs to: the part before the first `/`.
     pub fn category(&self) -> &str {
         self.0.split('/').next().unwrap_or_default()
@@ -247,6 +252,8 @@ mod tests {
         );
         assert_eq!(StreamId::lease(&account, lease).category(), "lease");
         assert_eq!(StreamId::keyspace(&account).as_str(), "keyspace/default");
+        assert_eq!(StreamId::account(&account).as_str(), "account/default");
+        assert_eq!(StreamId::account(&account).category(), "account");
         assert!(StreamId::new("").is_err());
     }
 

@@ -13,15 +13,20 @@
 //! Golden JSON fixtures of every event type and version live in
 //! `events/tests/golden/`; they must keep decoding after any change.
 
+mod account;
 mod bytes;
 mod envelope;
 mod event;
 mod ids;
 
+pub use account::{
+    allows_one_more, AccountCreated, AccountKeyRegistered, AccountLimitsSet, AccountTokenCreated, AccountTokenRevoked,
+    Limits, UNLIMITED,
+};
 pub use bytes::Bytes;
 pub use envelope::{Metadata, NewEvent, RecordedEvent};
 pub use event::{
-    DecodeError, DeleteCause, Event, EventSet, KeyDeleted, KeyPut, KeyspaceEvent, LeaseEvent, LeaseExpired,
+    AccountEvent, DecodeError, DeleteCause, Event, EventSet, KeyDeleted, KeyPut, KeyspaceEvent, LeaseEvent, LeaseExpired,
     LeaseGranted, LeaseKeptAlive, LeaseRevoked,
 };
 pub use ids::{AccountId, IdError, LeaseId, StreamId};

@@ -77,6 +77,11 @@ impl ExpiryQueue {
             .unwrap_or_default()
     }
 
+    /// How many leases of the account are live.
+    pub fn count(&self, account: &AccountId) -> usize {
+        self.by_account.get(account).map_or(0, BTreeSet::len)
+    }
+
     /// Is the lease live (granted and neither revoked nor expired in the log)?
     pub fn is_live(&self, key: &LeaseKey) -> bool {
         self.live.contains_key(key)

@@ -10,9 +10,11 @@
 //! checkpoint changes nothing, so feeding the same event twice is harmless.
 
 mod catalog;
+mod directory;
 mod expiry;
 
 pub use catalog::Catalog;
+pub use directory::{AccountView, Directory, TokenView};
 pub use expiry::{ExpiryQueue, LeaseKey, LiveLease};
 
 use tenure_events::RecordedEvent;

@@ -4,6 +4,7 @@
 //! store or the OS clock. Time comes in as an argument. Everything here is a
 //! function of its inputs, so it is tested with given/when/then alone.
 
+pub mod account;
 pub mod keyspace;
 pub mod lease;
 #[cfg(test)]
