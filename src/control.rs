@@ -4,13 +4,17 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use tenure_events::{AccountId, Bytes, LeaseId, Metadata};
-use tenure_projections::LeaseKey;
+use tenure_projections::{AccountView, LeaseKey};
 use tokio::sync::Semaphore;
+use uuid::Uuid;
 
 use crate::actors::keyspace::{self, Deleted, PutDone, RangeDone};
 use crate::actors::lease::{self, Granted};
-use crate::actors::{Activation, Cmd, CommandError, Hub, Reply};
+use crate::actors::{account, Activation, Cmd, CommandError, Hub, LimitReached, Reply};
+use crate::auth::{AuthError, Authenticator, Principal};
+use crate::domain::account::{AccountCommand, AccountRejection, LimitsUpdate};
 use crate::domain::keyspace::{KeyRange, LeaseUpdate, RangeOptions};
 use crate::domain::lease::LeaseRejection;
 use crate::store::StoreError;
@@ -32,11 +36,41 @@ pub struct LeaseInfo {
     pub keys: Vec<Bytes>,
 }
 
+/// A token just issued: the only time the token itself is seen.
+#[derive(Clone)]
+pub struct IssuedToken {
+    pub id: String,
+    pub token: String,
+    pub label: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("id", &self.id)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What an account has in use, against its limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    pub leases: usize,
+    pub keys: usize,
+}
+
 #[derive(Clone)]
 pub struct Control {
     hub: Arc<Hub>,
+    auth: Arc<Authenticator>,
     in_flight: Arc<Semaphore>,
     lease_ids: Arc<LeaseIds>,
+    /// Grants of accounts with a lease limit pass one at a time per account
+    /// (check the count, grant, wait for the count to include it), so the
+    /// limit holds under concurrency. Unlimited accounts skip this.
+    lease_gates: Arc<parking_lot::Mutex<std::collections::HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// Server-chosen lease IDs, increasing like etcd's: the wall-clock
@@ -67,12 +101,45 @@ impl LeaseIds {
 }
 
 impl Control {
-    pub fn new(hub: Arc<Hub>) -> Control {
+    pub fn new(hub: Arc<Hub>, auth: Authenticator) -> Control {
         Control {
             hub,
+            auth: Arc::new(auth),
             in_flight: Arc::new(Semaphore::new(COMMANDS_IN_FLIGHT_MAX)),
             lease_ids: Arc::new(LeaseIds::new()),
+            lease_gates: Arc::default(),
         }
+    }
+
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// Who sent a request with this `Authorization` header value. A token
+    /// not in the directory is looked up again once the directory has
+    /// applied everything durable, so a token works as soon as its creation
+    /// is acknowledged.
+    pub async fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, AuthError> {
+        let projections = &self.hub.projections;
+        let store = &self.hub.store;
+        self.auth
+            .authenticate(header, |hash| async move {
+                let find = || {
+                    projections
+                        .directory
+                        .read()
+                        .token(&hash)
+                        .map(|(account, id)| (account.clone(), id.to_owned()))
+                };
+                match find() {
+                    Some(found) => Some(found),
+                    None => {
+                        projections.caught_up(store.head()).await;
+                        find()
+                    }
+                }
+            })
+            .await
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -100,7 +167,37 @@ impl Control {
     }
 
     /// Grants a lease; with `lease: None` the server picks a random ID.
+    /// Refused if the account is at its `max_leases` limit.
     pub async fn grant(&self, meta: Metadata, lease: Option<LeaseId>, ttl_s: i64) -> Result<Granted, CommandError> {
+        let projections = &self.hub.projections;
+        if projections.directory.read().limits(&meta.account).max_leases < 0 {
+            return self.grant_unchecked(meta, lease, ttl_s).await;
+        }
+        let gate = Arc::clone(self.lease_gates.lock().entry(meta.account.clone()).or_default());
+        let _turn = gate.lock().await;
+        projections.caught_up(self.hub.store.head()).await;
+        let max = projections.directory.read().limits(&meta.account).max_leases;
+        if !tenure_events::allows_one_more(max, projections.expiry.lock().count(&meta.account)) {
+            return Err(LimitReached {
+                account: meta.account,
+                limit: "max_leases",
+                what: "live leases",
+                max,
+            }
+            .into());
+        }
+        let granted = self.grant_unchecked(meta, lease, ttl_s).await;
+        // The next grant through the gate must count this one.
+        projections.caught_up(self.hub.store.head()).await;
+        granted
+    }
+
+    async fn grant_unchecked(
+        &self,
+        meta: Metadata,
+        lease: Option<LeaseId>,
+        ttl_s: i64,
+    ) -> Result<Granted, CommandError> {
         let hub = &self.hub;
         if let Some(id) = lease {
             let key = Self::lease_key(&meta.account, id);
@@ -323,6 +420,166 @@ impl Control {
     /// the revision of every change acknowledged before this call.
     pub fn revision(&self, account: &AccountId) -> i64 {
         self.hub.revisions.get(account)
+    }
+
+    /// Carries out a command on an account; once it is durable, waits for
+    /// the directory to apply it, so authentication and limits see it.
+    async fn account_command(
+        &self,
+        name: &AccountId,
+        request_id: Option<Uuid>,
+        command: AccountCommand,
+    ) -> Result<usize, CommandError> {
+        let hub = &self.hub;
+        let cmd = Cmd::new(Metadata {
+            account: name.clone(),
+            request_id,
+            causation_id: None,
+        });
+        let recorded = self
+            .call(|reply| {
+                hub.accounts
+                    .route(hub, name, Activation::Load, account::Execute { command, cmd, reply })
+            })
+            .await?;
+        hub.projections.caught_up(hub.store.head()).await;
+        Ok(recorded)
+    }
+
+    /// Creates an account (admin).
+    pub async fn create_account(
+        &self,
+        request_id: Option<Uuid>,
+        name: AccountId,
+        limits: LimitsUpdate,
+    ) -> Result<AccountView, CommandError> {
+        let command = AccountCommand::Create {
+            name: name.clone(),
+            limits,
+        };
+        self.account_command(&name, request_id, command).await?;
+        self.account(&name).await
+    }
+
+    /// Issues a new API token to the account (admin). The token is in the
+    /// answer and nowhere else: the log keeps its SHA-256.
+    pub async fn issue_token(
+        &self,
+        request_id: Option<Uuid>,
+        name: &AccountId,
+        label: Option<String>,
+    ) -> Result<IssuedToken, CommandError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (id, token) = crate::auth::new_token().map_err(|e| CommandError::Unavailable(e.to_string()))?;
+            let command = AccountCommand::IssueToken {
+                id: id.clone(),
+                sha256: crate::auth::sha256_hex(&token),
+                label: label.clone(),
+            };
+            match self.account_command(name, request_id, command).await {
+                Err(CommandError::Account(AccountRejection::TokenIdTaken(_))) if attempt < FRESH_ID_ATTEMPTS => {
+                    continue
+                }
+                Err(e) => return Err(e),
+                Ok(_) => {
+                    let view = self.account(name).await?;
+                    let created_at = view.tokens.get(&id).map(|t| t.created_at).unwrap_or_else(Utc::now);
+                    return Ok(IssuedToken {
+                        id,
+                        token,
+                        label,
+                        created_at,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Revokes one of the account's tokens (admin): it authenticates
+    /// nothing once this answers.
+    pub async fn revoke_token(
+        &self,
+        request_id: Option<Uuid>,
+        name: &AccountId,
+        id: String,
+    ) -> Result<(), CommandError> {
+        self.account_command(name, request_id, AccountCommand::RevokeToken { id })
+            .await
+            .map(drop)
+    }
+
+    /// Changes some of the account's limits (admin).
+    pub async fn set_limits(
+        &self,
+        request_id: Option<Uuid>,
+        name: &AccountId,
+        update: LimitsUpdate,
+    ) -> Result<AccountView, CommandError> {
+        self.account_command(name, request_id, AccountCommand::SetLimits(update))
+            .await?;
+        self.account(name).await
+    }
+
+    /// Registers or rotates the account's ed25519 public key (the account itself).
+    pub async fn register_key(
+        &self,
+        request_id: Option<Uuid>,
+        name: &AccountId,
+        public_key: String,
+    ) -> Result<AccountView, CommandError> {
+        let command = AccountCommand::RegisterKey { public_key };
+        match self.account_command(name, request_id, command.clone()).await {
+            // Local mode's `default` account exists without being created:
+            // create it on its first registration.
+            Err(CommandError::Account(AccountRejection::NotFound)) if name.as_str() == AccountId::DEFAULT => {
+                let create = AccountCommand::Create {
+                    name: name.clone(),
+                    limits: LimitsUpdate::default(),
+                };
+                self.account_command(name, request_id, create).await?;
+                self.account_command(name, request_id, command).await?;
+            }
+            other => {
+                other?;
+            }
+        }
+        self.account(name).await
+    }
+
+    /// One account as the directory shows it, including every change
+    /// acknowledged before this call.
+    pub async fn account(&self, name: &AccountId) -> Result<AccountView, CommandError> {
+        let projections = &self.hub.projections;
+        projections.caught_up(self.hub.store.head()).await;
+        let found = projections.directory.read().account(name).cloned();
+        found.ok_or(CommandError::Account(AccountRejection::NotFound))
+    }
+
+    /// Every account, by name.
+    pub async fn accounts(&self) -> Vec<AccountView> {
+        let projections = &self.hub.projections;
+        projections.caught_up(self.hub.store.head()).await;
+        let all = projections.directory.read().accounts().cloned().collect();
+        all
+    }
+
+    /// What the account has in use.
+    pub async fn usage(&self, account: &AccountId) -> Result<Usage, CommandError> {
+        let projections = &self.hub.projections;
+        projections.caught_up(self.hub.store.head()).await;
+        let leases = projections.expiry.lock().count(account);
+        let range = KeyRange {
+            key: Bytes(vec![0]),
+            range_end: Bytes(vec![0]),
+        };
+        let options = RangeOptions {
+            count_only: true,
+            ..RangeOptions::default()
+        };
+        let keys = self.range(account, range, options).await?.result.count;
+        Ok(Usage { leases, keys })
     }
 
     /// Whether the store still takes writes.

@@ -2,6 +2,7 @@
 
 pub mod actors;
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod control;

@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 
 use crate::actors::{expiry, projector, Hub, Projections, Registry, RuntimeConfig};
+use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
 use crate::control::Control;
 use crate::store::{EventStore, SqliteStore};
@@ -29,6 +30,26 @@ pub struct ServerConfig {
     /// HTTP worker threads.
     pub http_workers: usize,
     pub clock: Arc<dyn Clock>,
+    /// `None`: local mode (one `default` account, loopback only). `Some`:
+    /// bearer tokens on every request; see [`AuthConfig`].
+    pub auth: Option<AuthConfig>,
+}
+
+/// Token authentication (`tenure serve --auth`).
+#[derive(Clone, Default)]
+pub struct AuthConfig {
+    /// The admin token (read from `--admin-token-file`). Without it, the
+    /// first start generates one, keeps its hash in the data directory and
+    /// reports it once in [`Running::generated_admin_token`].
+    pub admin_token: Option<String>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl ServerConfig {
@@ -47,6 +68,7 @@ impl ServerConfig {
             actor_threads: cores.clamp(1, 4),
             http_workers: cores,
             clock: Arc::new(SystemClock),
+            auth: None,
         }
     }
 }
@@ -56,6 +78,9 @@ pub struct Running {
     /// Where the HTTP API listens (the real port when asked for port 0).
     pub addr: SocketAddr,
     pub control: Control,
+    /// The admin token generated at this first start with auth, to be shown
+    /// once; `None` on every other start.
+    pub generated_admin_token: Option<String>,
     pub store: SqliteStore,
     http: actix_web::dev::ServerHandle,
     stop: watch::Sender<bool>,
@@ -66,6 +91,19 @@ pub struct Running {
 /// log, recovers keys left on ended leases, starts the expiry driver and
 /// then the HTTP API. Must run inside an actix system.
 pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
+    if config.auth.is_none() && !config.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {} without --auth: local mode has no authentication and binds loopback only",
+            config.listen
+        );
+    }
+    let (authenticator, generated_admin_token) = match &config.auth {
+        None => (Authenticator::Local, None),
+        Some(auth) => {
+            let (admin_sha256, generated) = crate::auth::admin_token(auth.admin_token.as_deref(), &config.data_dir)?;
+            (Authenticator::Tokens { admin_sha256 }, generated)
+        }
+    };
     let store = SqliteStore::open(&config.data_dir)
         .with_context(|| format!("opening the event log in {}", config.data_dir.display()))?;
     let epoch = config.clock.now();
@@ -83,6 +121,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         },
         leases: Registry::new(handles.clone()),
         keyspaces: Registry::new(handles.clone()),
+        accounts: Registry::new(handles.clone()),
         projections: Arc::clone(&projections),
         revisions: Default::default(),
     });
@@ -95,7 +134,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         stopped.clone(),
     ));
     projections.caught_up(head).await;
-    let control = Control::new(Arc::clone(&hub));
+    let control = Control::new(Arc::clone(&hub), authenticator);
     let cleaned = control
         .recover_lease_keys()
         .await
@@ -139,6 +178,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     Ok(Running {
         addr,
         control,
+        generated_admin_token,
         store,
         http,
         stop,

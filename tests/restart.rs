@@ -58,13 +58,7 @@ fn lease(n: i64) -> LeaseId {
 
 async fn append(store: &SqliteStore, stream: StreamId, events: Vec<Event>, at: chrono::DateTime<chrono::Utc>) {
     let meta = Metadata::new(AccountId::default_account());
-    let new: Vec<NewEvent> = events
-        .iter()
-        .map(|e| match e {
-            Event::Lease(l) => NewEvent::new(l, &meta, at),
-            Event::Keyspace(k) => NewEvent::new(k, &meta, at),
-        })
-        .collect();
+    let new: Vec<NewEvent> = events.iter().map(|e| NewEvent::new(e, &meta, at)).collect();
     store.append(stream, ExpectedVersion::Any, new).await.expect("append");
 }
 

@@ -3,7 +3,9 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::account::{AccountCreated, AccountKeyRegistered, AccountLimitsSet, AccountTokenCreated, AccountTokenRevoked};
+use crate::account::{
+    AccountCreated, AccountKeyRegistered, AccountLimitsSet, AccountTokenCreated, AccountTokenRevoked,
+};
 use crate::{Bytes, LeaseId};
 
 /// Why a stored event could not be turned back into a typed event.

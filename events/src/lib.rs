@@ -26,7 +26,7 @@ pub use account::{
 pub use bytes::Bytes;
 pub use envelope::{Metadata, NewEvent, RecordedEvent};
 pub use event::{
-    AccountEvent, DecodeError, DeleteCause, Event, EventSet, KeyDeleted, KeyPut, KeyspaceEvent, LeaseEvent, LeaseExpired,
-    LeaseGranted, LeaseKeptAlive, LeaseRevoked,
+    AccountEvent, DecodeError, DeleteCause, Event, EventSet, KeyDeleted, KeyPut, KeyspaceEvent, LeaseEvent,
+    LeaseExpired, LeaseGranted, LeaseKeptAlive, LeaseRevoked,
 };
 pub use ids::{AccountId, IdError, LeaseId, StreamId};

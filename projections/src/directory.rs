@@ -47,9 +47,7 @@ impl Directory {
 
     /// The account and token ID of a live token, by the token's SHA-256.
     pub fn token(&self, sha256_hex: &str) -> Option<(&AccountId, &str)> {
-        self.by_hash
-            .get(sha256_hex)
-            .map(|(account, id)| (account, id.as_str()))
+        self.by_hash.get(sha256_hex).map(|(account, id)| (account, id.as_str()))
     }
 
     /// The account's limits; an account that was never created (the local

@@ -10,8 +10,10 @@ use tenure_events::{AccountId, Bytes, DeleteCause, KeyspaceEvent, LeaseId, NewEv
 
 use super::journal::{activate_from_log, journaled, submit, Journal};
 use super::registry::{Activation, Entity};
-use super::{command_span, log_outcome, Cmd, CommandError, Hub, Reply};
-use crate::domain::keyspace::{KeyRange, KeyValue, Keyspace, KeyspaceCommand, LeaseUpdate, RangeOptions, RangeResult};
+use super::{command_span, log_outcome, Cmd, CommandError, Hub, LimitReached, Reply};
+use crate::domain::keyspace::{
+    KeyRange, KeyValue, Keyspace, KeyspaceCommand, KeyspaceRejection, LeaseUpdate, RangeOptions, RangeResult,
+};
 use crate::domain::Aggregate;
 
 pub struct KeyspaceActor {
@@ -231,9 +233,20 @@ impl Handler<Put> for KeyspaceActor {
             key: msg.key,
             value: msg.value,
             lease: msg.lease,
+            max_keys: self.hub.projections.directory.read().limits(&self.account).max_keys,
         };
+        let account = self.account.clone();
         self.execute(ctx, command, &msg.cmd, move |result| {
-            let result = result.map(|revision| PutDone { revision, prev });
+            let result = result.map(|revision| PutDone { revision, prev }).map_err(|e| match e {
+                CommandError::Keyspace(KeyspaceRejection::KeyLimitReached { max }) => LimitReached {
+                    account,
+                    limit: "max_keys",
+                    what: "keys",
+                    max,
+                }
+                .into(),
+                other => other,
+            });
             log_outcome(&span, &result);
             reply.send(result);
         });

@@ -5,6 +5,7 @@
 //! Everything an actor needs is in the [`Hub`]: the store, the clock, the
 //! settings, the registries that route to other actors, the projections.
 
+pub mod account;
 pub mod expiry;
 pub mod journal;
 pub mod keyspace;
@@ -21,10 +22,12 @@ use tenure_events::Metadata;
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
+use crate::domain::account::AccountRejection;
 use crate::domain::keyspace::KeyspaceRejection;
 use crate::domain::lease::LeaseRejection;
 use crate::store::{AppendError, EventStore, StoreError};
 
+pub use account::AccountActor;
 pub use keyspace::KeyspaceActor;
 pub use lease::LeaseActor;
 pub use projector::Projections;
@@ -76,8 +79,21 @@ pub struct Hub {
     pub config: RuntimeConfig,
     pub leases: Registry<LeaseActor>,
     pub keyspaces: Registry<KeyspaceActor>,
+    pub accounts: Registry<AccountActor>,
     pub projections: Arc<Projections>,
     pub revisions: Revisions,
+}
+
+/// A command refused because the account is at one of its limits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("account '{account}' has reached its limit of {max} {what} ({limit})")]
+pub struct LimitReached {
+    pub account: tenure_events::AccountId,
+    /// The limit's name (`max_leases`).
+    pub limit: &'static str,
+    /// What is counted (`live leases`).
+    pub what: &'static str,
+    pub max: i64,
 }
 
 /// Who sent a command and the tracing span of the request it came from.
@@ -146,6 +162,11 @@ pub enum CommandError {
     Lease(#[from] LeaseRejection),
     #[error(transparent)]
     Keyspace(#[from] KeyspaceRejection),
+    #[error(transparent)]
+    Account(#[from] AccountRejection),
+    /// The account is at one of its limits.
+    #[error(transparent)]
+    Limit(#[from] LimitReached),
     /// Worth retrying: the entity restarted, the server is shutting down.
     #[error("{0}")]
     Unavailable(String),
@@ -176,7 +197,7 @@ pub(crate) fn command_span(cmd: &Cmd, command: &'static str, entity: &tenure_eve
 pub(crate) fn log_outcome<T>(span: &tracing::Span, result: &Result<T, CommandError>) {
     match result {
         Ok(_) => tracing::debug!(parent: span, outcome = "ok"),
-        Err(CommandError::Lease(_) | CommandError::Keyspace(_)) => {
+        Err(CommandError::Lease(_) | CommandError::Keyspace(_) | CommandError::Account(_) | CommandError::Limit(_)) => {
             let reason = result.as_ref().err().map(ToString::to_string).unwrap_or_default();
             tracing::info!(parent: span, outcome = "rejected", %reason)
         }

@@ -1,5 +1,6 @@
 //! The projector: follows `$all` and folds every event into the projections
-//! the server runs on (the expiry queue, the catalog of key spaces).
+//! the server runs on (the expiry queue, the catalog of key spaces, the directory of
+//! accounts).
 //!
 //! Queries that read a projection first wait until it has applied
 //! everything durable when they started ([`Projections::caught_up`]), so a
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use tenure_projections::{Catalog, ExpiryQueue, Projection};
+use tenure_projections::{Catalog, Directory, ExpiryQueue, Projection};
 use tokio::sync::{watch, Notify};
 
 use crate::store::EventStore;
@@ -17,6 +18,9 @@ use crate::store::EventStore;
 pub struct Projections {
     pub expiry: Mutex<ExpiryQueue>,
     pub catalog: Mutex<Catalog>,
+    /// Accounts, tokens and limits (read by authentication on every request,
+    /// so it has its own lock, taken only for batches with account events).
+    pub directory: parking_lot::RwLock<Directory>,
     checkpoint: watch::Sender<u64>,
     /// Woken after each applied batch with lease events: the expiry driver
     /// may have an earlier deadline to wait for.
@@ -29,6 +33,7 @@ impl Projections {
         Projections {
             expiry: Mutex::new(ExpiryQueue::new(floor)),
             catalog: Mutex::new(Catalog::default()),
+            directory: parking_lot::RwLock::new(Directory::default()),
             checkpoint: watch::Sender::new(0),
             lease_events: Notify::new(),
         }
@@ -49,13 +54,21 @@ impl Projections {
     fn apply(&self, events: &[tenure_events::RecordedEvent]) {
         let Some(last) = events.last() else { return };
         let mut lease_events = false;
+        let mut account_events = false;
         {
             let mut expiry = self.expiry.lock();
             let mut catalog = self.catalog.lock();
             for e in events {
                 lease_events |= e.stream.category() == "lease";
+                account_events |= e.stream.category() == "account";
                 expiry.apply(e);
                 catalog.apply(e);
+            }
+        }
+        if account_events {
+            let mut directory = self.directory.write();
+            for e in events {
+                directory.apply(e);
             }
         }
         let position = last.position;

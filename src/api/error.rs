@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::actors::CommandError;
+use crate::domain::account::AccountRejection;
 use crate::domain::keyspace::KeyspaceRejection;
 use crate::domain::lease::LeaseRejection;
 use crate::store::StoreError;
@@ -41,6 +42,11 @@ impl ApiError {
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// An account limit refused the command (429; the message names the limit).
+    pub fn limit_reached(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "limit_reached", message)
     }
 }
 
@@ -79,7 +85,21 @@ impl From<CommandError> for ApiError {
                 KeyspaceRejection::TooManyKeysForLease { .. } => {
                     ApiError::new(StatusCode::CONFLICT, "too_many_keys_for_lease", message)
                 }
+                KeyspaceRejection::KeyLimitReached { .. } => ApiError::limit_reached(message),
             },
+            CommandError::Account(r) => match r {
+                AccountRejection::AlreadyExists(_) => ApiError::new(StatusCode::CONFLICT, "account_exists", message),
+                AccountRejection::NotFound => ApiError::not_found("account_not_found", message),
+                AccountRejection::TokenNotFound(_) => ApiError::not_found("token_not_found", message),
+                AccountRejection::TokenIdTaken(_) => ApiError::new(StatusCode::CONFLICT, "token_id_taken", message),
+                AccountRejection::TooManyTokens { .. } => {
+                    ApiError::new(StatusCode::CONFLICT, "too_many_tokens", message)
+                }
+                AccountRejection::InvalidLimit { .. }
+                | AccountRejection::InvalidLabel(_)
+                | AccountRejection::InvalidPublicKey(_) => ApiError::bad_request("invalid_field", message),
+            },
+            CommandError::Limit(_) => ApiError::limit_reached(message),
             CommandError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
             CommandError::Store(StoreError::Poisoned | StoreError::Closed) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message)

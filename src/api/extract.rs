@@ -8,6 +8,7 @@ use futures::future::LocalBoxFuture;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use tenure_events::{AccountId, Metadata};
+
 use tracing_actix_web::RequestId;
 use uuid::Uuid;
 
@@ -39,17 +40,22 @@ impl FromRequest for Caller {
     type Future = std::future::Ready<Result<Caller, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let request_id = req
-            .extensions()
-            .get::<RequestId>()
-            .map(|id| **id)
-            .unwrap_or_else(Uuid::new_v4);
-        // Local mode: one account. Authentication decides the account here.
-        std::future::ready(Ok(Caller {
-            account: AccountId::default_account(),
-            request_id,
+        // The account comes from the authenticated principal, never from
+        // the request's path or body.
+        let account = super::auth::principal(req).and_then(|p| p.account().map_err(ApiError::from));
+        std::future::ready(account.map(|account| Caller {
+            account,
+            request_id: request_id(req),
         }))
     }
+}
+
+/// The request's id (from the tracing middleware), or a fresh one.
+pub fn request_id(req: &HttpRequest) -> Uuid {
+    req.extensions()
+        .get::<RequestId>()
+        .map(|id| **id)
+        .unwrap_or_else(Uuid::new_v4)
 }
 
 /// A JSON request body of type `T`. An empty body reads as `{}`, so a

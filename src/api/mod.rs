@@ -1,6 +1,8 @@
 //! The HTTP API (actix-web). Routes are registered in [`configure`], so
 //! tests build exactly the server's app.
 
+pub mod accounts;
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod v1;
@@ -25,8 +27,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .error_handler(|err, _| ApiError::bad_request("invalid_path", format!("path: {err}")).into()),
     )
     .route("/healthz", web::get().to(healthz))
-    .service(web::scope("/v1").configure(v1::configure))
-    .service(web::scope("/v3").configure(v3::configure))
+    .service(
+        web::scope("/v1")
+            .wrap(actix_web::middleware::from_fn(auth::v1))
+            .configure(v1::configure)
+            .configure(accounts::configure),
+    )
+    .service(
+        web::scope("/v3")
+            .wrap(actix_web::middleware::from_fn(auth::v3))
+            .configure(v3::configure),
+    )
     .default_service(web::to(not_found));
 }
 
@@ -99,6 +110,7 @@ impl tracing_actix_web::RootSpanBuilder for RootSpan {
             method = %request.method(),
             path = %request.path(),
             request_id = request_id.map(tracing::field::display),
+            account = tracing::field::Empty,
             status = tracing::field::Empty,
         )
     }

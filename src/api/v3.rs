@@ -66,11 +66,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 enum Code {
     InvalidArgument = 3,
     NotFound = 5,
+    PermissionDenied = 7,
     ResourceExhausted = 8,
     FailedPrecondition = 9,
     OutOfRange = 11,
     Internal = 13,
     Unavailable = 14,
+    Unauthenticated = 16,
 }
 
 impl Code {
@@ -79,6 +81,8 @@ impl Code {
         match self {
             Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
             Code::NotFound => StatusCode::NOT_FOUND,
+            Code::PermissionDenied => StatusCode::FORBIDDEN,
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
             Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -104,6 +108,14 @@ impl EtcdError {
 
     fn invalid(message: impl Into<String>) -> EtcdError {
         EtcdError::new(Code::InvalidArgument, message)
+    }
+
+    pub(crate) fn unauthenticated(message: impl Into<String>) -> EtcdError {
+        EtcdError::new(Code::Unauthenticated, message)
+    }
+
+    pub(crate) fn permission_denied(message: impl Into<String>) -> EtcdError {
+        EtcdError::new(Code::PermissionDenied, message)
     }
 
     fn lease_not_found() -> EtcdError {
@@ -154,9 +166,11 @@ impl From<CommandError> for EtcdError {
                 EtcdError::invalid("etcdserver: key is not provided")
             }
             CommandError::Keyspace(KeyspaceRejection::KeyNotFound) => EtcdError::invalid("etcdserver: key not found"),
-            CommandError::Keyspace(r @ KeyspaceRejection::TooManyKeysForLease { .. }) => {
-                EtcdError::new(Code::ResourceExhausted, format!("tenure: {r}"))
-            }
+            CommandError::Keyspace(
+                r @ (KeyspaceRejection::TooManyKeysForLease { .. } | KeyspaceRejection::KeyLimitReached { .. }),
+            ) => EtcdError::new(Code::ResourceExhausted, format!("tenure: {r}")),
+            CommandError::Limit(r) => EtcdError::new(Code::ResourceExhausted, format!("tenure: {r}")),
+            CommandError::Account(r) => EtcdError::invalid(format!("tenure: {r}")),
             CommandError::Unavailable(m) => EtcdError::new(Code::Unavailable, m),
             CommandError::Store(e @ (StoreError::Poisoned | StoreError::Closed)) => {
                 EtcdError::new(Code::Unavailable, e.to_string())

@@ -53,7 +53,11 @@ impl LimitsUpdate {
         Ok(Limits {
             max_leases: pick("max_leases", self.max_leases, limits.max_leases)?,
             max_keys: pick("max_keys", self.max_keys, limits.max_keys)?,
-            max_reserved_shares: pick("max_reserved_shares", self.max_reserved_shares, limits.max_reserved_shares)?,
+            max_reserved_shares: pick(
+                "max_reserved_shares",
+                self.max_reserved_shares,
+                limits.max_reserved_shares,
+            )?,
             max_services: pick("max_services", self.max_services, limits.max_services)?,
         })
     }
@@ -107,9 +111,7 @@ pub fn check_public_key(public_key: &str) -> Result<(), AccountRejection> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(public_key.trim())
         .map_err(|_| bad("must be the key's 32 bytes in standard base64"))?;
-    let bytes: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| bad("an ed25519 public key is 32 bytes"))?;
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| bad("an ed25519 public key is 32 bytes"))?;
     let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| bad("not a valid ed25519 point"))?;
     if key.is_weak() {
         return Err(bad("a weak (small-order) key cannot verify signatures"));
@@ -125,7 +127,9 @@ fn check_label(label: &Option<String>) -> Result<(), AccountRejection> {
         )));
     }
     if label.chars().any(char::is_control) {
-        return Err(AccountRejection::InvalidLabel("must not hold control characters".into()));
+        return Err(AccountRejection::InvalidLabel(
+            "must not hold control characters".into(),
+        ));
     }
     Ok(())
 }
@@ -330,7 +334,9 @@ mod tests {
             .then_rejects(AccountRejection::InvalidLabel("must be 1 to 64 characters".into()));
         given::<Account>([created()])
             .when(issue("aaaaaaaa", Some("a\nb")))
-            .then_rejects(AccountRejection::InvalidLabel("must not hold control characters".into()));
+            .then_rejects(AccountRejection::InvalidLabel(
+                "must not hold control characters".into(),
+            ));
         let mut events = vec![created()];
         events.extend((0..MAX_TOKENS_PER_ACCOUNT).map(|i| issued(&format!("{i:08}"))));
         given::<Account>(events)

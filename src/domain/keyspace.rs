@@ -102,6 +102,9 @@ pub enum KeyspaceCommand {
         key: Bytes,
         value: Option<Bytes>,
         lease: LeaseUpdate,
+        /// The account's `max_keys` limit (-1: none): a put creating a key
+        /// beyond it is refused.
+        max_keys: i64,
     },
     DeleteRange {
         range: KeyRange,
@@ -122,6 +125,9 @@ pub enum KeyspaceRejection {
     KeyNotFound,
     #[error("lease {lease} already holds the maximum of {max} keys")]
     TooManyKeysForLease { lease: LeaseId, max: usize },
+    /// The account holds as many keys as its `max_keys` limit allows.
+    #[error("the account has reached its limit of {max} keys (max_keys)")]
+    KeyLimitReached { max: i64 },
 }
 
 /// How a range read orders its keys (etcd's `sort_order`).
@@ -341,11 +347,19 @@ impl Aggregate for Keyspace {
 
     fn decide(&self, command: KeyspaceCommand, _now: DateTime<Utc>) -> Result<Vec<KeyspaceEvent>, KeyspaceRejection> {
         match command {
-            KeyspaceCommand::Put { key, value, lease } => {
+            KeyspaceCommand::Put {
+                key,
+                value,
+                lease,
+                max_keys,
+            } => {
                 if key.is_empty() {
                     return Err(KeyspaceRejection::EmptyKey);
                 }
                 let current = self.kvs.get(&key);
+                if current.is_none() && !tenure_events::allows_one_more(max_keys, self.kvs.len()) {
+                    return Err(KeyspaceRejection::KeyLimitReached { max: max_keys });
+                }
                 let value = match (value, current) {
                     (Some(value), _) => value,
                     (None, Some(kv)) => kv.value.clone(),
@@ -458,7 +472,33 @@ mod tests {
             key: key.into(),
             value: Some(value.into()),
             lease: LeaseUpdate::Set(lease),
+            max_keys: tenure_events::UNLIMITED,
         }
+    }
+
+    #[test]
+    fn a_put_creating_a_key_beyond_the_account_limit_is_refused_but_changes_are_not() {
+        let limited = |key: &str| KeyspaceCommand::Put {
+            key: key.into(),
+            value: Some("x".into()),
+            lease: LeaseUpdate::Set(None),
+            max_keys: 1,
+        };
+        given::<Keyspace>([]).when(limited("a")).then([put("a", "x", None, 2)]);
+        given::<Keyspace>([put("a", "v", None, 2)])
+            .when(limited("b"))
+            .then_rejects(KeyspaceRejection::KeyLimitReached { max: 1 });
+        given::<Keyspace>([put("a", "v", None, 2)])
+            .when(limited("a"))
+            .then([put("a", "x", None, 3)]);
+        given::<Keyspace>([put("a", "v", None, 2)])
+            .when(KeyspaceCommand::Put {
+                key: "a".into(),
+                value: Some("x".into()),
+                lease: LeaseUpdate::Set(None),
+                max_keys: 0,
+            })
+            .then([put("a", "x", None, 3)]);
     }
 
     #[test]
@@ -467,6 +507,7 @@ mod tests {
             key: "k".into(),
             value: None,
             lease: LeaseUpdate::Set(None),
+            max_keys: tenure_events::UNLIMITED,
         };
         given::<Keyspace>([put("k", "v", Some(lease(1)), 2)])
             .when(keep_value.clone())
@@ -475,6 +516,7 @@ mod tests {
             key: "k".into(),
             value: Some("w".into()),
             lease: LeaseUpdate::Keep,
+            max_keys: tenure_events::UNLIMITED,
         };
         given::<Keyspace>([put("k", "v", Some(lease(1)), 2)])
             .when(keep_lease.clone())
