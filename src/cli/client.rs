@@ -9,14 +9,14 @@ use serde::Deserialize;
 use tenure_events::{Bytes, LeaseId};
 
 use super::output;
-use super::{Command, LeaseCommand};
+use super::{AccountCommand, Command, KeyCommand, LeaseCommand, LimitArgs, LimitsCommand, TokenCommand};
 
 /// A failed client command, printed as `Error: ...` on stderr.
 #[derive(Debug, thiserror::Error)]
 enum CliError {
     #[error("cannot reach tenure at {endpoint}: {reason}")]
     Unreachable { endpoint: String, reason: String },
-    #[error("{message}")]
+    #[error("{message}{}", if *status == 401 { " (give a token with --token or TENURE_TOKEN)" } else { "" })]
     Server { status: u16, code: String, message: String },
     #[error("{0}")]
     Usage(String),
@@ -78,8 +78,23 @@ fn not_found(e: &CliError, code: &str) -> bool {
     matches!(e, CliError::Server { status: 404, code: c, .. } if c == code)
 }
 
+/// An HTTP client that sends `token` as a bearer token on every request.
+fn http_client(token: Option<&str>) -> Result<reqwest::Client, CliError> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| CliError::Usage("the token must be visible ASCII without spaces".into()))?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .map_err(|e| CliError::Usage(format!("cannot build the HTTP client: {e}")))
+}
+
 /// Runs a client command.
-pub fn run(endpoint: &str, command: Command) -> ExitCode {
+pub fn run(endpoint: &str, token: Option<&str>, command: Command) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -87,8 +102,15 @@ pub fn run(endpoint: &str, command: Command) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let http = match http_client(token) {
+        Ok(http) => http,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let client = Client {
-        http: reqwest::Client::new(),
+        http,
         endpoint: endpoint.to_owned(),
     };
     match runtime.block_on(execute(&client, command)) {
@@ -245,7 +267,149 @@ async fn execute(client: &Client, command: Command) -> Result<ExitCode, CliError
             print(deleted.deleted.to_string());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Account(command) => account(client, command).await,
     }
+}
+
+#[derive(Deserialize)]
+struct AccountView {
+    name: String,
+    limits: tenure_events::Limits,
+    public_key: Option<String>,
+    #[serde(default)]
+    tokens: Vec<TokenView>,
+    #[serde(default)]
+    usage: Option<UsageView>,
+}
+
+#[derive(Deserialize)]
+struct UsageView {
+    leases: usize,
+    keys: usize,
+}
+
+#[derive(Deserialize)]
+struct TokenView {
+    id: String,
+    label: Option<String>,
+    created_at: String,
+}
+
+#[derive(Deserialize)]
+struct AccountList {
+    accounts: Vec<AccountView>,
+}
+
+#[derive(Deserialize)]
+struct TokenList {
+    tokens: Vec<TokenView>,
+}
+
+#[derive(Deserialize)]
+struct Issued {
+    id: String,
+    token: String,
+}
+
+fn limits_body(limits: LimitArgs) -> serde_json::Value {
+    let mut body = serde_json::Map::new();
+    for (name, value) in [
+        ("max_leases", limits.max_leases),
+        ("max_keys", limits.max_keys),
+        ("max_reserved_shares", limits.max_reserved_shares),
+        ("max_services", limits.max_services),
+    ] {
+        if let Some(value) = value {
+            body.insert(name.into(), value.into());
+        }
+    }
+    serde_json::Value::Object(body)
+}
+
+/// `max_leases=2 max_keys=-1 ...`.
+fn limits_line(limits: &tenure_events::Limits) -> String {
+    limits
+        .named()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn print_account(view: &AccountView) {
+    print(format!("name: {}", view.name));
+    print(format!("limits: {}", limits_line(&view.limits)));
+    if let Some(usage) = &view.usage {
+        print(format!("usage: leases={} keys={}", usage.leases, usage.keys));
+    }
+    print(format!("public key: {}", view.public_key.as_deref().unwrap_or("none")));
+    print(format!("tokens: {}", view.tokens.len()));
+}
+
+fn path_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+async fn account(client: &Client, command: AccountCommand) -> Result<ExitCode, CliError> {
+    let http = &client.http;
+    let account_url = |name: &str, rest: &str| client.url(&format!("/v1/accounts/{}{rest}", path_segment(name)));
+    match command {
+        AccountCommand::Create { name, limits } => {
+            let body = serde_json::json!({ "name": name, "limits": limits_body(limits) });
+            let view: AccountView = client.send(http.post(client.url("/v1/accounts")).json(&body)).await?;
+            print(format!("account '{}' created", view.name));
+        }
+        AccountCommand::List => {
+            let list: AccountList = client.send(http.get(client.url("/v1/accounts"))).await?;
+            for a in list.accounts {
+                print(format!("{} {} tokens={}", a.name, limits_line(&a.limits), a.tokens.len()));
+            }
+        }
+        AccountCommand::Get { name } => {
+            let view: AccountView = client.send(http.get(account_url(&name, ""))).await?;
+            print_account(&view);
+        }
+        AccountCommand::Whoami => {
+            let view: AccountView = client.send(http.get(client.url("/v1/account"))).await?;
+            print_account(&view);
+        }
+        AccountCommand::Token(TokenCommand::Create { account, label }) => {
+            let body = serde_json::json!({ "label": label });
+            let issued: Issued = client
+                .send(http.post(account_url(&account, "/tokens")).json(&body))
+                .await?;
+            // The token alone on stdout, for `export TENURE_TOKEN=$(...)`.
+            print(&issued.token);
+            eprintln!(
+                "token '{}' created for account '{account}'; it is shown only this once",
+                issued.id
+            );
+        }
+        AccountCommand::Token(TokenCommand::List { account }) => {
+            let list: TokenList = client.send(http.get(account_url(&account, "/tokens"))).await?;
+            for t in list.tokens {
+                print(format!("{} {} {}", t.id, t.created_at, t.label.unwrap_or_default()).trim_end());
+            }
+        }
+        AccountCommand::Token(TokenCommand::Revoke { account, id }) => {
+            let url = account_url(&account, &format!("/tokens/{}", path_segment(&id)));
+            let _: serde_json::Value = client.send(http.delete(url)).await?;
+            print(format!("token '{id}' of account '{account}' revoked"));
+        }
+        AccountCommand::Limits(LimitsCommand::Set { account, limits }) => {
+            let body = limits_body(limits);
+            let view: AccountView = client
+                .send(http.put(account_url(&account, "/limits")).json(&body))
+                .await?;
+            print(format!("account '{}' limits: {}", view.name, limits_line(&view.limits)));
+        }
+        AccountCommand::Key(KeyCommand::Set { public_key }) => {
+            let body = serde_json::json!({ "public_key": public_key });
+            let view: AccountView = client.send(http.put(client.url("/v1/account/key")).json(&body)).await?;
+            print(format!("public key registered for account '{}'", view.name));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Keeps a lease alive every TTL/3 until Ctrl-C (or once), printing each

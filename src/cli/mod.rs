@@ -31,6 +31,12 @@ pub struct Cli {
     )]
     pub endpoint: String,
 
+    /// The API token sent as `Authorization: Bearer` (an account's token,
+    /// or the admin token for `account` commands). Prefer the environment
+    /// variable: arguments are visible to other users in `ps`.
+    #[arg(long, env = "TENURE_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -67,6 +73,82 @@ pub enum Command {
         #[arg(long)]
         prefix: bool,
     },
+    /// Manage accounts (admin token) or inspect your own (account token).
+    #[command(subcommand)]
+    Account(AccountCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Create an account (admin).
+    Create {
+        name: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// List the accounts (admin).
+    List,
+    /// Show an account with its limits, usage and tokens (admin).
+    Get { name: String },
+    /// Show the account of the token in use, with its limits and usage.
+    Whoami,
+    /// Create, list and revoke an account's API tokens (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Change an account's limits (admin).
+    #[command(subcommand)]
+    Limits(LimitsCommand),
+    /// Register or rotate your account's ed25519 public key.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token; prints it once on stdout (only its hash is kept).
+    Create {
+        account: String,
+        /// A note to tell tokens apart (shown by `token list`).
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// List an account's live tokens (IDs and labels, never the tokens).
+    List { account: String },
+    /// Revoke a token by its ID: it authenticates nothing from now on.
+    Revoke { account: String, id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LimitsCommand {
+    /// Set some limits; the others stay as they are. -1 means unlimited.
+    Set {
+        account: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Register (or rotate to) an ed25519 public key: 32 bytes, standard base64.
+    Set { public_key: String },
+}
+
+/// Per-account limits; -1 means unlimited (the default of a new account).
+#[derive(Debug, Args, Clone, Copy, Default)]
+pub struct LimitArgs {
+    /// Live leases at once.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(-1..))]
+    pub max_leases: Option<i64>,
+    /// Keys at once.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(-1..))]
+    pub max_keys: Option<i64>,
+    /// Reserved shares at once.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(-1..))]
+    pub max_reserved_shares: Option<i64>,
+    /// Services at once.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(-1..))]
+    pub max_services: Option<i64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,13 +204,22 @@ pub struct ServeArgs {
     /// Log lines for people or JSON for machines.
     #[arg(long, value_enum, default_value = "human")]
     pub log_format: LogFormat,
+    /// Require a bearer token on every /v1 and /v3 request (accounts and
+    /// tokens). Without it the server has one `default` account and binds
+    /// loopback addresses only.
+    #[arg(long)]
+    pub auth: bool,
+    /// With --auth: the file holding the admin token. Without it, the first
+    /// start generates one and prints it once.
+    #[arg(long, requires = "auth")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
-        command => client::run(&cli.endpoint, command),
+        command => client::run(&cli.endpoint, cli.token.as_deref(), command),
     }
 }
 
@@ -144,9 +235,23 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(n) = args.http_workers {
         config.http_workers = n.max(1);
     }
+    if args.auth {
+        let admin_token = match args.admin_token_file.as_deref().map(std::fs::read_to_string).transpose() {
+            Ok(token) => token,
+            Err(e) => {
+                eprintln!("Error: cannot read the admin token file: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        config.auth = Some(crate::server::AuthConfig { admin_token });
+    }
     let system = actix_rt::System::new();
     let result = system.block_on(async move {
         let running = crate::server::start(config).await?;
+        if let Some(token) = &running.generated_admin_token {
+            // The one time the admin token is shown: on stdout, never in the log.
+            println!("admin token (shown only this once; its hash is in the data directory): {token}");
+        }
         // Tests and scripts read this line to learn the port.
         println!("tenure listening on http://{}", running.addr);
         tracing::info!(addr = %running.addr, "serving");
