@@ -362,7 +362,12 @@ async fn account(client: &Client, command: AccountCommand) -> Result<ExitCode, C
         AccountCommand::List => {
             let list: AccountList = client.send(http.get(client.url("/v1/accounts"))).await?;
             for a in list.accounts {
-                print(format!("{} {} tokens={}", a.name, limits_line(&a.limits), a.tokens.len()));
+                print(format!(
+                    "{} {} tokens={}",
+                    a.name,
+                    limits_line(&a.limits),
+                    a.tokens.len()
+                ));
             }
         }
         AccountCommand::Get { name } => {

@@ -236,7 +236,12 @@ fn serve(args: ServeArgs) -> ExitCode {
         config.http_workers = n.max(1);
     }
     if args.auth {
-        let admin_token = match args.admin_token_file.as_deref().map(std::fs::read_to_string).transpose() {
+        let admin_token = match args
+            .admin_token_file
+            .as_deref()
+            .map(std::fs::read_to_string)
+            .transpose()
+        {
             Ok(token) => token,
             Err(e) => {
                 eprintln!("Error: cannot read the admin token file: {e}");

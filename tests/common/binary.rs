@@ -1,39 +1,73 @@
 //! The real `tenure` binary: a server process on 127.0.0.1:0 and CLI runs.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tenure");
 
 pub struct ServerProcess {
     pub child: Child,
     pub endpoint: String,
+    /// Everything the server printed on stdout so far (read by a thread).
+    pub stdout: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ServerProcess {
     /// Starts `tenure serve` on a free port and waits for its "listening" line.
     pub fn start(data_dir: &Path, extra: &[&str]) -> ServerProcess {
+        ServerProcess::start_logging(data_dir, extra, "warn", Stdio::inherit())
+    }
+
+    /// Like [`ServerProcess::start`] with a log level (`RUST_LOG`) and a
+    /// destination for the server's stderr (its log).
+    pub fn start_logging(data_dir: &Path, extra: &[&str], level: &str, log: Stdio) -> ServerProcess {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .expect("spawn tenure serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let endpoint = line
-            .trim()
-            .strip_prefix("tenure listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        ServerProcess { child, endpoint }
+        let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
+        let printed = Arc::new(Mutex::new(String::new()));
+        let endpoint = loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).expect("read the server's stdout");
+            assert!(n > 0, "the server exited before listening; it printed {printed:?}");
+            printed.lock().expect("not poisoned").push_str(&line);
+            if let Some(endpoint) = line.trim().strip_prefix("tenure listening on ") {
+                break endpoint.to_owned();
+            }
+        };
+        // Keep reading, so the server never blocks on a full pipe and the
+        // test can see everything it printed.
+        let sink = Arc::clone(&printed);
+        let reader = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = reader.read_to_string(&mut rest);
+            sink.lock().expect("not poisoned").push_str(&rest);
+        });
+        ServerProcess {
+            child,
+            endpoint,
+            stdout: printed,
+            reader: Some(reader),
+        }
+    }
+
+    /// A CLI command against this server, with a token in `TENURE_TOKEN`.
+    pub fn cli_as(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("TENURE_ENDPOINT", &self.endpoint)
+            .env("TENURE_TOKEN", token)
+            .output()
+            .expect("run tenure")
     }
 
     /// A CLI command against this server.
@@ -50,6 +84,20 @@ impl ServerProcess {
         signal(self.child.id(), "TERM");
         let status = self.child.wait().expect("wait");
         assert!(status.success(), "server exited with {status}");
+    }
+
+    /// Stops with SIGTERM, waits for a clean exit, and answers everything
+    /// it printed on stdout.
+    pub fn terminate_and_collect(mut self) -> String {
+        signal(self.child.id(), "TERM");
+        let status = self.child.wait().expect("wait");
+        assert!(status.success(), "server exited with {status}");
+        // The reader thread ends at EOF, which the exit just caused.
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("stdout reader");
+        }
+        let printed = self.stdout.lock().expect("not poisoned").clone();
+        printed
     }
 }
 

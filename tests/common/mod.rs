@@ -183,3 +183,107 @@ impl TestServer {
 pub fn count_type(events: &[RecordedEvent], event_type: &str) -> usize {
     events.iter().filter(|e| e.event_type == event_type).count()
 }
+
+/// The admin token of servers started with [`with_auth`].
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A tweak for [`TestServer::start_with`]: bearer-token auth with [`ADMIN_TOKEN`].
+pub fn with_auth(config: &mut ServerConfig) {
+    config.auth = Some(server::AuthConfig {
+        admin_token: Some(ADMIN_TOKEN.into()),
+    });
+}
+
+/// Requests to a server with a fixed `Authorization` header (or none).
+pub struct Session {
+    base: String,
+    http: reqwest::Client,
+    authorization: Option<String>,
+}
+
+impl TestServer {
+    /// A session sending `Authorization: Bearer {token}`.
+    pub fn session(&self, token: &str) -> Session {
+        self.session_with_header(Some(format!("Bearer {token}")))
+    }
+
+    /// A session sending this `Authorization` header value, or none.
+    pub fn session_with_header(&self, authorization: Option<String>) -> Session {
+        Session {
+            base: self.base.clone(),
+            http: self.http.clone(),
+            authorization,
+        }
+    }
+
+    /// Creates an account (with `limits`) as the admin and answers a token of it.
+    pub async fn account_with_token(&self, name: &str, limits: Value) -> String {
+        let admin = self.session(ADMIN_TOKEN);
+        let (status, body) = admin
+            .post("/v1/accounts", serde_json::json!({ "name": name, "limits": limits }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        admin.token(name).await
+    }
+}
+
+impl Session {
+    pub async fn call_raw(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Response {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(auth) = &self.authorization {
+            req = req.header(reqwest::header::AUTHORIZATION, auth);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.expect("request reaches the server")
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let res = self.call_raw(method, path, body).await;
+        let status = res.status();
+        let text = res.text().await.expect("body");
+        let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: body is not JSON: {text:?}"));
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Issues a token of `account` (as the admin) and answers it.
+    pub async fn token(&self, account: &str) -> String {
+        let (status, body) = self
+            .post(&format!("/v1/accounts/{account}/tokens"), serde_json::json!({}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Grants a lease and answers its ID.
+    pub async fn grant(&self, ttl: i64) -> String {
+        let (status, body) = self.post("/v1/leases", serde_json::json!({ "ttl": ttl })).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["id"].as_str().expect("lease id").to_owned()
+    }
+
+    pub async fn put_key(&self, key: &str, value: &str, lease: Option<&str>) -> (StatusCode, Value) {
+        self.put(
+            &format!("/v1/keys?key={key}"),
+            serde_json::json!({ "value": value, "lease": lease }),
+        )
+        .await
+    }
+}
