@@ -158,8 +158,8 @@ pub fn sha256_hex(token: &str) -> String {
     hex
 }
 
-/// Random characters from [`ALPHABET`], from the OS's CSPRNG.
-fn random_chars(n: usize) -> anyhow::Result<String> {
+/// `n` random lowercase letters and digits, from the OS's CSPRNG.
+pub fn random_chars(n: usize) -> anyhow::Result<String> {
     // 252 is the largest multiple of 36 below 256: reject above it, so every
     // character is equally likely.
     let mut out = String::with_capacity(n);

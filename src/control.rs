@@ -17,7 +17,10 @@ use crate::auth::{AuthError, Authenticator, Principal};
 use crate::domain::account::{AccountCommand, AccountRejection, LimitsUpdate};
 use crate::domain::keyspace::{KeyRange, LeaseUpdate, RangeOptions};
 use crate::domain::lease::LeaseRejection;
+use crate::domain::share::{ShareCommand, ShareRejection};
 use crate::store::StoreError;
+use tenure_events::{BackendMode, ShareMode};
+use tenure_projections::{SessionView, ShareView};
 
 /// Commands and queries in flight at once. Past this, callers wait: this is
 /// the bound behind every actor mailbox and the store's write queue.
@@ -67,10 +70,11 @@ pub struct Control {
     auth: Arc<Authenticator>,
     in_flight: Arc<Semaphore>,
     lease_ids: Arc<LeaseIds>,
-    /// Grants of accounts with a lease limit pass one at a time per account
-    /// (check the count, grant, wait for the count to include it), so the
-    /// limit holds under concurrency. Unlimited accounts skip this.
-    lease_gates: Arc<parking_lot::Mutex<std::collections::HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Creations counted by a limit (grants, reservations) of an account
+    /// with such a limit pass one at a time per account (check the count,
+    /// create, wait for the count to include it), so the limit holds under
+    /// concurrency. Unlimited accounts skip this.
+    gates: Arc<parking_lot::Mutex<std::collections::HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// Server-chosen lease IDs, increasing like etcd's: the wall-clock
@@ -107,7 +111,7 @@ impl Control {
             auth: Arc::new(auth),
             in_flight: Arc::new(Semaphore::new(COMMANDS_IN_FLIGHT_MAX)),
             lease_ids: Arc::new(LeaseIds::new()),
-            lease_gates: Arc::default(),
+            gates: Arc::default(),
         }
     }
 
@@ -173,7 +177,7 @@ impl Control {
         if projections.directory.read().limits(&meta.account).max_leases < 0 {
             return self.grant_unchecked(meta, lease, ttl_s).await;
         }
-        let gate = Arc::clone(self.lease_gates.lock().entry(meta.account.clone()).or_default());
+        let gate = Arc::clone(self.gates.lock().entry(meta.account.clone()).or_default());
         let _turn = gate.lock().await;
         projections.caught_up(self.hub.store.head()).await;
         let max = projections.directory.read().limits(&meta.account).max_leases;
@@ -580,6 +584,190 @@ impl Control {
         };
         let keys = self.range(account, range, options).await?.result.count;
         Ok(Usage { leases, keys })
+    }
+
+    /// Carries out a command on a share; once durable, waits for the
+    /// projections to apply it.
+    async fn share_command(&self, token: &str, meta: Metadata, command: ShareCommand) -> Result<usize, CommandError> {
+        let hub = &self.hub;
+        let cmd = Cmd::new(meta);
+        let key = token.to_owned();
+        let recorded = self
+            .call(|reply| {
+                hub.shares.route(
+                    hub,
+                    &key,
+                    Activation::Load,
+                    crate::actors::share::Execute { command, cmd, reply },
+                )
+            })
+            .await?;
+        hub.projections.caught_up(hub.store.head()).await;
+        Ok(recorded)
+    }
+
+    /// Reserves a share for the caller: under `unique_name`, or a random
+    /// 12-character token. Refused at the account's `max_reserved_shares`.
+    pub async fn reserve(
+        &self,
+        meta: Metadata,
+        mode: ShareMode,
+        backend_mode: BackendMode,
+        target: String,
+        unique_name: Option<String>,
+    ) -> Result<ShareView, CommandError> {
+        let projections = &self.hub.projections;
+        let account = meta.account.clone();
+        let max = projections.directory.read().limits(&account).max_reserved_shares;
+        let gate = (max >= 0).then(|| Arc::clone(self.gates.lock().entry(account.clone()).or_default()));
+        let _turn = match &gate {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        };
+        if gate.is_some() {
+            projections.caught_up(self.hub.store.head()).await;
+            let max = projections.directory.read().limits(&account).max_reserved_shares;
+            if !tenure_events::allows_one_more(max, projections.shares.lock().count(&account)) {
+                return Err(LimitReached {
+                    account,
+                    limit: "max_reserved_shares",
+                    what: "reserved shares",
+                    max,
+                }
+                .into());
+            }
+        }
+        let chosen = unique_name.is_some();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let token = match &unique_name {
+                Some(name) => name.clone(),
+                None => crate::auth::random_chars(crate::domain::share::TOKEN_LEN)
+                    .map_err(|e| CommandError::Unavailable(e.to_string()))?,
+            };
+            let command = ShareCommand::Reserve {
+                caller: account.clone(),
+                token: token.clone(),
+                mode,
+                backend_mode,
+                target: target.clone(),
+                unique_name: chosen,
+            };
+            match self.share_command(&token, meta.clone(), command).await {
+                Err(CommandError::Share(ShareRejection::AlreadyReserved)) if !chosen && attempt < FRESH_ID_ATTEMPTS => {
+                    continue
+                }
+                Err(e) => return Err(e),
+                Ok(_) => return self.share(&account, &token).await,
+            }
+        }
+    }
+
+    /// One of the account's shares; another account's is not found.
+    pub async fn share(&self, account: &AccountId, token: &str) -> Result<ShareView, CommandError> {
+        let projections = &self.hub.projections;
+        projections.caught_up(self.hub.store.head()).await;
+        let found = projections
+            .shares
+            .lock()
+            .get(token)
+            .filter(|s| s.owner == *account)
+            .cloned();
+        found.ok_or(CommandError::Share(ShareRejection::NotFound))
+    }
+
+    /// The account's shares, by token.
+    pub async fn shares(&self, account: &AccountId) -> Vec<ShareView> {
+        let projections = &self.hub.projections;
+        projections.caught_up(self.hub.store.head()).await;
+        let owned = projections.shares.lock().owned_by(account).cloned().collect();
+        owned
+    }
+
+    /// Whether a session's lease is live (the session serves).
+    pub fn session_live(&self, owner: &AccountId, session: &SessionView) -> bool {
+        self.hub
+            .projections
+            .expiry
+            .lock()
+            .is_live(&Self::lease_key(owner, session.lease))
+    }
+
+    /// Starts a backend session on the caller's share, held by the caller's
+    /// live `lease`.
+    pub async fn start_session(
+        &self,
+        meta: Metadata,
+        token: &str,
+        lease: LeaseId,
+        replace: bool,
+    ) -> Result<SessionView, CommandError> {
+        let projections = &self.hub.projections;
+        projections.caught_up(self.hub.store.head()).await;
+        if !projections
+            .expiry
+            .lock()
+            .is_live(&Self::lease_key(&meta.account, lease))
+        {
+            return Err(LeaseRejection::NotFound(lease).into());
+        }
+        let account = meta.account.clone();
+        let session = Uuid::new_v4();
+        let command = ShareCommand::StartSession {
+            caller: account.clone(),
+            session,
+            lease,
+            replace,
+            current_live: false,
+        };
+        self.share_command(token, meta, command).await?;
+        self.share(&account, token)
+            .await?
+            .session
+            .filter(|s| s.id == session)
+            .ok_or_else(|| CommandError::Unavailable("the session ended as it started; retry".into()))
+    }
+
+    /// Ends a backend session (the backend stopped).
+    pub async fn stop_session(&self, meta: Metadata, token: &str, session: Uuid) -> Result<(), CommandError> {
+        let command = ShareCommand::StopSession {
+            caller: meta.account.clone(),
+            session,
+        };
+        self.share_command(token, meta, command).await.map(drop)
+    }
+
+    /// Grants the caller access to a private share; answers the grant's ID
+    /// and its secret (shown once; the log keeps its SHA-256).
+    pub async fn grant_access(&self, meta: Metadata, token: &str) -> Result<(String, String), CommandError> {
+        let (grant, secret) = crate::auth::new_token().map_err(|e| CommandError::Unavailable(e.to_string()))?;
+        let secret = secret.replacen(crate::auth::TOKEN_PREFIX, "tnra_", 1);
+        let command = ShareCommand::GrantAccess {
+            caller: meta.account.clone(),
+            grant: grant.clone(),
+            sha256: crate::auth::sha256_hex(&secret),
+        };
+        self.share_command(token, meta, command).await?;
+        Ok((grant, secret))
+    }
+
+    /// Releases the caller's share: its token is free, and the lease of its
+    /// session (if any) is revoked, which ends the backend's keep-alive.
+    pub async fn release(&self, meta: Metadata, token: &str) -> Result<(), CommandError> {
+        let session = self.share(&meta.account, token).await?.session;
+        let command = ShareCommand::Release {
+            caller: meta.account.clone(),
+            token: token.to_owned(),
+        };
+        self.share_command(token, meta.clone(), command).await?;
+        if let Some(session) = session {
+            match self.revoke(meta, session.lease).await {
+                Ok(_) | Err(CommandError::Lease(LeaseRejection::NotFound(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Whether the store still takes writes.

@@ -33,6 +33,10 @@ pub struct ServerConfig {
     /// `None`: local mode (one `default` account, loopback only). `Some`:
     /// bearer tokens on every request; see [`AuthConfig`].
     pub auth: Option<AuthConfig>,
+    /// The frontend's domain: shares are `TOKEN.DOMAIN`.
+    pub domain: String,
+    /// The frontend's public port, as it appears in share URLs.
+    pub frontend_port: u16,
 }
 
 /// Token authentication (`tenure serve --auth`).
@@ -56,6 +60,9 @@ impl ServerConfig {
     pub const DEFAULT_LISTEN: &'static str = "127.0.0.1:7070";
     pub const DEFAULT_MIN_TTL_S: i64 = 2;
     pub const DEFAULT_PASSIVATE_AFTER_S: u64 = 60;
+    /// `*.localhost` resolves to the loopback address without DNS.
+    pub const DEFAULT_DOMAIN: &'static str = "tenure.localhost";
+    pub const DEFAULT_FRONTEND_PORT: u16 = 8080;
 
     /// The defaults, storing in `data_dir`.
     pub fn new(data_dir: impl Into<PathBuf>) -> ServerConfig {
@@ -69,6 +76,8 @@ impl ServerConfig {
             http_workers: cores,
             clock: Arc::new(SystemClock),
             auth: None,
+            domain: Self::DEFAULT_DOMAIN.into(),
+            frontend_port: Self::DEFAULT_FRONTEND_PORT,
         }
     }
 }
@@ -118,10 +127,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
             min_ttl_s: config.min_ttl_s,
             passivate_after: config.passivate_after,
             epoch,
+            domain: config.domain.clone(),
+            frontend_port: config.frontend_port,
         },
         leases: Registry::new(handles.clone()),
         keyspaces: Registry::new(handles.clone()),
         accounts: Registry::new(handles.clone()),
+        shares: Registry::new(handles.clone()),
         projections: Arc::clone(&projections),
         revisions: Default::default(),
     });

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::account::{
     AccountCreated, AccountKeyRegistered, AccountLimitsSet, AccountTokenCreated, AccountTokenRevoked,
 };
+use crate::share::{ShareAccessGranted, ShareReleased, ShareReserved, ShareSessionEnded, ShareSessionStarted};
 use crate::{Bytes, LeaseId};
 
 /// Why a stored event could not be turned back into a typed event.
@@ -201,12 +202,24 @@ event_set! {
     }
 }
 
+event_set! {
+    /// The events of a share reservation's stream.
+    ShareEvent {
+        Reserved(ShareReserved) = "ShareReserved" v 1,
+        SessionStarted(ShareSessionStarted) = "ShareSessionStarted" v 1,
+        SessionEnded(ShareSessionEnded) = "ShareSessionEnded" v 1,
+        AccessGranted(ShareAccessGranted) = "ShareAccessGranted" v 1,
+        Released(ShareReleased) = "ShareReleased" v 1,
+    }
+}
+
 /// Any event of tenure.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     Lease(LeaseEvent),
     Keyspace(KeyspaceEvent),
     Account(AccountEvent),
+    Share(ShareEvent),
 }
 
 impl Event {
@@ -221,6 +234,9 @@ impl Event {
         if let Some(e) = AccountEvent::decode(event_type, schema_version, payload)? {
             return Ok(Event::Account(e));
         }
+        if let Some(e) = ShareEvent::decode(event_type, schema_version, payload)? {
+            return Ok(Event::Share(e));
+        }
         Err(DecodeError::UnknownType(event_type.to_owned()))
     }
 
@@ -230,6 +246,7 @@ impl Event {
             .iter()
             .chain(KeyspaceEvent::TYPES)
             .chain(AccountEvent::TYPES)
+            .chain(ShareEvent::TYPES)
             .copied()
     }
 }
@@ -240,6 +257,7 @@ impl EventSet for Event {
             Event::Lease(e) => e.event_type(),
             Event::Keyspace(e) => e.event_type(),
             Event::Account(e) => e.event_type(),
+            Event::Share(e) => e.event_type(),
         }
     }
 
@@ -248,6 +266,7 @@ impl EventSet for Event {
             Event::Lease(e) => e.schema_version(),
             Event::Keyspace(e) => e.schema_version(),
             Event::Account(e) => e.schema_version(),
+            Event::Share(e) => e.schema_version(),
         }
     }
 
@@ -256,6 +275,7 @@ impl EventSet for Event {
             Event::Lease(e) => e.encode(),
             Event::Keyspace(e) => e.encode(),
             Event::Account(e) => e.encode(),
+            Event::Share(e) => e.encode(),
         }
     }
 

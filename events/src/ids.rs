@@ -176,6 +176,12 @@ impl StreamId {
         StreamId(Arc::from(format!("account/{account}")))
     }
 
+    /// The stream of a share reservation. Share tokens are global (the
+    /// frontend routes by them), so the owner is not part of the name.
+    pub fn share(token: &str) -> StreamId {
+        StreamId(Arc::from(format!("share/{token}")))
+    }
+
     /// The kind of entity the stream belongs to: the part before the first `/`.
     pub fn category(&self) -> &str {
         self.0.split('/').next().unwrap_or_default()

@@ -18,6 +18,7 @@ mod bytes;
 mod envelope;
 mod event;
 mod ids;
+mod share;
 
 pub use account::{
     allows_one_more, AccountCreated, AccountKeyRegistered, AccountLimitsSet, AccountTokenCreated, AccountTokenRevoked,
@@ -27,6 +28,10 @@ pub use bytes::Bytes;
 pub use envelope::{Metadata, NewEvent, RecordedEvent};
 pub use event::{
     AccountEvent, DecodeError, DeleteCause, Event, EventSet, KeyDeleted, KeyPut, KeyspaceEvent, LeaseEvent,
-    LeaseExpired, LeaseGranted, LeaseKeptAlive, LeaseRevoked,
+    LeaseExpired, LeaseGranted, LeaseKeptAlive, LeaseRevoked, ShareEvent,
 };
 pub use ids::{AccountId, IdError, LeaseId, StreamId};
+pub use share::{
+    BackendMode, SessionEnd, ShareAccessGranted, ShareMode, ShareReleased, ShareReserved, ShareSessionEnded,
+    ShareSessionStarted,
+};

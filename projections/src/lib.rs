@@ -12,10 +12,12 @@
 mod catalog;
 mod directory;
 mod expiry;
+mod shares;
 
 pub use catalog::Catalog;
 pub use directory::{AccountView, Directory, TokenView};
 pub use expiry::{ExpiryQueue, LeaseKey, LiveLease};
+pub use shares::{GrantView, SessionView, ShareView, Shares};
 
 use tenure_events::RecordedEvent;
 

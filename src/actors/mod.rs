@@ -12,6 +12,7 @@ pub mod keyspace;
 pub mod lease;
 pub mod projector;
 pub mod registry;
+pub mod share;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::clock::Clock;
 use crate::domain::account::AccountRejection;
 use crate::domain::keyspace::KeyspaceRejection;
 use crate::domain::lease::LeaseRejection;
+use crate::domain::share::ShareRejection;
 use crate::store::{AppendError, EventStore, StoreError};
 
 pub use account::AccountActor;
@@ -32,6 +34,7 @@ pub use keyspace::KeyspaceActor;
 pub use lease::LeaseActor;
 pub use projector::Projections;
 pub use registry::{Activation, Registry};
+pub use share::ShareActor;
 
 /// Settings the actors run with.
 #[derive(Clone, Debug)]
@@ -42,6 +45,10 @@ pub struct RuntimeConfig {
     pub passivate_after: Duration,
     /// When this process started: TTLs count from no earlier than this.
     pub epoch: DateTime<Utc>,
+    /// The data-plane frontend's domain and public port: a public share is
+    /// reached at `http://TOKEN.DOMAIN:PORT/`.
+    pub domain: String,
+    pub frontend_port: u16,
 }
 
 /// The latest durable revision of each account's key space. Each key space
@@ -80,6 +87,7 @@ pub struct Hub {
     pub leases: Registry<LeaseActor>,
     pub keyspaces: Registry<KeyspaceActor>,
     pub accounts: Registry<AccountActor>,
+    pub shares: Registry<ShareActor>,
     pub projections: Arc<Projections>,
     pub revisions: Revisions,
 }
@@ -164,6 +172,8 @@ pub enum CommandError {
     Keyspace(#[from] KeyspaceRejection),
     #[error(transparent)]
     Account(#[from] AccountRejection),
+    #[error(transparent)]
+    Share(#[from] ShareRejection),
     /// The account is at one of its limits.
     #[error(transparent)]
     Limit(#[from] LimitReached),

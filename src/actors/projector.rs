@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use tenure_projections::{Catalog, Directory, ExpiryQueue, Projection};
+use tenure_projections::{Catalog, Directory, ExpiryQueue, Projection, Shares};
 use tokio::sync::{watch, Notify};
 
 use crate::store::EventStore;
@@ -18,6 +18,8 @@ use crate::store::EventStore;
 pub struct Projections {
     pub expiry: Mutex<ExpiryQueue>,
     pub catalog: Mutex<Catalog>,
+    /// The reserved shares.
+    pub shares: Mutex<Shares>,
     /// Accounts, tokens and limits (read by authentication on every request,
     /// so it has its own lock, taken only for batches with account events).
     pub directory: parking_lot::RwLock<Directory>,
@@ -33,6 +35,7 @@ impl Projections {
         Projections {
             expiry: Mutex::new(ExpiryQueue::new(floor)),
             catalog: Mutex::new(Catalog::default()),
+            shares: Mutex::new(Shares::default()),
             directory: parking_lot::RwLock::new(Directory::default()),
             checkpoint: watch::Sender::new(0),
             lease_events: Notify::new(),
@@ -58,11 +61,13 @@ impl Projections {
         {
             let mut expiry = self.expiry.lock();
             let mut catalog = self.catalog.lock();
+            let mut shares = self.shares.lock();
             for e in events {
                 lease_events |= e.stream.category() == "lease";
                 account_events |= e.stream.category() == "account";
                 expiry.apply(e);
                 catalog.apply(e);
+                shares.apply(e);
             }
         }
         if account_events {

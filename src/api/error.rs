@@ -10,6 +10,7 @@ use crate::actors::CommandError;
 use crate::domain::account::AccountRejection;
 use crate::domain::keyspace::KeyspaceRejection;
 use crate::domain::lease::LeaseRejection;
+use crate::domain::share::ShareRejection;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +99,14 @@ impl From<CommandError> for ApiError {
                 AccountRejection::InvalidLimit { .. }
                 | AccountRejection::InvalidLabel(_)
                 | AccountRejection::InvalidPublicKey(_) => ApiError::bad_request("invalid_field", message),
+            },
+            CommandError::Share(r) => match r {
+                ShareRejection::NotFound => ApiError::not_found("share_not_found", message),
+                ShareRejection::AlreadyReserved => ApiError::new(StatusCode::CONFLICT, "share_reserved", message),
+                ShareRejection::SessionActive => ApiError::new(StatusCode::CONFLICT, "session_active", message),
+                ShareRejection::SessionNotFound(_) => ApiError::not_found("session_not_found", message),
+                ShareRejection::PublicShare => ApiError::bad_request("public_share", message),
+                ShareRejection::InvalidTarget(_) => ApiError::bad_request("invalid_field", message),
             },
             CommandError::Limit(_) => ApiError::limit_reached(message),
             CommandError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),

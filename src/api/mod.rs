@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod shares;
 pub mod v1;
 pub mod v3;
 
@@ -31,7 +32,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/v1")
             .wrap(actix_web::middleware::from_fn(auth::v1))
             .configure(v1::configure)
-            .configure(accounts::configure),
+            .configure(accounts::configure)
+            .configure(shares::configure),
     )
     .service(
         web::scope("/v3")

@@ -9,7 +9,10 @@ use serde::Deserialize;
 use tenure_events::{Bytes, LeaseId};
 
 use super::output;
-use super::{AccountCommand, Command, KeyCommand, LeaseCommand, LimitArgs, LimitsCommand, TokenCommand};
+use super::{
+    AccessCommand, AccountCommand, BackendModeArg, Command, KeyCommand, LeaseCommand, LimitArgs, LimitsCommand,
+    ReservationCommand, ShareCommand, ShareModeArg, TokenCommand,
+};
 
 /// A failed client command, printed as `Error: ...` on stderr.
 #[derive(Debug, thiserror::Error)]
@@ -268,7 +271,187 @@ async fn execute(client: &Client, command: Command) -> Result<ExitCode, CliError
             Ok(ExitCode::SUCCESS)
         }
         Command::Account(command) => account(client, command).await,
+        Command::Reserve {
+            mode,
+            target,
+            unique_name,
+            backend_mode,
+        } => {
+            let mode = match mode {
+                ShareModeArg::Public => "public",
+                ShareModeArg::Private => "private",
+            };
+            let backend_mode = match backend_mode {
+                BackendModeArg::Proxy => "proxy",
+                BackendModeArg::Web => "web",
+            };
+            let body = serde_json::json!({
+                "mode": mode, "target": target, "unique_name": unique_name, "backend_mode": backend_mode,
+            });
+            let share: ShareInfo = client.send(http.post(client.url("/v1/shares")).json(&body)).await?;
+            print(output::reserved_token(&share.token));
+            if let Some(frontend) = &share.frontend {
+                print(output::reserved_frontend(frontend));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Share(ShareCommand::Reserved { token, replace, ttl }) => {
+            share_reserved(client, &token, replace, ttl).await
+        }
+        Command::Access(AccessCommand::Private { token }) => {
+            let url = client.url(&format!("/v1/shares/{}/access", path_segment(&token)));
+            let access: AccessInfo = client.send(http.post(url).json(&serde_json::json!({}))).await?;
+            print(format!(
+                "access granted to private share '{}' (grant '{}')",
+                access.token, access.grant
+            ));
+            print(format!(
+                "send '{}: {}' with each request to '{}'",
+                access.header, access.secret, access.frontend
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Release { token } => {
+            let url = client.url(&format!("/v1/shares/{}", path_segment(&token)));
+            let _: serde_json::Value = client.send(http.delete(url)).await?;
+            print(output::released(&token));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reservation(ReservationCommand::List) => {
+            let list: ShareList = client.send(http.get(client.url("/v1/shares"))).await?;
+            for share in list.shares {
+                print(format!(
+                    "{} {} {} {} {}",
+                    share.token,
+                    share.mode,
+                    share.backend_mode,
+                    share.target,
+                    session_state(&share)
+                ));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reservation(ReservationCommand::Get { token }) => {
+            let url = client.url(&format!("/v1/shares/{}", path_segment(&token)));
+            let share: ShareInfo = client.send(http.get(url)).await?;
+            print(format!("token: {}", share.token));
+            print(format!("mode: {}", share.mode));
+            print(format!("backend mode: {}", share.backend_mode));
+            print(format!("target: {}", share.target));
+            if let Some(frontend) = &share.frontend {
+                print(format!("frontend: {frontend}"));
+            }
+            print(format!("session: {}", session_state(&share)));
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+#[derive(Deserialize)]
+struct ShareInfo {
+    token: String,
+    mode: String,
+    backend_mode: String,
+    target: String,
+    frontend: Option<String>,
+    session: Option<SessionInfo>,
+}
+
+#[derive(Deserialize)]
+struct SessionInfo {
+    id: String,
+    live: bool,
+}
+
+#[derive(Deserialize)]
+struct ShareList {
+    shares: Vec<ShareInfo>,
+}
+
+#[derive(Deserialize)]
+struct AccessInfo {
+    token: String,
+    grant: String,
+    secret: String,
+    frontend: String,
+    header: String,
+}
+
+#[derive(Deserialize)]
+struct SessionStarted {
+    session: String,
+    target: String,
+}
+
+fn session_state(share: &ShareInfo) -> String {
+    match &share.session {
+        Some(s) if s.live => format!("live session {}", s.id),
+        Some(s) => format!("session {} (its lease ended)", s.id),
+        None => "no session".into(),
+    }
+}
+
+/// `share reserved`: grant a lease, start a session held by it, keep the
+/// lease alive every TTL/3 until Ctrl-C (or SIGTERM), then end the session
+/// and revoke the lease. If the session is ended elsewhere (released,
+/// replaced), says so and exits 1.
+async fn share_reserved(client: &Client, token: &str, replace: bool, ttl: i64) -> Result<ExitCode, CliError> {
+    let http = &client.http;
+    let granted: LeaseTtl = client
+        .send(
+            http.post(client.url("/v1/leases"))
+                .json(&serde_json::json!({ "ttl": ttl })),
+        )
+        .await?;
+    let lease = granted.id;
+    let sessions = client.url(&format!("/v1/shares/{}/sessions", path_segment(token)));
+    let body = serde_json::json!({ "lease": lease, "replace": replace });
+    let started: SessionStarted = match client.send(http.post(&sessions).json(&body)).await {
+        Ok(started) => started,
+        Err(e) => {
+            let _ = client
+                .send::<serde_json::Value>(http.delete(client.url(&format!("/v1/leases/{lease}"))))
+                .await;
+            return Err(e);
+        }
+    };
+    print(output::sharing_target(&started.target));
+    let share_url = client.url(&format!("/v1/shares/{}", path_segment(token)));
+    if let Ok(share) = client.send::<ShareInfo>(http.get(&share_url)).await {
+        match &share.frontend {
+            Some(frontend) => print(format!("your share is served at '{frontend}'")),
+            None => print(format!(
+                "use this command to access your share: 'tenure access private {token}'"
+            )),
+        }
+    }
+    let keep_alive = client.url(&format!("/v1/leases/{lease}/keepalive"));
+    let every = Duration::from_millis((granted.ttl.max(1) as u64) * 1000 / 3);
+    let stop = super::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let renewed = client.send::<LeaseTtl>(http.post(&keep_alive)).await;
+        let current = client.send::<ShareInfo>(http.get(&share_url)).await;
+        let ours = matches!(&current, Ok(share) if share.session.as_ref().is_some_and(|s| s.id == started.session));
+        if renewed.is_err() || !ours {
+            eprintln!("the session of share '{token}' ended (released, replaced, or its lease expired)");
+            let _ = client
+                .send::<serde_json::Value>(http.delete(client.url(&format!("/v1/leases/{lease}"))))
+                .await;
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let stop_url = format!("{sessions}/{}", started.session);
+    let _ = client.send::<serde_json::Value>(http.delete(stop_url)).await;
+    client
+        .send::<serde_json::Value>(http.delete(client.url(&format!("/v1/leases/{lease}"))))
+        .await?;
+    print(format!("share '{token}' session ended; the reservation stays"));
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Deserialize)]

@@ -76,6 +76,72 @@ pub enum Command {
     /// Manage accounts (admin token) or inspect your own (account token).
     #[command(subcommand)]
     Account(AccountCommand),
+    /// Reserve a share: a token that lasts until released (zrok's `reserve`).
+    Reserve {
+        /// Who can reach it: anyone (public) or holders of an access grant (private).
+        #[arg(value_enum)]
+        mode: ShareModeArg,
+        /// What it serves: a URL (proxy) or a directory (web).
+        target: String,
+        /// Use this name as the token instead of a random one (3 to 32 of a-z, 0-9, '-').
+        #[arg(long)]
+        unique_name: Option<String>,
+        #[arg(long, value_enum, default_value = "proxy")]
+        backend_mode: BackendModeArg,
+    },
+    /// Run a backend session for a reserved share until Ctrl-C.
+    #[command(subcommand)]
+    Share(ShareCommand),
+    /// Get access to a private share (an access grant for your account).
+    #[command(subcommand)]
+    Access(AccessCommand),
+    /// Release a reserved share: ends its session and grants, frees the token.
+    Release { token: String },
+    /// List or show your reserved shares.
+    #[command(subcommand)]
+    Reservation(ReservationCommand),
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ShareModeArg {
+    Public,
+    Private,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BackendModeArg {
+    Proxy,
+    Web,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ShareCommand {
+    /// Serve a reserved share: hold a lease and keep it alive while running.
+    /// Ctrl-C ends the session (the reservation stays); a killed process's
+    /// lease expires.
+    Reserved {
+        token: String,
+        /// End another live session of this share and take over.
+        #[arg(long)]
+        replace: bool,
+        /// The TTL of the session's lease, in seconds.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..))]
+        ttl: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// Create an access grant to a private share and print how to reach it.
+    Private { token: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReservationCommand {
+    /// Your reserved shares.
+    List,
+    /// One of your reserved shares.
+    Get { token: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +279,12 @@ pub struct ServeArgs {
     /// start generates one and prints it once.
     #[arg(long, requires = "auth")]
     pub admin_token_file: Option<PathBuf>,
+    /// The frontend's domain: public shares are http://TOKEN.DOMAIN:PORT/.
+    #[arg(long, default_value = ServerConfig::DEFAULT_DOMAIN)]
+    pub domain: String,
+    /// The frontend's public port, as it appears in share URLs.
+    #[arg(long, default_value_t = ServerConfig::DEFAULT_FRONTEND_PORT)]
+    pub frontend_port: u16,
 }
 
 /// Runs the parsed command line.
@@ -229,6 +301,8 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.listen = args.listen;
     config.min_ttl_s = args.min_ttl;
     config.passivate_after = Duration::from_secs(args.passivate_after);
+    config.domain = args.domain;
+    config.frontend_port = args.frontend_port;
     if let Some(n) = args.actor_threads {
         config.actor_threads = n.max(1);
     }
@@ -274,7 +348,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

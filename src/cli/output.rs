@@ -38,6 +38,25 @@ pub fn lease_list(ids: &[LeaseId]) -> String {
     out
 }
 
+/// `reserve`: zrok's words, without its log prefix.
+pub fn reserved_token(token: &str) -> String {
+    format!("your reserved share token is '{token}'")
+}
+
+pub fn reserved_frontend(url: &str) -> String {
+    format!("your reserved share frontend is '{url}'")
+}
+
+/// `share reserved`, once the session is up.
+pub fn sharing_target(target: &str) -> String {
+    format!("sharing target endpoint: '{target}'")
+}
+
+/// `release`.
+pub fn released(token: &str) -> String {
+    format!("reserved share '{token}' released")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

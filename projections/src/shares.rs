@@ -1,0 +1,150 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use tenure_events::{AccountId, BackendMode, LeaseId, RecordedEvent, ShareEvent, ShareMode};
+use uuid::Uuid;
+
+use crate::Projection;
+
+/// The reserved shares: what `reservation list|get` show, what the
+/// `max_reserved_shares` limit counts, and (later) what the routing table
+/// serves. Released shares leave it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Shares {
+    checkpoint: u64,
+    shares: BTreeMap<String, ShareView>,
+    by_owner: BTreeMap<AccountId, BTreeSet<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareView {
+    pub token: String,
+    pub owner: AccountId,
+    pub mode: ShareMode,
+    pub backend_mode: BackendMode,
+    pub target: String,
+    pub unique_name: bool,
+    pub reserved_at: DateTime<Utc>,
+    /// The current backend session, if one started and was not stopped or
+    /// replaced. It serves only while its lease is live.
+    pub session: Option<SessionView>,
+    /// Access grants by ID: (grantee, SHA-256 of the grant's secret, when).
+    pub grants: BTreeMap<String, GrantView>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionView {
+    pub id: Uuid,
+    pub lease: LeaseId,
+    pub started_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantView {
+    pub account: AccountId,
+    pub sha256: String,
+    pub granted_at: DateTime<Utc>,
+}
+
+impl Shares {
+    pub fn get(&self, token: &str) -> Option<&ShareView> {
+        self.shares.get(token)
+    }
+
+    /// The account's reserved shares, by token.
+    pub fn owned_by<'a>(&'a self, owner: &AccountId) -> impl Iterator<Item = &'a ShareView> + 'a {
+        self.by_owner
+            .get(owner)
+            .into_iter()
+            .flatten()
+            .filter_map(|token| self.shares.get(token))
+    }
+
+    /// How many shares the account holds.
+    pub fn count(&self, owner: &AccountId) -> usize {
+        self.by_owner.get(owner).map_or(0, BTreeSet::len)
+    }
+}
+
+impl Projection for Shares {
+    const NAME: &'static str = "shares";
+
+    fn checkpoint(&self) -> u64 {
+        self.checkpoint
+    }
+
+    fn apply(&mut self, event: &RecordedEvent) {
+        if !crate::advance(&mut self.checkpoint, event) || event.stream.category() != "share" {
+            return;
+        }
+        let share_event = match event.decode_as::<ShareEvent>() {
+            Ok(Some(e)) => e,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::error!(position = event.position, %err, "shares projection skips an event it cannot decode");
+                return;
+            }
+        };
+        let token = event.stream.as_str().trim_start_matches("share/");
+        match share_event {
+            ShareEvent::Reserved(e) => {
+                self.by_owner
+                    .entry(e.owner.clone())
+                    .or_default()
+                    .insert(e.token.clone());
+                self.shares.insert(
+                    e.token.clone(),
+                    ShareView {
+                        token: e.token,
+                        owner: e.owner,
+                        mode: e.mode,
+                        backend_mode: e.backend_mode,
+                        target: e.target,
+                        unique_name: e.unique_name,
+                        reserved_at: event.time,
+                        session: None,
+                        grants: BTreeMap::new(),
+                    },
+                );
+            }
+            ShareEvent::Released(_) => {
+                if let Some(share) = self.shares.remove(token) {
+                    if let Some(owned) = self.by_owner.get_mut(&share.owner) {
+                        owned.remove(token);
+                        if owned.is_empty() {
+                            self.by_owner.remove(&share.owner);
+                        }
+                    }
+                }
+            }
+            ShareEvent::SessionStarted(e) => {
+                if let Some(share) = self.shares.get_mut(token) {
+                    share.session = Some(SessionView {
+                        id: e.session,
+                        lease: e.lease,
+                        started_at: event.time,
+                    });
+                }
+            }
+            ShareEvent::SessionEnded(e) => {
+                if let Some(share) = self.shares.get_mut(token) {
+                    if share.session.is_some_and(|s| s.id == e.session) {
+                        share.session = None;
+                    }
+                }
+            }
+            ShareEvent::AccessGranted(e) => {
+                if let Some(share) = self.shares.get_mut(token) {
+                    share.grants.insert(
+                        e.grant,
+                        GrantView {
+                            account: e.account,
+                            sha256: e.sha256,
+                            granted_at: event.time,
+                        },
+                    );
+                }
+            }
+        }
+    }
+}
