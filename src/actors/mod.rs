@@ -184,6 +184,14 @@ pub enum CommandError {
     Store(#[from] StoreError),
 }
 
+impl CommandError {
+    /// A refusal of the caller's command (their business, 4xx), as opposed
+    /// to a failure of ours (5xx).
+    pub fn is_rejection(&self) -> bool {
+        !matches!(self, CommandError::Unavailable(_) | CommandError::Store(_))
+    }
+}
+
 impl From<AppendError> for CommandError {
     fn from(e: AppendError) -> CommandError {
         match e {
@@ -207,10 +215,7 @@ pub(crate) fn command_span(cmd: &Cmd, command: &'static str, entity: &tenure_eve
 pub(crate) fn log_outcome<T>(span: &tracing::Span, result: &Result<T, CommandError>) {
     match result {
         Ok(_) => tracing::debug!(parent: span, outcome = "ok"),
-        Err(CommandError::Lease(_) | CommandError::Keyspace(_) | CommandError::Account(_) | CommandError::Limit(_)) => {
-            let reason = result.as_ref().err().map(ToString::to_string).unwrap_or_default();
-            tracing::info!(parent: span, outcome = "rejected", %reason)
-        }
+        Err(e) if e.is_rejection() => tracing::info!(parent: span, outcome = "rejected", reason = %e),
         Err(e) => tracing::warn!(parent: span, outcome = "failed", error = %e),
     }
 }

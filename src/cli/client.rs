@@ -396,6 +396,7 @@ fn session_state(share: &ShareInfo) -> String {
 /// and revoke the lease. If the session is ended elsewhere (released,
 /// replaced), says so and exits 1.
 async fn share_reserved(client: &Client, token: &str, replace: bool, ttl: i64) -> Result<ExitCode, CliError> {
+    let mut shutdown = super::Shutdown::install();
     let http = &client.http;
     let granted: LeaseTtl = client
         .send(
@@ -427,11 +428,9 @@ async fn share_reserved(client: &Client, token: &str, replace: bool, ttl: i64) -
     }
     let keep_alive = client.url(&format!("/v1/leases/{lease}/keepalive"));
     let every = Duration::from_millis((granted.ttl.max(1) as u64) * 1000 / 3);
-    let stop = super::shutdown_signal();
-    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = &mut stop => break,
+            _ = shutdown.wait() => break,
             _ = tokio::time::sleep(every) => {}
         }
         let renewed = client.send::<LeaseTtl>(http.post(&keep_alive)).await;
@@ -604,8 +603,7 @@ async fn account(client: &Client, command: AccountCommand) -> Result<ExitCode, C
 /// renewal as etcdctl does. Ends with an error when the lease is gone.
 async fn keep_alive(client: &Client, id: LeaseId, once: bool) -> Result<ExitCode, CliError> {
     let url = client.url(&format!("/v1/leases/{id}/keepalive"));
-    let interrupted = tokio::signal::ctrl_c();
-    tokio::pin!(interrupted);
+    let mut shutdown = super::Shutdown::install();
     loop {
         let renewed = client.send::<LeaseTtl>(client.http.post(&url)).await;
         let ttl = match renewed {
@@ -623,7 +621,7 @@ async fn keep_alive(client: &Client, id: LeaseId, once: bool) -> Result<ExitCode
         let every = Duration::from_millis((ttl.max(1) as u64) * 1000 / 3);
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
+            _ = shutdown.wait() => return Ok(ExitCode::SUCCESS),
         }
     }
 }

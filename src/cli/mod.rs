@@ -326,6 +326,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
     let system = actix_rt::System::new();
     let result = system.block_on(async move {
+        let mut shutdown = Shutdown::install();
         let running = crate::server::start(config).await?;
         if let Some(token) = &running.generated_admin_token {
             // The one time the admin token is shown: on stdout, never in the log.
@@ -334,7 +335,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         // Tests and scripts read this line to learn the port.
         println!("tenure listening on http://{}", running.addr);
         tracing::info!(addr = %running.addr, "serving");
-        shutdown_signal().await;
+        shutdown.wait().await;
         tracing::info!("shutting down");
         running.stop().await;
         anyhow::Ok(())
@@ -348,17 +349,38 @@ fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-pub(crate) async fn shutdown_signal() {
+/// Ctrl-C or SIGTERM. The handlers are installed when this is created, so a
+/// signal that arrives before [`Shutdown::wait`] is not lost (nor does it kill
+/// the process with the default action).
+pub(crate) struct Shutdown {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Shutdown {
+    /// Must run inside a tokio runtime.
+    pub(crate) fn install() -> Shutdown {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let signals = signal(SignalKind::interrupt())
+                .and_then(|int| signal(SignalKind::terminate()).map(|term| (int, term)))
+                .ok();
+            Shutdown { signals }
+        }
+        #[cfg(not(unix))]
+        Shutdown {}
+    }
+
+    pub(crate) async fn wait(&mut self) {
+        #[cfg(unix)]
+        if let Some((int, term)) = &mut self.signals {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
             }
             return;
         }
+        let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
