@@ -7,6 +7,7 @@ use crate::account::{
     AccountCreated, AccountKeyRegistered, AccountLimitsSet, AccountTokenCreated, AccountTokenRevoked,
 };
 use crate::share::{ShareAccessGranted, ShareReleased, ShareReserved, ShareSessionEnded, ShareSessionStarted};
+use crate::workload::{WorkloadDeleteRequested, WorkloadReserved, WorkloadResultReported};
 use crate::{Bytes, LeaseId};
 
 /// Why a stored event could not be turned back into a typed event.
@@ -213,6 +214,15 @@ event_set! {
     }
 }
 
+event_set! {
+    /// The events of a workload reservation's stream.
+    WorkloadEvent {
+        Reserved(WorkloadReserved) = "WorkloadReserved" v 1,
+        ResultReported(WorkloadResultReported) = "WorkloadResultReported" v 1,
+        DeleteRequested(WorkloadDeleteRequested) = "WorkloadDeleteRequested" v 1,
+    }
+}
+
 /// Any event of tenure.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -220,6 +230,7 @@ pub enum Event {
     Keyspace(KeyspaceEvent),
     Account(AccountEvent),
     Share(ShareEvent),
+    Workload(WorkloadEvent),
 }
 
 impl Event {
@@ -237,6 +248,9 @@ impl Event {
         if let Some(e) = ShareEvent::decode(event_type, schema_version, payload)? {
             return Ok(Event::Share(e));
         }
+        if let Some(e) = WorkloadEvent::decode(event_type, schema_version, payload)? {
+            return Ok(Event::Workload(e));
+        }
         Err(DecodeError::UnknownType(event_type.to_owned()))
     }
 
@@ -247,6 +261,7 @@ impl Event {
             .chain(KeyspaceEvent::TYPES)
             .chain(AccountEvent::TYPES)
             .chain(ShareEvent::TYPES)
+            .chain(WorkloadEvent::TYPES)
             .copied()
     }
 }
@@ -258,6 +273,7 @@ impl EventSet for Event {
             Event::Keyspace(e) => e.event_type(),
             Event::Account(e) => e.event_type(),
             Event::Share(e) => e.event_type(),
+            Event::Workload(e) => e.event_type(),
         }
     }
 
@@ -267,6 +283,7 @@ impl EventSet for Event {
             Event::Keyspace(e) => e.schema_version(),
             Event::Account(e) => e.schema_version(),
             Event::Share(e) => e.schema_version(),
+            Event::Workload(e) => e.schema_version(),
         }
     }
 
@@ -276,6 +293,7 @@ impl EventSet for Event {
             Event::Keyspace(e) => e.encode(),
             Event::Account(e) => e.encode(),
             Event::Share(e) => e.encode(),
+            Event::Workload(e) => e.encode(),
         }
     }
 

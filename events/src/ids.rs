@@ -182,6 +182,12 @@ impl StreamId {
         StreamId(Arc::from(format!("share/{token}")))
     }
 
+    /// The stream of a workload reservation, named by its UUID (its public
+    /// ID is the log position of its creation).
+    pub fn workload(id: uuid::Uuid) -> StreamId {
+        StreamId(Arc::from(format!("workload/{id}")))
+    }
+
     /// The kind of entity the stream belongs to: the part before the first `/`.
     pub fn category(&self) -> &str {
         self.0.split('/').next().unwrap_or_default()

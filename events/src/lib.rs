@@ -19,6 +19,7 @@ mod envelope;
 mod event;
 mod ids;
 mod share;
+pub mod workload;
 
 pub use account::{
     allows_one_more, AccountCreated, AccountKeyRegistered, AccountLimitsSet, AccountTokenCreated, AccountTokenRevoked,
@@ -28,7 +29,7 @@ pub use bytes::Bytes;
 pub use envelope::{Metadata, NewEvent, RecordedEvent};
 pub use event::{
     AccountEvent, DecodeError, DeleteCause, Event, EventSet, KeyDeleted, KeyPut, KeyspaceEvent, LeaseEvent,
-    LeaseExpired, LeaseGranted, LeaseKeptAlive, LeaseRevoked, ShareEvent,
+    LeaseExpired, LeaseGranted, LeaseKeptAlive, LeaseRevoked, ShareEvent, WorkloadEvent,
 };
 pub use ids::{AccountId, IdError, LeaseId, StreamId};
 pub use share::{

@@ -8,6 +8,7 @@ pub mod account;
 pub mod keyspace;
 pub mod lease;
 pub mod share;
+pub mod workload;
 #[cfg(test)]
 pub(crate) mod testing;
 
