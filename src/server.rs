@@ -12,7 +12,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use tokio::sync::watch;
 
-use crate::actors::{expiry, projector, Hub, Projections, Registry, RuntimeConfig};
+use crate::actors::{decommission, expiry, projector, Hub, Projections, Registry, RuntimeConfig};
 use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
 use crate::control::Control;
@@ -134,6 +134,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         keyspaces: Registry::new(handles.clone()),
         accounts: Registry::new(handles.clone()),
         shares: Registry::new(handles.clone()),
+        workloads: Registry::new(handles.clone()),
         projections: Arc::clone(&projections),
         revisions: Default::default(),
     });
@@ -157,6 +158,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         recovered_leases = cleaned,
         "event log replayed"
     );
+    handles[handles.len() - 1].spawn(decommission::run(Arc::clone(&hub), stopped.clone()));
     handles[handles.len() - 1].spawn(expiry::run(Arc::clone(&hub), stopped));
 
     let app_control = control.clone();

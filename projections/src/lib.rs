@@ -13,11 +13,13 @@ mod catalog;
 mod directory;
 mod expiry;
 mod shares;
+mod workloads;
 
 pub use catalog::Catalog;
 pub use directory::{AccountView, Directory, TokenView};
 pub use expiry::{ExpiryQueue, LeaseKey, LiveLease};
 pub use shares::{GrantView, SessionView, ShareView, Shares};
+pub use workloads::{ResultView, WorkloadView, Workloads};
 
 use tenure_events::RecordedEvent;
 

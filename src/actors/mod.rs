@@ -6,6 +6,7 @@
 //! settings, the registries that route to other actors, the projections.
 
 pub mod account;
+pub mod decommission;
 pub mod expiry;
 pub mod journal;
 pub mod keyspace;
@@ -13,6 +14,7 @@ pub mod lease;
 pub mod projector;
 pub mod registry;
 pub mod share;
+pub mod workload;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use crate::domain::account::AccountRejection;
 use crate::domain::keyspace::KeyspaceRejection;
 use crate::domain::lease::LeaseRejection;
 use crate::domain::share::ShareRejection;
+use crate::domain::workload::WorkloadRejection;
 use crate::store::{AppendError, EventStore, StoreError};
 
 pub use account::AccountActor;
@@ -35,6 +38,7 @@ pub use lease::LeaseActor;
 pub use projector::Projections;
 pub use registry::{Activation, Registry};
 pub use share::ShareActor;
+pub use workload::WorkloadActor;
 
 /// Settings the actors run with.
 #[derive(Clone, Debug)]
@@ -88,6 +92,7 @@ pub struct Hub {
     pub keyspaces: Registry<KeyspaceActor>,
     pub accounts: Registry<AccountActor>,
     pub shares: Registry<ShareActor>,
+    pub workloads: Registry<WorkloadActor>,
     pub projections: Arc<Projections>,
     pub revisions: Revisions,
 }
@@ -174,6 +179,8 @@ pub enum CommandError {
     Account(#[from] AccountRejection),
     #[error(transparent)]
     Share(#[from] ShareRejection),
+    #[error(transparent)]
+    Workload(#[from] WorkloadRejection),
     /// The account is at one of its limits.
     #[error(transparent)]
     Limit(#[from] LimitReached),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use tenure_projections::{Catalog, Directory, ExpiryQueue, Projection, Shares};
+use tenure_projections::{Catalog, Directory, ExpiryQueue, Projection, Shares, Workloads};
 use tokio::sync::{watch, Notify};
 
 use crate::store::EventStore;
@@ -20,6 +20,14 @@ pub struct Projections {
     pub catalog: Mutex<Catalog>,
     /// The reserved shares.
     pub shares: Mutex<Shares>,
+    /// Workload reservations and the nodes' feeds.
+    pub workloads: Mutex<Workloads>,
+    /// Woken (all waiters) after each applied batch with workload events:
+    /// long polls of the nodes' feeds wait on it.
+    pub workload_events: Notify,
+    /// Woken after each batch with workload events: the decommission driver
+    /// may have an earlier deadline.
+    pub workload_deadlines: Notify,
     /// Accounts, tokens and limits (read by authentication on every request,
     /// so it has its own lock, taken only for batches with account events).
     pub directory: parking_lot::RwLock<Directory>,
@@ -36,6 +44,9 @@ impl Projections {
             expiry: Mutex::new(ExpiryQueue::new(floor)),
             catalog: Mutex::new(Catalog::default()),
             shares: Mutex::new(Shares::default()),
+            workloads: Mutex::new(Workloads::default()),
+            workload_events: Notify::new(),
+            workload_deadlines: Notify::new(),
             directory: parking_lot::RwLock::new(Directory::default()),
             checkpoint: watch::Sender::new(0),
             lease_events: Notify::new(),
@@ -58,6 +69,7 @@ impl Projections {
         let Some(last) = events.last() else { return };
         let mut lease_events = false;
         let mut account_events = false;
+        let mut workload_events = false;
         {
             let mut expiry = self.expiry.lock();
             let mut catalog = self.catalog.lock();
@@ -65,6 +77,7 @@ impl Projections {
             for e in events {
                 lease_events |= e.stream.category() == "lease";
                 account_events |= e.stream.category() == "account";
+                workload_events |= e.stream.category() == "workload";
                 expiry.apply(e);
                 catalog.apply(e);
                 shares.apply(e);
@@ -76,6 +89,12 @@ impl Projections {
                 directory.apply(e);
             }
         }
+        if workload_events {
+            let mut workloads = self.workloads.lock();
+            for e in events {
+                workloads.apply(e);
+            }
+        }
         let position = last.position;
         self.checkpoint.send_modify(|c| {
             assert!(position > *c, "projections never go back");
@@ -83,6 +102,10 @@ impl Projections {
         });
         if lease_events {
             self.lease_events.notify_one();
+        }
+        if workload_events {
+            self.workload_events.notify_waiters();
+            self.workload_deadlines.notify_one();
         }
     }
 }

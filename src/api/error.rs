@@ -11,6 +11,7 @@ use crate::domain::account::AccountRejection;
 use crate::domain::keyspace::KeyspaceRejection;
 use crate::domain::lease::LeaseRejection;
 use crate::domain::share::ShareRejection;
+use crate::domain::workload::WorkloadRejection;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +108,19 @@ impl From<CommandError> for ApiError {
                 ShareRejection::SessionNotFound(_) => ApiError::not_found("session_not_found", message),
                 ShareRejection::PublicShare => ApiError::bad_request("public_share", message),
                 ShareRejection::InvalidTarget(_) => ApiError::bad_request("invalid_field", message),
+            },
+            CommandError::Workload(r) => match r {
+                WorkloadRejection::NotFound => ApiError::not_found("reservation_not_found", message),
+                WorkloadRejection::AlreadyExists => ApiError::new(StatusCode::CONFLICT, "reservation_exists", message),
+                WorkloadRejection::BadSignature(_) => ApiError::bad_request("invalid_signature", message),
+                WorkloadRejection::NoPublicKey => ApiError::bad_request("no_public_key", message),
+                WorkloadRejection::ExpiredOnArrival { .. } => ApiError::bad_request("expired", message),
+                WorkloadRejection::InvalidNode
+                | WorkloadRejection::InvalidWorkload(_)
+                | WorkloadRejection::InvalidDuration(_)
+                | WorkloadRejection::CreatedInFuture(_)
+                | WorkloadRejection::ErrorTooLong => ApiError::bad_request("invalid_field", message),
+                WorkloadRejection::NotDue(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
             },
             CommandError::Limit(_) => ApiError::limit_reached(message),
             CommandError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),

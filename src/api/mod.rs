@@ -8,6 +8,7 @@ pub mod extract;
 pub mod shares;
 pub mod v1;
 pub mod v3;
+pub mod workloads;
 
 use actix_web::http::header::HeaderValue;
 use actix_web::http::StatusCode;
@@ -33,7 +34,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .wrap(actix_web::middleware::from_fn(auth::v1))
             .configure(v1::configure)
             .configure(accounts::configure)
-            .configure(shares::configure),
+            .configure(shares::configure)
+            .configure(workloads::configure),
     )
     .service(
         web::scope("/v3")

@@ -172,6 +172,7 @@ impl From<CommandError> for EtcdError {
             CommandError::Limit(r) => EtcdError::new(Code::ResourceExhausted, format!("tenure: {r}")),
             CommandError::Account(r) => EtcdError::invalid(format!("tenure: {r}")),
             CommandError::Share(r) => EtcdError::invalid(format!("tenure: {r}")),
+            CommandError::Workload(r) => EtcdError::invalid(format!("tenure: {r}")),
             CommandError::Unavailable(m) => EtcdError::new(Code::Unavailable, m),
             CommandError::Store(e @ (StoreError::Poisoned | StoreError::Closed)) => {
                 EtcdError::new(Code::Unavailable, e.to_string())
