@@ -18,11 +18,11 @@ use crate::domain::account::{AccountCommand, AccountRejection, LimitsUpdate};
 use crate::domain::keyspace::{KeyRange, LeaseUpdate, RangeOptions};
 use crate::domain::lease::LeaseRejection;
 use crate::domain::share::{ShareCommand, ShareRejection};
+use crate::domain::workload::{Signed, WorkloadCommand, WorkloadRejection};
 use crate::store::StoreError;
+use tenure_events::workload::ResultState;
 use tenure_events::{BackendMode, ShareMode};
 use tenure_projections::{SessionView, ShareView, WorkloadView};
-use crate::domain::workload::{Signed, WorkloadCommand, WorkloadRejection};
-use tenure_events::workload::ResultState;
 
 /// Commands and queries in flight at once. Past this, callers wait: this is
 /// the bound behind every actor mailbox and the store's write queue.
@@ -824,7 +824,12 @@ impl Control {
     pub async fn workload(&self, account: &AccountId, id: u64) -> Result<WorkloadView, CommandError> {
         let projections = &self.hub.projections;
         projections.caught_up(self.hub.store.head()).await;
-        let found = projections.workloads.lock().get(id).filter(|w| w.owner == *account).cloned();
+        let found = projections
+            .workloads
+            .lock()
+            .get(id)
+            .filter(|w| w.owner == *account)
+            .cloned();
         found.ok_or(CommandError::Workload(WorkloadRejection::NotFound))
     }
 
@@ -843,7 +848,8 @@ impl Control {
         let command = WorkloadCommand::Delete {
             caller: meta.account.clone(),
         };
-        self.workload_command(uuid, Activation::Load, meta.clone(), command).await?;
+        self.workload_command(uuid, Activation::Load, meta.clone(), command)
+            .await?;
         self.workload(&meta.account, id).await
     }
 

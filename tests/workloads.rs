@@ -7,10 +7,10 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use tenure::clock::Clock;
 use common::{with_auth, Session, TestServer, ADMIN_TOKEN, PATIENCE};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use tenure::clock::Clock;
 use tenure::domain::workload::{sign, Signed};
 use tokio::sync::mpsc;
 
@@ -109,12 +109,18 @@ async fn a_node_agent_sees_reservations_deletions_and_expiries_and_reports_resul
     // Two reservations: the agent, already waiting in its long poll, gets
     // them in order and reports ok.
     let (status, first) = alice
-        .post("/v1/reservations", reservation("alice", "node-1", "container", container(), now, 3600))
+        .post(
+            "/v1/reservations",
+            reservation("alice", "node-1", "container", container(), now, 3600),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{first}");
     let volume = json!({"size": 10, "type": "ssd"});
     let (status, second) = alice
-        .post("/v1/reservations", reservation("alice", "node-1", "volume", volume, now, 60))
+        .post(
+            "/v1/reservations",
+            reservation("alice", "node-1", "volume", volume, now, 60),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{second}");
     let (first_id, second_id) = (first["id"].as_u64().expect("id"), second["id"].as_u64().expect("id"));
@@ -129,7 +135,17 @@ async fn a_node_agent_sees_reservations_deletions_and_expiries_and_reports_resul
 
     // A reservation for another node is not in this feed.
     alice
-        .post("/v1/reservations", reservation("alice", "node-2", "debug", json!({"host": "h", "port": 1, "channel": "c"}), now, 60))
+        .post(
+            "/v1/reservations",
+            reservation(
+                "alice",
+                "node-2",
+                "debug",
+                json!({"host": "h", "port": 1, "channel": "c"}),
+                now,
+                60,
+            ),
+        )
         .await;
 
     // Deleted by its owner: the node sees it again, to delete.
@@ -137,12 +153,18 @@ async fn a_node_agent_sees_reservations_deletions_and_expiries_and_reports_resul
     assert_eq!(status, StatusCode::OK, "{deleted}");
     assert_eq!(deleted["to_delete"], true);
     let seen = next(&mut agent).await;
-    assert_eq!((seen.id, seen.to_delete, seen.reason.as_deref()), (first_id, true, Some("request")));
+    assert_eq!(
+        (seen.id, seen.to_delete, seen.reason.as_deref()),
+        (first_id, true, Some("request"))
+    );
 
     // Expired: the decommission timers mark it, the node sees it.
     server.clock.advance(Duration::from_secs(61));
     let seen = next(&mut agent).await;
-    assert_eq!((seen.id, seen.to_delete, seen.reason.as_deref()), (second_id, true, Some("expired")));
+    assert_eq!(
+        (seen.id, seen.to_delete, seen.reason.as_deref()),
+        (second_id, true, Some("expired"))
+    );
     let (_, shown) = alice.get(&format!("/v1/reservations/{second_id}")).await;
     assert_eq!(shown["result"]["state"], "deleted", "{shown}");
 
@@ -187,32 +209,54 @@ async fn unsigned_badly_signed_and_expired_reservations_are_refused_with_a_reaso
 
     // No key registered yet.
     let (status, body) = alice.post("/v1/reservations", good.clone()).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("no_public_key")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("no_public_key")),
+        "{body}"
+    );
     register_key(&alice, &owner_key()).await;
 
     let mut unsigned = good.clone();
     unsigned.as_object_mut().expect("object").remove("signature");
     let (status, body) = alice.post("/v1/reservations", unsigned).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["message"].as_str().unwrap_or_default().contains("signature"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or_default().contains("signature"),
+        "{body}"
+    );
 
     let mut tampered = good.clone();
     tampered["data"]["capacity"]["memory"] = json!(65536);
     let (status, body) = alice.post("/v1/reservations", tampered).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_signature")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_signature")),
+        "{body}"
+    );
     let mut moved = good.clone();
     moved["node_id"] = json!("node-9");
     let (status, body) = alice.post("/v1/reservations", moved).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_signature")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_signature")),
+        "{body}"
+    );
 
     let stale = reservation("alice", "node-1", "container", container(), now - 7200, 3600);
     let (status, body) = alice.post("/v1/reservations", stale).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("expired")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("expired")),
+        "{body}"
+    );
 
     let bad_type = reservation("alice", "node-1", "volume", json!({"size": -1, "type": "ssd"}), now, 60);
     let (status, body) = alice.post("/v1/reservations", bad_type).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["message"].as_str().unwrap_or_default().starts_with("data.size:"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or_default().starts_with("data.size:"),
+        "{body}"
+    );
 
     // None of them was recorded; the good one is.
     assert_eq!(common::count_type(&server.events().await, "WorkloadReserved"), 0);
@@ -229,12 +273,18 @@ async fn another_account_cannot_see_or_delete_my_reservations_and_accounts_canno
     register_key(&bob, &owner_key()).await;
     let now = server.clock.now().timestamp();
     let (_, mine) = alice
-        .post("/v1/reservations", reservation("alice", "node-1", "container", container(), now, 3600))
+        .post(
+            "/v1/reservations",
+            reservation("alice", "node-1", "container", container(), now, 3600),
+        )
         .await;
     let id = mine["id"].as_u64().expect("id");
 
     let (status, body) = bob.get(&format!("/v1/reservations/{id}")).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("reservation_not_found")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("reservation_not_found"))
+    );
     let (status, _) = bob.delete(&format!("/v1/reservations/{id}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(bob.get("/v1/reservations").await.1, json!({"reservations": []}));
@@ -245,11 +295,17 @@ async fn another_account_cannot_see_or_delete_my_reservations_and_accounts_canno
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let signed_for_alice = reservation("alice", "node-1", "container", container(), now, 3600);
     let (status, body) = bob.post("/v1/reservations", signed_for_alice).await;
-    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_signature")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_signature")),
+        "{body}"
+    );
     // Nodes are the operator's: account tokens cannot poll or report.
     let (status, _) = bob.get("/v1/nodes/node-1/reservations?timeout=0").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, _) = alice.put(&format!("/v1/reservations/{id}/result"), json!({"state": "ok"})).await;
+    let (status, _) = alice
+        .put(&format!("/v1/reservations/{id}/result"), json!({"state": "ok"}))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     let (_, shown) = alice.get(&format!("/v1/reservations/{id}")).await;

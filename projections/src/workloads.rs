@@ -101,7 +101,9 @@ impl Workloads {
     }
 
     fn move_in_feed(&mut self, uuid: Uuid, seq: u64) {
-        let Some(view) = self.by_uuid.get_mut(&uuid) else { return };
+        let Some(view) = self.by_uuid.get_mut(&uuid) else {
+            return;
+        };
         let feed = self.feeds.entry(view.node.clone()).or_default();
         feed.remove(&view.seq);
         feed.insert(seq, uuid);
@@ -160,7 +162,9 @@ impl Projection for Workloads {
                 );
             }
             WorkloadEvent::DeleteRequested(e) => {
-                let Some(view) = self.by_uuid.get_mut(&uuid) else { return };
+                let Some(view) = self.by_uuid.get_mut(&uuid) else {
+                    return;
+                };
                 if view.to_delete.is_some() {
                     return;
                 }

@@ -75,7 +75,12 @@ pub async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-fn settle(hub: &Hub, in_flight: &mut HashMap<Uuid, Option<DateTime<Utc>>>, id: Uuid, result: Result<usize, CommandError>) {
+fn settle(
+    hub: &Hub,
+    in_flight: &mut HashMap<Uuid, Option<DateTime<Utc>>>,
+    id: Uuid,
+    result: Result<usize, CommandError>,
+) {
     match result {
         Ok(_) => {
             in_flight.remove(&id);

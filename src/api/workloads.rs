@@ -120,7 +120,11 @@ async fn reserve(
     body: JsonBody<ReserveBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.0;
-    if body.owner.as_deref().is_some_and(|owner| owner != caller.account.as_str()) {
+    if body
+        .owner
+        .as_deref()
+        .is_some_and(|owner| owner != caller.account.as_str())
+    {
         return Err(ApiError::bad_request(
             "invalid_field",
             format!("owner: must be your account '{}'", caller.account),
@@ -178,7 +182,13 @@ async fn report_result(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.0;
     let view = control
-        .report_result(Some(node.request_id), reservation_id(&id)?, body.state, body.error, body.data)
+        .report_result(
+            Some(node.request_id),
+            reservation_id(&id)?,
+            body.state,
+            body.error,
+            body.data,
+        )
         .await?;
     Ok(HttpResponse::Ok().json(ReservationJson::from(view)))
 }

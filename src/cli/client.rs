@@ -11,7 +11,7 @@ use tenure_events::{Bytes, LeaseId};
 use super::output;
 use super::{
     AccessCommand, AccountCommand, BackendModeArg, Command, KeyCommand, LeaseCommand, LimitArgs, LimitsCommand,
-    ReservationCommand, ShareCommand, ShareModeArg, TokenCommand,
+    NodeCommand, ReservationCommand, ResultStateArg, ShareCommand, ShareModeArg, TokenCommand,
 };
 
 /// A failed client command, printed as `Error: ...` on stderr.
@@ -329,9 +329,19 @@ async fn execute(client: &Client, command: Command) -> Result<ExitCode, CliError
                     session_state(&share)
                 ));
             }
+            let list: WorkloadList = client.send(http.get(client.url("/v1/reservations"))).await?;
+            for w in list.reservations {
+                print(workload_line(&w));
+            }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Reservation(ReservationCommand::Get { token }) => {
+        Command::Reservation(ReservationCommand::Get { token_or_id }) if token_or_id.parse::<u64>().is_ok() => {
+            let url = client.url(&format!("/v1/reservations/{token_or_id}"));
+            let workload: serde_json::Value = client.send(http.get(url)).await?;
+            print(serde_json::to_string_pretty(&workload).unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reservation(ReservationCommand::Get { token_or_id: token }) => {
             let url = client.url(&format!("/v1/shares/{}", path_segment(&token)));
             let share: ShareInfo = client.send(http.get(url)).await?;
             print(format!("token: {}", share.token));
@@ -343,6 +353,167 @@ async fn execute(client: &Client, command: Command) -> Result<ExitCode, CliError
             }
             print(format!("session: {}", session_state(&share)));
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Reservation(ReservationCommand::Create {
+            node,
+            kind,
+            data,
+            duration,
+            key_file,
+        }) => {
+            let data = read_json_arg("--data", &data)?;
+            let key = read_secret_key(&key_file)?;
+            let me: AccountView = client.send(http.get(client.url("/v1/account"))).await?;
+            let created = chrono::Utc::now().timestamp();
+            let signed = crate::domain::workload::Signed {
+                node: node.clone(),
+                owner: me
+                    .name
+                    .parse()
+                    .map_err(|e: tenure_events::IdError| CliError::Usage(e.to_string()))?,
+                kind: kind.clone(),
+                data: data.clone(),
+                created,
+                duration_s: duration,
+            };
+            let signature = crate::domain::workload::sign(&signed, &key);
+            let body = serde_json::json!({
+                "node_id": node, "type": kind, "data": data, "created": created,
+                "duration": duration, "signature": signature,
+            });
+            let w: WorkloadInfo = client
+                .send(http.post(client.url("/v1/reservations")).json(&body))
+                .await?;
+            print(format!("reservation {} created for node '{}'", w.id, w.node_id));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reservation(ReservationCommand::Delete { id }) => {
+            let w: WorkloadInfo = client
+                .send(http.delete(client.url(&format!("/v1/reservations/{id}"))))
+                .await?;
+            print(format!("reservation {} is to be deleted by node '{}'", w.id, w.node_id));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reservation(ReservationCommand::Result { id, state, error, data }) => {
+            let state = match state {
+                ResultStateArg::Ok => "ok",
+                ResultStateArg::Error => "error",
+                ResultStateArg::Deleted => "deleted",
+            };
+            let data = data.as_deref().map(|d| read_json_arg("--data", d)).transpose()?;
+            let body = serde_json::json!({
+                "state": state, "error": error.unwrap_or_default(), "data": data.unwrap_or_default(),
+            });
+            let url = client.url(&format!("/v1/reservations/{id}/result"));
+            let _: WorkloadInfo = client.send(http.put(url).json(&body)).await?;
+            print(format!("result '{state}' recorded for reservation {id}"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Node(NodeCommand::Poll { node, from, follow }) => node_poll(client, &node, from, follow).await,
+    }
+}
+
+#[derive(Deserialize)]
+struct WorkloadInfo {
+    id: u64,
+    node_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    expires_at: String,
+    to_delete: bool,
+    #[serde(default)]
+    result: Option<WorkloadResult>,
+}
+
+#[derive(Deserialize)]
+struct WorkloadResult {
+    state: String,
+}
+
+#[derive(Deserialize)]
+struct WorkloadList {
+    reservations: Vec<WorkloadInfo>,
+}
+
+fn workload_line(w: &WorkloadInfo) -> String {
+    let state = if w.to_delete { "to-delete" } else { "active" };
+    let result = w.result.as_ref().map_or("no result", |r| r.state.as_str());
+    format!(
+        "{} {} {} {state} expires {} {result}",
+        w.id, w.kind, w.node_id, w.expires_at
+    )
+}
+
+/// A JSON argument, or @FILE for a file holding it.
+fn read_json_arg(flag: &str, arg: &str) -> Result<serde_json::Value, CliError> {
+    let text = match arg.strip_prefix('@') {
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("{flag}: cannot read {path}: {e}")))?
+        }
+        None => arg.to_owned(),
+    };
+    serde_json::from_str(&text).map_err(|e| CliError::Usage(format!("{flag}: not JSON: {e}")))
+}
+
+/// An ed25519 secret key file: the 32-byte seed in standard base64.
+fn read_secret_key(path: &std::path::Path) -> Result<ed25519_dalek::SigningKey, CliError> {
+    use base64::Engine;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Usage(format!("--key-file: cannot read {}: {e}", path.display())))?;
+    let seed: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| CliError::Usage("--key-file: not a base64 ed25519 secret key (32 bytes)".into()))?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
+/// Writes a new secret key to `path` (owner-only) and answers the public key.
+fn generate_key(path: &std::path::Path) -> Result<String, CliError> {
+    use base64::Engine;
+    use std::io::Write;
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| CliError::Usage(format!("the OS random source failed: {e}")))?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| CliError::Usage(format!("cannot create {}: {e}", path.display())))?;
+    writeln!(file, "{}", b64.encode(seed))
+        .map_err(|e| CliError::Usage(format!("cannot write {}: {e}", path.display())))?;
+    Ok(b64.encode(key.verifying_key().to_bytes()))
+}
+
+/// `node poll`: one poll (answering at once), or with `follow` long polls
+/// until Ctrl-C. Each reservation is one JSON line on stdout.
+async fn node_poll(client: &Client, node: &str, from: u64, follow: bool) -> Result<ExitCode, CliError> {
+    #[derive(Deserialize)]
+    struct Polled {
+        reservations: Vec<serde_json::Value>,
+        next: u64,
+    }
+    let mut shutdown = super::Shutdown::install();
+    let mut cursor = from;
+    loop {
+        let timeout = if follow { 30 } else { 0 };
+        let url = client.url(&format!("/v1/nodes/{}/reservations", path_segment(node)));
+        let query = [("from", cursor.to_string()), ("timeout", timeout.to_string())];
+        let request = client.send::<Polled>(client.http.get(url).query(&query));
+        let polled = tokio::select! {
+            polled = request => polled?,
+            _ = shutdown.wait() => return Ok(ExitCode::SUCCESS),
+        };
+        for r in &polled.reservations {
+            print(r.to_string());
+        }
+        cursor = polled.next;
+        if !follow {
+            eprintln!("next: {cursor}");
+            return Ok(ExitCode::SUCCESS);
         }
     }
 }
@@ -589,6 +760,12 @@ async fn account(client: &Client, command: AccountCommand) -> Result<ExitCode, C
                 .send(http.put(account_url(&account, "/limits")).json(&body))
                 .await?;
             print(format!("account '{}' limits: {}", view.name, limits_line(&view.limits)));
+        }
+        AccountCommand::Key(KeyCommand::Generate { file }) => {
+            let public_key = generate_key(&file)?;
+            print(format!("secret key written to {}", file.display()));
+            print(format!("public key: {public_key}"));
+            print(format!("register it with: tenure account key set {public_key}"));
         }
         AccountCommand::Key(KeyCommand::Set { public_key }) => {
             let body = serde_json::json!({ "public_key": public_key });

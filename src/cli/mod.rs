@@ -97,9 +97,12 @@ pub enum Command {
     Access(AccessCommand),
     /// Release a reserved share: ends its session and grants, frees the token.
     Release { token: String },
-    /// List or show your reserved shares.
+    /// Reserved shares and workload reservations.
     #[command(subcommand)]
     Reservation(ReservationCommand),
+    /// What nodes do: poll their reservations.
+    #[command(subcommand)]
+    Node(NodeCommand),
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -138,10 +141,64 @@ pub enum AccessCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum ReservationCommand {
-    /// Your reserved shares.
+    /// Your reserved shares and workload reservations.
     List,
-    /// One of your reserved shares.
-    Get { token: String },
+    /// One of your reserved shares (by token) or workload reservations (by ID).
+    Get { token_or_id: String },
+    /// Reserve a workload on a node, signed with your ed25519 secret key.
+    Create {
+        /// The node that runs it.
+        #[arg(long)]
+        node: String,
+        /// container, volume, network, zdb, debug or kubernetes.
+        #[arg(long = "type")]
+        kind: String,
+        /// The workload's fields as JSON, or @FILE to read them from a file.
+        #[arg(long)]
+        data: String,
+        /// Seconds until it is decommissioned.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+        duration: i64,
+        /// Your secret key (from `tenure account key generate`).
+        #[arg(long)]
+        key_file: PathBuf,
+    },
+    /// Delete a workload reservation before it expires (its node removes it).
+    Delete { id: u64 },
+    /// Report a node's result for a workload reservation (admin token).
+    Result {
+        id: u64,
+        #[arg(value_enum)]
+        state: ResultStateArg,
+        /// What went wrong (with `error`).
+        #[arg(long)]
+        error: Option<String>,
+        /// What the node made, as JSON.
+        #[arg(long)]
+        data: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ResultStateArg {
+    Ok,
+    Error,
+    Deleted,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// The node's reservations from a cursor, one JSON object per line
+    /// (admin token). The next cursor goes to stderr.
+    Poll {
+        node: String,
+        /// Start at this cursor (the last seq seen + 1).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Keep polling (long polls) until Ctrl-C.
+        #[arg(long)]
+        follow: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +255,9 @@ pub enum LimitsCommand {
 pub enum KeyCommand {
     /// Register (or rotate to) an ed25519 public key: 32 bytes, standard base64.
     Set { public_key: String },
+    /// Make an ed25519 key pair: the secret key goes to FILE (mode 0600),
+    /// the public key is printed (register it with `account key set`).
+    Generate { file: PathBuf },
 }
 
 /// Per-account limits; -1 means unlimited (the default of a new account).

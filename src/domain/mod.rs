@@ -8,9 +8,9 @@ pub mod account;
 pub mod keyspace;
 pub mod lease;
 pub mod share;
-pub mod workload;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod workload;
 
 use chrono::{DateTime, Utc};
 

@@ -168,7 +168,11 @@ pub fn check_workload(kind: &str, data: &Value) -> Result<Workload, WorkloadReje
     fn typed<T: serde::de::DeserializeOwned>(data: &Value) -> Result<T, WorkloadRejection> {
         serde_path_to_error::deserialize(data).map_err(|e| {
             let path = e.path().to_string();
-            let path = if path == "." { "data".to_owned() } else { format!("data.{path}") };
+            let path = if path == "." {
+                "data".to_owned()
+            } else {
+                format!("data.{path}")
+            };
             WorkloadRejection::InvalidWorkload(format!("{path}: {}", e.into_inner()))
         })
     }
@@ -208,8 +212,9 @@ fn verify(signed: &Signed, signature: &str, public_key: &str) -> Result<(), Work
         .try_into()
         .map_err(|_| WorkloadRejection::BadSignature("an ed25519 signature is 64 bytes"))?;
     let signature = ed25519_dalek::Signature::from_bytes(&signature);
-    key.verify_strict(&signed.canonical(), &signature)
-        .map_err(|_| WorkloadRejection::BadSignature("does not verify with the owner's public key over this reservation"))
+    key.verify_strict(&signed.canonical(), &signature).map_err(|_| {
+        WorkloadRejection::BadSignature("does not verify with the owner's public key over this reservation")
+    })
 }
 
 impl Aggregate for WorkloadState {
@@ -388,11 +393,41 @@ mod tests {
             .then([reserved_event(&original, &signature)]);
 
         let tampered: Vec<(&str, Signed)> = vec![
-            ("node", Signed { node: "node-2".into(), ..original.clone() }),
-            ("owner", Signed { owner: "mallory".parse().expect("valid"), ..original.clone() }),
-            ("type", Signed { kind: "debug".into(), ..original.clone() }),
-            ("created", Signed { created: original.created - 1, ..original.clone() }),
-            ("duration", Signed { duration_s: 7200, ..original.clone() }),
+            (
+                "node",
+                Signed {
+                    node: "node-2".into(),
+                    ..original.clone()
+                },
+            ),
+            (
+                "owner",
+                Signed {
+                    owner: "mallory".parse().expect("valid"),
+                    ..original.clone()
+                },
+            ),
+            (
+                "type",
+                Signed {
+                    kind: "debug".into(),
+                    ..original.clone()
+                },
+            ),
+            (
+                "created",
+                Signed {
+                    created: original.created - 1,
+                    ..original.clone()
+                },
+            ),
+            (
+                "duration",
+                Signed {
+                    duration_s: 7200,
+                    ..original.clone()
+                },
+            ),
             ("data", {
                 let mut s = original.clone();
                 s.data["capacity"]["memory"] = serde_json::json!(4096);
@@ -407,7 +442,10 @@ mod tests {
         for (what, changed) in tampered {
             let outcome = WorkloadState::Absent.decide(reserve(changed, signature.clone()), t(0));
             assert!(
-                matches!(outcome, Err(WorkloadRejection::BadSignature(_)) | Err(WorkloadRejection::InvalidWorkload(_))),
+                matches!(
+                    outcome,
+                    Err(WorkloadRejection::BadSignature(_)) | Err(WorkloadRejection::InvalidWorkload(_))
+                ),
                 "tampered {what}: {outcome:?}"
             );
         }
@@ -420,8 +458,16 @@ mod tests {
         let check = |command: WorkloadCommand, now, rejection: WorkloadRejection| {
             given::<WorkloadState>([]).at(now).when(command).then_rejects(rejection);
         };
-        check(reserve(s.clone(), String::new()), t(0), WorkloadRejection::BadSignature("an ed25519 signature is 64 bytes"));
-        check(reserve(s.clone(), "%%%".into()), t(0), WorkloadRejection::BadSignature("not base64"));
+        check(
+            reserve(s.clone(), String::new()),
+            t(0),
+            WorkloadRejection::BadSignature("an ed25519 signature is 64 bytes"),
+        );
+        check(
+            reserve(s.clone(), "%%%".into()),
+            t(0),
+            WorkloadRejection::BadSignature("not base64"),
+        );
         let other = sign(&s, &ed25519_dalek::SigningKey::from_bytes(&[7; 32]));
         check(
             reserve(s.clone(), other),
@@ -429,24 +475,58 @@ mod tests {
             WorkloadRejection::BadSignature("does not verify with the owner's public key over this reservation"),
         );
         check(
-            WorkloadCommand::Reserve { signed: s.clone(), signature: good.clone(), public_key: None },
+            WorkloadCommand::Reserve {
+                signed: s.clone(),
+                signature: good.clone(),
+                public_key: None,
+            },
             t(0),
             WorkloadRejection::NoPublicKey,
         );
         check(
             reserve(s.clone(), good.clone()),
             t(3600),
-            WorkloadRejection::ExpiredOnArrival { created: t(0), duration_s: 3600 },
+            WorkloadRejection::ExpiredOnArrival {
+                created: t(0),
+                duration_s: 3600,
+            },
         );
-        check(reserve(s.clone(), good.clone()), t(-301), WorkloadRejection::CreatedInFuture(t(0)));
         check(
-            reserve(Signed { duration_s: 0, ..s.clone() }, good.clone()),
+            reserve(s.clone(), good.clone()),
+            t(-301),
+            WorkloadRejection::CreatedInFuture(t(0)),
+        );
+        check(
+            reserve(
+                Signed {
+                    duration_s: 0,
+                    ..s.clone()
+                },
+                good.clone(),
+            ),
             t(0),
             WorkloadRejection::InvalidDuration(0),
         );
-        check(reserve(Signed { node: "a/b".into(), ..s.clone() }, good.clone()), t(0), WorkloadRejection::InvalidNode);
+        check(
+            reserve(
+                Signed {
+                    node: "a/b".into(),
+                    ..s.clone()
+                },
+                good.clone(),
+            ),
+            t(0),
+            WorkloadRejection::InvalidNode,
+        );
         let outcome = WorkloadState::Absent.decide(
-            reserve(Signed { data: serde_json::json!({"size": "big", "type": "ssd"}), kind: "volume".into(), ..s }, good),
+            reserve(
+                Signed {
+                    data: serde_json::json!({"size": "big", "type": "ssd"}),
+                    kind: "volume".into(),
+                    ..s
+                },
+                good,
+            ),
             t(0),
         );
         assert!(
@@ -460,9 +540,18 @@ mod tests {
         for (kind, data) in [
             ("volume", serde_json::json!({"size": 10, "type": "hdd"})),
             ("network", serde_json::json!({"name": "net1", "iprange": "10.1.0.0/16"})),
-            ("zdb", serde_json::json!({"size": 5, "mode": "seq", "disk_type": "ssd", "public": true})),
-            ("debug", serde_json::json!({"host": "10.0.0.1", "port": 6379, "channel": "logs"})),
-            ("kubernetes", serde_json::json!({"size": 1, "network_id": "net1", "ip": "10.1.1.3", "cluster_secret": "ab"})),
+            (
+                "zdb",
+                serde_json::json!({"size": 5, "mode": "seq", "disk_type": "ssd", "public": true}),
+            ),
+            (
+                "debug",
+                serde_json::json!({"host": "10.0.0.1", "port": 6379, "channel": "logs"}),
+            ),
+            (
+                "kubernetes",
+                serde_json::json!({"size": 1, "network_id": "net1", "ip": "10.1.1.3", "cluster_secret": "ab"}),
+            ),
         ] {
             let workload = check_workload(kind, &data).unwrap_or_else(|e| panic!("{kind}: {e}"));
             assert_eq!(workload.kind(), kind);
@@ -487,15 +576,24 @@ mod tests {
                 data: serde_json::json!({"id": "c1"}),
             }
             .into()]);
-        let requested: WorkloadEvent = WorkloadDeleteRequested { reason: DeleteReason::Request }.into();
+        let requested: WorkloadEvent = WorkloadDeleteRequested {
+            reason: DeleteReason::Request,
+        }
+        .into();
         given::<WorkloadState>([reserved.clone()])
-            .when(WorkloadCommand::Delete { caller: "alice".parse().expect("valid") })
+            .when(WorkloadCommand::Delete {
+                caller: "alice".parse().expect("valid"),
+            })
             .then([requested.clone()]);
         given::<WorkloadState>([reserved.clone()])
-            .when(WorkloadCommand::Delete { caller: "bob".parse().expect("valid") })
+            .when(WorkloadCommand::Delete {
+                caller: "bob".parse().expect("valid"),
+            })
             .then_rejects(WorkloadRejection::NotFound);
         given::<WorkloadState>([reserved.clone(), requested.clone()])
-            .when(WorkloadCommand::Delete { caller: "alice".parse().expect("valid") })
+            .when(WorkloadCommand::Delete {
+                caller: "alice".parse().expect("valid"),
+            })
             .then([]);
         given::<WorkloadState>([reserved.clone()])
             .at(t(3599))
@@ -504,7 +602,10 @@ mod tests {
         given::<WorkloadState>([reserved.clone()])
             .at(t(3600))
             .when(WorkloadCommand::Expire)
-            .then([WorkloadDeleteRequested { reason: DeleteReason::Expired }.into()]);
+            .then([WorkloadDeleteRequested {
+                reason: DeleteReason::Expired,
+            }
+            .into()]);
         given::<WorkloadState>([reserved, requested])
             .at(t(3600))
             .when(WorkloadCommand::Expire)
