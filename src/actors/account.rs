@@ -10,13 +10,13 @@
 use std::sync::Arc;
 
 use actix::{Actor, Context, Handler, Message};
-use tenure_events::{AccountEvent, AccountId, NewEvent, StreamId};
+use tenure_events::{AccountId, StreamId};
 
-use super::journal::{activate_from_log, journaled, submit, Journal};
+use super::entity::{self, AggregateActor};
+use super::journal::{journaled, Journal};
 use super::registry::{Activation, Entity};
-use super::{command_span, log_outcome, Cmd, CommandError, Hub, Reply};
+use super::{Cmd, Hub, Reply};
 use crate::domain::account::{Account, AccountCommand};
-use crate::domain::Aggregate;
 
 pub struct AccountActor {
     hub: Arc<Hub>,
@@ -53,56 +53,28 @@ impl Actor for AccountActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        activate_from_log(
-            self,
-            ctx,
-            Account::default(),
-            |state, e| {
-                if let Some(event) = e.decode_as::<AccountEvent>()? {
-                    state.evolve(&event, e.time);
-                }
-                Ok(())
-            },
-            |act, state| act.state = state,
-        );
+        entity::load(self, ctx);
     }
 }
 
 journaled!(AccountActor, registry: accounts, key: name);
 
+impl AggregateActor for AccountActor {
+    type State = Account;
+
+    fn state(&mut self) -> &mut Account {
+        &mut self.state
+    }
+
+    fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.hub.clock.now()
+    }
+}
+
 impl Handler<Execute> for AccountActor {
     type Result = ();
 
     fn handle(&mut self, msg: Execute, ctx: &mut Context<Self>) {
-        self.journal.touch();
-        let span = command_span(&msg.cmd, "account", self.journal.stream());
-        let now = self.hub.clock.now();
-        let reply = msg.reply;
-        let events = match self.state.decide(msg.command, now) {
-            Ok(events) => events,
-            Err(rejection) => {
-                let result = Err(rejection.into());
-                log_outcome(&span, &result);
-                self.journal.reply(reply, result);
-                return;
-            }
-        };
-        if events.is_empty() {
-            self.journal.reply(reply, Ok(0));
-            return;
-        }
-        let count = events.len();
-        let new_events: Vec<NewEvent> = events
-            .iter()
-            .map(|e| {
-                self.state.evolve(e, now);
-                NewEvent::new(e, &msg.cmd.meta, now)
-            })
-            .collect();
-        submit(self, ctx, new_events, move |_, _, result| {
-            let result = result.map(|_| count).map_err(CommandError::from);
-            log_outcome(&span, &result);
-            reply.send(result);
-        });
+        entity::execute(self, ctx, msg.command, msg.cmd, "account", msg.reply);
     }
 }

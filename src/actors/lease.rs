@@ -17,12 +17,12 @@
 //! server takes requests, so no key stays attached to a dead lease.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
+use actix::{Actor, AsyncContext, Context, Handler, Message};
 use tenure_events::{DeleteCause, LeaseEvent, LeaseId, Metadata, NewEvent, StreamId};
 use tenure_projections::LeaseKey;
 
+use super::entity::{self, Passivating};
 use super::journal::{activate_from_log, journaled, submit, Journal};
 use super::keyspace::{self, Deleted, PutDone};
 use super::registry::{Activation, Entity};
@@ -113,8 +113,7 @@ impl Actor for LeaseActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let every = (self.hub.config.passivate_after / 2).clamp(Duration::from_millis(10), Duration::from_secs(30));
-        ctx.run_interval(every, |act, ctx| act.passivate_if_idle(ctx));
+        entity::schedule_passivation(self, ctx);
         if self.load {
             let floor = self.hub.config.epoch;
             activate_from_log(
@@ -138,22 +137,25 @@ impl Actor for LeaseActor {
 
 journaled!(LeaseActor, registry: leases, key: key);
 
+impl Passivating for LeaseActor {
+    fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// No live lease: nothing worth keeping in memory.
+    fn holds_nothing(&self) -> bool {
+        !matches!(self.state, Lease::Live { .. })
+    }
+
+    fn leave_registry(&mut self, ctx: &mut Context<Self>) -> bool {
+        let handled = self.journal.handled();
+        self.hub.leases.try_passivate(&self.key, &ctx.address(), handled)
+    }
+}
+
 impl LeaseActor {
-    /// Stops the actor if nothing is in flight and it has been idle long
-    /// enough, or holds no live lease (nothing worth keeping in memory).
     fn passivate_if_idle(&mut self, ctx: &mut Context<Self>) {
-        if !self.journal.is_settled() || self.journal.is_failed() {
-            return;
-        }
-        let holds_nothing = !matches!(self.state, Lease::Live { .. });
-        if (holds_nothing || self.journal.idle_for() >= self.hub.config.passivate_after)
-            && self
-                .hub
-                .leases
-                .try_passivate(&self.key, &ctx.address(), self.journal.handled())
-        {
-            ctx.stop();
-        }
+        entity::passivate_if_idle(self, ctx);
     }
 
     /// Decides `command`, applies and appends its events, and calls `done`

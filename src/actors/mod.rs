@@ -7,6 +7,7 @@
 
 pub mod account;
 pub mod decommission;
+pub mod entity;
 pub mod expiry;
 pub mod journal;
 pub mod keyspace;
