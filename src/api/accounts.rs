@@ -16,7 +16,7 @@ use crate::control::{Control, Usage};
 use crate::domain::account::LimitsUpdate;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let resource = |path: &str| web::resource(path).default_service(web::to(super::method_not_allowed));
+    use super::resource;
     cfg.service(
         resource("/accounts")
             .route(web::post().to(create))

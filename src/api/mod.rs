@@ -69,6 +69,11 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     ))
 }
 
+/// A resource whose other methods answer 405 with a JSON body.
+pub(crate) fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
 pub(crate) async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
     actix_web::ResponseError::error_response(&ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,

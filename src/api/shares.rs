@@ -13,7 +13,7 @@ use crate::control::Control;
 use crate::domain::share::check_unique_name;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let resource = |path: &str| web::resource(path).default_service(web::to(super::method_not_allowed));
+    use super::resource;
     cfg.service(
         resource("/shares")
             .route(web::post().to(reserve))

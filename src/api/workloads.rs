@@ -19,7 +19,7 @@ pub const MAX_POLL_WAIT_S: u64 = 60;
 pub const MAX_POLL_ITEMS: usize = 1000;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let resource = |path: &str| web::resource(path).default_service(web::to(super::method_not_allowed));
+    use super::resource;
     cfg.service(
         resource("/reservations")
             .route(web::post().to(reserve))

@@ -99,16 +99,9 @@ impl TestServer {
         self.running().store.clone()
     }
 
+    /// A request without an `Authorization` header.
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let res = req.send().await.expect("request reaches the server");
-        let status = res.status();
-        let text = res.text().await.expect("body");
-        let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: body is not JSON: {text:?}"));
-        (status, value)
+        self.session_with_header(None).call(method, path, body).await
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
