@@ -7,6 +7,7 @@ use crate::account::{
     AccountCreated, AccountKeyRegistered, AccountLimitsSet, AccountTokenCreated, AccountTokenRevoked,
 };
 use crate::share::{ShareAccessGranted, ShareReleased, ShareReserved, ShareSessionEnded, ShareSessionStarted};
+use crate::service::{InstanceRegistered, InstanceRemoved, ServiceCreated, ServiceDeleted};
 use crate::workload::{WorkloadDeleteRequested, WorkloadReserved, WorkloadResultReported};
 use crate::{Bytes, LeaseId};
 
@@ -223,6 +224,22 @@ event_set! {
     }
 }
 
+event_set! {
+    /// The events of a service's stream.
+    ServiceEvent {
+        Created(ServiceCreated) = "ServiceCreated" v 1,
+        Deleted(ServiceDeleted) = "ServiceDeleted" v 1,
+    }
+}
+
+event_set! {
+    /// The events of an instance's stream.
+    InstanceEvent {
+        Registered(InstanceRegistered) = "InstanceRegistered" v 1,
+        Removed(InstanceRemoved) = "InstanceRemoved" v 1,
+    }
+}
+
 /// Any event of tenure.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -231,6 +248,8 @@ pub enum Event {
     Account(AccountEvent),
     Share(ShareEvent),
     Workload(WorkloadEvent),
+    Service(ServiceEvent),
+    Instance(InstanceEvent),
 }
 
 impl Event {
@@ -251,6 +270,12 @@ impl Event {
         if let Some(e) = WorkloadEvent::decode(event_type, schema_version, payload)? {
             return Ok(Event::Workload(e));
         }
+        if let Some(e) = ServiceEvent::decode(event_type, schema_version, payload)? {
+            return Ok(Event::Service(e));
+        }
+        if let Some(e) = InstanceEvent::decode(event_type, schema_version, payload)? {
+            return Ok(Event::Instance(e));
+        }
         Err(DecodeError::UnknownType(event_type.to_owned()))
     }
 
@@ -262,6 +287,8 @@ impl Event {
             .chain(AccountEvent::TYPES)
             .chain(ShareEvent::TYPES)
             .chain(WorkloadEvent::TYPES)
+            .chain(ServiceEvent::TYPES)
+            .chain(InstanceEvent::TYPES)
             .copied()
     }
 }
@@ -274,6 +301,8 @@ impl EventSet for Event {
             Event::Account(e) => e.event_type(),
             Event::Share(e) => e.event_type(),
             Event::Workload(e) => e.event_type(),
+            Event::Service(e) => e.event_type(),
+            Event::Instance(e) => e.event_type(),
         }
     }
 
@@ -284,6 +313,8 @@ impl EventSet for Event {
             Event::Account(e) => e.schema_version(),
             Event::Share(e) => e.schema_version(),
             Event::Workload(e) => e.schema_version(),
+            Event::Service(e) => e.schema_version(),
+            Event::Instance(e) => e.schema_version(),
         }
     }
 
@@ -294,6 +325,8 @@ impl EventSet for Event {
             Event::Account(e) => e.encode(),
             Event::Share(e) => e.encode(),
             Event::Workload(e) => e.encode(),
+            Event::Service(e) => e.encode(),
+            Event::Instance(e) => e.encode(),
         }
     }
 

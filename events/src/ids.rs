@@ -188,6 +188,16 @@ impl StreamId {
         StreamId(Arc::from(format!("workload/{id}")))
     }
 
+    /// The stream of an account's service, by its name (unique per account).
+    pub fn service(account: &AccountId, name: &str) -> StreamId {
+        StreamId(Arc::from(format!("service/{account}/{name}")))
+    }
+
+    /// The stream of an account's instance, by its name.
+    pub fn instance(account: &AccountId, name: &str) -> StreamId {
+        StreamId(Arc::from(format!("instance/{account}/{name}")))
+    }
+
     /// The kind of entity the stream belongs to: the part before the first `/`.
     pub fn category(&self) -> &str {
         self.0.split('/').next().unwrap_or_default()

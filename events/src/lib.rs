@@ -18,6 +18,7 @@ mod bytes;
 mod envelope;
 mod event;
 mod ids;
+pub mod service;
 mod share;
 pub mod workload;
 
@@ -29,7 +30,7 @@ pub use bytes::Bytes;
 pub use envelope::{Metadata, NewEvent, RecordedEvent};
 pub use event::{
     AccountEvent, DecodeError, DeleteCause, Event, EventSet, KeyDeleted, KeyPut, KeyspaceEvent, LeaseEvent,
-    LeaseExpired, LeaseGranted, LeaseKeptAlive, LeaseRevoked, ShareEvent, WorkloadEvent,
+    LeaseExpired, LeaseGranted, LeaseKeptAlive, LeaseRevoked, InstanceEvent, ServiceEvent, ShareEvent, WorkloadEvent,
 };
 pub use ids::{AccountId, IdError, LeaseId, StreamId};
 pub use share::{

@@ -7,6 +7,7 @@
 pub mod account;
 pub mod keyspace;
 pub mod lease;
+pub mod service;
 pub mod share;
 #[cfg(test)]
 pub(crate) mod testing;
