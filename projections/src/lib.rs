@@ -12,12 +12,14 @@
 mod catalog;
 mod directory;
 mod expiry;
+mod routing;
 mod shares;
 mod workloads;
 
 pub use catalog::Catalog;
 pub use directory::{AccountView, Directory, TokenView};
 pub use expiry::{ExpiryQueue, LeaseKey, LiveLease};
+pub use routing::{Route, Routes, RoutingTable};
 pub use shares::{GrantView, SessionView, ShareView, Shares};
 pub use workloads::{ResultView, WorkloadView, Workloads};
 

@@ -1,0 +1,236 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use tenure_events::{
+    AccountId, BackendMode, InstanceEvent, LeaseEvent, LeaseExpired, LeaseId, LeaseRevoked, RecordedEvent, ServiceEvent,
+    ShareEvent, ShareMode,
+};
+
+use crate::Projection;
+
+/// Where the frontend sends a host's requests. Built only from events:
+/// services and their instances, reserved shares and their sessions and
+/// grants, and the leases that keep instances and sessions alive.
+///
+/// - a service's FQDN routes to the addresses of its instances whose lease
+///   is live;
+/// - a share's `TOKEN.DOMAIN` routes to its target while its current
+///   session's lease is live; a private share only for requests carrying
+///   one of its access grants.
+///
+/// A host with no live backend still has a route (the frontend answers 503,
+/// not 404).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingTable {
+    checkpoint: u64,
+    domain: String,
+    live_leases: BTreeSet<(AccountId, LeaseId)>,
+    services: BTreeMap<(AccountId, String), String>,
+    instances: BTreeMap<(AccountId, String), InstanceEntry>,
+    shares: BTreeMap<String, ShareEntry>,
+    /// Set when an applied event changed some route.
+    changed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct InstanceEntry {
+    service: String,
+    address: String,
+    lease: LeaseId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ShareEntry {
+    owner: AccountId,
+    mode: ShareMode,
+    backend_mode: BackendMode,
+    target: String,
+    session_lease: Option<LeaseId>,
+    grants: BTreeSet<String>,
+}
+
+/// The routes, by host (lowercase, without port).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routes {
+    pub hosts: BTreeMap<String, Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// A service: the `HOST:PORT` of each live instance.
+    Service { backends: Vec<String> },
+    /// A share: its target while a session lives.
+    Share {
+        target: Option<String>,
+        backend_mode: BackendMode,
+        /// Private shares: the SHA-256 of each access grant's secret.
+        grants: Option<BTreeSet<String>>,
+    },
+}
+
+impl RoutingTable {
+    /// An empty table; shares are served at `TOKEN.{domain}`.
+    pub fn new(domain: &str) -> RoutingTable {
+        RoutingTable {
+            checkpoint: 0,
+            domain: domain.to_ascii_lowercase(),
+            live_leases: BTreeSet::new(),
+            services: BTreeMap::new(),
+            instances: BTreeMap::new(),
+            shares: BTreeMap::new(),
+            changed: false,
+        }
+    }
+
+    /// Whether routes changed since the last call (and resets it).
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    fn live(&self, account: &AccountId, lease: LeaseId) -> bool {
+        self.live_leases.contains(&(account.clone(), lease))
+    }
+
+    /// The routes as they stand.
+    pub fn routes(&self) -> Routes {
+        let mut hosts = BTreeMap::new();
+        for ((account, name), fqdn) in &self.services {
+            let backends = self
+                .instances
+                .range((account.clone(), String::new())..)
+                .take_while(|((a, _), _)| a == account)
+                .filter(|(_, i)| i.service == *name && self.live(account, i.lease))
+                .map(|(_, i)| i.address.clone())
+                .collect();
+            hosts.insert(fqdn.to_ascii_lowercase(), Route::Service { backends });
+        }
+        for (token, share) in &self.shares {
+            let serving = share.session_lease.is_some_and(|lease| self.live(&share.owner, lease));
+            hosts.insert(
+                format!("{token}.{}", self.domain),
+                Route::Share {
+                    target: serving.then(|| share.target.clone()),
+                    backend_mode: share.backend_mode,
+                    grants: (share.mode == ShareMode::Private).then(|| share.grants.clone()),
+                },
+            );
+        }
+        Routes { hosts }
+    }
+
+    /// Whether a lease holds up an instance or a share session. Linear in
+    /// instances and shares, which are few next to leases; an index by
+    /// lease is the next step if they are not.
+    fn lease_in_use(&self, account: &AccountId, lease: LeaseId) -> bool {
+        self.instances
+            .iter()
+            .any(|((a, _), i)| a == account && i.lease == lease)
+            || self
+                .shares
+                .values()
+                .any(|s| s.owner == *account && s.session_lease == Some(lease))
+    }
+}
+
+impl Projection for RoutingTable {
+    const NAME: &'static str = "routing";
+
+    fn checkpoint(&self) -> u64 {
+        self.checkpoint
+    }
+
+    fn apply(&mut self, event: &RecordedEvent) {
+        if !crate::advance(&mut self.checkpoint, event) {
+            return;
+        }
+        let account = &event.account;
+        let entity = |stream: &str| stream.rsplit('/').next().unwrap_or_default().to_owned();
+        match event.stream.category() {
+            "lease" => match event.decode_as::<LeaseEvent>() {
+                Ok(Some(LeaseEvent::Granted(g))) => {
+                    self.live_leases.insert((account.clone(), g.lease));
+                }
+                Ok(Some(LeaseEvent::Revoked(LeaseRevoked { lease })))
+                | Ok(Some(LeaseEvent::Expired(LeaseExpired { lease, .. }))) => {
+                    self.live_leases.remove(&(account.clone(), lease));
+                    if self.lease_in_use(account, lease) {
+                        self.changed = true;
+                    }
+                }
+                Ok(_) => {}
+                Err(err) => tracing::error!(position = event.position, %err, "routing table skips an event"),
+            },
+            "service" => match event.decode_as::<ServiceEvent>() {
+                Ok(Some(ServiceEvent::Created(e))) => {
+                    self.services.insert((account.clone(), e.name), e.fqdn);
+                    self.changed = true;
+                }
+                Ok(Some(ServiceEvent::Deleted(_))) => {
+                    self.services.remove(&(account.clone(), entity(event.stream.as_str())));
+                    self.changed = true;
+                }
+                Ok(None) => {}
+                Err(err) => tracing::error!(position = event.position, %err, "routing table skips an event"),
+            },
+            "instance" => match event.decode_as::<InstanceEvent>() {
+                Ok(Some(InstanceEvent::Registered(e))) => {
+                    let entry = InstanceEntry {
+                        service: e.service,
+                        address: e.address,
+                        lease: e.lease,
+                    };
+                    self.instances.insert((account.clone(), e.name), entry);
+                    self.changed = true;
+                }
+                Ok(Some(InstanceEvent::Removed(_))) => {
+                    self.instances.remove(&(account.clone(), entity(event.stream.as_str())));
+                    self.changed = true;
+                }
+                Ok(None) => {}
+                Err(err) => tracing::error!(position = event.position, %err, "routing table skips an event"),
+            },
+            "share" => {
+                let token = entity(event.stream.as_str());
+                match event.decode_as::<ShareEvent>() {
+                    Ok(Some(ShareEvent::Reserved(e))) => {
+                        self.shares.insert(
+                            token,
+                            ShareEntry {
+                                owner: e.owner,
+                                mode: e.mode,
+                                backend_mode: e.backend_mode,
+                                target: e.target,
+                                session_lease: None,
+                                grants: BTreeSet::new(),
+                            },
+                        );
+                    }
+                    Ok(Some(ShareEvent::Released(_))) => {
+                        self.shares.remove(&token);
+                    }
+                    Ok(Some(ShareEvent::SessionStarted(e))) => {
+                        if let Some(share) = self.shares.get_mut(&token) {
+                            share.session_lease = Some(e.lease);
+                        }
+                    }
+                    Ok(Some(ShareEvent::SessionEnded(_))) => {
+                        if let Some(share) = self.shares.get_mut(&token) {
+                            share.session_lease = None;
+                        }
+                    }
+                    Ok(Some(ShareEvent::AccessGranted(e))) => {
+                        if let Some(share) = self.shares.get_mut(&token) {
+                            share.grants.insert(e.sha256);
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(err) => {
+                        tracing::error!(position = event.position, %err, "routing table skips an event");
+                        return;
+                    }
+                }
+                self.changed = true;
+            }
+            _ => {}
+        }
+    }
+}
