@@ -17,12 +17,14 @@ use crate::auth::{AuthError, Authenticator, Principal};
 use crate::domain::account::{AccountCommand, AccountRejection, LimitsUpdate};
 use crate::domain::keyspace::{KeyRange, LeaseUpdate, RangeOptions};
 use crate::domain::lease::LeaseRejection;
+use crate::domain::service::{InstanceCommand, InstanceRejection, ServiceCommand, ServiceRejection};
 use crate::domain::share::{ShareCommand, ShareRejection};
 use crate::domain::workload::{Signed, WorkloadCommand, WorkloadRejection};
 use crate::store::StoreError;
+use tenure_events::service::{InstanceRegistered, PortRule, ServiceCreated, ServiceDeleteReason};
 use tenure_events::workload::ResultState;
 use tenure_events::{BackendMode, ShareMode};
-use tenure_projections::{SessionView, ShareView, WorkloadView};
+use tenure_projections::{InstanceView, ServiceView, SessionView, ShareView, WorkloadView};
 
 /// Commands and queries in flight at once. Past this, callers wait: this is
 /// the bound behind every actor mailbox and the store's write queue.
@@ -39,6 +41,32 @@ pub struct LeaseInfo {
     pub remaining_s: i64,
     /// Attached keys, when asked for.
     pub keys: Vec<Bytes>,
+}
+
+/// A limit a creation is counted against.
+#[derive(Clone, Copy)]
+struct Limit {
+    name: &'static str,
+    what: &'static str,
+    pick: fn(&tenure_events::Limits) -> i64,
+}
+
+impl Limit {
+    const LEASES: Limit = Limit {
+        name: "max_leases",
+        what: "live leases",
+        pick: |l| l.max_leases,
+    };
+    const SHARES: Limit = Limit {
+        name: "max_reserved_shares",
+        what: "reserved shares",
+        pick: |l| l.max_reserved_shares,
+    };
+    const SERVICES: Limit = Limit {
+        name: "max_services",
+        what: "services",
+        pick: |l| l.max_services,
+    };
 }
 
 /// A token just issued: the only time the token itself is seen.
@@ -172,30 +200,52 @@ impl Control {
         }
     }
 
-    /// Grants a lease; with `lease: None` the server picks a random ID.
-    /// Refused if the account is at its `max_leases` limit.
-    pub async fn grant(&self, meta: Metadata, lease: Option<LeaseId>, ttl_s: i64) -> Result<Granted, CommandError> {
+    /// Runs `create` unless the account is at `limit`: for an account with
+    /// that limit, creations pass its gate one at a time (count, create,
+    /// let the projections count it too); unlimited accounts go straight
+    /// through.
+    async fn within_limit<T, Fut>(
+        &self,
+        account: &AccountId,
+        limit: Limit,
+        count: impl Fn(&crate::actors::Projections) -> usize,
+        create: impl FnOnce() -> Fut,
+    ) -> Result<T, CommandError>
+    where
+        Fut: std::future::Future<Output = Result<T, CommandError>>,
+    {
         let projections = &self.hub.projections;
-        if projections.directory.read().limits(&meta.account).max_leases < 0 {
-            return self.grant_unchecked(meta, lease, ttl_s).await;
+        if (limit.pick)(&projections.directory.read().limits(account)) < 0 {
+            return create().await;
         }
-        let gate = Arc::clone(self.gates.lock().entry(meta.account.clone()).or_default());
+        let gate = Arc::clone(self.gates.lock().entry(account.clone()).or_default());
         let _turn = gate.lock().await;
         projections.caught_up(self.hub.store.head()).await;
-        let max = projections.directory.read().limits(&meta.account).max_leases;
-        if !tenure_events::allows_one_more(max, projections.expiry.lock().count(&meta.account)) {
+        let max = (limit.pick)(&projections.directory.read().limits(account));
+        if !tenure_events::allows_one_more(max, count(projections)) {
             return Err(LimitReached {
-                account: meta.account,
-                limit: "max_leases",
-                what: "live leases",
+                account: account.clone(),
+                limit: limit.name,
+                what: limit.what,
                 max,
             }
             .into());
         }
-        let granted = self.grant_unchecked(meta, lease, ttl_s).await;
-        // The next grant through the gate must count this one.
+        let created = create().await;
+        // The next creation through the gate must count this one.
         projections.caught_up(self.hub.store.head()).await;
-        granted
+        created
+    }
+
+    /// Grants a lease; with `lease: None` the server picks a random ID.
+    /// Refused if the account is at its `max_leases` limit.
+    pub async fn grant(&self, meta: Metadata, lease: Option<LeaseId>, ttl_s: i64) -> Result<Granted, CommandError> {
+        let account = meta.account.clone();
+        let count = |p: &crate::actors::Projections| p.expiry.lock().count(&account);
+        self.within_limit(&account, Limit::LEASES, count, || {
+            self.grant_unchecked(meta, lease, ttl_s)
+        })
+        .await
     }
 
     async fn grant_unchecked(
@@ -618,27 +668,23 @@ impl Control {
         target: String,
         unique_name: Option<String>,
     ) -> Result<ShareView, CommandError> {
-        let projections = &self.hub.projections;
         let account = meta.account.clone();
-        let max = projections.directory.read().limits(&account).max_reserved_shares;
-        let gate = (max >= 0).then(|| Arc::clone(self.gates.lock().entry(account.clone()).or_default()));
-        let _turn = match &gate {
-            Some(gate) => Some(gate.lock().await),
-            None => None,
-        };
-        if gate.is_some() {
-            projections.caught_up(self.hub.store.head()).await;
-            let max = projections.directory.read().limits(&account).max_reserved_shares;
-            if !tenure_events::allows_one_more(max, projections.shares.lock().count(&account)) {
-                return Err(LimitReached {
-                    account,
-                    limit: "max_reserved_shares",
-                    what: "reserved shares",
-                    max,
-                }
-                .into());
-            }
-        }
+        let count = |p: &crate::actors::Projections| p.shares.lock().count(&account);
+        self.within_limit(&account, Limit::SHARES, count, || {
+            self.reserve_unchecked(meta, mode, backend_mode, target, unique_name)
+        })
+        .await
+    }
+
+    async fn reserve_unchecked(
+        &self,
+        meta: Metadata,
+        mode: ShareMode,
+        backend_mode: BackendMode,
+        target: String,
+        unique_name: Option<String>,
+    ) -> Result<ShareView, CommandError> {
+        let account = meta.account.clone();
         let chosen = unique_name.is_some();
         let mut attempt = 0;
         loop {
@@ -900,6 +946,229 @@ impl Control {
             if tokio::time::timeout_at(deadline, changed).await.is_err() {
                 return Vec::new();
             }
+        }
+    }
+
+    async fn service_command(
+        &self,
+        meta: Metadata,
+        name: &str,
+        command: ServiceCommand,
+    ) -> Result<usize, CommandError> {
+        let hub = &self.hub;
+        let key = (meta.account.clone(), name.to_owned());
+        let cmd = Cmd::new(meta);
+        let recorded = self
+            .call(|reply| {
+                let msg = crate::actors::service::ExecuteService { command, cmd, reply };
+                hub.services.route(hub, &key, Activation::Load, msg)
+            })
+            .await?;
+        hub.projections.caught_up(hub.store.head()).await;
+        Ok(recorded)
+    }
+
+    async fn instance_command(
+        &self,
+        meta: Metadata,
+        name: &str,
+        command: InstanceCommand,
+    ) -> Result<usize, CommandError> {
+        let hub = &self.hub;
+        let key = (meta.account.clone(), name.to_owned());
+        let cmd = Cmd::new(meta);
+        let recorded = self
+            .call(|reply| {
+                let msg = crate::actors::service::ExecuteInstance { command, cmd, reply };
+                hub.instances.route(hub, &key, Activation::Load, msg)
+            })
+            .await?;
+        hub.projections.caught_up(hub.store.head()).await;
+        Ok(recorded)
+    }
+
+    /// Creates a service: FQDN `NAME-xxxxxxxx.DOMAIN`. Refused at the
+    /// account's `max_services`.
+    pub async fn create_service(
+        &self,
+        meta: Metadata,
+        name: String,
+        ports: Vec<PortRule>,
+        soft_limit: Option<u16>,
+        hard_limit: Option<u16>,
+        auto: bool,
+    ) -> Result<ServiceView, CommandError> {
+        let account = meta.account.clone();
+        let count = |p: &crate::actors::Projections| p.services.lock().count(&account);
+        self.within_limit(&account, Limit::SERVICES, count, || async {
+            let suffix = crate::auth::random_chars(crate::domain::service::FQDN_SUFFIX_LEN)
+                .map_err(|e| CommandError::Unavailable(e.to_string()))?;
+            let created = ServiceCreated {
+                uuid: Uuid::new_v4(),
+                fqdn: format!("{name}-{suffix}.{}", self.hub.config.domain),
+                name: name.clone(),
+                ports,
+                soft_limit,
+                hard_limit,
+                auto,
+            };
+            self.service_command(meta, &name, ServiceCommand::Create(created))
+                .await?;
+            self.service(&account, &name).await
+        })
+        .await
+    }
+
+    pub async fn service(&self, account: &AccountId, name: &str) -> Result<ServiceView, CommandError> {
+        let projections = &self.hub.projections;
+        projections.caught_up(self.hub.store.head()).await;
+        let found = projections.services.lock().service(account, name).cloned();
+        found.ok_or(CommandError::Service(ServiceRejection::NotFound))
+    }
+
+    /// The account's services with their instances, by name.
+    pub async fn services(&self, account: &AccountId) -> Vec<(ServiceView, Vec<InstanceView>)> {
+        let projections = &self.hub.projections;
+        projections.caught_up(self.hub.store.head()).await;
+        let services = projections.services.lock();
+        services
+            .services(account)
+            .map(|s| (s.clone(), services.attached(account, &s.name).cloned().collect()))
+            .collect()
+    }
+
+    /// The account's instances, by name.
+    pub async fn instances(&self, account: &AccountId) -> Vec<InstanceView> {
+        let projections = &self.hub.projections;
+        projections.caught_up(self.hub.store.head()).await;
+        let all = projections.services.lock().instances(account).cloned().collect();
+        all
+    }
+
+    /// Whether an instance's lease is live (it serves).
+    pub fn instance_live(&self, account: &AccountId, instance: &InstanceView) -> bool {
+        self.hub
+            .projections
+            .expiry
+            .lock()
+            .is_live(&Self::lease_key(account, instance.lease))
+    }
+
+    /// Removes a service; with instances attached only with `force`, which
+    /// removes them first.
+    pub async fn delete_service(&self, meta: Metadata, name: &str, force: bool) -> Result<(), CommandError> {
+        let attached: Vec<String> = {
+            self.service(&meta.account, name).await?;
+            let services = self.hub.projections.services.lock();
+            services.attached(&meta.account, name).map(|i| i.name.clone()).collect()
+        };
+        let command = ServiceCommand::Delete {
+            reason: ServiceDeleteReason::Request,
+            attached: attached.len(),
+            force,
+        };
+        if !attached.is_empty() && !force {
+            return self.service_command(meta, name, command).await.map(drop);
+        }
+        for instance in &attached {
+            match self
+                .instance_command(meta.clone(), instance, InstanceCommand::Remove)
+                .await
+            {
+                Ok(_) | Err(CommandError::Instance(InstanceRejection::NotFound)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.service_command(meta, name, command).await.map(drop)
+    }
+
+    /// Attaches an instance at `address` to a service, serving while the
+    /// caller's live `lease` lives. With `ports` instead of a service, creates
+    /// an automatic service (named after the instance) that is deleted with
+    /// its last instance.
+    pub async fn register_instance(
+        &self,
+        meta: Metadata,
+        name: String,
+        service: Option<String>,
+        ports: Vec<PortRule>,
+        address: String,
+        lease: LeaseId,
+    ) -> Result<(InstanceView, ServiceView), CommandError> {
+        let account = meta.account.clone();
+        let projections = &self.hub.projections;
+        projections.caught_up(self.hub.store.head()).await;
+        if !projections.expiry.lock().is_live(&Self::lease_key(&account, lease)) {
+            return Err(LeaseRejection::NotFound(lease).into());
+        }
+        crate::domain::service::check_name("name", &name)
+            .map_err(|e| CommandError::Instance(InstanceRejection::Invalid(e)))?;
+        let service = match service {
+            Some(service) => self.service(&account, &service).await?,
+            None => {
+                self.create_service(meta.clone(), name.clone(), ports, None, None, true)
+                    .await?
+            }
+        };
+        let registered = InstanceRegistered {
+            uuid: Uuid::new_v4(),
+            name: name.clone(),
+            service: service.name.clone(),
+            address,
+            lease,
+        };
+        let outcome = self
+            .instance_command(meta.clone(), &name, InstanceCommand::Register(registered))
+            .await;
+        if let Err(e) = outcome {
+            let unused = projections
+                .services
+                .lock()
+                .attached(&account, &service.name)
+                .next()
+                .is_none();
+            if service.auto && unused {
+                let _ = self.delete_auto_service(meta, &service.name).await;
+            }
+            return Err(e);
+        }
+        let instance = projections.services.lock().instance(&account, &name).cloned();
+        let instance = instance.ok_or_else(|| CommandError::Unavailable("the instance is not visible yet".into()))?;
+        Ok((instance, service))
+    }
+
+    /// Removes an instance; an automatic service goes with its last one.
+    pub async fn remove_instance(&self, meta: Metadata, name: &str) -> Result<Option<String>, CommandError> {
+        let account = meta.account.clone();
+        let projections = &self.hub.projections;
+        projections.caught_up(self.hub.store.head()).await;
+        let service = projections
+            .services
+            .lock()
+            .instance(&account, name)
+            .map(|i| i.service.clone());
+        self.instance_command(meta.clone(), name, InstanceCommand::Remove)
+            .await?;
+        let removed_service = service.filter(|service| {
+            let services = projections.services.lock();
+            services.service(&account, service).is_some_and(|s| s.auto)
+                && services.attached(&account, service).next().is_none()
+        });
+        if let Some(service) = &removed_service {
+            self.delete_auto_service(meta, service).await?;
+        }
+        Ok(removed_service)
+    }
+
+    async fn delete_auto_service(&self, meta: Metadata, name: &str) -> Result<(), CommandError> {
+        let command = ServiceCommand::Delete {
+            reason: ServiceDeleteReason::LastInstanceRemoved,
+            attached: 0,
+            force: false,
+        };
+        match self.service_command(meta, name, command).await {
+            Ok(_) | Err(CommandError::Service(ServiceRejection::NotFound)) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 

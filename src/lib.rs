@@ -8,5 +8,6 @@ pub mod clock;
 pub mod control;
 pub mod domain;
 pub mod logging;
+pub mod proxy;
 pub mod server;
 pub mod store;

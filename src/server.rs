@@ -37,6 +37,10 @@ pub struct ServerConfig {
     pub domain: String,
     /// The frontend's public port, as it appears in share URLs.
     pub frontend_port: u16,
+    /// Where the data-plane proxy listens (plain HTTP); `None`: no proxy.
+    pub proxy_listen: Option<SocketAddr>,
+    /// Threads of the proxy's runtime.
+    pub proxy_threads: usize,
 }
 
 /// Token authentication (`tenure serve --auth`).
@@ -78,6 +82,8 @@ impl ServerConfig {
             auth: None,
             domain: Self::DEFAULT_DOMAIN.into(),
             frontend_port: Self::DEFAULT_FRONTEND_PORT,
+            proxy_listen: Some(SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_FRONTEND_PORT))),
+            proxy_threads: cores,
         }
     }
 }
@@ -90,6 +96,9 @@ pub struct Running {
     /// The admin token generated at this first start with auth, to be shown
     /// once; `None` on every other start.
     pub generated_admin_token: Option<String>,
+    /// Where the proxy listens, if it runs.
+    pub proxy_addr: Option<SocketAddr>,
+    proxy_runtime: Option<ProxyRuntime>,
     pub store: SqliteStore,
     http: actix_web::dev::ServerHandle,
     stop: watch::Sender<bool>,
@@ -100,11 +109,13 @@ pub struct Running {
 /// log, recovers keys left on ended leases, starts the expiry driver and
 /// then the HTTP API. Must run inside an actix system.
 pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
-    if config.auth.is_none() && !config.listen.ip().is_loopback() {
-        anyhow::bail!(
-            "refusing to listen on {} without --auth: local mode has no authentication and binds loopback only",
-            config.listen
-        );
+    let addresses = std::iter::once(config.listen).chain(config.proxy_listen);
+    for address in addresses {
+        if config.auth.is_none() && !address.ip().is_loopback() {
+            anyhow::bail!(
+                "refusing to listen on {address} without --auth: local mode has no authentication and binds loopback only"
+            );
+        }
     }
     let (authenticator, generated_admin_token) = match &config.auth {
         None => (Authenticator::Local, None),
@@ -118,7 +129,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let epoch = config.clock.now();
     let arbiters: Vec<Arbiter> = (0..config.actor_threads.max(1)).map(|_| Arbiter::new()).collect();
     let handles: Vec<_> = arbiters.iter().map(Arbiter::handle).collect();
-    let projections = Arc::new(Projections::new(epoch));
+    let projections = Arc::new(Projections::new(epoch, &config.domain));
     let shared_store: Arc<dyn EventStore> = Arc::new(store.clone());
     let hub = Arc::new(Hub {
         store: Arc::clone(&shared_store),
@@ -135,6 +146,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         accounts: Registry::new(handles.clone()),
         shares: Registry::new(handles.clone()),
         workloads: Registry::new(handles.clone()),
+        services: Registry::new(handles.clone()),
+        instances: Registry::new(handles.clone()),
         projections: Arc::clone(&projections),
         revisions: Default::default(),
     });
@@ -159,7 +172,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         "event log replayed"
     );
     handles[handles.len() - 1].spawn(decommission::run(Arc::clone(&hub), stopped.clone()));
+    let stopped_proxy = stopped.clone();
     handles[handles.len() - 1].spawn(expiry::run(Arc::clone(&hub), stopped));
+
+    let (proxy_addr, proxy_runtime) = match config.proxy_listen {
+        None => (None, None),
+        Some(address) => {
+            let (addr, runtime) = start_proxy(address, config.proxy_threads, &projections, stopped_proxy)?;
+            (Some(addr), Some(runtime))
+        }
+    };
 
     let app_control = control.clone();
     let server = HttpServer::new(move || {
@@ -193,11 +215,49 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         addr,
         control,
         generated_admin_token,
+        proxy_addr,
+        proxy_runtime,
         store,
         http,
         stop,
         arbiters,
     })
+}
+
+/// The proxy's runtime. Dropped (or stopped) from async code, so it shuts
+/// down in the background instead of blocking.
+struct ProxyRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for ProxyRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Starts the proxy on its own multi-threaded runtime.
+fn start_proxy(
+    address: SocketAddr,
+    threads: usize,
+    projections: &Arc<Projections>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<(SocketAddr, ProxyRuntime)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name("tenure-proxy")
+        .enable_all()
+        .build()
+        .context("starting the proxy's runtime")?;
+    let listener = std::net::TcpListener::bind(address).with_context(|| format!("proxy listening on {address}"))?;
+    listener.set_nonblocking(true).context("proxy socket")?;
+    let addr = listener.local_addr().context("proxy address")?;
+    let _entered = runtime.enter();
+    let listener = tokio::net::TcpListener::from_std(listener).context("proxy socket")?;
+    let proxy = Arc::new(crate::proxy::Proxy::new(Arc::clone(projections)));
+    runtime.spawn(crate::proxy::serve(listener, proxy, stop));
+    drop(_entered);
+    Ok((addr, ProxyRuntime(Some(runtime))))
 }
 
 impl Running {
@@ -206,6 +266,7 @@ impl Running {
     pub async fn stop(self) {
         self.http.stop(true).await;
         let _ = self.stop.send(true);
+        drop(self.proxy_runtime);
         for arbiter in self.arbiters {
             arbiter.stop();
             let _ = arbiter.join();

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::account::{
     AccountCreated, AccountKeyRegistered, AccountLimitsSet, AccountTokenCreated, AccountTokenRevoked,
 };
-use crate::share::{ShareAccessGranted, ShareReleased, ShareReserved, ShareSessionEnded, ShareSessionStarted};
 use crate::service::{InstanceRegistered, InstanceRemoved, ServiceCreated, ServiceDeleted};
+use crate::share::{ShareAccessGranted, ShareReleased, ShareReserved, ShareSessionEnded, ShareSessionStarted};
 use crate::workload::{WorkloadDeleteRequested, WorkloadReserved, WorkloadResultReported};
 use crate::{Bytes, LeaseId};
 

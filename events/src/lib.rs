@@ -29,8 +29,8 @@ pub use account::{
 pub use bytes::Bytes;
 pub use envelope::{Metadata, NewEvent, RecordedEvent};
 pub use event::{
-    AccountEvent, DecodeError, DeleteCause, Event, EventSet, KeyDeleted, KeyPut, KeyspaceEvent, LeaseEvent,
-    LeaseExpired, LeaseGranted, LeaseKeptAlive, LeaseRevoked, InstanceEvent, ServiceEvent, ShareEvent, WorkloadEvent,
+    AccountEvent, DecodeError, DeleteCause, Event, EventSet, InstanceEvent, KeyDeleted, KeyPut, KeyspaceEvent,
+    LeaseEvent, LeaseExpired, LeaseGranted, LeaseKeptAlive, LeaseRevoked, ServiceEvent, ShareEvent, WorkloadEvent,
 };
 pub use ids::{AccountId, IdError, LeaseId, StreamId};
 pub use share::{

@@ -13,6 +13,7 @@ mod catalog;
 mod directory;
 mod expiry;
 mod routing;
+mod services;
 mod shares;
 mod workloads;
 
@@ -20,6 +21,7 @@ pub use catalog::Catalog;
 pub use directory::{AccountView, Directory, TokenView};
 pub use expiry::{ExpiryQueue, LeaseKey, LiveLease};
 pub use routing::{Route, Routes, RoutingTable};
+pub use services::{InstanceView, ServiceView, Services};
 pub use shares::{GrantView, SessionView, ShareView, Shares};
 pub use workloads::{ResultView, WorkloadView, Workloads};
 

@@ -1,8 +1,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use tenure_events::{
-    AccountId, BackendMode, InstanceEvent, LeaseEvent, LeaseExpired, LeaseId, LeaseRevoked, RecordedEvent, ServiceEvent,
-    ShareEvent, ShareMode,
+    AccountId, BackendMode, InstanceEvent, LeaseEvent, LeaseExpired, LeaseId, LeaseRevoked, RecordedEvent,
+    ServiceEvent, ShareEvent, ShareMode,
 };
 
 use crate::Projection;
@@ -24,7 +24,8 @@ pub struct RoutingTable {
     checkpoint: u64,
     domain: String,
     live_leases: BTreeSet<(AccountId, LeaseId)>,
-    services: BTreeMap<(AccountId, String), String>,
+    /// (account, name) → (FQDN, whether plain HTTP redirects to https).
+    services: BTreeMap<(AccountId, String), (String, bool)>,
     instances: BTreeMap<(AccountId, String), InstanceEntry>,
     shares: BTreeMap<String, ShareEntry>,
     /// Set when an applied event changed some route.
@@ -57,7 +58,11 @@ pub struct Routes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// A service: the `HOST:PORT` of each live instance.
-    Service { backends: Vec<String> },
+    Service {
+        backends: Vec<String>,
+        /// Port 80 has the `redirect` handler: plain HTTP answers 301 to https.
+        redirect_http: bool,
+    },
     /// A share: its target while a session lives.
     Share {
         target: Option<String>,
@@ -93,7 +98,7 @@ impl RoutingTable {
     /// The routes as they stand.
     pub fn routes(&self) -> Routes {
         let mut hosts = BTreeMap::new();
-        for ((account, name), fqdn) in &self.services {
+        for ((account, name), (fqdn, redirect_http)) in &self.services {
             let backends = self
                 .instances
                 .range((account.clone(), String::new())..)
@@ -101,7 +106,11 @@ impl RoutingTable {
                 .filter(|(_, i)| i.service == *name && self.live(account, i.lease))
                 .map(|(_, i)| i.address.clone())
                 .collect();
-            hosts.insert(fqdn.to_ascii_lowercase(), Route::Service { backends });
+            let route = Route::Service {
+                backends,
+                redirect_http: *redirect_http,
+            };
+            hosts.insert(fqdn.to_ascii_lowercase(), route);
         }
         for (token, share) in &self.shares {
             let serving = share.session_lease.is_some_and(|lease| self.live(&share.owner, lease));
@@ -161,7 +170,11 @@ impl Projection for RoutingTable {
             },
             "service" => match event.decode_as::<ServiceEvent>() {
                 Ok(Some(ServiceEvent::Created(e))) => {
-                    self.services.insert((account.clone(), e.name), e.fqdn);
+                    let redirect = e
+                        .ports
+                        .iter()
+                        .any(|p| p.port == 80 && p.handlers.contains(&tenure_events::service::Handler::Redirect));
+                    self.services.insert((account.clone(), e.name), (e.fqdn, redirect));
                     self.changed = true;
                 }
                 Ok(Some(ServiceEvent::Deleted(_))) => {

@@ -14,6 +14,7 @@ pub mod keyspace;
 pub mod lease;
 pub mod projector;
 pub mod registry;
+pub mod service;
 pub mod share;
 pub mod workload;
 
@@ -29,6 +30,7 @@ use crate::clock::Clock;
 use crate::domain::account::AccountRejection;
 use crate::domain::keyspace::KeyspaceRejection;
 use crate::domain::lease::LeaseRejection;
+use crate::domain::service::{InstanceRejection, ServiceRejection};
 use crate::domain::share::ShareRejection;
 use crate::domain::workload::WorkloadRejection;
 use crate::store::{AppendError, EventStore, StoreError};
@@ -38,6 +40,7 @@ pub use keyspace::KeyspaceActor;
 pub use lease::LeaseActor;
 pub use projector::Projections;
 pub use registry::{Activation, Registry};
+pub use service::{InstanceActor, ServiceActor};
 pub use share::ShareActor;
 pub use workload::WorkloadActor;
 
@@ -94,6 +97,8 @@ pub struct Hub {
     pub accounts: Registry<AccountActor>,
     pub shares: Registry<ShareActor>,
     pub workloads: Registry<WorkloadActor>,
+    pub services: Registry<ServiceActor>,
+    pub instances: Registry<InstanceActor>,
     pub projections: Arc<Projections>,
     pub revisions: Revisions,
 }
@@ -182,6 +187,10 @@ pub enum CommandError {
     Share(#[from] ShareRejection),
     #[error(transparent)]
     Workload(#[from] WorkloadRejection),
+    #[error(transparent)]
+    Service(#[from] ServiceRejection),
+    #[error(transparent)]
+    Instance(#[from] InstanceRejection),
     /// The account is at one of its limits.
     #[error(transparent)]
     Limit(#[from] LimitReached),

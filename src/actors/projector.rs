@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use tenure_projections::{Catalog, Directory, ExpiryQueue, Projection, Shares, Workloads};
+use tenure_projections::{
+    Catalog, Directory, ExpiryQueue, Projection, Routes, RoutingTable, Services, Shares, Workloads,
+};
 use tokio::sync::{watch, Notify};
 
 use crate::store::EventStore;
@@ -20,6 +22,13 @@ pub struct Projections {
     pub catalog: Mutex<Catalog>,
     /// The reserved shares.
     pub shares: Mutex<Shares>,
+    /// Services and instances.
+    pub services: Mutex<Services>,
+    /// Where the frontend proxy sends each host.
+    pub routing: Mutex<RoutingTable>,
+    /// The routes the proxy reads, swapped whole after each batch that
+    /// changed them: a request reads them without taking a lock.
+    pub routes: arc_swap::ArcSwap<Routes>,
     /// Workload reservations and the nodes' feeds.
     pub workloads: Mutex<Workloads>,
     /// Woken (all waiters) after each applied batch with workload events:
@@ -38,12 +47,16 @@ pub struct Projections {
 }
 
 impl Projections {
-    /// Empty projections; lease deadlines count from no earlier than `floor`.
-    pub fn new(floor: DateTime<Utc>) -> Projections {
+    /// Empty projections; lease deadlines count from no earlier than
+    /// `floor`; shares are served at `TOKEN.{domain}`.
+    pub fn new(floor: DateTime<Utc>, domain: &str) -> Projections {
         Projections {
             expiry: Mutex::new(ExpiryQueue::new(floor)),
             catalog: Mutex::new(Catalog::default()),
             shares: Mutex::new(Shares::default()),
+            services: Mutex::new(Services::default()),
+            routing: Mutex::new(RoutingTable::new(domain)),
+            routes: arc_swap::ArcSwap::from_pointee(Routes::default()),
             workloads: Mutex::new(Workloads::default()),
             workload_events: Notify::new(),
             workload_deadlines: Notify::new(),
@@ -74,6 +87,8 @@ impl Projections {
             let mut expiry = self.expiry.lock();
             let mut catalog = self.catalog.lock();
             let mut shares = self.shares.lock();
+            let mut services = self.services.lock();
+            let mut routing = self.routing.lock();
             for e in events {
                 lease_events |= e.stream.category() == "lease";
                 account_events |= e.stream.category() == "account";
@@ -81,6 +96,11 @@ impl Projections {
                 expiry.apply(e);
                 catalog.apply(e);
                 shares.apply(e);
+                services.apply(e);
+                routing.apply(e);
+            }
+            if routing.take_changed() {
+                self.routes.store(std::sync::Arc::new(routing.routes()));
             }
         }
         if account_events {

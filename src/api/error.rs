@@ -10,6 +10,7 @@ use crate::actors::CommandError;
 use crate::domain::account::AccountRejection;
 use crate::domain::keyspace::KeyspaceRejection;
 use crate::domain::lease::LeaseRejection;
+use crate::domain::service::{InstanceRejection, ServiceRejection};
 use crate::domain::share::ShareRejection;
 use crate::domain::workload::WorkloadRejection;
 use crate::store::StoreError;
@@ -121,6 +122,19 @@ impl From<CommandError> for ApiError {
                 | WorkloadRejection::CreatedInFuture(_)
                 | WorkloadRejection::ErrorTooLong => ApiError::bad_request("invalid_field", message),
                 WorkloadRejection::NotDue(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message),
+            },
+            CommandError::Service(r) => match r {
+                ServiceRejection::NotFound => ApiError::not_found("service_not_found", message),
+                ServiceRejection::AlreadyExists => ApiError::new(StatusCode::CONFLICT, "service_exists", message),
+                ServiceRejection::HasInstances(_) => {
+                    ApiError::new(StatusCode::CONFLICT, "service_has_instances", message)
+                }
+                ServiceRejection::Invalid(_) => ApiError::bad_request("invalid_field", message),
+            },
+            CommandError::Instance(r) => match r {
+                InstanceRejection::NotFound => ApiError::not_found("instance_not_found", message),
+                InstanceRejection::AlreadyExists => ApiError::new(StatusCode::CONFLICT, "instance_exists", message),
+                InstanceRejection::Invalid(_) => ApiError::bad_request("invalid_field", message),
             },
             CommandError::Limit(_) => ApiError::limit_reached(message),
             CommandError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod services;
 pub mod shares;
 pub mod v1;
 pub mod v3;
@@ -35,6 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(v1::configure)
             .configure(accounts::configure)
             .configure(shares::configure)
+            .configure(services::configure)
             .configure(workloads::configure),
     )
     .service(

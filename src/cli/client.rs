@@ -10,8 +10,9 @@ use tenure_events::{Bytes, LeaseId};
 
 use super::output;
 use super::{
-    AccessCommand, AccountCommand, BackendModeArg, Command, KeyCommand, LeaseCommand, LimitArgs, LimitsCommand,
-    NodeCommand, ReservationCommand, ResultStateArg, ShareCommand, ShareModeArg, TokenCommand,
+    AccessCommand, AccountCommand, BackendModeArg, Command, InstanceCommand, KeyCommand, LeaseCommand, LimitArgs,
+    LimitsCommand, NodeCommand, ReservationCommand, ResultStateArg, ServiceCommand, ShareCommand, ShareModeArg,
+    TokenCommand,
 };
 
 /// A failed client command, printed as `Error: ...` on stderr.
@@ -410,6 +411,32 @@ async fn execute(client: &Client, command: Command) -> Result<ExitCode, CliError
             Ok(ExitCode::SUCCESS)
         }
         Command::Node(NodeCommand::Poll { node, from, follow }) => node_poll(client, &node, from, follow).await,
+        Command::Service(command) => service(client, command).await,
+        Command::Instance(InstanceCommand::List) => {
+            let list: InstanceList = client.send(http.get(client.url("/v1/instances"))).await?;
+            for i in list.instances {
+                let state = if i.live { "live" } else { "dead" };
+                print(format!("{} {} {} {state}", i.name, i.service, i.address));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Instance(InstanceCommand::Rm { name }) => {
+            let url = client.url(&format!("/v1/instances/{}", path_segment(&name)));
+            let removed: InstanceRemoved = client.send(http.delete(url)).await?;
+            print(format!("instance '{name}' removed"));
+            if let Some(service) = removed.service_deleted {
+                print(format!("service '{service}' removed with its last instance"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deploy {
+            name,
+            service,
+            port,
+            address,
+            ttl,
+            detach,
+        } => deploy(client, name, service, port, address, ttl, detach).await,
     }
 }
 
@@ -516,6 +543,179 @@ async fn node_poll(client: &Client, node: &str, from: u64, follow: bool) -> Resu
             return Ok(ExitCode::SUCCESS);
         }
     }
+}
+
+#[derive(Deserialize)]
+struct PortInfo {
+    port: u16,
+    destination_port: u16,
+    handlers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct InstanceInfo {
+    name: String,
+    service: String,
+    address: String,
+    live: bool,
+}
+
+#[derive(Deserialize)]
+struct ServiceInfo {
+    uuid: String,
+    name: String,
+    fqdn: String,
+    ports: Vec<PortInfo>,
+    #[serde(default)]
+    instances: Vec<InstanceInfo>,
+}
+
+#[derive(Deserialize)]
+struct ServiceList {
+    services: Vec<ServiceInfo>,
+}
+
+#[derive(Deserialize)]
+struct InstanceList {
+    instances: Vec<InstanceInfo>,
+}
+
+#[derive(Deserialize)]
+struct InstanceRemoved {
+    service_deleted: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Deployed {
+    service: String,
+    url: String,
+}
+
+fn ports_line(ports: &[PortInfo]) -> String {
+    ports
+        .iter()
+        .map(|p| format!("{}:{}/{}", p.port, p.destination_port, p.handlers.join("+")))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn service(client: &Client, command: ServiceCommand) -> Result<ExitCode, CliError> {
+    let http = &client.http;
+    match command {
+        ServiceCommand::Create {
+            name,
+            ports,
+            soft_limit,
+            hard_limit,
+        } => {
+            let body = serde_json::json!({
+                "name": name, "ports": ports, "soft_limit": soft_limit, "hard_limit": hard_limit,
+            });
+            let s: ServiceInfo = client.send(http.post(client.url("/v1/services")).json(&body)).await?;
+            print(format!("uuid: {}", s.uuid));
+            print(format!("name: {}", s.name));
+            print(format!("fqdn: {}", s.fqdn));
+        }
+        ServiceCommand::List => {
+            let list: ServiceList = client.send(http.get(client.url("/v1/services"))).await?;
+            for s in list.services {
+                let live = s.instances.iter().filter(|i| i.live).count();
+                print(format!(
+                    "{} {} {} instances={live}/{}",
+                    s.name,
+                    s.fqdn,
+                    ports_line(&s.ports),
+                    s.instances.len()
+                ));
+            }
+        }
+        ServiceCommand::Get { name } => {
+            let url = client.url(&format!("/v1/services/{}", path_segment(&name)));
+            let s: ServiceInfo = client.send(http.get(url)).await?;
+            print(format!("uuid: {}", s.uuid));
+            print(format!("name: {}", s.name));
+            print(format!("fqdn: {}", s.fqdn));
+            print(format!("ports: {}", ports_line(&s.ports)));
+            for i in s.instances {
+                let state = if i.live { "live" } else { "dead" };
+                print(format!("instance: {} {} {state}", i.name, i.address));
+            }
+        }
+        ServiceCommand::Rm { name, force } => {
+            let url = client.url(&format!("/v1/services/{}", path_segment(&name)));
+            let _: serde_json::Value = client.send(http.delete(url).query(&[("force", force)])).await?;
+            print(format!("service '{name}' removed"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `deploy`: grant a lease, attach the instance, keep the lease alive until
+/// Ctrl-C, then remove the instance (and an automatic service with it).
+async fn deploy(
+    client: &Client,
+    name: String,
+    service: Option<String>,
+    ports: Vec<String>,
+    address: String,
+    ttl: i64,
+    detach: bool,
+) -> Result<ExitCode, CliError> {
+    let mut shutdown = super::Shutdown::install();
+    let http = &client.http;
+    let granted: LeaseTtl = client
+        .send(
+            http.post(client.url("/v1/leases"))
+                .json(&serde_json::json!({ "ttl": ttl })),
+        )
+        .await?;
+    let lease = granted.id;
+    let revoke = || async {
+        let _ = client
+            .send::<serde_json::Value>(http.delete(client.url(&format!("/v1/leases/{lease}"))))
+            .await;
+    };
+    let body = serde_json::json!({
+        "name": name, "service": service, "ports": ports, "address": address, "lease": lease,
+    });
+    let deployed: Deployed = match client.send(http.post(client.url("/v1/instances")).json(&body)).await {
+        Ok(deployed) => deployed,
+        Err(e) => {
+            revoke().await;
+            return Err(e);
+        }
+    };
+    print(format!("instance '{name}' attached to service '{}'", deployed.service));
+    print(format!("url: {}", deployed.url));
+    if detach {
+        print(format!(
+            "lease {lease} keeps it attached; keep it alive with `tenure lease keep-alive {lease}`"
+        ));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let keep_alive = client.url(&format!("/v1/leases/{lease}/keepalive"));
+    let every = Duration::from_millis((granted.ttl.max(1) as u64) * 1000 / 3);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if client.send::<LeaseTtl>(http.post(&keep_alive)).await.is_err() {
+            eprintln!("the lease of instance '{name}' ended; it no longer gets traffic");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let url = client.url(&format!("/v1/instances/{}", path_segment(&name)));
+    let removed: Result<InstanceRemoved, CliError> = client.send(http.delete(url)).await;
+    revoke().await;
+    print(format!("instance '{name}' removed"));
+    if let Ok(InstanceRemoved {
+        service_deleted: Some(service),
+    }) = removed
+    {
+        print(format!("service '{service}' removed with its last instance"));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Deserialize)]

@@ -103,6 +103,63 @@ pub enum Command {
     /// What nodes do: poll their reservations.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Services: FQDNs with port rules, served by the proxy (Unikraft Cloud style).
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Instances attached to services.
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+    /// Attach an instance at HOST:PORT to a service and keep it alive until
+    /// Ctrl-C (then remove it). With -p instead of --service, a service is
+    /// created for it and deleted with it.
+    Deploy {
+        #[arg(long)]
+        name: String,
+        #[arg(long, conflicts_with = "port")]
+        service: Option<String>,
+        /// Port rules of an automatic service: PORT:DEST[/HANDLERS].
+        #[arg(short = 'p', long = "port", required_unless_present = "service")]
+        port: Vec<String>,
+        /// Where the instance listens.
+        #[arg(long)]
+        address: String,
+        /// The TTL of the instance's lease, in seconds.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..))]
+        ttl: i64,
+        /// Register and exit; keeping the lease alive is up to you.
+        #[arg(long)]
+        detach: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service: NAME and port rules such as 443:8080/tls+http.
+    Create {
+        name: String,
+        #[arg(required = true)]
+        ports: Vec<String>,
+        #[arg(long)]
+        soft_limit: Option<u16>,
+        #[arg(long)]
+        hard_limit: Option<u16>,
+    },
+    List,
+    Get {
+        name: String,
+    },
+    /// Remove a service; with instances attached only with --force.
+    Rm {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstanceCommand {
+    List,
+    Rm { name: String },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -345,6 +402,12 @@ pub struct ServeArgs {
     /// The frontend's public port, as it appears in share URLs.
     #[arg(long, default_value_t = ServerConfig::DEFAULT_FRONTEND_PORT)]
     pub frontend_port: u16,
+    /// Where the data-plane proxy listens (plain HTTP).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub proxy_listen: SocketAddr,
+    /// Threads of the proxy (default: cores).
+    #[arg(long)]
+    pub proxy_threads: Option<usize>,
 }
 
 /// Runs the parsed command line.
@@ -363,6 +426,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.passivate_after = Duration::from_secs(args.passivate_after);
     config.domain = args.domain;
     config.frontend_port = args.frontend_port;
+    config.proxy_listen = Some(args.proxy_listen);
+    if let Some(n) = args.proxy_threads {
+        config.proxy_threads = n.max(1);
+    }
     if let Some(n) = args.actor_threads {
         config.actor_threads = n.max(1);
     }
@@ -391,6 +458,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         if let Some(token) = &running.generated_admin_token {
             // The one time the admin token is shown: on stdout, never in the log.
             println!("admin token (shown only this once; its hash is in the data directory): {token}");
+        }
+        if let Some(proxy) = running.proxy_addr {
+            println!("tenure proxy listening on http://{proxy}");
         }
         // Tests and scripts read this line to learn the port.
         println!("tenure listening on http://{}", running.addr);

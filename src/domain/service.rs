@@ -20,7 +20,10 @@ pub const MAX_NAME_LEN: usize = 63 - 1 - FQDN_SUFFIX_LEN;
 /// Checks a service or instance name: `^[a-z0-9][a-z0-9-]*$`, 1 to 54 characters.
 pub fn check_name(field: &str, name: &str) -> Result<(), String> {
     let ok = (1..=MAX_NAME_LEN).contains(&name.len())
-        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
@@ -44,7 +47,9 @@ pub fn parse_port_rule(spec: &str) -> Result<PortRule, String> {
     };
     let (port, dest) = ports.split_once(':').ok_or_else(|| bad("expected PORT:DEST_PORT"))?;
     let port: u16 = port.parse().map_err(|_| bad("the port must be 1 to 65535"))?;
-    let destination_port: u16 = dest.parse().map_err(|_| bad("the destination port must be 1 to 65535"))?;
+    let destination_port: u16 = dest
+        .parse()
+        .map_err(|_| bad("the destination port must be 1 to 65535"))?;
     let handlers = match handlers {
         Some(list) => list
             .split('+')

@@ -10,6 +10,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_tenure");
 pub struct ServerProcess {
     pub child: Child,
     pub endpoint: String,
+    /// The data-plane proxy's address (`http://127.0.0.1:PORT`).
+    pub proxy: Option<String>,
     /// Everything the server printed on stdout so far (read by a thread).
     pub stdout: Arc<Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
@@ -25,7 +27,14 @@ impl ServerProcess {
     /// destination for the server's stderr (its log).
     pub fn start_logging(data_dir: &Path, extra: &[&str], level: &str, log: Stdio) -> ServerProcess {
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--proxy-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", level)
@@ -35,11 +44,15 @@ impl ServerProcess {
             .expect("spawn tenure serve");
         let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
         let printed = Arc::new(Mutex::new(String::new()));
+        let mut proxy = None;
         let endpoint = loop {
             let mut line = String::new();
             let n = reader.read_line(&mut line).expect("read the server's stdout");
             assert!(n > 0, "the server exited before listening; it printed {printed:?}");
             printed.lock().expect("not poisoned").push_str(&line);
+            if let Some(address) = line.trim().strip_prefix("tenure proxy listening on ") {
+                proxy = Some(address.to_owned());
+            }
             if let Some(endpoint) = line.trim().strip_prefix("tenure listening on ") {
                 break endpoint.to_owned();
             }
@@ -55,6 +68,7 @@ impl ServerProcess {
         ServerProcess {
             child,
             endpoint,
+            proxy,
             stdout: printed,
             reader: Some(reader),
         }

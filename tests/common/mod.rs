@@ -70,6 +70,8 @@ impl TestServer {
     async fn boot(&mut self) {
         let mut config = ServerConfig::new(&self.dir);
         config.listen = "127.0.0.1:0".parse().expect("address");
+        config.proxy_listen = Some("127.0.0.1:0".parse().expect("address"));
+        config.proxy_threads = 2;
         config.clock = Arc::new(self.clock.clone());
         config.actor_threads = 2;
         config.http_workers = 2;
