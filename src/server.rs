@@ -41,6 +41,18 @@ pub struct ServerConfig {
     pub proxy_listen: Option<SocketAddr>,
     /// Threads of the proxy's runtime.
     pub proxy_threads: usize,
+    /// Where the proxy terminates TLS, with which certificate and key.
+    pub proxy_tls: Option<ProxyTls>,
+}
+
+/// The proxy's HTTPS listener.
+#[derive(Clone, Debug)]
+pub struct ProxyTls {
+    pub listen: SocketAddr,
+    /// PEM: the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 /// Token authentication (`tenure serve --auth`).
@@ -84,6 +96,7 @@ impl ServerConfig {
             frontend_port: Self::DEFAULT_FRONTEND_PORT,
             proxy_listen: Some(SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_FRONTEND_PORT))),
             proxy_threads: cores,
+            proxy_tls: None,
         }
     }
 }
@@ -98,6 +111,8 @@ pub struct Running {
     pub generated_admin_token: Option<String>,
     /// Where the proxy listens, if it runs.
     pub proxy_addr: Option<SocketAddr>,
+    /// Where the proxy terminates TLS, if it does.
+    pub proxy_tls_addr: Option<SocketAddr>,
     proxy_runtime: Option<ProxyRuntime>,
     pub store: SqliteStore,
     http: actix_web::dev::ServerHandle,
@@ -109,7 +124,9 @@ pub struct Running {
 /// log, recovers keys left on ended leases, starts the expiry driver and
 /// then the HTTP API. Must run inside an actix system.
 pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
-    let addresses = std::iter::once(config.listen).chain(config.proxy_listen);
+    let addresses = std::iter::once(config.listen)
+        .chain(config.proxy_listen)
+        .chain(config.proxy_tls.as_ref().map(|t| t.listen));
     for address in addresses {
         if config.auth.is_none() && !address.ip().is_loopback() {
             anyhow::bail!(
@@ -175,12 +192,21 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let stopped_proxy = stopped.clone();
     handles[handles.len() - 1].spawn(expiry::run(Arc::clone(&hub), stopped));
 
-    let (proxy_addr, proxy_runtime) = match config.proxy_listen {
-        None => (None, None),
-        Some(address) => {
-            let (addr, runtime) = start_proxy(address, config.proxy_threads, &projections, stopped_proxy)?;
-            (Some(addr), Some(runtime))
-        }
+    let tls = match &config.proxy_tls {
+        Some(tls) => Some((tls.listen, crate::proxy::tls_acceptor(&tls.cert, &tls.key)?)),
+        None => None,
+    };
+    let (proxy_addr, proxy_tls_addr, proxy_runtime) = if config.proxy_listen.is_some() || tls.is_some() {
+        let (plain, tls, runtime) = start_proxy(
+            config.proxy_listen,
+            tls,
+            config.proxy_threads,
+            &projections,
+            stopped_proxy,
+        )?;
+        (plain, tls, Some(runtime))
+    } else {
+        (None, None, None)
     };
 
     let app_control = control.clone();
@@ -216,6 +242,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         control,
         generated_admin_token,
         proxy_addr,
+        proxy_tls_addr,
         proxy_runtime,
         store,
         http,
@@ -236,28 +263,46 @@ impl Drop for ProxyRuntime {
     }
 }
 
-/// Starts the proxy on its own multi-threaded runtime.
+/// Starts the proxy on its own multi-threaded runtime: plain HTTP on
+/// `plain`, HTTPS on the TLS address; answers the bound addresses.
 fn start_proxy(
-    address: SocketAddr,
+    plain: Option<SocketAddr>,
+    tls: Option<(SocketAddr, tokio_rustls::TlsAcceptor)>,
     threads: usize,
     projections: &Arc<Projections>,
     stop: watch::Receiver<bool>,
-) -> anyhow::Result<(SocketAddr, ProxyRuntime)> {
+) -> anyhow::Result<(Option<SocketAddr>, Option<SocketAddr>, ProxyRuntime)> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .thread_name("tenure-proxy")
         .enable_all()
         .build()
         .context("starting the proxy's runtime")?;
-    let listener = std::net::TcpListener::bind(address).with_context(|| format!("proxy listening on {address}"))?;
-    listener.set_nonblocking(true).context("proxy socket")?;
-    let addr = listener.local_addr().context("proxy address")?;
-    let _entered = runtime.enter();
-    let listener = tokio::net::TcpListener::from_std(listener).context("proxy socket")?;
+    let entered = runtime.enter();
     let proxy = Arc::new(crate::proxy::Proxy::new(Arc::clone(projections)));
-    runtime.spawn(crate::proxy::serve(listener, proxy, stop));
-    drop(_entered);
-    Ok((addr, ProxyRuntime(Some(runtime))))
+    let bind = |address: SocketAddr| -> anyhow::Result<(SocketAddr, tokio::net::TcpListener)> {
+        let listener = std::net::TcpListener::bind(address).with_context(|| format!("proxy listening on {address}"))?;
+        listener.set_nonblocking(true).context("proxy socket")?;
+        let addr = listener.local_addr().context("proxy address")?;
+        Ok((
+            addr,
+            tokio::net::TcpListener::from_std(listener).context("proxy socket")?,
+        ))
+    };
+    let mut plain_addr = None;
+    if let Some(address) = plain {
+        let (addr, listener) = bind(address)?;
+        runtime.spawn(crate::proxy::serve(listener, Arc::clone(&proxy), None, stop.clone()));
+        plain_addr = Some(addr);
+    }
+    let mut tls_addr = None;
+    if let Some((address, acceptor)) = tls {
+        let (addr, listener) = bind(address)?;
+        runtime.spawn(crate::proxy::serve(listener, proxy, Some(acceptor), stop));
+        tls_addr = Some(addr);
+    }
+    drop(entered);
+    Ok((plain_addr, tls_addr, ProxyRuntime(Some(runtime))))
 }
 
 impl Running {

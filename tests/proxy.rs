@@ -444,3 +444,80 @@ async fn the_routing_table_rebuilt_from_the_log_equals_the_live_one() {
     // And what the proxy serves is what was published.
     assert_eq!(**server.running().control.hub().projections.routes.load(), live);
 }
+
+/// A tweak: the proxy also terminates TLS, with a self-signed certificate
+/// for `*.tenure.localhost` made now (in the data directory).
+fn with_tls(config: &mut tenure::server::ServerConfig) {
+    let dir = config.data_dir.join("tls");
+    std::fs::create_dir_all(&dir).expect("tls dir");
+    let certified = rcgen::generate_simple_self_signed(vec!["*.tenure.localhost".to_owned()]).expect("a certificate");
+    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).expect("write cert");
+    std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).expect("write key");
+    config.proxy_tls = Some(tenure::server::ProxyTls {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    });
+}
+
+/// One HTTPS request over a fresh TLS connection that trusts `cert_pem`.
+async fn https_get(addr: std::net::SocketAddr, cert_pem: &str, host: &str, path: &str) -> (StatusCode, Value) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).expect("PEM"))
+        .expect("trust the test certificate");
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from(host.to_owned()).expect("server name");
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with the proxy");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .expect("HTTP over TLS");
+    actix_rt::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header("host", host)
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let status = StatusCode::from_u16(response.status().as_u16()).expect("status");
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+#[actix_rt::test]
+async fn the_proxy_terminates_tls_with_the_certificate_it_was_given() {
+    let server = TestServer::start_with(with_tls).await;
+    let local = server.session_with_header(None);
+    let a = backend("a").await;
+    let fqdn = create_service(&local, "secure", json!(["443:8080/tls+http", "80:8080/http+redirect"])).await;
+    attach(&local, "s1", "secure", &a, 100).await;
+    let cert = std::fs::read_to_string(server.dir.join("tls/cert.pem")).expect("cert");
+    let addr = server.running().proxy_tls_addr.expect("the TLS listener runs");
+    let (status, seen) = https_get(addr, &cert, &fqdn, "/over-tls").await;
+    assert_eq!(status, StatusCode::OK, "{seen}");
+    assert_eq!(seen["backend"], "a");
+    assert_eq!(seen["path"], "/over-tls");
+    assert_eq!(
+        seen["x-forwarded-proto"], "https",
+        "the backend learns the client used TLS"
+    );
+    // The plain listener redirects the same host to https.
+    assert_eq!(
+        Frontend::of(&server).get(&fqdn, "/").await.0,
+        StatusCode::MOVED_PERMANENTLY
+    );
+}

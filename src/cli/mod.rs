@@ -408,6 +408,15 @@ pub struct ServeArgs {
     /// Threads of the proxy (default: cores).
     #[arg(long)]
     pub proxy_threads: Option<usize>,
+    /// Where the proxy terminates TLS (needs --tls-cert and --tls-key).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    pub proxy_tls_listen: Option<SocketAddr>,
+    /// PEM certificate chain for --proxy-tls-listen.
+    #[arg(long, requires = "proxy_tls_listen")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --proxy-tls-listen.
+    #[arg(long, requires = "proxy_tls_listen")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Runs the parsed command line.
@@ -429,6 +438,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.proxy_listen = Some(args.proxy_listen);
     if let Some(n) = args.proxy_threads {
         config.proxy_threads = n.max(1);
+    }
+    if let (Some(listen), Some(cert), Some(key)) = (args.proxy_tls_listen, args.tls_cert, args.tls_key) {
+        config.proxy_tls = Some(crate::server::ProxyTls { listen, cert, key });
     }
     if let Some(n) = args.actor_threads {
         config.actor_threads = n.max(1);
@@ -461,6 +473,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
         if let Some(proxy) = running.proxy_addr {
             println!("tenure proxy listening on http://{proxy}");
+        }
+        if let Some(proxy) = running.proxy_tls_addr {
+            println!("tenure proxy listening on https://{proxy}");
         }
         // Tests and scripts read this line to learn the port.
         println!("tenure listening on http://{}", running.addr);

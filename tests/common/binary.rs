@@ -50,8 +50,8 @@ impl ServerProcess {
             let n = reader.read_line(&mut line).expect("read the server's stdout");
             assert!(n > 0, "the server exited before listening; it printed {printed:?}");
             printed.lock().expect("not poisoned").push_str(&line);
-            if let Some(address) = line.trim().strip_prefix("tenure proxy listening on ") {
-                proxy = Some(address.to_owned());
+            if let Some(address) = line.trim().strip_prefix("tenure proxy listening on http://") {
+                proxy = Some(format!("http://{address}"));
             }
             if let Some(endpoint) = line.trim().strip_prefix("tenure listening on ") {
                 break endpoint.to_owned();
