@@ -46,7 +46,21 @@ type Body = BoxBody<Bytes, hyper::Error>;
 /// A backend and its requests in flight.
 struct Backend {
     address: String,
+    /// `address` parsed once, for request URIs and the Host header.
+    authority: Option<hyper::http::uri::Authority>,
+    host_header: Option<HeaderValue>,
     active: AtomicUsize,
+}
+
+impl Backend {
+    fn new(address: &str) -> Backend {
+        Backend {
+            address: address.to_owned(),
+            authority: address.parse().ok(),
+            host_header: HeaderValue::from_str(address).ok(),
+            active: AtomicUsize::new(0),
+        }
+    }
 }
 
 enum Target {
@@ -126,14 +140,18 @@ impl Proxy {
             return text(StatusCode::BAD_REQUEST, "no Host header\n".into());
         };
         let table = self.table();
-        let (backend, prefix) = match table.hosts.get(&host) {
-            None => return text(StatusCode::NOT_FOUND, format!("no route for host '{host}'\n")),
-            Some(Target::Service {
+        let Some((host, target)) = table.hosts.get_key_value(host.as_ref()) else {
+            return text(StatusCode::NOT_FOUND, format!("no route for host '{host}'\n"));
+        };
+        // From here `host` is the table's copy: `req` is free to move.
+        let host = host.as_str();
+        let (backend, prefix) = match target {
+            Target::Service {
                 backends,
                 redirect_http,
-            }) => {
+            } => {
                 if *redirect_http && scheme == "http" {
-                    return redirect(&host, &req);
+                    return redirect(host, &req);
                 }
                 match self.least_connections(backends) {
                     Some(backend) => (backend, String::new()),
@@ -145,12 +163,12 @@ impl Proxy {
                     }
                 }
             }
-            Some(Target::Share {
+            Target::Share {
                 backend,
                 prefix,
                 web,
                 grants,
-            }) => {
+            } => {
                 if let Some(grants) = grants {
                     let granted = req
                         .headers()
@@ -181,7 +199,7 @@ impl Proxy {
                 }
             }
         };
-        self.forward(req, &host, backend, &prefix, client, scheme).await
+        self.forward(req, host, backend, &prefix, client, scheme).await
     }
 
     async fn forward(
@@ -193,9 +211,17 @@ impl Proxy {
         client: SocketAddr,
         scheme: &'static str,
     ) -> Response<Body> {
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let uri = format!("http://{}{}{}", backend.address, prefix, path);
-        let Ok(uri) = uri.parse::<hyper::Uri>() else {
+        let path_and_query = if prefix.is_empty() {
+            req.uri().path_and_query().cloned()
+        } else {
+            let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+            format!("{prefix}{path}").parse().ok()
+        };
+        let mut parts = hyper::http::uri::Parts::default();
+        parts.scheme = Some(hyper::http::uri::Scheme::HTTP);
+        parts.authority = backend.authority.clone();
+        parts.path_and_query = path_and_query.or_else(|| Some(hyper::http::uri::PathAndQuery::from_static("/")));
+        let Ok(uri) = hyper::Uri::from_parts(parts) else {
             return text(StatusCode::BAD_REQUEST, format!("bad request path for host '{host}'\n"));
         };
         *req.uri_mut() = uri;
@@ -216,7 +242,7 @@ impl Proxy {
             HeaderName::from_static("x-forwarded-proto"),
             HeaderValue::from_static(scheme),
         );
-        if let Ok(value) = HeaderValue::from_str(&backend.address) {
+        if let Some(value) = backend.host_header.clone() {
             headers.insert(HOST, value);
         }
 
@@ -268,12 +294,10 @@ fn build(routes: &Arc<Routes>, previous: Option<&Table>) -> Table {
         }
     }
     let backend = |address: &str| {
-        known.get(address).cloned().unwrap_or_else(|| {
-            Arc::new(Backend {
-                address: address.to_owned(),
-                active: AtomicUsize::new(0),
-            })
-        })
+        known
+            .get(address)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Backend::new(address)))
     };
     let mut hosts = HashMap::new();
     for (host, route) in &routes.hosts {
@@ -324,7 +348,7 @@ fn split_target(target: &str) -> (String, String) {
 }
 
 /// The request's host, lowercase, without a port.
-fn host_of(req: &Request<Incoming>) -> Option<String> {
+fn host_of(req: &Request<Incoming>) -> Option<std::borrow::Cow<'_, str>> {
     let raw = req
         .headers()
         .get(HOST)
@@ -334,7 +358,12 @@ fn host_of(req: &Request<Incoming>) -> Option<String> {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
         _ => raw,
     };
-    Some(host.trim_end_matches('.').to_ascii_lowercase())
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(std::borrow::Cow::Owned(host.to_ascii_lowercase()))
+    } else {
+        Some(std::borrow::Cow::Borrowed(host))
+    }
 }
 
 fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {

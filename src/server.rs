@@ -251,20 +251,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     })
 }
 
-/// The proxy's runtime. Dropped (or stopped) from async code, so it shuts
-/// down in the background instead of blocking.
-struct ProxyRuntime(Option<tokio::runtime::Runtime>);
-
-impl Drop for ProxyRuntime {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
+/// The proxy's worker threads. They stop when the stop signal fires (or
+/// its sender is dropped).
+struct ProxyRuntime {
+    _workers: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// Starts the proxy on its own multi-threaded runtime: plain HTTP on
-/// `plain`, HTTPS on the TLS address; answers the bound addresses.
+/// Starts the proxy: `threads` worker threads, each with its own
+/// single-threaded runtime, its own listeners on the same addresses
+/// (`SO_REUSEPORT`, the kernel spreads connections) and its own backend
+/// connection pool, so a request never crosses threads (as nginx's worker
+/// processes). Answers the bound addresses.
 fn start_proxy(
     plain: Option<SocketAddr>,
     tls: Option<(SocketAddr, tokio_rustls::TlsAcceptor)>,
@@ -272,37 +269,83 @@ fn start_proxy(
     projections: &Arc<Projections>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(Option<SocketAddr>, Option<SocketAddr>, ProxyRuntime)> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .thread_name("tenure-proxy")
-        .enable_all()
-        .build()
-        .context("starting the proxy's runtime")?;
-    let entered = runtime.enter();
-    let proxy = Arc::new(crate::proxy::Proxy::new(Arc::clone(projections)));
-    let bind = |address: SocketAddr| -> anyhow::Result<(SocketAddr, tokio::net::TcpListener)> {
-        let listener = std::net::TcpListener::bind(address).with_context(|| format!("proxy listening on {address}"))?;
-        listener.set_nonblocking(true).context("proxy socket")?;
-        let addr = listener.local_addr().context("proxy address")?;
-        Ok((
-            addr,
-            tokio::net::TcpListener::from_std(listener).context("proxy socket")?,
-        ))
-    };
-    let mut plain_addr = None;
-    if let Some(address) = plain {
-        let (addr, listener) = bind(address)?;
-        runtime.spawn(crate::proxy::serve(listener, Arc::clone(&proxy), None, stop.clone()));
-        plain_addr = Some(addr);
+    let mut plain_addr = plain;
+    let mut tls_addr = tls.as_ref().map(|(address, _)| *address);
+    let acceptor = tls.map(|(_, acceptor)| acceptor);
+    let mut workers = Vec::new();
+    for worker in 0..threads.max(1) {
+        let (bound_tx, bound_rx) =
+            std::sync::mpsc::channel::<anyhow::Result<(Option<SocketAddr>, Option<SocketAddr>)>>();
+        let (plain, tls) = (plain_addr, tls_addr);
+        let acceptor = acceptor.clone();
+        let projections = Arc::clone(projections);
+        let stop = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("tenure-proxy-{worker}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = bound_tx.send(Err(anyhow::Error::new(e).context("starting a proxy worker")));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let bound = (|| -> anyhow::Result<_> {
+                        let plain = plain.map(reuse_port_listener).transpose()?;
+                        let tls = tls.map(reuse_port_listener).transpose()?;
+                        Ok((plain, tls))
+                    })();
+                    let (plain, tls) = match bound {
+                        Ok(listeners) => listeners,
+                        Err(e) => {
+                            let _ = bound_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let addr = |l: &Option<tokio::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
+                    let _ = bound_tx.send(Ok((addr(&plain), addr(&tls))));
+                    let proxy = Arc::new(crate::proxy::Proxy::new(projections));
+                    let plain = async {
+                        if let Some(listener) = plain {
+                            crate::proxy::serve(listener, Arc::clone(&proxy), None, stop.clone()).await;
+                        }
+                    };
+                    let tls = async {
+                        if let (Some(listener), Some(acceptor)) = (tls, acceptor) {
+                            crate::proxy::serve(listener, Arc::clone(&proxy), Some(acceptor), stop.clone()).await;
+                        }
+                    };
+                    futures::join!(plain, tls);
+                });
+            })
+            .context("starting a proxy worker")?;
+        workers.push(handle);
+        // The first worker's bind fixes the ports (when asked for port 0)
+        // for the others.
+        let (plain, tls) = bound_rx.recv().context("a proxy worker stopped before listening")??;
+        plain_addr = plain;
+        tls_addr = tls;
     }
-    let mut tls_addr = None;
-    if let Some((address, acceptor)) = tls {
-        let (addr, listener) = bind(address)?;
-        runtime.spawn(crate::proxy::serve(listener, proxy, Some(acceptor), stop));
-        tls_addr = Some(addr);
+    Ok((plain_addr, tls_addr, ProxyRuntime { _workers: workers }))
+}
+
+/// A listener on `address` that other workers can share (`SO_REUSEPORT`).
+fn reuse_port_listener(address: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
     }
-    drop(entered);
-    Ok((plain_addr, tls_addr, ProxyRuntime(Some(runtime))))
+    .context("proxy socket")?;
+    socket.set_reuseaddr(true).context("proxy socket")?;
+    #[cfg(unix)]
+    socket.set_reuseport(true).context("proxy socket")?;
+    socket
+        .bind(address)
+        .with_context(|| format!("proxy listening on {address}"))?;
+    socket
+        .listen(1024)
+        .with_context(|| format!("proxy listening on {address}"))
 }
 
 impl Running {
@@ -311,6 +354,7 @@ impl Running {
     pub async fn stop(self) {
         self.http.stop(true).await;
         let _ = self.stop.send(true);
+        // The proxy's workers end with the stop signal sent above.
         drop(self.proxy_runtime);
         for arbiter in self.arbiters {
             arbiter.stop();

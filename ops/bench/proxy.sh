@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# tenure's data-plane proxy against nginx, side by side, in one run on this
+# machine (a benchmark, not a test). The same small backend (an nginx
+# server block answering a fixed 13-byte body) sits behind both:
+#
+#   nginx  : a plain reverse proxy (proxy_pass to an upstream with keepalive)
+#   tenure : a service with one instance at the backend's address; requests
+#            carry the service's FQDN in Host
+#
+# wrk -t2 -c64 -d$DURATION --latency against each proxy in turn. Prints
+# requests/s and p99 for both and the ratio tenure/nginx, and appends them
+# with the command and the machine to ops/bench/RESULTS.md.
+#
+#   bash ops/bench/proxy.sh
+#   DURATION=5s bash ops/bench/proxy.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+DURATION=${DURATION:-10s}
+BACKEND_PORT=${BACKEND_PORT:-18081}
+NGINX_PORT=${NGINX_PORT:-18082}
+TENURE_API_PORT=${TENURE_API_PORT:-17072}
+TENURE_PROXY_PORT=${TENURE_PROXY_PORT:-18083}
+
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v nginx >/dev/null || missing+=(nginx)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+cargo build --release -q -p tenure
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+mkdir -p "$WORK/nginx/logs"
+cat >"$WORK/nginx/nginx.conf" <<CONF
+worker_processes auto;
+daemon off;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000;
+  upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 128; }
+  # The small backend.
+  server {
+    listen 127.0.0.1:$BACKEND_PORT;
+    location / { default_type text/plain; return 200 "hello, world\n"; }
+  }
+  # nginx as a plain reverse proxy.
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+    }
+  }
+}
+CONF
+nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
+PIDS+=($!)
+
+RUST_LOG=warn target/release/tenure serve --data-dir "$WORK/tenure" --listen "127.0.0.1:$TENURE_API_PORT" \
+  --proxy-listen "127.0.0.1:$TENURE_PROXY_PORT" >"$WORK/tenure.log" 2>&1 &
+PIDS+=($!)
+export TENURE_ENDPOINT="http://127.0.0.1:$TENURE_API_PORT"
+for _ in $(seq 1 200); do
+  curl -fs "$TENURE_ENDPOINT/healthz" >/dev/null 2>&1 && curl -fs "http://127.0.0.1:$NGINX_PORT/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+FQDN=$(target/release/tenure service create bench 443:8080/tls+http | sed -n 's/^fqdn: //p')
+target/release/tenure deploy --name bench-1 --service bench --address "127.0.0.1:$BACKEND_PORT" --ttl 3600 --detach >/dev/null
+[ "$(curl -fs -H "Host: $FQDN" "http://127.0.0.1:$TENURE_PROXY_PORT/")" = "hello, world" ] || { echo "tenure's proxy does not reach the backend" >&2; exit 1; }
+
+run() { # URL HOST -> "rps p99_ms"
+  local out; out=$(wrk -t2 -c64 -d"$DURATION" --latency -H "Host: $2" "$1")
+  echo "$out" >&2
+  if grep -q "Non-2xx" <<<"$out"; then echo "errors during the run" >&2; exit 1; fi
+  awk '/Requests\/sec/ {rps=$2} $1 == "99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v/=1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v*=1000}; p99=v} END {printf "%d %.2f\n", rps, p99}' <<<"$out"
+}
+
+echo "== nginx" >&2
+read -r nginx_rps nginx_p99 < <(run "http://127.0.0.1:$NGINX_PORT/" "$FQDN")
+echo "== tenure" >&2
+read -r tenure_rps tenure_p99 < <(run "http://127.0.0.1:$TENURE_PROXY_PORT/" "$FQDN")
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+CPU=$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')
+TABLE=$(cat <<EOT
+
+### Proxy vs nginx, $(date -u +%Y-%m-%d) — \`bash ops/bench/proxy.sh\` (wrk -t2 -c64 -d$DURATION --latency)
+
+Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr). tenure $(git rev-parse --short HEAD) (release) and $(nginx -v 2>&1 | sed 's/^nginx version: //') (worker_processes auto, upstream keepalive), the same nginx backend block behind both, wrk on the same machine.
+
+| figure | nginx | tenure | tenure/nginx |
+|---|---|---|---|
+| requests/s | $nginx_rps | $tenure_rps | $(ratio "$tenure_rps" "$nginx_rps") |
+| p99 | $nginx_p99 ms | $tenure_p99 ms | $(ratio "$tenure_p99" "$nginx_p99") |
+EOT
+)
+echo "$TABLE"
+echo "$TABLE" >>ops/bench/RESULTS.md
