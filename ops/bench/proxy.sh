@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tenure's data-plane proxy against nginx, side by side, in one run on this
-# machine (a benchmark, not a test). The same small backend (an nginx
-# server block answering a fixed 13-byte body) sits behind both:
+# machine (a benchmark, not a test). The same small backend (its own nginx
+# process with one worker, answering a fixed 13-byte body) sits behind both:
 #
 #   nginx  : a plain reverse proxy (proxy_pass to an upstream with keepalive)
 #   tenure : a service with one instance at the backend's address; requests
@@ -35,7 +35,24 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-mkdir -p "$WORK/nginx/logs"
+# Two nginx instances: the backend, and nginx the proxy. Separate processes,
+# so both proxies sit between wrk and the same backend process.
+mkdir -p "$WORK/backend/logs" "$WORK/nginx/logs"
+cat >"$WORK/backend/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/backend/nginx.pid;
+error_log $WORK/backend/logs/error.log error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000;
+  server {
+    listen 127.0.0.1:$BACKEND_PORT;
+    location / { default_type text/plain; return 200 "hello, world\n"; }
+  }
+}
+CONF
 cat >"$WORK/nginx/nginx.conf" <<CONF
 worker_processes auto;
 daemon off;
@@ -46,12 +63,6 @@ http {
   access_log off;
   keepalive_requests 100000;
   upstream backend { server 127.0.0.1:$BACKEND_PORT; keepalive 128; }
-  # The small backend.
-  server {
-    listen 127.0.0.1:$BACKEND_PORT;
-    location / { default_type text/plain; return 200 "hello, world\n"; }
-  }
-  # nginx as a plain reverse proxy.
   server {
     listen 127.0.0.1:$NGINX_PORT;
     location / {
@@ -65,6 +76,8 @@ http {
   }
 }
 CONF
+nginx -p "$WORK/backend" -c "$WORK/backend/nginx.conf" &
+PIDS+=($!)
 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
 PIDS+=($!)
 
@@ -98,7 +111,7 @@ TABLE=$(cat <<EOT
 
 ### Proxy vs nginx, $(date -u +%Y-%m-%d) — \`bash ops/bench/proxy.sh\` (wrk -t2 -c64 -d$DURATION --latency)
 
-Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr). tenure $(git rev-parse --short HEAD) (release) and $(nginx -v 2>&1 | sed 's/^nginx version: //') (worker_processes auto, upstream keepalive), the same nginx backend block behind both, wrk on the same machine.
+Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr). tenure $(git rev-parse --short HEAD) (release) and $(nginx -v 2>&1 | sed 's/^nginx version: //') (worker_processes auto, upstream keepalive), the same backend process (nginx, one worker) behind both, wrk on the same machine.
 
 | figure | nginx | tenure | tenure/nginx |
 |---|---|---|---|
