@@ -478,6 +478,29 @@ impl Control {
         self.hub.revisions.get(account)
     }
 
+    /// Routes a command to an entity actor, waits for its answer (the
+    /// events it recorded are durable by then), then for the projections
+    /// to apply them, so what the caller reads next includes them.
+    async fn entity_command<A, M>(
+        &self,
+        registry: &crate::actors::Registry<A>,
+        key: &A::Key,
+        activation: Activation,
+        message: impl FnOnce(Reply<usize>) -> M,
+    ) -> Result<usize, CommandError>
+    where
+        A: crate::actors::registry::Entity + actix::Handler<M>,
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+    {
+        let hub = &self.hub;
+        let recorded = self
+            .call(|reply| registry.route(hub, key, activation, message(reply)))
+            .await?;
+        hub.projections.caught_up(hub.store.head()).await;
+        Ok(recorded)
+    }
+
     /// Carries out a command on an account; once it is durable, waits for
     /// the directory to apply it, so authentication and limits see it.
     async fn account_command(
@@ -486,20 +509,17 @@ impl Control {
         request_id: Option<Uuid>,
         command: AccountCommand,
     ) -> Result<usize, CommandError> {
-        let hub = &self.hub;
         let cmd = Cmd::new(Metadata {
             account: name.clone(),
             request_id,
             causation_id: None,
         });
-        let recorded = self
-            .call(|reply| {
-                hub.accounts
-                    .route(hub, name, Activation::Load, account::Execute { command, cmd, reply })
-            })
-            .await?;
-        hub.projections.caught_up(hub.store.head()).await;
-        Ok(recorded)
+        self.entity_command(&self.hub.accounts, name, Activation::Load, |reply| account::Execute {
+            command,
+            cmd,
+            reply,
+        })
+        .await
     }
 
     /// Creates an account (admin).
@@ -638,24 +658,13 @@ impl Control {
         Ok(Usage { leases, keys })
     }
 
-    /// Carries out a command on a share; once durable, waits for the
-    /// projections to apply it.
     async fn share_command(&self, token: &str, meta: Metadata, command: ShareCommand) -> Result<usize, CommandError> {
-        let hub = &self.hub;
         let cmd = Cmd::new(meta);
         let key = token.to_owned();
-        let recorded = self
-            .call(|reply| {
-                hub.shares.route(
-                    hub,
-                    &key,
-                    Activation::Load,
-                    crate::actors::share::Execute { command, cmd, reply },
-                )
-            })
-            .await?;
-        hub.projections.caught_up(hub.store.head()).await;
-        Ok(recorded)
+        self.entity_command(&self.hub.shares, &key, Activation::Load, |reply| {
+            crate::actors::share::Execute { command, cmd, reply }
+        })
+        .await
     }
 
     /// Reserves a share for the caller: under `unique_name`, or a random
@@ -818,8 +827,6 @@ impl Control {
         Ok(())
     }
 
-    /// Carries out a command on a workload reservation; once durable,
-    /// waits for the projections to apply it.
     async fn workload_command(
         &self,
         id: Uuid,
@@ -827,16 +834,11 @@ impl Control {
         meta: Metadata,
         command: WorkloadCommand,
     ) -> Result<usize, CommandError> {
-        let hub = &self.hub;
         let cmd = Cmd::new(meta);
-        let recorded = self
-            .call(|reply| {
-                let msg = crate::actors::workload::Execute { command, cmd, reply };
-                hub.workloads.route(hub, &id, activation, msg)
-            })
-            .await?;
-        hub.projections.caught_up(hub.store.head()).await;
-        Ok(recorded)
+        self.entity_command(&self.hub.workloads, &id, activation, |reply| {
+            crate::actors::workload::Execute { command, cmd, reply }
+        })
+        .await
     }
 
     /// Reserves a workload signed by the caller (the owner in `signed` is
@@ -955,17 +957,12 @@ impl Control {
         name: &str,
         command: ServiceCommand,
     ) -> Result<usize, CommandError> {
-        let hub = &self.hub;
         let key = (meta.account.clone(), name.to_owned());
         let cmd = Cmd::new(meta);
-        let recorded = self
-            .call(|reply| {
-                let msg = crate::actors::service::ExecuteService { command, cmd, reply };
-                hub.services.route(hub, &key, Activation::Load, msg)
-            })
-            .await?;
-        hub.projections.caught_up(hub.store.head()).await;
-        Ok(recorded)
+        self.entity_command(&self.hub.services, &key, Activation::Load, |reply| {
+            crate::actors::service::ExecuteService { command, cmd, reply }
+        })
+        .await
     }
 
     async fn instance_command(
@@ -974,17 +971,12 @@ impl Control {
         name: &str,
         command: InstanceCommand,
     ) -> Result<usize, CommandError> {
-        let hub = &self.hub;
         let key = (meta.account.clone(), name.to_owned());
         let cmd = Cmd::new(meta);
-        let recorded = self
-            .call(|reply| {
-                let msg = crate::actors::service::ExecuteInstance { command, cmd, reply };
-                hub.instances.route(hub, &key, Activation::Load, msg)
-            })
-            .await?;
-        hub.projections.caught_up(hub.store.head()).await;
-        Ok(recorded)
+        self.entity_command(&self.hub.instances, &key, Activation::Load, |reply| {
+            crate::actors::service::ExecuteInstance { command, cmd, reply }
+        })
+        .await
     }
 
     /// Creates a service: FQDN `NAME-xxxxxxxx.DOMAIN`. Refused at the
