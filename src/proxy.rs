@@ -34,9 +34,10 @@ use tenure_projections::{Route, Routes};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// How long a backend may take to accept a connection, and to answer.
+/// How long a backend may take to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a backend may take to answer, by default.
+pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The header carrying a private share's access grant.
 pub const ACCESS_HEADER: &str = "x-tenure-access";
@@ -90,10 +91,12 @@ pub struct Proxy {
     rebuild: parking_lot::Mutex<()>,
     client: Client<HttpConnector, Incoming>,
     next: AtomicUsize,
+    /// How long a backend may take to answer (504 after).
+    backend_timeout: Duration,
 }
 
 impl Proxy {
-    pub fn new(projections: Arc<crate::actors::Projections>) -> Proxy {
+    pub fn new(projections: Arc<crate::actors::Projections>, backend_timeout: Duration) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
@@ -106,6 +109,7 @@ impl Proxy {
             rebuild: parking_lot::Mutex::new(()),
             client,
             next: AtomicUsize::new(0),
+            backend_timeout,
         }
     }
 
@@ -248,7 +252,7 @@ impl Proxy {
 
         backend.active.fetch_add(1, Ordering::Relaxed);
         let guard = Active(Arc::clone(&backend));
-        match tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(req)).await {
+        match tokio::time::timeout(self.backend_timeout, self.client.request(req)).await {
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);

@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub proxy_threads: usize,
     /// Where the proxy terminates TLS, with which certificate and key.
     pub proxy_tls: Option<ProxyTls>,
+    /// How long a backend may take to answer the proxy (504 after).
+    pub proxy_backend_timeout: Duration,
 }
 
 /// The proxy's HTTPS listener.
@@ -97,6 +99,7 @@ impl ServerConfig {
             proxy_listen: Some(SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_FRONTEND_PORT))),
             proxy_threads: cores,
             proxy_tls: None,
+            proxy_backend_timeout: crate::proxy::DEFAULT_BACKEND_TIMEOUT,
         }
     }
 }
@@ -197,13 +200,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         None => None,
     };
     let (proxy_addr, proxy_tls_addr, proxy_runtime) = if config.proxy_listen.is_some() || tls.is_some() {
-        let (plain, tls, runtime) = start_proxy(
-            config.proxy_listen,
-            tls,
-            config.proxy_threads,
-            &projections,
-            stopped_proxy,
-        )?;
+        let (plain, tls, runtime) = start_proxy(config.proxy_listen, tls, &config, &projections, stopped_proxy)?;
         (plain, tls, Some(runtime))
     } else {
         (None, None, None)
@@ -265,7 +262,7 @@ struct ProxyRuntime {
 fn start_proxy(
     plain: Option<SocketAddr>,
     tls: Option<(SocketAddr, tokio_rustls::TlsAcceptor)>,
-    threads: usize,
+    config: &ServerConfig,
     projections: &Arc<Projections>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(Option<SocketAddr>, Option<SocketAddr>, ProxyRuntime)> {
@@ -273,7 +270,8 @@ fn start_proxy(
     let mut tls_addr = tls.as_ref().map(|(address, _)| *address);
     let acceptor = tls.map(|(_, acceptor)| acceptor);
     let mut workers = Vec::new();
-    for worker in 0..threads.max(1) {
+    let backend_timeout = config.proxy_backend_timeout;
+    for worker in 0..config.proxy_threads.max(1) {
         let (bound_tx, bound_rx) =
             std::sync::mpsc::channel::<anyhow::Result<(Option<SocketAddr>, Option<SocketAddr>)>>();
         let (plain, tls) = (plain_addr, tls_addr);
@@ -305,7 +303,7 @@ fn start_proxy(
                     };
                     let addr = |l: &Option<tokio::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
                     let _ = bound_tx.send(Ok((addr(&plain), addr(&tls))));
-                    let proxy = Arc::new(crate::proxy::Proxy::new(projections));
+                    let proxy = Arc::new(crate::proxy::Proxy::new(projections, backend_timeout));
                     let plain = async {
                         if let Some(listener) = plain {
                             crate::proxy::serve(listener, Arc::clone(&proxy), None, stop.clone()).await;

@@ -521,3 +521,28 @@ async fn the_proxy_terminates_tls_with_the_certificate_it_was_given() {
         StatusCode::MOVED_PERMANENTLY
     );
 }
+
+/// A tweak: the proxy gives backends 300 ms to answer.
+fn impatient(config: &mut tenure::server::ServerConfig) {
+    config.proxy_backend_timeout = Duration::from_millis(300);
+}
+
+#[actix_rt::test]
+async fn a_backend_that_does_not_answer_in_time_is_504() {
+    let server = TestServer::start_with(impatient).await;
+    let local = server.session_with_header(None);
+    // Accepts connections, never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = silent.local_addr().expect("addr").to_string();
+    actix_rt::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let fqdn = create_service(&local, "slow", json!(["443:8080"])).await;
+    attach(&local, "slow-1", "slow", &address, 100).await;
+    let (status, body) = Frontend::of(&server).get(&fqdn, "/").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(body, format!("the backend of host '{fqdn}' did not answer in time\n"));
+}
