@@ -1,8 +1,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use tenure_events::{
-    AccountId, BackendMode, InstanceEvent, LeaseEvent, LeaseExpired, LeaseId, LeaseRevoked, RecordedEvent,
-    ServiceEvent, ShareEvent, ShareMode,
+    AccountId, BackendMode, InstanceEvent, LeaseId, RecordedEvent, ServiceEvent, ShareEvent, ShareMode,
 };
 
 use crate::Projection;
@@ -154,20 +153,28 @@ impl Projection for RoutingTable {
         let account = &event.account;
         let entity = |stream: &str| stream.rsplit('/').next().unwrap_or_default().to_owned();
         match event.stream.category() {
-            "lease" => match event.decode_as::<LeaseEvent>() {
-                Ok(Some(LeaseEvent::Granted(g))) => {
-                    self.live_leases.insert((account.clone(), g.lease));
-                }
-                Ok(Some(LeaseEvent::Revoked(LeaseRevoked { lease })))
-                | Ok(Some(LeaseEvent::Expired(LeaseExpired { lease, .. }))) => {
-                    self.live_leases.remove(&(account.clone(), lease));
-                    if self.lease_in_use(account, lease) {
-                        self.changed = true;
+            // Lease events arrive by the hundred thousand (keep-alives
+            // above all): read the type and the stream name, never the
+            // payload.
+            "lease" => {
+                let lease = || entity(event.stream.as_str()).parse::<LeaseId>().ok();
+                match event.event_type.as_str() {
+                    "LeaseGranted" => {
+                        if let Some(lease) = lease() {
+                            self.live_leases.insert((account.clone(), lease));
+                        }
                     }
+                    "LeaseRevoked" | "LeaseExpired" => {
+                        if let Some(lease) = lease() {
+                            self.live_leases.remove(&(account.clone(), lease));
+                            if self.lease_in_use(account, lease) {
+                                self.changed = true;
+                            }
+                        }
+                    }
+                    _ => {}
                 }
-                Ok(_) => {}
-                Err(err) => tracing::error!(position = event.position, %err, "routing table skips an event"),
-            },
+            }
             "service" => match event.decode_as::<ServiceEvent>() {
                 Ok(Some(ServiceEvent::Created(e))) => {
                     let redirect = e
@@ -244,6 +251,18 @@ impl Projection for RoutingTable {
                 self.changed = true;
             }
             _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tenure_events::LeaseEvent;
+
+    #[test]
+    fn the_lease_event_types_read_by_name_exist() {
+        for name in ["LeaseGranted", "LeaseRevoked", "LeaseExpired"] {
+            assert!(LeaseEvent::TYPES.iter().any(|(t, _)| *t == name), "{name}");
         }
     }
 }
