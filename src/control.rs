@@ -193,6 +193,13 @@ impl Control {
             .map_err(|_| CommandError::Unavailable("the entity stopped before answering; retry".into()))?
     }
 
+    /// Reads the projections once they have applied everything durable
+    /// when this is called, so a caller reads its own acknowledged writes.
+    async fn read<T>(&self, read: impl FnOnce(&crate::actors::Projections) -> T) -> T {
+        self.hub.projections.caught_up(self.hub.store.head()).await;
+        read(&self.hub.projections)
+    }
+
     fn lease_key(account: &AccountId, lease: LeaseId) -> LeaseKey {
         LeaseKey {
             account: account.clone(),
@@ -341,9 +348,7 @@ impl Control {
     /// The account's live leases, in ID order, including every lease whose
     /// grant was acknowledged before this call.
     pub async fn leases(&self, account: &AccountId) -> Result<Vec<LeaseId>, CommandError> {
-        let projections = &self.hub.projections;
-        projections.caught_up(self.hub.store.head()).await;
-        Ok(projections.expiry.lock().leases(account))
+        Ok(self.read(|p| p.expiry.lock().leases(account)).await)
     }
 
     /// Puts a key. `value: None` keeps its value; `lease` attaches it to a
@@ -627,18 +632,13 @@ impl Control {
     /// One account as the directory shows it, including every change
     /// acknowledged before this call.
     pub async fn account(&self, name: &AccountId) -> Result<AccountView, CommandError> {
-        let projections = &self.hub.projections;
-        projections.caught_up(self.hub.store.head()).await;
-        let found = projections.directory.read().account(name).cloned();
+        let found = self.read(|p| p.directory.read().account(name).cloned()).await;
         found.ok_or(CommandError::Account(AccountRejection::NotFound))
     }
 
     /// Every account, by name.
     pub async fn accounts(&self) -> Vec<AccountView> {
-        let projections = &self.hub.projections;
-        projections.caught_up(self.hub.store.head()).await;
-        let all = projections.directory.read().accounts().cloned().collect();
-        all
+        self.read(|p| p.directory.read().accounts().cloned().collect()).await
     }
 
     /// What the account has in use.
@@ -723,23 +723,16 @@ impl Control {
 
     /// One of the account's shares; another account's is not found.
     pub async fn share(&self, account: &AccountId, token: &str) -> Result<ShareView, CommandError> {
-        let projections = &self.hub.projections;
-        projections.caught_up(self.hub.store.head()).await;
-        let found = projections
-            .shares
-            .lock()
-            .get(token)
-            .filter(|s| s.owner == *account)
-            .cloned();
+        let found = self
+            .read(|p| p.shares.lock().get(token).filter(|s| s.owner == *account).cloned())
+            .await;
         found.ok_or(CommandError::Share(ShareRejection::NotFound))
     }
 
     /// The account's shares, by token.
     pub async fn shares(&self, account: &AccountId) -> Vec<ShareView> {
-        let projections = &self.hub.projections;
-        projections.caught_up(self.hub.store.head()).await;
-        let owned = projections.shares.lock().owned_by(account).cloned().collect();
-        owned
+        self.read(|p| p.shares.lock().owned_by(account).cloned().collect())
+            .await
     }
 
     /// Whether a session's lease is live (the session serves).
@@ -870,23 +863,16 @@ impl Control {
     /// One of the account's workload reservations; another account's is
     /// not found.
     pub async fn workload(&self, account: &AccountId, id: u64) -> Result<WorkloadView, CommandError> {
-        let projections = &self.hub.projections;
-        projections.caught_up(self.hub.store.head()).await;
-        let found = projections
-            .workloads
-            .lock()
-            .get(id)
-            .filter(|w| w.owner == *account)
-            .cloned();
+        let found = self
+            .read(|p| p.workloads.lock().get(id).filter(|w| w.owner == *account).cloned())
+            .await;
         found.ok_or(CommandError::Workload(WorkloadRejection::NotFound))
     }
 
     /// The account's workload reservations, by ID.
     pub async fn workloads(&self, account: &AccountId) -> Vec<WorkloadView> {
-        let projections = &self.hub.projections;
-        projections.caught_up(self.hub.store.head()).await;
-        let owned = projections.workloads.lock().owned_by(account).cloned().collect();
-        owned
+        self.read(|p| p.workloads.lock().owned_by(account).cloned().collect())
+            .await
     }
 
     /// The owner deletes a reservation before it expires: it becomes
@@ -1012,29 +998,26 @@ impl Control {
     }
 
     pub async fn service(&self, account: &AccountId, name: &str) -> Result<ServiceView, CommandError> {
-        let projections = &self.hub.projections;
-        projections.caught_up(self.hub.store.head()).await;
-        let found = projections.services.lock().service(account, name).cloned();
+        let found = self.read(|p| p.services.lock().service(account, name).cloned()).await;
         found.ok_or(CommandError::Service(ServiceRejection::NotFound))
     }
 
     /// The account's services with their instances, by name.
     pub async fn services(&self, account: &AccountId) -> Vec<(ServiceView, Vec<InstanceView>)> {
-        let projections = &self.hub.projections;
-        projections.caught_up(self.hub.store.head()).await;
-        let services = projections.services.lock();
-        services
-            .services(account)
-            .map(|s| (s.clone(), services.attached(account, &s.name).cloned().collect()))
-            .collect()
+        self.read(|p| {
+            let services = p.services.lock();
+            services
+                .services(account)
+                .map(|s| (s.clone(), services.attached(account, &s.name).cloned().collect()))
+                .collect()
+        })
+        .await
     }
 
     /// The account's instances, by name.
     pub async fn instances(&self, account: &AccountId) -> Vec<InstanceView> {
-        let projections = &self.hub.projections;
-        projections.caught_up(self.hub.store.head()).await;
-        let all = projections.services.lock().instances(account).cloned().collect();
-        all
+        self.read(|p| p.services.lock().instances(account).cloned().collect())
+            .await
     }
 
     /// Whether an instance's lease is live (it serves).

@@ -663,25 +663,15 @@ async fn deploy(
 ) -> Result<ExitCode, CliError> {
     let mut shutdown = super::Shutdown::install();
     let http = &client.http;
-    let granted: LeaseTtl = client
-        .send(
-            http.post(client.url("/v1/leases"))
-                .json(&serde_json::json!({ "ttl": ttl })),
-        )
-        .await?;
-    let lease = granted.id;
-    let revoke = || async {
-        let _ = client
-            .send::<serde_json::Value>(http.delete(client.url(&format!("/v1/leases/{lease}"))))
-            .await;
-    };
+    let held = HeldLease::grant(client, ttl).await?;
+    let lease = held.id;
     let body = serde_json::json!({
         "name": name, "service": service, "ports": ports, "address": address, "lease": lease,
     });
     let deployed: Deployed = match client.send(http.post(client.url("/v1/instances")).json(&body)).await {
         Ok(deployed) => deployed,
         Err(e) => {
-            revoke().await;
+            held.revoke(client).await;
             return Err(e);
         }
     };
@@ -693,21 +683,16 @@ async fn deploy(
         ));
         return Ok(ExitCode::SUCCESS);
     }
-    let keep_alive = client.url(&format!("/v1/leases/{lease}/keepalive"));
-    let every = Duration::from_millis((granted.ttl.max(1) as u64) * 1000 / 3);
-    loop {
-        tokio::select! {
-            _ = shutdown.wait() => break,
-            _ = tokio::time::sleep(every) => {}
-        }
-        if client.send::<LeaseTtl>(http.post(&keep_alive)).await.is_err() {
-            eprintln!("the lease of instance '{name}' ended; it no longer gets traffic");
-            return Ok(ExitCode::FAILURE);
-        }
+    if !held
+        .keep_alive_until_stopped(client, &mut shutdown, || async { true })
+        .await
+    {
+        eprintln!("the lease of instance '{name}' ended; it no longer gets traffic");
+        return Ok(ExitCode::FAILURE);
     }
     let url = client.url(&format!("/v1/instances/{}", path_segment(&name)));
     let removed: Result<InstanceRemoved, CliError> = client.send(http.delete(url)).await;
-    revoke().await;
+    held.revoke(client).await;
     print(format!("instance '{name}' removed"));
     if let Ok(InstanceRemoved {
         service_deleted: Some(service),
@@ -769,21 +754,14 @@ fn session_state(share: &ShareInfo) -> String {
 async fn share_reserved(client: &Client, token: &str, replace: bool, ttl: i64) -> Result<ExitCode, CliError> {
     let mut shutdown = super::Shutdown::install();
     let http = &client.http;
-    let granted: LeaseTtl = client
-        .send(
-            http.post(client.url("/v1/leases"))
-                .json(&serde_json::json!({ "ttl": ttl })),
-        )
-        .await?;
-    let lease = granted.id;
+    let held = HeldLease::grant(client, ttl).await?;
+    let lease = held.id;
     let sessions = client.url(&format!("/v1/shares/{}/sessions", path_segment(token)));
     let body = serde_json::json!({ "lease": lease, "replace": replace });
     let started: SessionStarted = match client.send(http.post(&sessions).json(&body)).await {
         Ok(started) => started,
         Err(e) => {
-            let _ = client
-                .send::<serde_json::Value>(http.delete(client.url(&format!("/v1/leases/{lease}"))))
-                .await;
+            held.revoke(client).await;
             return Err(e);
         }
     };
@@ -797,31 +775,71 @@ async fn share_reserved(client: &Client, token: &str, replace: bool, ttl: i64) -
             )),
         }
     }
-    let keep_alive = client.url(&format!("/v1/leases/{lease}/keepalive"));
-    let every = Duration::from_millis((granted.ttl.max(1) as u64) * 1000 / 3);
-    loop {
-        tokio::select! {
-            _ = shutdown.wait() => break,
-            _ = tokio::time::sleep(every) => {}
-        }
-        let renewed = client.send::<LeaseTtl>(http.post(&keep_alive)).await;
+    let still_ours = || async {
         let current = client.send::<ShareInfo>(http.get(&share_url)).await;
-        let ours = matches!(&current, Ok(share) if share.session.as_ref().is_some_and(|s| s.id == started.session));
-        if renewed.is_err() || !ours {
-            eprintln!("the session of share '{token}' ended (released, replaced, or its lease expired)");
-            let _ = client
-                .send::<serde_json::Value>(http.delete(client.url(&format!("/v1/leases/{lease}"))))
-                .await;
-            return Ok(ExitCode::FAILURE);
-        }
+        matches!(&current, Ok(share) if share.session.as_ref().is_some_and(|s| s.id == started.session))
+    };
+    if !held.keep_alive_until_stopped(client, &mut shutdown, still_ours).await {
+        eprintln!("the session of share '{token}' ended (released, replaced, or its lease expired)");
+        held.revoke(client).await;
+        return Ok(ExitCode::FAILURE);
     }
     let stop_url = format!("{sessions}/{}", started.session);
     let _ = client.send::<serde_json::Value>(http.delete(stop_url)).await;
-    client
-        .send::<serde_json::Value>(http.delete(client.url(&format!("/v1/leases/{lease}"))))
-        .await?;
+    held.revoke(client).await;
     print(format!("share '{token}' session ended; the reservation stays"));
     Ok(ExitCode::SUCCESS)
+}
+
+/// A lease a long-running command (`share reserved`, `deploy`) holds.
+struct HeldLease {
+    id: LeaseId,
+    ttl: i64,
+}
+
+impl HeldLease {
+    async fn grant(client: &Client, ttl: i64) -> Result<HeldLease, CliError> {
+        let body = serde_json::json!({ "ttl": ttl });
+        let granted: LeaseTtl = client
+            .send(client.http.post(client.url("/v1/leases")).json(&body))
+            .await?;
+        Ok(HeldLease {
+            id: granted.id,
+            ttl: granted.ttl,
+        })
+    }
+
+    /// Revokes it; a lease already gone is fine.
+    async fn revoke(&self, client: &Client) {
+        let url = client.url(&format!("/v1/leases/{}", self.id));
+        let _ = client.send::<serde_json::Value>(client.http.delete(url)).await;
+    }
+
+    /// Keeps it alive every TTL/3 until Ctrl-C or SIGTERM (answers true), or
+    /// until it, or what it holds (`still_held`), is lost (answers false).
+    async fn keep_alive_until_stopped<F, Fut>(
+        &self,
+        client: &Client,
+        shutdown: &mut super::Shutdown,
+        mut still_held: F,
+    ) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let url = client.url(&format!("/v1/leases/{}/keepalive", self.id));
+        let every = Duration::from_millis((self.ttl.max(1) as u64) * 1000 / 3);
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return true,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let renewed = client.send::<LeaseTtl>(client.http.post(&url)).await.is_ok();
+            if !renewed || !still_held().await {
+                return false;
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]
