@@ -1,0 +1,931 @@
+//! One client connection of the proxy: HTTP/1.1 requests read with
+//! `httparse`, routed, and passed through to a backend connection with
+//! their bodies as they come; the backend's answers passed back the same
+//! way. Heads are rewritten (hop-by-hop headers out, `Host` and
+//! `X-Forwarded-*` in); bodies are never buffered whole nor re-encoded,
+//! except a chunked answer to an HTTP/1.0 client, which is decoded.
+//!
+//! - Requests on a connection are handled in order (pipelined ones wait).
+//! - A request's body goes up while the answer comes down (a backend may
+//!   answer before it has read the whole body).
+//! - `Expect: 100-continue` is answered by the proxy itself, as nginx does.
+//! - `Upgrade` (WebSocket) is passed through: after a 101 the two
+//!   connections are joined byte for byte.
+//! - Backend connections are kept alive in the backend's idle list; a
+//!   request without a body that meets a connection the backend closed
+//!   while idle is sent again on a fresh one.
+
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::framing::{Chunked, Framing};
+use super::{Backend, BackendConn, Proxy, Refusal};
+
+/// The largest request or response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// The most headers a head may have.
+const MAX_HEADERS: usize = 100;
+/// How much is read at once.
+const READ_SIZE: usize = 16 * 1024;
+/// How much of a body is gathered behind a head before writing them out
+/// together.
+const COALESCE: usize = 64 * 1024;
+/// How long a client connection may sit between requests (nginx's
+/// `keepalive_timeout`).
+const CLIENT_IDLE: Duration = Duration::from_secs(75);
+
+/// A client connection: its two halves, what was read but not used yet,
+/// and a buffer for what is written.
+struct Client<R, W> {
+    rd: R,
+    wr: W,
+    buf: BytesMut,
+    out: Vec<u8>,
+    peer: SocketAddr,
+    scheme: &'static str,
+}
+
+/// Serves a client connection until it closes, fails or idles too long.
+pub(super) async fn serve<R, W>(proxy: &Proxy, rd: R, wr: W, peer: SocketAddr, scheme: &'static str)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut client = Client {
+        rd,
+        wr,
+        buf: BytesMut::with_capacity(READ_SIZE),
+        out: Vec::with_capacity(4096),
+        peer,
+        scheme,
+    };
+    let mut head = Vec::with_capacity(1024);
+    while let Ok(true) = client.exchange(proxy, &mut head).await {}
+    let _ = client.wr.shutdown().await;
+}
+
+/// What to do with a request, decided from its head.
+enum Plan {
+    /// Answer it here.
+    Answer(Refusal),
+    /// Forward it: its head (rewritten) is in the head buffer.
+    Forward(Forward),
+}
+
+struct Forward {
+    backend: Arc<Backend>,
+    /// The host asked for, for error messages.
+    host: Arc<str>,
+    body: Framing,
+    /// A HEAD request: the answer has no body whatever its headers say.
+    head_only: bool,
+    /// The client asked for an upgrade (WebSocket).
+    upgrade: bool,
+    /// The client asked for a `100 Continue` before sending its body.
+    expect_continue: bool,
+    keep_alive: bool,
+    http10: bool,
+}
+
+/// Why forwarding failed.
+enum Failure {
+    /// Reading from or writing to the client failed: nothing more to say.
+    Client,
+    /// The backend failed before answering: the client gets this answer.
+    Backend(Refusal),
+    /// The backend failed after its answer started: the client connection
+    /// must close, the answer being cut.
+    Cut,
+}
+
+impl<R, W> Client<R, W>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    /// Reads, routes and answers one request. Answers whether the
+    /// connection may carry another.
+    async fn exchange(&mut self, proxy: &Proxy, head: &mut Vec<u8>) -> std::io::Result<bool> {
+        let plan = loop {
+            if !self.buf.is_empty() {
+                let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+                let mut req = httparse::Request::new(&mut []);
+                match req.parse_with_uninit_headers(&self.buf, &mut headers) {
+                    Ok(httparse::Status::Complete(len)) => {
+                        let plan = plan(proxy, &req, self.peer, self.scheme, head);
+                        self.buf.advance(len);
+                        break plan;
+                    }
+                    Ok(httparse::Status::Partial) if self.buf.len() < MAX_HEAD => {}
+                    Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+                        break Plan::Answer(Refusal::too_large());
+                    }
+                    Err(_) => break Plan::Answer(Refusal::bad_request("the request is not valid HTTP/1.1")),
+                }
+            }
+            self.buf.reserve(READ_SIZE);
+            match tokio::time::timeout(CLIENT_IDLE, self.rd.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) | Err(_) => return Ok(false),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+            }
+        };
+        match plan {
+            Plan::Answer(refusal) => {
+                self.answer(&refusal).await?;
+                Ok(refusal.keep_alive)
+            }
+            Plan::Forward(forward) => {
+                let backend = Arc::clone(&forward.backend);
+                let _active = super::Active::new(&backend);
+                match self.forward(proxy, &forward, head).await {
+                    Ok(keep_alive) => Ok(keep_alive),
+                    Err(Failure::Backend(refusal)) => {
+                        let keep_alive = refusal.keep_alive && forward.keep_alive && !forward.body.has_body();
+                        let refusal = Refusal {
+                            keep_alive,
+                            head_only: forward.head_only,
+                            ..refusal
+                        };
+                        self.answer(&refusal).await?;
+                        Ok(keep_alive)
+                    }
+                    Err(Failure::Client | Failure::Cut) => Ok(false),
+                }
+            }
+        }
+    }
+
+    /// Writes an answer made here.
+    async fn answer(&mut self, refusal: &Refusal) -> std::io::Result<()> {
+        self.out.clear();
+        refusal.write(&mut self.out);
+        self.wr.write_all(&self.out).await?;
+        self.wr.flush().await
+    }
+
+    /// Forwards a planned request and passes the answer back. Answers
+    /// whether the client connection may carry another request.
+    async fn forward(&mut self, proxy: &Proxy, plan: &Forward, head: &[u8]) -> Result<bool, Failure> {
+        let Client {
+            rd, wr, buf, out, ..
+        } = self;
+        if plan.expect_continue && plan.body.has_body() {
+            wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(|_| Failure::Client)?;
+            wr.flush().await.map_err(|_| Failure::Client)?;
+        }
+        let (mut conn, mut reused) = match plan.backend.checkout() {
+            Some(conn) => (conn, true),
+            None => (connect(plan).await?, false),
+        };
+        loop {
+            let outcome = exchange_with(&mut conn, proxy, plan, head, rd, buf, wr, out).await;
+            match outcome {
+                // A connection closed while idle: send again on a fresh one,
+                // when nothing of a body was consumed.
+                Err(Attempt::Stale) if reused && !plan.body.has_body() => {
+                    conn = connect(plan).await?;
+                    reused = false;
+                }
+                Err(Attempt::Stale) => return Err(Failure::Backend(Refusal::dropped(&plan.host))),
+                Err(Attempt::Failed(failure)) => return Err(failure),
+                Ok(Exchanged::Done {
+                    backend_reusable,
+                    client_keep_alive,
+                }) => {
+                    if backend_reusable {
+                        plan.backend.checkin(conn);
+                    }
+                    return Ok(client_keep_alive);
+                }
+                Ok(Exchanged::Upgraded) => {
+                    tunnel(conn, rd, buf, wr).await;
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+async fn connect(plan: &Forward) -> Result<BackendConn, Failure> {
+    let backend = &plan.backend;
+    match tokio::time::timeout(super::CONNECT_TIMEOUT, TcpStream::connect(backend.address.as_str())).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(BackendConn::new(stream))
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(backend = %backend.address, error = %e, "backend refused the connection");
+            Err(Failure::Backend(Refusal::dropped(&plan.host)))
+        }
+        Err(_) => Err(Failure::Backend(Refusal::connect_timeout(&plan.host))),
+    }
+}
+
+enum Attempt {
+    /// The backend closed the connection before answering anything.
+    Stale,
+    Failed(Failure),
+}
+
+impl From<Failure> for Attempt {
+    fn from(failure: Failure) -> Attempt {
+        Attempt::Failed(failure)
+    }
+}
+
+enum Exchanged {
+    Done {
+        backend_reusable: bool,
+        client_keep_alive: bool,
+    },
+    /// The backend switched protocols: the connections are to be joined.
+    Upgraded,
+}
+
+/// Sends the request on `conn` (its body as it comes from the client) and
+/// passes the answer back to the client.
+#[allow(clippy::too_many_arguments)]
+async fn exchange_with<R, W>(
+    conn: &mut BackendConn,
+    proxy: &Proxy,
+    plan: &Forward,
+    head: &[u8],
+    rd: &mut R,
+    buf: &mut BytesMut,
+    wr: &mut W,
+    out: &mut Vec<u8>,
+) -> Result<Exchanged, Attempt>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let BackendConn {
+        stream,
+        buf: backend_buf,
+        ..
+    } = conn;
+    let (mut backend_rd, mut backend_wr) = stream.split();
+
+    // The head and whatever of the body is already here, in one write.
+    out.clear();
+    out.extend_from_slice(head);
+    let mut upload = Upload::new(plan.body);
+    upload
+        .take_buffered(buf, out)
+        .map_err(|_| Failure::Backend(Refusal::bad_request("the request body is malformed")))?;
+    if let Err(e) = backend_wr.write_all(out).await {
+        tracing::debug!(backend = %plan.backend.address, error = %e, "writing to the backend failed");
+        return Err(Attempt::Stale);
+    }
+
+    let answer = async {
+        let response = tokio::time::timeout(proxy.backend_timeout, read_response(&mut backend_rd, backend_buf, plan, out))
+            .await
+            .map_err(|_| Attempt::Failed(Failure::Backend(Refusal::answer_timeout(&plan.host))))??;
+        relay(response, &mut backend_rd, backend_buf, wr, out).await
+    };
+    if upload.done() {
+        return answer.await;
+    }
+    // The body goes up while the answer comes down.
+    let sending = upload.send(rd, buf, &mut backend_wr);
+    tokio::pin!(answer, sending);
+    let mut sent = false;
+    let mut backend_stopped_reading = false;
+    loop {
+        tokio::select! {
+            result = &mut sending, if !sent && !backend_stopped_reading => match result {
+                Ok(()) => sent = true,
+                Err(Side::Client) => return Err(Attempt::Failed(Failure::Client)),
+                Err(Side::Malformed) => {
+                    return Err(Attempt::Failed(Failure::Backend(Refusal::bad_request(
+                        "the request body is malformed",
+                    ))))
+                }
+                // The backend may still answer (say, 413).
+                Err(Side::Backend) => backend_stopped_reading = true,
+            },
+            result = &mut answer => {
+                return match result {
+                    Ok(Exchanged::Done { .. }) if !sent => Ok(Exchanged::Done {
+                        // The rest of the body is still on the client connection.
+                        backend_reusable: false,
+                        client_keep_alive: false,
+                    }),
+                    Err(Attempt::Stale) => Err(Attempt::Failed(Failure::Backend(Refusal::dropped(&plan.host)))),
+                    other => other,
+                };
+            }
+        }
+    }
+}
+
+/// Which side a body transfer failed on.
+enum Side {
+    Client,
+    Backend,
+    Malformed,
+}
+
+/// A request body on its way to the backend.
+struct Upload {
+    framing: Framing,
+    /// Bytes left, for `Length`.
+    left: u64,
+    chunked: Chunked,
+    done: bool,
+}
+
+impl Upload {
+    fn new(framing: Framing) -> Upload {
+        Upload {
+            framing,
+            left: match framing {
+                Framing::Length(n) => n,
+                _ => 0,
+            },
+            chunked: Chunked::default(),
+            done: !framing.has_body(),
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Moves the body's bytes that are in `buf` to `out`.
+    fn take_buffered(&mut self, buf: &mut BytesMut, out: &mut Vec<u8>) -> Result<(), Side> {
+        if self.done || buf.is_empty() {
+            return Ok(());
+        }
+        let n = match self.framing {
+            Framing::Length(_) => {
+                let n = self.left.min(buf.len() as u64) as usize;
+                self.left -= n as u64;
+                self.done = self.left == 0;
+                n
+            }
+            Framing::Chunked => {
+                let n = self.chunked.scan(buf, |_| {}).map_err(|_| Side::Malformed)?;
+                self.done = self.chunked.is_done();
+                n
+            }
+            Framing::Empty | Framing::UntilClose => 0,
+        };
+        out.extend_from_slice(&buf[..n]);
+        buf.advance(n);
+        Ok(())
+    }
+
+    /// Reads the rest of the body from the client and writes it to the
+    /// backend.
+    async fn send<R, B>(&mut self, rd: &mut R, buf: &mut BytesMut, backend: &mut B) -> Result<(), Side>
+    where
+        R: AsyncRead + Unpin,
+        B: AsyncWrite + Unpin,
+    {
+        let mut piece = Vec::with_capacity(READ_SIZE);
+        while !self.done {
+            buf.reserve(READ_SIZE);
+            match rd.read_buf(buf).await {
+                Ok(0) | Err(_) => return Err(Side::Client),
+                Ok(_) => {}
+            }
+            piece.clear();
+            self.take_buffered(buf, &mut piece)?;
+            backend.write_all(&piece).await.map_err(|_| Side::Backend)?;
+        }
+        Ok(())
+    }
+}
+
+/// A response head, parsed.
+struct Response {
+    /// The head's length in the backend's buffer.
+    len: usize,
+    body: Framing,
+    /// The backend will close the connection after this answer.
+    close: bool,
+    /// The backend switched protocols.
+    upgraded: bool,
+    /// The chunked body is decoded (for an HTTP/1.0 client).
+    decode: bool,
+    client_keep_alive: bool,
+}
+
+/// Reads the backend's answer head (skipping `1xx` interim answers other
+/// than 101) and writes it, rewritten for the client, to `out`.
+async fn read_response<B>(rd: &mut B, buf: &mut BytesMut, plan: &Forward, out: &mut Vec<u8>) -> Result<Response, Attempt>
+where
+    B: AsyncRead + Unpin,
+{
+    let mut received = false;
+    loop {
+        if !buf.is_empty() {
+            received = true;
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut res = httparse::Response::new(&mut headers);
+            match res.parse(buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let status = res.code.unwrap_or(0);
+                    if (100..200).contains(&status) && status != 101 {
+                        buf.advance(len);
+                        continue;
+                    }
+                    let Some((body, close)) = response_meta(&res, plan) else {
+                        return Err(Failure::Backend(Refusal::invalid_answer(&plan.host)).into());
+                    };
+                    if status == 101 && !plan.upgrade {
+                        return Err(Failure::Backend(Refusal::invalid_answer(&plan.host)).into());
+                    }
+                    let upgraded = status == 101;
+                    // A chunked answer to an HTTP/1.0 client is decoded and
+                    // ends with the connection.
+                    let decode = plan.http10 && body == Framing::Chunked;
+                    let client_keep_alive = plan.keep_alive && !upgraded && !decode && body != Framing::UntilClose;
+                    out.clear();
+                    write_response_head(&res, out, decode, upgraded, client_keep_alive, plan.http10);
+                    return Ok(Response {
+                        len,
+                        body,
+                        close,
+                        upgraded,
+                        decode,
+                        client_keep_alive,
+                    });
+                }
+                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+                _ => return Err(Failure::Backend(Refusal::invalid_answer(&plan.host)).into()),
+            }
+        }
+        buf.reserve(READ_SIZE);
+        match rd.read_buf(buf).await {
+            Ok(0) | Err(_) if !received => return Err(Attempt::Stale),
+            Ok(0) | Err(_) => return Err(Failure::Backend(Refusal::dropped(&plan.host)).into()),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// How an answer's body is framed and whether the backend closes after it;
+/// `None` when the head contradicts itself.
+fn response_meta(res: &httparse::Response<'_, '_>, plan: &Forward) -> Option<(Framing, bool)> {
+    let status = res.code.unwrap_or(0);
+    let mut close = res.version == Some(0);
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    for h in res.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for token in tokens(h.value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && res.version == Some(0) {
+                    close = false;
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            let n = parse_length(h.value)?;
+            if length.is_some_and(|l| l != n) {
+                return None;
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = Some(tokens(h.value).last().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")));
+        }
+    }
+    let body = if plan.head_only || status == 204 || status == 304 || status == 101 {
+        Framing::Empty
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) | (None, None) => Framing::UntilClose,
+            (None, Some(n)) => Framing::Length(n),
+        }
+    };
+    if body == Framing::UntilClose {
+        close = true;
+    }
+    Some((body, close))
+}
+
+/// Writes the answer's head (in `out`) and passes its body to the client.
+async fn relay<B, W>(
+    response: Response,
+    rd: &mut B,
+    buf: &mut BytesMut,
+    wr: &mut W,
+    out: &mut Vec<u8>,
+) -> Result<Exchanged, Attempt>
+where
+    B: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Response {
+        len,
+        body,
+        close,
+        upgraded,
+        decode,
+        client_keep_alive,
+        ..
+    } = response;
+    buf.advance(len);
+
+    let mut left = match body {
+        Framing::Length(n) => n,
+        _ => 0,
+    };
+    let mut chunked = Chunked::default();
+    let mut done = !body.has_body();
+    let mut eof = false;
+    loop {
+        // Move what the buffer holds of the body to `out`.
+        if !done && !buf.is_empty() {
+            let n = match body {
+                Framing::Length(_) => {
+                    let n = left.min(buf.len() as u64) as usize;
+                    out.extend_from_slice(&buf[..n]);
+                    left -= n as u64;
+                    done = left == 0;
+                    n
+                }
+                Framing::Chunked => {
+                    let input = &buf[..];
+                    let n = if decode {
+                        chunked.scan(input, |r| out.extend_from_slice(&input[r]))
+                    } else {
+                        chunked.scan(input, |_| {})
+                    }
+                    .map_err(|_| Attempt::Failed(Failure::Cut))?;
+                    if !decode {
+                        out.extend_from_slice(&input[..n]);
+                    }
+                    done = chunked.is_done();
+                    n
+                }
+                Framing::UntilClose => {
+                    out.extend_from_slice(buf);
+                    buf.len()
+                }
+                Framing::Empty => 0,
+            };
+            buf.advance(n);
+        }
+        if done || eof || out.len() >= COALESCE || buf.is_empty() {
+            if !out.is_empty() {
+                wr.write_all(out).await.map_err(|_| Failure::Client)?;
+                out.clear();
+            }
+            if done || eof {
+                break;
+            }
+        }
+        if buf.is_empty() {
+            // Written out already: flush, so that a slow stream reaches the client.
+            wr.flush().await.map_err(|_| Failure::Client)?;
+        }
+        buf.reserve(READ_SIZE);
+        match rd.read_buf(buf).await {
+            Ok(0) if body == Framing::UntilClose => eof = true,
+            Ok(0) | Err(_) => return Err(Failure::Cut.into()),
+            Ok(_) => {}
+        }
+    }
+    wr.flush().await.map_err(|_| Failure::Client)?;
+    if upgraded {
+        return Ok(Exchanged::Upgraded);
+    }
+    Ok(Exchanged::Done {
+        backend_reusable: !close && !eof && buf.is_empty(),
+        client_keep_alive,
+    })
+}
+
+/// Joins the client and backend connections after a 101, until either
+/// side closes.
+async fn tunnel<R, W>(mut conn: BackendConn, rd: &mut R, buf: &mut BytesMut, wr: &mut W)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (mut backend_rd, mut backend_wr) = conn.stream.split();
+    let up = async {
+        if !buf.is_empty() {
+            backend_wr.write_all(buf).await?;
+            buf.clear();
+        }
+        tokio::io::copy(rd, &mut backend_wr).await?;
+        backend_wr.shutdown().await
+    };
+    let down = async {
+        if !conn.buf.is_empty() {
+            wr.write_all(&conn.buf).await?;
+        }
+        tokio::io::copy(&mut backend_rd, wr).await?;
+        wr.flush().await
+    };
+    let _ = tokio::try_join!(up, down);
+}
+
+/// Decides what to do with a request and, to forward it, writes its
+/// rewritten head to `head`.
+fn plan(
+    proxy: &Proxy,
+    req: &httparse::Request<'_, '_>,
+    peer: SocketAddr,
+    scheme: &'static str,
+    head: &mut Vec<u8>,
+) -> Plan {
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Plan::Answer(Refusal::bad_request("the request is not valid HTTP/1.1"));
+    };
+    let http10 = version == 0;
+    let mut keep_alive = !http10;
+    let mut upgrade_token = false;
+    let mut host_header = None;
+    let mut length: Option<u64> = None;
+    let mut transfer_encoding = None;
+    let mut upgrade = None;
+    let mut expect_continue = false;
+    let mut forwarded_for = None;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            if host_header.is_some() {
+                return Plan::Answer(Refusal::bad_request("the request has two Host headers"));
+            }
+            host_header = Some(h.value);
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in tokens(h.value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
+                    keep_alive = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    upgrade_token = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let Some(n) = parse_length(h.value) else {
+                return Plan::Answer(Refusal::bad_request("the Content-Length header is not a number"));
+            };
+            if length.is_some_and(|l| l != n) {
+                return Plan::Answer(Refusal::bad_request("the request has two Content-Length headers"));
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = Some(h.value);
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade = Some(h.value);
+        } else if name.eq_ignore_ascii_case("expect") {
+            expect_continue = h.value.eq_ignore_ascii_case(b"100-continue");
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded_for = Some(h.value);
+        }
+    }
+    let body = match (transfer_encoding, length) {
+        (Some(_), Some(_)) => {
+            return Plan::Answer(Refusal::bad_request(
+                "the request has both Transfer-Encoding and Content-Length",
+            ))
+        }
+        (Some(te), None) if tokens(te).last().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")) && !http10 => {
+            Framing::Chunked
+        }
+        (Some(_), None) => {
+            return Plan::Answer(Refusal {
+                keep_alive: false,
+                ..Refusal::bad_request("the request's Transfer-Encoding must end with chunked")
+            })
+        }
+        (None, Some(n)) => Framing::Length(n),
+        (None, None) => Framing::Empty,
+    };
+    let head_only = method.eq_ignore_ascii_case("HEAD");
+    let refuse = |refusal: Refusal| {
+        // An unread body would be taken for the next request.
+        let keep_alive = refusal.keep_alive && keep_alive && !body.has_body();
+        Plan::Answer(Refusal {
+            keep_alive,
+            head_only,
+            ..refusal
+        })
+    };
+    if method.eq_ignore_ascii_case("CONNECT") {
+        return refuse(Refusal::method_not_allowed());
+    }
+
+    // The request target: origin form, or absolute form (whose authority
+    // then names the host).
+    let (authority, path) = match target.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https") => {
+            match rest.find('/') {
+                Some(i) => (Some(&rest[..i]), &rest[i..]),
+                None => (Some(rest), "/"),
+            }
+        }
+        _ => (None, target),
+    };
+    let raw_host = match (authority, host_header.and_then(|h| std::str::from_utf8(h).ok())) {
+        (Some(authority), _) => authority,
+        (None, Some(host)) => host,
+        (None, None) => return refuse(Refusal::bad_request("no Host header")),
+    };
+    let host = normalize_host(raw_host);
+    let table = proxy.table();
+    let Some(entry) = table.hosts.get(host.as_ref()) else {
+        return refuse(Refusal::no_route(&host));
+    };
+    let (backend, prefix) = match entry.target.route(proxy, &entry.host, scheme, path, req.headers) {
+        Ok(chosen) => chosen,
+        Err(refusal) => return refuse(refusal),
+    };
+
+    head.clear();
+    head.extend_from_slice(method.as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(prefix.as_bytes());
+    head.extend_from_slice(path.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    head.extend_from_slice(backend.address.as_bytes());
+    head.extend_from_slice(b"\r\n");
+    let upgrade = upgrade.filter(|_| upgrade_token);
+    for h in req.headers.iter() {
+        if is_hop_by_hop(h.name)
+            || h.name.eq_ignore_ascii_case("host")
+            || h.name.eq_ignore_ascii_case("expect")
+            || h.name.eq_ignore_ascii_case("x-forwarded-for")
+            || h.name.eq_ignore_ascii_case("x-forwarded-host")
+            || h.name.eq_ignore_ascii_case("x-forwarded-proto")
+            || (h.name.eq_ignore_ascii_case("upgrade") && upgrade.is_none())
+            || named_by_connection(req.headers, h.name)
+        {
+            continue;
+        }
+        write_header(head, h.name.as_bytes(), h.value);
+    }
+    if upgrade.is_some() {
+        head.extend_from_slice(b"connection: upgrade\r\n");
+    }
+    head.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(earlier) = forwarded_for {
+        head.extend_from_slice(earlier);
+        head.extend_from_slice(b", ");
+    }
+    // An IP address: no allocation for the common cases worth one.
+    let mut ip = [0u8; 64];
+    let ip = {
+        use std::io::Write as _;
+        let mut cursor = std::io::Cursor::new(&mut ip[..]);
+        let _ = write!(cursor, "{}", peer.ip());
+        let n = cursor.position() as usize;
+        &ip[..n]
+    };
+    head.extend_from_slice(ip);
+    head.extend_from_slice(b"\r\nx-forwarded-host: ");
+    head.extend_from_slice(raw_host.as_bytes());
+    head.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    head.extend_from_slice(scheme.as_bytes());
+    head.extend_from_slice(b"\r\n\r\n");
+    Plan::Forward(Forward {
+        backend,
+        host: Arc::clone(&entry.host),
+        body,
+        head_only,
+        upgrade: upgrade.is_some(),
+        expect_continue,
+        keep_alive,
+        http10,
+    })
+}
+
+/// Writes the answer's head for the client: hop-by-hop headers out, and
+/// `Connection` as this proxy means it.
+fn write_response_head(
+    res: &httparse::Response<'_, '_>,
+    out: &mut Vec<u8>,
+    decode: bool,
+    upgraded: bool,
+    keep_alive: bool,
+    http10: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let mut code = [0u8; 3];
+    let status = res.code.unwrap_or(502);
+    code[0] = b'0' + (status / 100 % 10) as u8;
+    code[1] = b'0' + (status / 10 % 10) as u8;
+    code[2] = b'0' + (status % 10) as u8;
+    out.extend_from_slice(&code);
+    out.push(b' ');
+    out.extend_from_slice(res.reason.unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in res.headers.iter() {
+        if (is_hop_by_hop(h.name) && !(upgraded && h.name.eq_ignore_ascii_case("upgrade")))
+            || (decode && h.name.eq_ignore_ascii_case("transfer-encoding"))
+            || named_by_connection(res.headers, h.name)
+        {
+            continue;
+        }
+        write_header(out, h.name.as_bytes(), h.value);
+    }
+    if upgraded {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+    } else if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    } else if http10 {
+        out.extend_from_slice(b"connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Headers that concern one connection, not the message (RFC 9110 §7.6.1).
+/// `Transfer-Encoding` is not among them here: bodies pass through with
+/// their coding.
+fn is_hop_by_hop(name: &str) -> bool {
+    ["connection", "keep-alive", "proxy-connection", "te", "upgrade", "proxy-authenticate", "proxy-authorization"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Whether a `Connection` header of `headers` names `name`.
+fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| tokens(h.value))
+        .any(|token| token.eq_ignore_ascii_case(name.as_bytes()) && !token.eq_ignore_ascii_case(b"upgrade"))
+}
+
+/// The comma-separated tokens of a header value, trimmed.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
+}
+
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// A Host header's host: lowercase, without a port or a trailing dot.
+fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
+    let host = match raw.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => raw,
+    };
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_lose_their_port_case_and_trailing_dot() {
+        assert_eq!(normalize_host("Web-AbC.Tenure.localhost.:8080"), "web-abc.tenure.localhost");
+        assert_eq!(normalize_host("web.tenure.localhost"), "web.tenure.localhost");
+        assert_eq!(normalize_host("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn lengths_are_plain_decimal_numbers() {
+        assert_eq!(parse_length(b" 42 "), Some(42));
+        for bad in [&b""[..], b"-1", b"+1", b"1 2", b"0x10", b"99999999999999999999"] {
+            assert_eq!(parse_length(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn connection_tokens_name_hop_by_hop_headers() {
+        let headers = [httparse::Header {
+            name: "Connection",
+            value: b"keep-alive, X-Private ,upgrade",
+        }];
+        assert!(named_by_connection(&headers, "x-private"));
+        assert!(!named_by_connection(&headers, "upgrade"), "upgrade is decided apart");
+        assert!(!named_by_connection(&headers, "x-public"));
+    }
+}
