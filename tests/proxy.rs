@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use common::{Session, TestServer};
+use common::TestServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tenure::store::EventStore;
@@ -76,22 +76,6 @@ impl Frontend {
     }
 }
 
-async fn create_service(local: &Session, name: &str, ports: Value) -> String {
-    let (status, service) = local
-        .post("/v1/services", json!({ "name": name, "ports": ports }))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{service}");
-    service["fqdn"].as_str().expect("fqdn").to_owned()
-}
-
-async fn attach(local: &Session, name: &str, service: &str, address: &str, ttl: i64) -> String {
-    let lease = local.grant(ttl).await;
-    let body = json!({ "name": name, "service": service, "address": address, "lease": lease });
-    let (status, registered) = local.post("/v1/instances", body).await;
-    assert_eq!(status, StatusCode::CREATED, "{registered}");
-    lease
-}
-
 #[actix_rt::test]
 async fn the_unikraft_flow_balances_over_live_instances_then_503() {
     let server = TestServer::start().await;
@@ -99,7 +83,7 @@ async fn the_unikraft_flow_balances_over_live_instances_then_503() {
     let proxy = Frontend::of(&server);
     let (a, b) = (backend("a").await, backend("b").await);
 
-    let fqdn = create_service(&local, "my-service", json!(["443:8080/tls+http"])).await;
+    let fqdn = local.create_service("my-service", json!(["443:8080/tls+http"])).await;
     assert!(
         fqdn.starts_with("my-service-") && fqdn.ends_with(".tenure.localhost"),
         "{fqdn}"
@@ -116,8 +100,8 @@ async fn the_unikraft_flow_balances_over_live_instances_then_503() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains(&fqdn), "{body}");
 
-    attach(&local, "inst-a", "my-service", &a, 5).await;
-    attach(&local, "inst-b", "my-service", &b, 100).await;
+    local.attach("inst-a", "my-service", &a, 5).await;
+    local.attach("inst-b", "my-service", &b, 100).await;
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..20 {
         seen.insert(proxy.backend_of(&fqdn).await);
@@ -157,7 +141,7 @@ async fn the_unikraft_flow_balances_over_live_instances_then_503() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
 
     // Removing a service with instances is refused without force.
-    attach(&local, "inst-c", "my-service", &a, 100).await;
+    local.attach("inst-c", "my-service", &a, 100).await;
     let (status, body) = local.delete("/v1/services/my-service").await;
     assert_eq!(
         (status, body["code"].as_str()),
@@ -273,13 +257,15 @@ async fn backends_that_refuse_are_502_and_port_80_redirects_when_asked() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead = closed.local_addr().expect("addr").to_string();
     drop(closed);
-    let fqdn = create_service(&local, "broken", json!(["443:8080/tls+http"])).await;
-    attach(&local, "gone", "broken", &dead, 100).await;
+    let fqdn = local.create_service("broken", json!(["443:8080/tls+http"])).await;
+    local.attach("gone", "broken", &dead, 100).await;
     let (status, body) = proxy.get(&fqdn, "/").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert!(body.contains(&fqdn), "{body}");
 
-    let fqdn = create_service(&local, "web", json!(["443:8080/tls+http", "80:8080/http+redirect"])).await;
+    let fqdn = local
+        .create_service("web", json!(["443:8080/tls+http", "80:8080/http+redirect"]))
+        .await;
     let (status, _) = proxy.get(&fqdn, "/x?y=1").await;
     assert_eq!(status, StatusCode::MOVED_PERMANENTLY);
     let res = proxy
@@ -324,7 +310,7 @@ async fn port_rules_and_names_are_checked_by_the_api() {
             "{body}: {answer}"
         );
     }
-    create_service(&local, "s1", json!(["443:8080"])).await;
+    local.create_service("s1", json!(["443:8080"])).await;
     let (status, body) = local
         .post("/v1/services", json!({"name": "s1", "ports": ["443:8080"]}))
         .await;
@@ -503,8 +489,10 @@ async fn the_proxy_terminates_tls_with_the_certificate_it_was_given() {
     let server = TestServer::start_with(with_tls).await;
     let local = server.session_with_header(None);
     let a = backend("a").await;
-    let fqdn = create_service(&local, "secure", json!(["443:8080/tls+http", "80:8080/http+redirect"])).await;
-    attach(&local, "s1", "secure", &a, 100).await;
+    let fqdn = local
+        .create_service("secure", json!(["443:8080/tls+http", "80:8080/http+redirect"]))
+        .await;
+    local.attach("s1", "secure", &a, 100).await;
     let cert = std::fs::read_to_string(server.dir.join("tls/cert.pem")).expect("cert");
     let addr = server.running().proxy_tls_addr.expect("the TLS listener runs");
     let (status, seen) = https_get(addr, &cert, &fqdn, "/over-tls").await;
@@ -540,8 +528,8 @@ async fn a_backend_that_does_not_answer_in_time_is_504() {
             held.push(stream);
         }
     });
-    let fqdn = create_service(&local, "slow", json!(["443:8080"])).await;
-    attach(&local, "slow-1", "slow", &address, 100).await;
+    let fqdn = local.create_service("slow", json!(["443:8080"])).await;
+    local.attach("slow-1", "slow", &address, 100).await;
     let (status, body) = Frontend::of(&server).get(&fqdn, "/").await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
     assert_eq!(body, format!("the backend of host '{fqdn}' did not answer in time\n"));

@@ -212,7 +212,12 @@ mod tests {
             b"0\r\n\n",
             b";ext\r\n",
         ] {
-            assert_eq!(scan_in_pieces(bad, &[]), Err(BadChunk), "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                scan_in_pieces(bad, &[]),
+                Err(BadChunk),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

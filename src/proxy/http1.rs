@@ -173,9 +173,7 @@ where
     /// Forwards a planned request and passes the answer back. Answers
     /// whether the client connection may carry another request.
     async fn forward(&mut self, proxy: &Proxy, plan: &Forward, head: &[u8]) -> Result<bool, Failure> {
-        let Client {
-            rd, wr, buf, out, ..
-        } = self;
+        let Client { rd, wr, buf, out, .. } = self;
         if plan.expect_continue && plan.body.has_body() {
             wr.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
                 .await
@@ -288,10 +286,13 @@ where
     }
 
     let answer = async {
-        let response = tokio::time::timeout(proxy.backend_timeout, read_response(&mut backend_rd, backend_buf, plan, out))
-            .await
-            .map_err(|_| Attempt::Failed(Failure::Backend(Refusal::answer_timeout(&plan.host))))??;
-        relay(response, &mut backend_rd, backend_buf, wr, out).await
+        let response = tokio::time::timeout(
+            proxy.backend_timeout,
+            read_response(&mut backend_rd, backend_buf, plan, out),
+        )
+        .await
+        .map_err(|_| Attempt::Failed(Failure::Backend(Refusal::answer_timeout(&plan.host))))??;
+        relay(response, &plan.host, &mut backend_rd, backend_buf, wr, out).await
     };
     if upload.done() {
         return answer.await;
@@ -424,7 +425,12 @@ struct Response {
 
 /// Reads the backend's answer head (skipping `1xx` interim answers other
 /// than 101) and writes it, rewritten for the client, to `out`.
-async fn read_response<B>(rd: &mut B, buf: &mut BytesMut, plan: &Forward, out: &mut Vec<u8>) -> Result<Response, Attempt>
+async fn read_response<B>(
+    rd: &mut B,
+    buf: &mut BytesMut,
+    plan: &Forward,
+    out: &mut Vec<u8>,
+) -> Result<Response, Attempt>
 where
     B: AsyncRead + Unpin,
 {
@@ -499,7 +505,11 @@ fn response_meta(res: &httparse::Response<'_, '_>, plan: &Forward) -> Option<(Fr
             }
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = Some(tokens(h.value).last().is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")));
+            chunked = Some(
+                tokens(h.value)
+                    .last()
+                    .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")),
+            );
         }
     }
     let body = if plan.head_only || status == 204 || status == 304 || status == 101 {
@@ -520,6 +530,7 @@ fn response_meta(res: &httparse::Response<'_, '_>, plan: &Forward) -> Option<(Fr
 /// Writes the answer's head (in `out`) and passes its body to the client.
 async fn relay<B, W>(
     response: Response,
+    host: &str,
     rd: &mut B,
     buf: &mut BytesMut,
     wr: &mut W,
@@ -547,6 +558,7 @@ where
     let mut chunked = Chunked::default();
     let mut done = !body.has_body();
     let mut eof = false;
+    let mut written = false;
     loop {
         // Move what the buffer holds of the body to `out`.
         if !done && !buf.is_empty() {
@@ -565,7 +577,14 @@ where
                     } else {
                         chunked.scan(input, |_| {})
                     }
-                    .map_err(|_| Attempt::Failed(Failure::Cut))?;
+                    .map_err(|_| {
+                        // Nothing reached the client yet: it can be told.
+                        Attempt::Failed(if written {
+                            Failure::Cut
+                        } else {
+                            Failure::Backend(Refusal::invalid_answer(host))
+                        })
+                    })?;
                     if !decode {
                         out.extend_from_slice(&input[..n]);
                     }
@@ -584,6 +603,7 @@ where
             if !out.is_empty() {
                 wr.write_all(out).await.map_err(|_| Failure::Client)?;
                 out.clear();
+                written = true;
             }
             if done || eof {
                 break;
@@ -760,13 +780,12 @@ fn plan(
     head.extend_from_slice(b"\r\n");
     let upgrade = upgrade.filter(|_| upgrade_token);
     for h in req.headers.iter() {
-        if is_hop_by_hop(h.name)
+        if (is_hop_by_hop(h.name) && !(upgrade.is_some() && h.name.eq_ignore_ascii_case("upgrade")))
             || h.name.eq_ignore_ascii_case("host")
             || h.name.eq_ignore_ascii_case("expect")
             || h.name.eq_ignore_ascii_case("x-forwarded-for")
             || h.name.eq_ignore_ascii_case("x-forwarded-host")
             || h.name.eq_ignore_ascii_case("x-forwarded-proto")
-            || (h.name.eq_ignore_ascii_case("upgrade") && upgrade.is_none())
             || named_by_connection(req.headers, h.name)
         {
             continue;
@@ -858,9 +877,17 @@ fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// `Transfer-Encoding` is not among them here: bodies pass through with
 /// their coding.
 fn is_hop_by_hop(name: &str) -> bool {
-    ["connection", "keep-alive", "proxy-connection", "te", "upgrade", "proxy-authenticate", "proxy-authorization"]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// Whether a `Connection` header of `headers` names `name`.
@@ -874,7 +901,10 @@ fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) -> bool {
 
 /// The comma-separated tokens of a header value, trimmed.
 fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|t| !t.is_empty())
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
 }
 
 fn parse_length(value: &[u8]) -> Option<u64> {
@@ -905,7 +935,10 @@ mod tests {
 
     #[test]
     fn hosts_lose_their_port_case_and_trailing_dot() {
-        assert_eq!(normalize_host("Web-AbC.Tenure.localhost.:8080"), "web-abc.tenure.localhost");
+        assert_eq!(
+            normalize_host("Web-AbC.Tenure.localhost.:8080"),
+            "web-abc.tenure.localhost"
+        );
         assert_eq!(normalize_host("web.tenure.localhost"), "web.tenure.localhost");
         assert_eq!(normalize_host("[::1]:80"), "[::1]");
     }

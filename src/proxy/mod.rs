@@ -181,7 +181,10 @@ impl Target {
                     }
                 }
                 match backend {
-                    None => Err(Refusal::new(503, format!("no live backend session for host '{host}'\n"))),
+                    None => Err(Refusal::new(
+                        503,
+                        format!("no live backend session for host '{host}'\n"),
+                    )),
                     Some(_) if *web => Err(Refusal::new(
                         501,
                         format!("host '{host}' is a web (files) share, which this proxy does not serve yet\n"),
@@ -248,7 +251,10 @@ impl Refusal {
     }
 
     fn dropped(host: &str) -> Refusal {
-        Refusal::new(502, format!("the backend of host '{host}' refused or dropped the connection\n"))
+        Refusal::new(
+            502,
+            format!("the backend of host '{host}' refused or dropped the connection\n"),
+        )
     }
 
     fn invalid_answer(host: &str) -> Refusal {
@@ -256,7 +262,10 @@ impl Refusal {
     }
 
     fn connect_timeout(host: &str) -> Refusal {
-        Refusal::new(504, format!("the backend of host '{host}' did not accept the connection in time\n"))
+        Refusal::new(
+            504,
+            format!("the backend of host '{host}' did not accept the connection in time\n"),
+        )
     }
 
     fn answer_timeout(host: &str) -> Refusal {

@@ -281,4 +281,23 @@ impl Session {
         )
         .await
     }
+
+    /// Creates a service with these port rules and answers its FQDN.
+    pub async fn create_service(&self, name: &str, ports: Value) -> String {
+        let (status, service) = self
+            .post("/v1/services", serde_json::json!({ "name": name, "ports": ports }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{service}");
+        service["fqdn"].as_str().expect("fqdn").to_owned()
+    }
+
+    /// Registers an instance of `service` at `address`, alive while a lease
+    /// of `ttl` seconds is; answers the lease.
+    pub async fn attach(&self, name: &str, service: &str, address: &str, ttl: i64) -> String {
+        let lease = self.grant(ttl).await;
+        let body = serde_json::json!({ "name": name, "service": service, "address": address, "lease": lease });
+        let (status, registered) = self.post("/v1/instances", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{registered}");
+        lease
+    }
 }
