@@ -7,16 +7,18 @@
 #   tenure : a service with one instance at the backend's address; requests
 #            carry the service's FQDN in Host
 #
-# wrk -t2 -c64 -d$DURATION --latency against each proxy in turn. Prints
-# requests/s and p99 for both and the ratio tenure/nginx, and appends them
-# with the command and the machine to ops/bench/RESULTS.md.
+# wrk -t2 -c64 -d$DURATION --latency against each proxy in turn, $ROUNDS
+# rounds (the order alternates). Prints requests/s and p99 for both (the
+# medians, and each round) and the ratio tenure/nginx, and appends them with
+# the command and the machine to ops/bench/RESULTS.md.
 #
 #   bash ops/bench/proxy.sh
-#   DURATION=5s bash ops/bench/proxy.sh
+#   DURATION=5s ROUNDS=1 bash ops/bench/proxy.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
 BACKEND_PORT=${BACKEND_PORT:-18081}
 NGINX_PORT=${NGINX_PORT:-18082}
 TENURE_API_PORT=${TENURE_API_PORT:-17072}
@@ -100,23 +102,50 @@ run() { # URL HOST -> "rps p99_ms"
   awk '/Requests\/sec/ {rps=$2} $1 == "99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v/=1000} else if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /s$/) {sub("s","",v); v*=1000}; p99=v} END {printf "%d %.2f\n", rps, p99}' <<<"$out"
 }
 
-echo "== nginx" >&2
-read -r nginx_rps nginx_p99 < <(run "http://127.0.0.1:$NGINX_PORT/" "$FQDN")
-echo "== tenure" >&2
-read -r tenure_rps tenure_p99 < <(run "http://127.0.0.1:$TENURE_PROXY_PORT/" "$FQDN")
+# Warm-up, not measured: both proxies open their backend connections.
+wrk -t2 -c64 -d2s -H "Host: $FQDN" "http://127.0.0.1:$NGINX_PORT/" >/dev/null
+wrk -t2 -c64 -d2s -H "Host: $FQDN" "http://127.0.0.1:$TENURE_PROXY_PORT/" >/dev/null
+
+# Rounds alternate which proxy goes first, so neither always meets a
+# cold or a warm machine; the table gives each round and the medians.
+nginx_all=(); tenure_all=()
+for round in $(seq 1 "$ROUNDS"); do
+  if [ $((round % 2)) -eq 1 ]; then order="nginx tenure"; else order="tenure nginx"; fi
+  for who in $order; do
+    echo "== round $round: $who" >&2
+    if [ "$who" = nginx ]; then
+      nginx_all+=("$(run "http://127.0.0.1:$NGINX_PORT/" "$FQDN")")
+    else
+      tenure_all+=("$(run "http://127.0.0.1:$TENURE_PROXY_PORT/" "$FQDN")")
+    fi
+  done
+done
+median() { sort -g | awk '{v[NR]=$1} END {if (NR % 2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'; }
+column() { printf '%s\n' "${@:2}" | awk -v c="$1" '{print $c}'; }
+nginx_rps=$(column 1 "${nginx_all[@]}" | median); nginx_p99=$(column 2 "${nginx_all[@]}" | median)
+tenure_rps=$(column 1 "${tenure_all[@]}" | median); tenure_p99=$(column 2 "${tenure_all[@]}" | median)
+ROWS=""
+for i in $(seq 0 $((ROUNDS - 1))); do
+  read -r a b <<<"${nginx_all[$i]}"; read -r c d <<<"${tenure_all[$i]}"
+  ROWS+="| round $((i + 1)) | $a req/s, p99 $b ms | $c req/s, p99 $d ms |"$'\n'
+done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 CPU=$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')
 TABLE=$(cat <<EOT
 
-### Proxy vs nginx, $(date -u +%Y-%m-%d) — \`bash ops/bench/proxy.sh\` (wrk -t2 -c64 -d$DURATION --latency)
+### Proxy vs nginx, $(date -u +%Y-%m-%d) — \`bash ops/bench/proxy.sh\` (wrk -t2 -c64 -d$DURATION --latency, $ROUNDS rounds)
 
 Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr). tenure $(git rev-parse --short HEAD) (release) and $(nginx -v 2>&1 | sed 's/^nginx version: //') (worker_processes auto, upstream keepalive), the same backend process (nginx, one worker) behind both, wrk on the same machine.
 
-| figure | nginx | tenure | tenure/nginx |
+| median of $ROUNDS rounds | nginx | tenure | tenure/nginx |
 |---|---|---|---|
 | requests/s | $nginx_rps | $tenure_rps | $(ratio "$tenure_rps" "$nginx_rps") |
 | p99 | $nginx_p99 ms | $tenure_p99 ms | $(ratio "$tenure_p99" "$nginx_p99") |
+
+| each round | nginx | tenure |
+|---|---|---|
+${ROWS%$'\n'}
 EOT
 )
 echo "$TABLE"
