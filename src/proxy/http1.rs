@@ -36,6 +36,9 @@ const READ_SIZE: usize = 16 * 1024;
 /// How much of a body is gathered behind a head before writing them out
 /// together.
 const COALESCE: usize = 64 * 1024;
+/// How long, and how much, a closing connection is read and discarded.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
 /// How long a client connection may sit between requests (nginx's
 /// `keepalive_timeout`).
 const CLIENT_IDLE: Duration = Duration::from_secs(75);
@@ -67,7 +70,23 @@ where
     };
     let mut head = Vec::with_capacity(1024);
     while let Ok(true) = client.exchange(proxy, &mut head).await {}
+    // A lingering close (as nginx's): say we are done, then read what the
+    // client still sends for a moment. Closing with unread bytes would
+    // reset the connection and could destroy the last answer before the
+    // client reads it (a 400 or 431 sent before the whole request arrived).
     let _ = client.wr.shutdown().await;
+    let drain = async {
+        let mut discarded = 0usize;
+        while discarded < LINGER_BYTES {
+            client.buf.clear();
+            client.buf.reserve(READ_SIZE);
+            match client.rd.read_buf(&mut client.buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => discarded += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// What to do with a request, decided from its head.
