@@ -333,6 +333,11 @@ async fn requests_in_a_row_and_pipelined_share_one_backend_connection() {
     for i in 0..3 {
         assert_eq!(client.answer(false).await.text(), format!("GET /pipe/{i} HTTP/1.1"));
     }
+    // A head that trickles in, a byte at a time, is still read whole.
+    for byte in format!("GET /slow HTTP/1.1\r\nhost: {fqdn}\r\n\r\n").bytes() {
+        client.send(&[byte]).await;
+    }
+    assert_eq!(client.answer(false).await.text(), "GET /slow HTTP/1.1");
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 

@@ -131,11 +131,18 @@ where
     /// Reads, routes and answers one request. Answers whether the
     /// connection may carry another.
     async fn exchange(&mut self, proxy: &Proxy, head: &mut Vec<u8>) -> std::io::Result<bool> {
+        // Where the search for the head's end goes on from: a head that
+        // trickles in is parsed once its blank line may be there, not
+        // again at every read.
+        let mut scanned = 0;
         let plan = loop {
-            if !self.buf.is_empty() {
+            if may_hold_head(&self.buf, &mut scanned) {
                 let mut headers = [const { MaybeUninit::uninit() }; MAX_HEADERS];
                 let mut req = httparse::Request::new(&mut []);
                 match req.parse_with_uninit_headers(&self.buf, &mut headers) {
+                    Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+                        break Plan::Answer(Refusal::too_large());
+                    }
                     Ok(httparse::Status::Complete(len)) => {
                         let plan = plan(proxy, &req, self.peer, self.scheme, head);
                         self.buf.advance(len);
@@ -846,6 +853,23 @@ fn plan(
     })
 }
 
+/// Whether `buf` may hold a whole head: a line feed followed by an empty
+/// line (httparse accepts bare line feeds). Looks only at what came after
+/// `scanned`, and moves it on.
+fn may_hold_head(buf: &[u8], scanned: &mut usize) -> bool {
+    let from = scanned.saturating_sub(2);
+    *scanned = buf.len();
+    if buf.len() > MAX_HEAD {
+        // Too long to be a head: let the parser say so.
+        return true;
+    }
+    buf[from..]
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .any(|(i, _)| matches!(&buf[from + i + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
+}
+
 /// Writes the answer's head for the client: hop-by-hop headers out, and
 /// `Connection` as this proxy means it.
 fn write_response_head(
@@ -960,6 +984,21 @@ mod tests {
         );
         assert_eq!(normalize_host("web.tenure.localhost"), "web.tenure.localhost");
         assert_eq!(normalize_host("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn a_head_is_parsed_once_its_blank_line_may_have_come() {
+        let mut scanned = 0;
+        let mut buf = b"GET / HTTP/1.1\r\nhost: a\r".to_vec();
+        assert!(!may_hold_head(&buf, &mut scanned));
+        buf.extend_from_slice(b"\n\r");
+        assert!(!may_hold_head(&buf, &mut scanned));
+        buf.extend_from_slice(b"\n");
+        assert!(may_hold_head(&buf, &mut scanned), "the end spans three reads");
+        let mut scanned = 0;
+        assert!(may_hold_head(b"GET / HTTP/1.1\nhost: a\n\n", &mut scanned));
+        let mut scanned = 0;
+        assert!(!may_hold_head(b"", &mut scanned));
     }
 
     #[test]
