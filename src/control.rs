@@ -751,6 +751,7 @@ impl Control {
         meta: Metadata,
         token: &str,
         lease: LeaseId,
+        address: Option<String>,
         replace: bool,
     ) -> Result<SessionView, CommandError> {
         let projections = &self.hub.projections;
@@ -768,6 +769,7 @@ impl Control {
             caller: account.clone(),
             session,
             lease,
+            address,
             replace,
             current_live: false,
         };

@@ -170,6 +170,55 @@ async fn a_session_serves_while_its_lease_lives_and_one_at_a_time() {
 }
 
 #[actix_rt::test]
+async fn a_web_share_session_needs_the_address_of_its_files_and_a_proxy_one_refuses_it() {
+    let server = TestServer::start().await;
+    let local = server.session_with_header(None);
+    reserve(
+        &local,
+        json!({"mode": "public", "target": "/srv/www", "backend_mode": "web", "unique_name": "files"}),
+    )
+    .await;
+    reserve(
+        &local,
+        json!({"mode": "public", "target": "http://localhost:9090", "unique_name": "app"}),
+    )
+    .await;
+    let lease = local.grant(30).await;
+    for (token, body) in [
+        ("files", json!({"lease": lease})),
+        ("files", json!({"lease": lease, "address": "no-port"})),
+        ("app", json!({"lease": lease, "address": "127.0.0.1:8000"})),
+    ] {
+        let (status, refused) = local.post(&format!("/v1/shares/{token}/sessions"), body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{token}: {refused}");
+        assert_eq!(refused["code"], "invalid_field");
+        assert!(
+            refused["message"].as_str().is_some_and(|m| m.starts_with("address: ")),
+            "{refused}"
+        );
+    }
+    let (status, started) = local
+        .post(
+            "/v1/shares/files/sessions",
+            json!({"lease": lease, "address": "127.0.0.1:8000"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    let (_, share) = local.get("/v1/shares/files").await;
+    assert_eq!(share["session"]["address"], "127.0.0.1:8000");
+    let routes = server.running().control.hub().projections.routes.load_full();
+    assert_eq!(
+        routes.hosts.get("files.tenure.localhost"),
+        Some(&tenure_projections::Route::Share {
+            target: Some("http://127.0.0.1:8000".into()),
+            backend_mode: tenure_events::BackendMode::Web,
+            grants: None,
+        }),
+        "the proxy sends the share's requests where its files are served"
+    );
+}
+
+#[actix_rt::test]
 async fn access_grants_are_events_for_private_shares_and_keep_only_a_hash() {
     let server = TestServer::start_with(with_auth).await;
     let alice = server.session(&server.account_with_token("alice", json!({})).await);

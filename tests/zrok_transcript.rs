@@ -209,3 +209,93 @@ fn the_zrok_reserved_share_transcript() {
     assert_eq!(stderr(&out), format!("Error: share '{token}': share not found\n"));
     server.terminate();
 }
+
+/// A GET through the proxy for `host` (one connection, closed after):
+/// the status and the body.
+fn get_through(proxy: &str, host: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let address = proxy.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the proxy");
+    stream.set_read_timeout(Some(common::PATIENCE)).expect("read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).expect("the whole answer");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    (status, body.to_owned())
+}
+
+/// zrok's `--backend-mode web`: `share reserved` serves the share's
+/// directory itself, and the proxy routes the share's host to it while the
+/// session lives.
+#[test]
+fn a_web_share_serves_its_directory_through_the_proxy_while_its_session_lives() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(site.join("docs")).expect("site");
+    std::fs::write(site.join("index.html"), "<h1>hello from a web share</h1>\n").expect("index");
+    std::fs::write(site.join("docs/notes.txt"), "some notes\n").expect("notes");
+    std::fs::write(dir.path().join("secret.txt"), "not for the web\n").expect("secret");
+    let server = ServerProcess::start(&dir.path().join("data"), &[]);
+    let proxy = server.proxy.clone().expect("the proxy runs");
+    let site = site.to_str().expect("UTF-8 path").to_owned();
+
+    let reserved = ok(&server, &["reserve", "public", &site, "--backend-mode", "web"]);
+    let token = reserved
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("your reserved share token is '"))
+        .and_then(|l| l.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("unexpected output {reserved:?}"))
+        .to_owned();
+    let host = format!("{token}.tenure.localhost");
+    assert_eq!(get_through(&proxy, &host, "/").0, 503, "no session yet");
+
+    let mut backend = Backend::start(&server, &[&token]);
+    let serving = backend.line();
+    assert!(
+        serving.starts_with(&format!("serving the files of '{site}' on http://127.0.0.1:")),
+        "{serving:?}"
+    );
+    assert_eq!(backend.line(), format!("sharing target endpoint: '{site}'\n"));
+    assert!(backend.line().starts_with("your share is served at"));
+    wait_for_session(&server, &token, "live session");
+
+    assert_eq!(
+        get_through(&proxy, &host, "/"),
+        (200, "<h1>hello from a web share</h1>\n".to_owned())
+    );
+    assert_eq!(
+        get_through(&proxy, &host, "/docs/notes.txt"),
+        (200, "some notes\n".to_owned())
+    );
+    let (status, listing) = get_through(&proxy, &host, "/docs/");
+    assert_eq!(status, 200);
+    assert!(
+        listing.contains("notes.txt"),
+        "a directory without index.html is listed: {listing}"
+    );
+    for escape in ["/../secret.txt", "/%2e%2e/secret.txt", "/docs/../../secret.txt"] {
+        let (status, body) = get_through(&proxy, &host, escape);
+        assert!(
+            !body.contains("not for the web"),
+            "{escape} left the directory: {status}"
+        );
+    }
+
+    assert_eq!(
+        backend.interrupt(),
+        format!("share '{token}' session ended; the reservation stays\n")
+    );
+    wait_for_session(&server, &token, "no session");
+    assert_eq!(get_through(&proxy, &host, "/").0, 503);
+}

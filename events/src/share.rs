@@ -46,6 +46,9 @@ pub struct ShareSessionStarted {
     pub session: Uuid,
     /// The owner's lease that the backend keeps alive.
     pub lease: LeaseId,
+    /// For a web share: where the backend serves the files (`HOST:PORT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 /// Why a backend session ended (besides its lease ending, which the lease's

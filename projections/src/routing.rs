@@ -45,6 +45,8 @@ struct ShareEntry {
     backend_mode: BackendMode,
     target: String,
     session_lease: Option<LeaseId>,
+    /// A web share's session: where its files are served.
+    session_address: Option<String>,
     grants: BTreeSet<String>,
 }
 
@@ -62,7 +64,9 @@ pub enum Route {
         /// Port 80 has the `redirect` handler: plain HTTP answers 301 to https.
         redirect_http: bool,
     },
-    /// A share: its target while a session lives.
+    /// A share: while a session lives, the URL to send requests to (a
+    /// proxy share's target, or where a web share's session serves its
+    /// files).
     Share {
         target: Option<String>,
         backend_mode: BackendMode,
@@ -113,10 +117,14 @@ impl RoutingTable {
         }
         for (token, share) in &self.shares {
             let serving = share.session_lease.is_some_and(|lease| self.live(&share.owner, lease));
+            let target = match share.backend_mode {
+                BackendMode::Proxy => Some(share.target.clone()),
+                BackendMode::Web => share.session_address.as_ref().map(|a| format!("http://{a}")),
+            };
             hosts.insert(
                 format!("{token}.{}", self.domain),
                 Route::Share {
-                    target: serving.then(|| share.target.clone()),
+                    target: target.filter(|_| serving),
                     backend_mode: share.backend_mode,
                     grants: (share.mode == ShareMode::Private).then(|| share.grants.clone()),
                 },
@@ -220,6 +228,7 @@ impl Projection for RoutingTable {
                                 backend_mode: e.backend_mode,
                                 target: e.target,
                                 session_lease: None,
+                                session_address: None,
                                 grants: BTreeSet::new(),
                             },
                         );
@@ -230,11 +239,13 @@ impl Projection for RoutingTable {
                     Ok(Some(ShareEvent::SessionStarted(e))) => {
                         if let Some(share) = self.shares.get_mut(&token) {
                             share.session_lease = Some(e.lease);
+                            share.session_address = e.address;
                         }
                     }
                     Ok(Some(ShareEvent::SessionEnded(_))) => {
                         if let Some(share) = self.shares.get_mut(&token) {
                             share.session_lease = None;
+                            share.session_address = None;
                         }
                     }
                     Ok(Some(ShareEvent::AccessGranted(e))) => {

@@ -32,11 +32,13 @@ pub struct ShareView {
     pub grants: BTreeMap<String, GrantView>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionView {
     pub id: Uuid,
     pub lease: LeaseId,
     pub started_at: DateTime<Utc>,
+    /// A web share's: where its backend serves the files.
+    pub address: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,12 +125,13 @@ impl Projection for Shares {
                         id: e.session,
                         lease: e.lease,
                         started_at: event.time,
+                        address: e.address,
                     });
                 }
             }
             ShareEvent::SessionEnded(e) => {
                 if let Some(share) = self.shares.get_mut(token) {
-                    if share.session.is_some_and(|s| s.id == e.session) {
+                    if share.session.as_ref().is_some_and(|s| s.id == e.session) {
                         share.session = None;
                     }
                 }

@@ -113,12 +113,14 @@ impl Handler<Execute> for ShareActor {
                 caller,
                 session,
                 lease,
+                address,
                 replace,
                 ..
             } => ShareCommand::StartSession {
                 caller,
                 session,
                 lease,
+                address,
                 replace,
                 current_live: self.session_live(),
             },

@@ -108,7 +108,9 @@ impl From<CommandError> for ApiError {
                 ShareRejection::SessionActive => ApiError::new(StatusCode::CONFLICT, "session_active", message),
                 ShareRejection::SessionNotFound(_) => ApiError::not_found("session_not_found", message),
                 ShareRejection::PublicShare => ApiError::bad_request("public_share", message),
-                ShareRejection::InvalidTarget(_) => ApiError::bad_request("invalid_field", message),
+                ShareRejection::InvalidTarget(_) | ShareRejection::InvalidAddress(_) => {
+                    ApiError::bad_request("invalid_field", message)
+                }
             },
             CommandError::Workload(r) => match r {
                 WorkloadRejection::NotFound => ApiError::not_found("reservation_not_found", message),

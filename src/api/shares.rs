@@ -42,6 +42,9 @@ struct SessionJson {
     started_at: String,
     /// Its lease is live: the share is being served.
     live: bool,
+    /// A web share's: where its backend serves the files.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -65,6 +68,7 @@ fn share_json(control: &Control, view: ShareView) -> ShareJson {
         lease: s.lease,
         started_at: s.started_at.to_rfc3339_opts(SecondsFormat::Secs, true),
         live: control.session_live(&view.owner, &s),
+        address: s.address,
     });
     ShareJson {
         frontend: (view.mode == ShareMode::Public).then(|| frontend_url(control, &view.token)),
@@ -173,6 +177,9 @@ async fn release(
 struct SessionBody {
     /// The caller's live lease that holds the session.
     lease: LeaseId,
+    /// A web share's backend: where it serves the files (`HOST:PORT`).
+    #[serde(default)]
+    address: Option<String>,
     #[serde(default)]
     replace: bool,
 }
@@ -193,7 +200,7 @@ async fn start_session(
 ) -> Result<HttpResponse, ApiError> {
     let token = token(&path)?;
     let session = control
-        .start_session(caller.meta(), &token, body.0.lease, body.0.replace)
+        .start_session(caller.meta(), &token, body.0.lease, body.0.address, body.0.replace)
         .await
         .map_err(about(&token))?;
     let target = control

@@ -296,9 +296,12 @@ async fn execute(client: &Client, command: Command) -> Result<ExitCode, CliError
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Share(ShareCommand::Reserved { token, replace, ttl }) => {
-            share_reserved(client, &token, replace, ttl).await
-        }
+        Command::Share(ShareCommand::Reserved {
+            token,
+            replace,
+            ttl,
+            web_listen,
+        }) => share_reserved(client, &token, replace, ttl, web_listen).await,
         Command::Access(AccessCommand::Private { token }) => {
             let url = client.url(&format!("/v1/shares/{}/access", path_segment(&token)));
             let access: AccessInfo = client.send(http.post(url).json(&serde_json::json!({}))).await?;
@@ -751,13 +754,29 @@ fn session_state(share: &ShareInfo) -> String {
 /// lease alive every TTL/3 until Ctrl-C (or SIGTERM), then end the session
 /// and revoke the lease. If the session is ended elsewhere (released,
 /// replaced), says so and exits 1.
-async fn share_reserved(client: &Client, token: &str, replace: bool, ttl: i64) -> Result<ExitCode, CliError> {
+async fn share_reserved(
+    client: &Client,
+    token: &str,
+    replace: bool,
+    ttl: i64,
+    web_listen: std::net::SocketAddr,
+) -> Result<ExitCode, CliError> {
     let mut shutdown = super::Shutdown::install();
     let http = &client.http;
+    let share_url = client.url(&format!("/v1/shares/{}", path_segment(token)));
+    let share: ShareInfo = client.send(http.get(&share_url)).await?;
+    // A web share is served by this process: its files, from here.
+    let address = if share.backend_mode == "web" {
+        let served = serve_files(std::path::Path::new(&share.target), web_listen)?;
+        print(format!("serving the files of '{}' on http://{served}", share.target));
+        Some(served.to_string())
+    } else {
+        None
+    };
     let held = HeldLease::grant(client, ttl).await?;
     let lease = held.id;
     let sessions = client.url(&format!("/v1/shares/{}/sessions", path_segment(token)));
-    let body = serde_json::json!({ "lease": lease, "replace": replace });
+    let body = serde_json::json!({ "lease": lease, "replace": replace, "address": address });
     let started: SessionStarted = match client.send(http.post(&sessions).json(&body)).await {
         Ok(started) => started,
         Err(e) => {
@@ -766,14 +785,11 @@ async fn share_reserved(client: &Client, token: &str, replace: bool, ttl: i64) -
         }
     };
     print(output::sharing_target(&started.target));
-    let share_url = client.url(&format!("/v1/shares/{}", path_segment(token)));
-    if let Ok(share) = client.send::<ShareInfo>(http.get(&share_url)).await {
-        match &share.frontend {
-            Some(frontend) => print(format!("your share is served at '{frontend}'")),
-            None => print(format!(
-                "use this command to access your share: 'tenure access private {token}'"
-            )),
-        }
+    match &share.frontend {
+        Some(frontend) => print(format!("your share is served at '{frontend}'")),
+        None => print(format!(
+            "use this command to access your share: 'tenure access private {token}'"
+        )),
     }
     let still_ours = || async {
         let current = client.send::<ShareInfo>(http.get(&share_url)).await;
@@ -789,6 +805,52 @@ async fn share_reserved(client: &Client, token: &str, replace: bool, ttl: i64) -
     held.revoke(client).await;
     print(format!("share '{token}' session ended; the reservation stays"));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves the files under `dir` over HTTP on `listen`, from a thread of its
+/// own, for as long as the process runs (a web share's backend: index.html
+/// for directories that have one, a listing for the others). Answers the
+/// bound address.
+fn serve_files(dir: &std::path::Path, listen: std::net::SocketAddr) -> Result<std::net::SocketAddr, CliError> {
+    if !dir.is_dir() {
+        return Err(CliError::Usage(format!(
+            "the share's directory {} is not a directory here",
+            dir.display()
+        )));
+    }
+    let dir = dir.to_path_buf();
+    let (bound_tx, bound_rx) = std::sync::mpsc::channel::<Result<std::net::SocketAddr, String>>();
+    std::thread::Builder::new()
+        .name("tenure-web-share".into())
+        .spawn(move || {
+            let server = actix_web::HttpServer::new(move || {
+                actix_web::App::new().service(
+                    actix_files::Files::new("/", &dir)
+                        .index_file("index.html")
+                        .show_files_listing(),
+                )
+            })
+            .workers(1)
+            .disable_signals()
+            .bind(listen);
+            let server = match server {
+                Ok(server) => server,
+                Err(e) => {
+                    let _ = bound_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let _ = bound_tx.send(server.addrs().first().copied().ok_or_else(|| "no address".to_owned()));
+            if let Err(e) = actix_rt::System::new().block_on(async move { server.run().await }) {
+                eprintln!("serving the share's files stopped: {e}");
+            }
+        })
+        .map_err(|e| CliError::Usage(format!("serving the share's files: {e}")))?;
+    let bound = bound_rx
+        .recv()
+        .map_err(|_| CliError::Usage("serving the share's files: the server thread stopped".into()))?
+        .map_err(|e| CliError::Usage(format!("serving the share's files on {listen}: {e}")))?;
+    Ok(bound)
 }
 
 /// A lease a long-running command (`share reserved`, `deploy`) holds.

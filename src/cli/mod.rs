@@ -187,6 +187,10 @@ pub enum ShareCommand {
         /// The TTL of the session's lease, in seconds.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..))]
         ttl: i64,
+        /// A web share: where this process serves the share's directory
+        /// (an address the server's proxy can reach; port 0 picks one).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        web_listen: std::net::SocketAddr,
     },
 }
 

@@ -31,6 +31,7 @@ pub enum Share {
     Reserved {
         owner: AccountId,
         mode: ShareMode,
+        backend_mode: BackendMode,
         session: Option<(Uuid, LeaseId)>,
         grants: BTreeSet<String>,
     },
@@ -46,12 +47,14 @@ pub enum ShareCommand {
         target: String,
         unique_name: bool,
     },
-    /// Start a backend session held by the caller's live `lease`.
+    /// Start a backend session held by the caller's live `lease`; a web
+    /// share's backend says where it serves the files (`address`).
     /// `current_live`: whether the current session's lease is still live.
     StartSession {
         caller: AccountId,
         session: Uuid,
         lease: LeaseId,
+        address: Option<String>,
         replace: bool,
         current_live: bool,
     },
@@ -86,6 +89,10 @@ pub enum ShareRejection {
     PublicShare,
     #[error("target: {0}")]
     InvalidTarget(String),
+    /// The session's address is missing (web share), not wanted (proxy
+    /// share), or not `HOST:PORT`.
+    #[error("{0}")]
+    InvalidAddress(String),
 }
 
 /// Checks a share's target: an http(s) URL with a host for `proxy`, a
@@ -165,14 +172,36 @@ impl Aggregate for Share {
                 caller,
                 session,
                 lease,
+                address,
                 replace,
                 current_live,
             } => {
-                let Share::Reserved { session: current, .. } = self else {
+                let Share::Reserved {
+                    session: current,
+                    backend_mode,
+                    ..
+                } = self
+                else {
                     return Err(ShareRejection::NotFound);
                 };
                 if !self.owned_by(&caller) {
                     return Err(ShareRejection::NotFound);
+                }
+                match (backend_mode, &address) {
+                    (BackendMode::Web, None) => {
+                        return Err(ShareRejection::InvalidAddress(
+                            "address: a web share's session says where its files are served (HOST:PORT)".into(),
+                        ))
+                    }
+                    (BackendMode::Web, Some(address)) => {
+                        super::service::check_address(address).map_err(ShareRejection::InvalidAddress)?
+                    }
+                    (BackendMode::Proxy, Some(_)) => {
+                        return Err(ShareRejection::InvalidAddress(
+                            "address: only a web share's session has one; a proxy share is served at its target".into(),
+                        ))
+                    }
+                    (BackendMode::Proxy, None) => {}
                 }
                 let mut events = Vec::new();
                 if let Some((old, _)) = current {
@@ -189,7 +218,14 @@ impl Aggregate for Share {
                         );
                     }
                 }
-                events.push(ShareSessionStarted { session, lease }.into());
+                events.push(
+                    ShareSessionStarted {
+                        session,
+                        lease,
+                        address,
+                    }
+                    .into(),
+                );
                 Ok(events)
             }
             ShareCommand::StopSession { caller, session } => {
@@ -236,6 +272,7 @@ impl Aggregate for Share {
                 *self = Share::Reserved {
                     owner: e.owner.clone(),
                     mode: e.mode,
+                    backend_mode: e.backend_mode,
                     session: None,
                     grants: BTreeSet::new(),
                 }
@@ -306,6 +343,7 @@ mod tests {
         ShareSessionStarted {
             session: session(n),
             lease: lease(n as i64),
+            address: None,
         }
         .into()
     }
@@ -315,6 +353,7 @@ mod tests {
             caller: account(caller),
             session: session(n),
             lease: lease(n as i64),
+            address: None,
             replace,
             current_live,
         }
@@ -373,6 +412,45 @@ mod tests {
         assert_eq!(check_unique_name("my-share"), Ok(()));
         assert!(check_unique_name("My_Share").is_err());
         assert!(check_unique_name("ab").is_err());
+    }
+
+    #[test]
+    fn a_web_share_session_says_where_its_files_are_served_and_only_it_does() {
+        let web = ShareReserved {
+            token: "x88xujrpk4k3".into(),
+            owner: account("alice"),
+            mode: ShareMode::Public,
+            backend_mode: BackendMode::Web,
+            target: "/srv/www".into(),
+            unique_name: false,
+        };
+        let at = |address: Option<&str>| ShareCommand::StartSession {
+            caller: account("alice"),
+            session: session(1),
+            lease: lease(1),
+            address: address.map(str::to_owned),
+            replace: false,
+            current_live: false,
+        };
+        given::<Share>([web.clone().into()])
+            .when(at(Some("127.0.0.1:41234")))
+            .then([ShareSessionStarted {
+                session: session(1),
+                lease: lease(1),
+                address: Some("127.0.0.1:41234".into()),
+            }
+            .into()]);
+        for address in [None, Some("127.0.0.1"), Some("127.0.0.1:0"), Some("host:port")] {
+            let outcome = given::<Share>([web.clone().into()]).when(at(address)).outcome();
+            assert!(
+                matches!(&outcome, Err(ShareRejection::InvalidAddress(m)) if m.starts_with("address: ")),
+                "{address:?}: {outcome:?}"
+            );
+        }
+        let outcome = given::<Share>([reserved("alice", ShareMode::Public)])
+            .when(at(Some("127.0.0.1:41234")))
+            .outcome();
+        assert!(matches!(outcome, Err(ShareRejection::InvalidAddress(_))), "{outcome:?}");
     }
 
     #[test]

@@ -66,4 +66,9 @@ where
     pub fn then_rejects(self, rejection: A::Rejection) {
         assert_eq!(self.outcome, Err(rejection));
     }
+
+    /// The outcome itself, for checks that `then` cannot say.
+    pub fn outcome(self) -> Result<Vec<A::Event>, A::Rejection> {
+        self.outcome
+    }
 }

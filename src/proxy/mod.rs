@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::BytesMut;
-use tenure_events::BackendMode;
 use tenure_projections::{Route, Routes};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -132,7 +131,6 @@ enum Target {
         backend: Option<Arc<Backend>>,
         /// The target's path, prefixed to request paths.
         prefix: String,
-        web: bool,
         grants: Option<BTreeSet<String>>,
     },
 }
@@ -164,7 +162,6 @@ impl Target {
             Target::Share {
                 backend,
                 prefix,
-                web,
                 grants,
             } => {
                 if let Some(grants) = grants {
@@ -184,10 +181,6 @@ impl Target {
                     None => Err(Refusal::new(
                         503,
                         format!("no live backend session for host '{host}'\n"),
-                    )),
-                    Some(_) if *web => Err(Refusal::new(
-                        501,
-                        format!("host '{host}' is a web (files) share, which this proxy does not serve yet\n"),
                     )),
                     Some(backend) => Ok((Arc::clone(backend), prefix.as_str())),
                 }
@@ -280,7 +273,6 @@ impl Refusal {
             404 => "Not Found",
             405 => "Method Not Allowed",
             431 => "Request Header Fields Too Large",
-            501 => "Not Implemented",
             502 => "Bad Gateway",
             503 => "Service Unavailable",
             504 => "Gateway Timeout",
@@ -403,11 +395,7 @@ fn build(routes: &Arc<Routes>, previous: Option<&Table>) -> Table {
                 backends: backends.iter().map(|a| backend(a)).collect(),
                 redirect_http: *redirect_http,
             },
-            Route::Share {
-                target,
-                backend_mode,
-                grants,
-            } => {
+            Route::Share { target, grants, .. } => {
                 let (address, prefix) = match target.as_deref().map(split_target) {
                     Some((address, prefix)) => (Some(address), prefix),
                     None => (None, String::new()),
@@ -415,7 +403,6 @@ fn build(routes: &Arc<Routes>, previous: Option<&Table>) -> Table {
                 Target::Share {
                     backend: address.map(|a| backend(&a)),
                     prefix,
-                    web: *backend_mode == BackendMode::Web,
                     grants: grants.clone(),
                 }
             }
