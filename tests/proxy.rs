@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use common::TestServer;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -16,8 +16,8 @@ use tenure_projections::{Projection, RoutingTable};
 
 /// A real HTTP backend that answers who it is and what it was sent.
 async fn backend(name: &'static str) -> String {
-    let server = HttpServer::new(move || {
-        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| async move {
+    common::actix_backend(move |config| {
+        config.default_service(web::to(move |req: HttpRequest, body: web::Bytes| async move {
             let header = |h: &str| req.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
             HttpResponse::Ok().json(json!({
                 "backend": name,
@@ -28,15 +28,9 @@ async fn backend(name: &'static str) -> String {
                 "x-forwarded-proto": header("x-forwarded-proto"),
                 "body": String::from_utf8_lossy(&body),
             }))
-        }))
+        }));
     })
-    .workers(1)
-    .disable_signals()
-    .bind("127.0.0.1:0")
-    .expect("bind a backend");
-    let addr = server.addrs()[0];
-    actix_rt::spawn(server.run());
-    addr.to_string()
+    .await
 }
 
 /// Requests through the proxy with a Host header.

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use common::{TestServer, PATIENCE};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,6 +66,18 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> 
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// A backend that reads one request per connection, writes `answer`, and
+/// closes the connection.
+async fn answer_once(answer: &'static [u8]) -> (String, Arc<AtomicUsize>) {
+    raw_backend(move |mut stream| async move {
+        let mut buf = Vec::new();
+        if read_head(&mut stream, &mut buf).await.is_some() {
+            let _ = stream.write_all(answer).await;
+        }
+    })
+    .await
 }
 
 /// A backend that answers every request on a connection with its request
@@ -258,18 +270,12 @@ async fn a_chunked_answer_streams_through_as_the_backend_writes_it() {
 
 /// A backend that streams each request body back as it reads it.
 async fn echo_bodies() -> String {
-    let server = HttpServer::new(|| {
-        App::new().default_service(web::to(|payload: web::Payload| async move {
+    common::actix_backend(move |config| {
+        config.default_service(web::to(|payload: web::Payload| async move {
             HttpResponse::Ok().streaming(payload)
-        }))
+        }));
     })
-    .workers(1)
-    .disable_signals()
-    .bind("127.0.0.1:0")
-    .expect("bind a backend");
-    let addr = server.addrs()[0];
-    actix_rt::spawn(server.run());
-    addr.to_string()
+    .await
 }
 
 /// Bytes that are not all the same, so that a misplaced block shows.
@@ -344,15 +350,7 @@ async fn requests_in_a_row_and_pipelined_share_one_backend_connection() {
 #[actix_rt::test]
 async fn a_backend_connection_closed_while_idle_is_replaced_without_an_error() {
     // Answers one request per connection as if it would keep it, then closes.
-    let (backend, accepted) = raw_backend(|mut stream| async move {
-        let mut buf = Vec::new();
-        if read_head(&mut stream, &mut buf).await.is_some() {
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                .await;
-        }
-    })
-    .await;
+    let (backend, accepted) = answer_once(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
     let (server, fqdn) = routed_to(&backend).await;
     let mut client = Client::to(&server).await;
     for _ in 0..10 {
@@ -431,14 +429,7 @@ async fn an_http10_client_gets_a_chunked_answer_decoded_then_the_connection_clos
 
 #[actix_rt::test]
 async fn an_answer_without_a_length_ends_with_the_connection() {
-    let (backend, _) = raw_backend(|mut stream| async move {
-        let mut buf = Vec::new();
-        if read_head(&mut stream, &mut buf).await.is_some() {
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the ").await;
-            let _ = stream.write_all(b"end").await;
-        }
-    })
-    .await;
+    let (backend, _) = answer_once(b"HTTP/1.1 200 OK\r\n\r\nuntil the end").await;
     let (server, fqdn) = routed_to(&backend).await;
     let mut client = Client::to(&server).await;
     let answer = client.get(&fqdn, "/").await;
@@ -448,15 +439,7 @@ async fn an_answer_without_a_length_ends_with_the_connection() {
 
 #[actix_rt::test]
 async fn an_answer_cut_short_by_the_backend_closes_the_client_connection() {
-    let (backend, _) = raw_backend(|mut stream| async move {
-        let mut buf = Vec::new();
-        if read_head(&mut stream, &mut buf).await.is_some() {
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b")
-                .await;
-        }
-    })
-    .await;
+    let (backend, _) = answer_once(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b").await;
     let (server, fqdn) = routed_to(&backend).await;
     let mut client = Client::to(&server).await;
     client
@@ -510,23 +493,17 @@ async fn an_upgrade_joins_the_two_connections() {
 
 /// A backend that answers with what it was sent: headers and body.
 async fn mirror() -> String {
-    let server = HttpServer::new(|| {
-        App::new().default_service(web::to(|req: HttpRequest, body: web::Bytes| async move {
+    common::actix_backend(move |config| {
+        config.default_service(web::to(|req: HttpRequest, body: web::Bytes| async move {
             let headers: serde_json::Map<String, Value> = req
                 .headers()
                 .iter()
                 .map(|(n, v)| (n.to_string(), json!(v.to_str().unwrap_or_default())))
                 .collect();
             HttpResponse::Ok().json(json!({ "headers": headers, "body": String::from_utf8_lossy(&body) }))
-        }))
+        }));
     })
-    .workers(1)
-    .disable_signals()
-    .bind("127.0.0.1:0")
-    .expect("bind a backend");
-    let addr = server.addrs()[0];
-    actix_rt::spawn(server.run());
-    addr.to_string()
+    .await
 }
 
 #[actix_rt::test]

@@ -301,3 +301,19 @@ impl Session {
         lease
     }
 }
+
+/// A real HTTP backend (actix-web, one worker) on 127.0.0.1 whose routes
+/// `configure` sets, running until the test ends; answers its address.
+pub async fn actix_backend<F>(configure: F) -> String
+where
+    F: Fn(&mut actix_web::web::ServiceConfig) + Clone + Send + 'static,
+{
+    let server = actix_web::HttpServer::new(move || actix_web::App::new().configure(configure.clone()))
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .expect("bind a backend");
+    let addr = server.addrs()[0];
+    actix_rt::spawn(server.run());
+    addr.to_string()
+}
