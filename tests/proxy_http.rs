@@ -21,7 +21,12 @@ use tokio::net::{TcpListener, TcpStream};
 /// Starts a server and a service whose one instance is `backend`; answers
 /// the server and the service's FQDN.
 async fn routed_to(backend: &str) -> (TestServer, String) {
-    let server = TestServer::start().await;
+    routed_with(backend, |_| {}).await
+}
+
+/// The same, with a tweak of the server's configuration.
+async fn routed_with(backend: &str, tweak: fn(&mut tenure::server::ServerConfig)) -> (TestServer, String) {
+    let server = TestServer::start_with(tweak).await;
     let local = server.session_with_header(None);
     let fqdn = local.create_service("web", json!(["443:8080/tls+http"])).await;
     local.attach("web-1", "web", backend, 600).await;
@@ -636,4 +641,33 @@ async fn an_invalid_answer_is_a_502_naming_the_host() {
             format!("the backend of host '{fqdn}' sent an invalid answer\n")
         );
     }
+}
+
+#[actix_rt::test]
+async fn a_backend_that_stalls_in_the_middle_of_an_answer_has_it_cut() {
+    // Sends half of the answer, then nothing, without closing.
+    let (backend, _) = raw_backend(|mut stream| async move {
+        let mut buf = Vec::new();
+        if read_head(&mut stream, &mut buf).await.is_some() {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf!")
+                .await;
+            let _ = read_head(&mut stream, &mut buf).await;
+        }
+    })
+    .await;
+    let (server, fqdn) = routed_with(&backend, |config| {
+        config.proxy_backend_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let mut client = Client::to(&server).await;
+    client
+        .send(format!("GET / HTTP/1.1\r\nhost: {fqdn}\r\n\r\n").as_bytes())
+        .await;
+    assert_eq!(client.head().await.status, 200);
+    assert_eq!(client.take(5).await, b"half!");
+    assert!(
+        client.closed().await,
+        "the proxy gives up on a silent backend and tells the client by closing"
+    );
 }

@@ -318,7 +318,16 @@ where
         )
         .await
         .map_err(|_| Attempt::Failed(Failure::Backend(Refusal::answer_timeout(&plan.host))))??;
-        relay(response, &plan.host, &mut backend_rd, backend_buf, wr, out).await
+        relay(
+            response,
+            &plan.host,
+            proxy.backend_timeout,
+            &mut backend_rd,
+            backend_buf,
+            wr,
+            out,
+        )
+        .await
     };
     if upload.done() {
         return answer.await;
@@ -553,10 +562,12 @@ fn response_meta(res: &httparse::Response<'_, '_>, plan: &Forward) -> Option<(Fr
     Some((body, close))
 }
 
-/// Writes the answer's head (in `out`) and passes its body to the client.
+/// Writes the answer's head (in `out`) and passes its body to the client;
+/// `idle` is the longest the backend may be silent in the middle of it.
 async fn relay<B, W>(
     response: Response,
     host: &str,
+    idle: Duration,
     rd: &mut B,
     buf: &mut BytesMut,
     wr: &mut W,
@@ -640,10 +651,12 @@ where
             wr.flush().await.map_err(|_| Failure::Client)?;
         }
         buf.reserve(READ_SIZE);
-        match rd.read_buf(buf).await {
-            Ok(0) if body == Framing::UntilClose => eof = true,
-            Ok(0) | Err(_) => return Err(Failure::Cut.into()),
-            Ok(_) => {}
+        // A backend silent for this long between two reads has stalled
+        // (nginx's proxy_read_timeout): the answer is cut.
+        match tokio::time::timeout(idle, rd.read_buf(buf)).await {
+            Ok(Ok(0)) if body == Framing::UntilClose => eof = true,
+            Ok(Ok(0) | Err(_)) | Err(_) => return Err(Failure::Cut.into()),
+            Ok(Ok(_)) => {}
         }
     }
     wr.flush().await.map_err(|_| Failure::Client)?;
