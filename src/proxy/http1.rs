@@ -168,8 +168,7 @@ where
                 Ok(refusal.keep_alive)
             }
             Plan::Forward(forward) => {
-                let backend = Arc::clone(&forward.backend);
-                let _active = super::Active::new(&backend);
+                let _active = super::Active::new(&forward.backend);
                 match self.forward(proxy, &forward, head).await {
                     Ok(keep_alive) => Ok(keep_alive),
                     Err(Failure::Backend(refusal)) => {
@@ -818,6 +817,7 @@ fn plan(
     head.extend_from_slice(backend.address.as_bytes());
     head.extend_from_slice(b"\r\n");
     let upgrade = upgrade.filter(|_| upgrade_token);
+    let names_others = connection_names_others(req.headers);
     for h in req.headers.iter() {
         if (is_hop_by_hop(h.name) && !(upgrade.is_some() && h.name.eq_ignore_ascii_case("upgrade")))
             || h.name.eq_ignore_ascii_case("host")
@@ -825,7 +825,7 @@ fn plan(
             || h.name.eq_ignore_ascii_case("x-forwarded-for")
             || h.name.eq_ignore_ascii_case("x-forwarded-host")
             || h.name.eq_ignore_ascii_case("x-forwarded-proto")
-            || named_by_connection(req.headers, h.name)
+            || (names_others && named_by_connection(req.headers, h.name))
         {
             continue;
         }
@@ -903,10 +903,11 @@ fn write_response_head(
     out.push(b' ');
     out.extend_from_slice(res.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    let names_others = connection_names_others(res.headers);
     for h in res.headers.iter() {
         if (is_hop_by_hop(h.name) && !(upgraded && h.name.eq_ignore_ascii_case("upgrade")))
             || (decode && h.name.eq_ignore_ascii_case("transfer-encoding"))
-            || named_by_connection(res.headers, h.name)
+            || (names_others && named_by_connection(res.headers, h.name))
         {
             continue;
         }
@@ -944,6 +945,21 @@ fn is_hop_by_hop(name: &str) -> bool {
     ]
     .iter()
     .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Whether a `Connection` header names a header to drop, beyond the usual
+/// `close`, `keep-alive` and `upgrade` (rare: only then is each header
+/// looked up in it).
+fn connection_names_others(headers: &[httparse::Header<'_>]) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| tokens(h.value))
+        .any(|t| {
+            !(t.eq_ignore_ascii_case(b"close")
+                || t.eq_ignore_ascii_case(b"keep-alive")
+                || t.eq_ignore_ascii_case(b"upgrade"))
+        })
 }
 
 /// Whether a `Connection` header of `headers` names `name`.
@@ -1031,5 +1047,11 @@ mod tests {
         assert!(named_by_connection(&headers, "x-private"));
         assert!(!named_by_connection(&headers, "upgrade"), "upgrade is decided apart");
         assert!(!named_by_connection(&headers, "x-public"));
+        assert!(connection_names_others(&headers));
+        let usual = [httparse::Header {
+            name: "connection",
+            value: b"Keep-Alive, Upgrade",
+        }];
+        assert!(!connection_names_others(&usual));
     }
 }
