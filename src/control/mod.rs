@@ -1,0 +1,241 @@
+//! The control plane's front door: one async method per command or query,
+//! used by the HTTP API (and by tests). It routes to the actors and waits for
+//! their answer; it holds no state of its own.
+//!
+//! This module holds what every command shares (the bound on commands in
+//! flight, authentication, reading the projections once caught up, limits,
+//! routing to an entity actor); each kind of entity has its own file with
+//! its commands and queries: `leases`, `keys`, `accounts`, `shares`,
+//! `workloads`, `services`.
+
+mod accounts;
+mod keys;
+mod leases;
+mod services;
+mod shares;
+mod workloads;
+
+pub use accounts::{IssuedToken, Usage};
+pub use leases::LeaseInfo;
+
+use std::sync::Arc;
+
+use tenure_events::{AccountId, LeaseId};
+use tenure_projections::LeaseKey;
+use tokio::sync::Semaphore;
+
+use crate::actors::{Activation, CommandError, Hub, LimitReached, Reply};
+use crate::auth::{AuthError, Authenticator, Principal};
+use crate::store::StoreError;
+
+/// Commands and queries in flight at once. Past this, callers wait: this is
+/// the bound behind every actor mailbox and the store's write queue.
+pub const COMMANDS_IN_FLIGHT_MAX: usize = 16_384;
+
+/// How often a server-chosen lease ID is drawn again if it is taken.
+const FRESH_ID_ATTEMPTS: usize = 3;
+
+/// A limit a creation is counted against.
+#[derive(Clone, Copy)]
+struct Limit {
+    name: &'static str,
+    what: &'static str,
+    pick: fn(&tenure_events::Limits) -> i64,
+}
+
+impl Limit {
+    const LEASES: Limit = Limit {
+        name: "max_leases",
+        what: "live leases",
+        pick: |l| l.max_leases,
+    };
+    const SHARES: Limit = Limit {
+        name: "max_reserved_shares",
+        what: "reserved shares",
+        pick: |l| l.max_reserved_shares,
+    };
+    const SERVICES: Limit = Limit {
+        name: "max_services",
+        what: "services",
+        pick: |l| l.max_services,
+    };
+}
+
+#[derive(Clone)]
+pub struct Control {
+    hub: Arc<Hub>,
+    auth: Arc<Authenticator>,
+    in_flight: Arc<Semaphore>,
+    lease_ids: Arc<LeaseIds>,
+    /// Creations counted by a limit (grants, reservations) of an account
+    /// with such a limit pass one at a time per account (check the count,
+    /// create, wait for the count to include it), so the limit holds under
+    /// concurrency. Unlimited accounts skip this.
+    gates: Arc<parking_lot::Mutex<std::collections::HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// Server-chosen lease IDs, increasing like etcd's: the wall-clock
+/// millisecond at start-up in the high bits, a counter in the low 20. New
+/// lease streams then sort after the existing ones, so creating one appends
+/// to the end of the store's stream index instead of touching a random page.
+/// Uniqueness does not rest on this: a grant on a taken ID conflicts and is
+/// retried with a random one.
+struct LeaseIds {
+    next: std::sync::atomic::AtomicI64,
+}
+
+impl LeaseIds {
+    fn new() -> LeaseIds {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        LeaseIds {
+            next: std::sync::atomic::AtomicI64::new(((ms & ((1 << 43) - 1)) << 20).max(1)),
+        }
+    }
+
+    fn next(&self) -> LeaseId {
+        let raw = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        LeaseId::new(raw).unwrap_or_else(LeaseId::random)
+    }
+}
+
+impl Control {
+    pub fn new(hub: Arc<Hub>, auth: Authenticator) -> Control {
+        Control {
+            hub,
+            auth: Arc::new(auth),
+            in_flight: Arc::new(Semaphore::new(COMMANDS_IN_FLIGHT_MAX)),
+            lease_ids: Arc::new(LeaseIds::new()),
+            gates: Arc::default(),
+        }
+    }
+
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// Who sent a request with this `Authorization` header value. A token
+    /// not in the directory is looked up again once the directory has
+    /// applied everything durable, so a token works as soon as its creation
+    /// is acknowledged.
+    pub async fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, AuthError> {
+        let projections = &self.hub.projections;
+        let store = &self.hub.store;
+        self.auth
+            .authenticate(header, |hash| async move {
+                let find = || {
+                    projections
+                        .directory
+                        .read()
+                        .token(&hash)
+                        .map(|(account, id)| (account.clone(), id.to_owned()))
+                };
+                match find() {
+                    Some(found) => Some(found),
+                    None => {
+                        projections.caught_up(store.head()).await;
+                        find()
+                    }
+                }
+            })
+            .await
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    async fn call<T: Send + 'static>(&self, send: impl FnOnce(Reply<T>)) -> Result<T, CommandError> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| CommandError::Unavailable("the server is shutting down".into()))?;
+        let (reply, answer) = Reply::oneshot();
+        send(reply);
+        answer
+            .await
+            .map_err(|_| CommandError::Unavailable("the entity stopped before answering; retry".into()))?
+    }
+
+    /// Reads the projections once they have applied everything durable
+    /// when this is called, so a caller reads its own acknowledged writes.
+    async fn read<T>(&self, read: impl FnOnce(&crate::actors::Projections) -> T) -> T {
+        self.hub.projections.caught_up(self.hub.store.head()).await;
+        read(&self.hub.projections)
+    }
+
+    fn lease_key(account: &AccountId, lease: LeaseId) -> LeaseKey {
+        LeaseKey {
+            account: account.clone(),
+            lease,
+        }
+    }
+
+    /// Runs `create` unless the account is at `limit`: for an account with
+    /// that limit, creations pass its gate one at a time (count, create,
+    /// let the projections count it too); unlimited accounts go straight
+    /// through.
+    async fn within_limit<T, Fut>(
+        &self,
+        account: &AccountId,
+        limit: Limit,
+        count: impl Fn(&crate::actors::Projections) -> usize,
+        create: impl FnOnce() -> Fut,
+    ) -> Result<T, CommandError>
+    where
+        Fut: std::future::Future<Output = Result<T, CommandError>>,
+    {
+        let projections = &self.hub.projections;
+        if (limit.pick)(&projections.directory.read().limits(account)) < 0 {
+            return create().await;
+        }
+        let gate = Arc::clone(self.gates.lock().entry(account.clone()).or_default());
+        let _turn = gate.lock().await;
+        projections.caught_up(self.hub.store.head()).await;
+        let max = (limit.pick)(&projections.directory.read().limits(account));
+        if !tenure_events::allows_one_more(max, count(projections)) {
+            return Err(LimitReached {
+                account: account.clone(),
+                limit: limit.name,
+                what: limit.what,
+                max,
+            }
+            .into());
+        }
+        let created = create().await;
+        // The next creation through the gate must count this one.
+        projections.caught_up(self.hub.store.head()).await;
+        created
+    }
+
+    /// Routes a command to an entity actor, waits for its answer (the
+    /// events it recorded are durable by then), then for the projections
+    /// to apply them, so what the caller reads next includes them.
+    async fn entity_command<A, M>(
+        &self,
+        registry: &crate::actors::Registry<A>,
+        key: &A::Key,
+        activation: Activation,
+        message: impl FnOnce(Reply<usize>) -> M,
+    ) -> Result<usize, CommandError>
+    where
+        A: crate::actors::registry::Entity + actix::Handler<M>,
+        M: actix::Message + Send + 'static,
+        M::Result: Send,
+    {
+        let hub = &self.hub;
+        let recorded = self
+            .call(|reply| registry.route(hub, key, activation, message(reply)))
+            .await?;
+        hub.projections.caught_up(hub.store.head()).await;
+        Ok(recorded)
+    }
+
+    /// Whether the store still takes writes.
+    pub fn health(&self) -> Result<(), StoreError> {
+        self.hub.store.health()
+    }
+}
