@@ -13,7 +13,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage};
 
 use super::error::ApiError;
-use super::v3::EtcdError;
+use super::etcd_error::EtcdError;
 use crate::auth::{AuthError, Denied, Principal};
 use crate::control::Control;
 

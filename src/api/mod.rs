@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod error;
+pub mod etcd_error;
 pub mod extract;
 pub mod services;
 pub mod shares;

@@ -18,22 +18,19 @@
 //! - expired leases are not revoked at a limited rate.
 
 use actix_web::dev::Payload;
-use actix_web::http::StatusCode;
-use actix_web::{web, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use base64::Engine;
 use futures::future::LocalBoxFuture;
 use serde::de::{self, DeserializeOwned};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tenure_events::{AccountId, Bytes, LeaseId};
 
+use super::etcd_error::{Code, EtcdError};
 use super::extract::{read_body, BodyError, Caller};
 use crate::actors::CommandError;
 use crate::control::Control;
-use crate::domain::keyspace::{
-    KeyRange, KeyValue, KeyspaceRejection, LeaseUpdate, RangeOptions, SortOrder, SortTarget,
-};
+use crate::domain::keyspace::{KeyRange, KeyValue, LeaseUpdate, RangeOptions, SortOrder, SortTarget};
 use crate::domain::lease::LeaseRejection;
-use crate::store::StoreError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // One static resource a path (aliases included): a resource with several
@@ -59,129 +56,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(post("/kv/lease/timetolive", lease_time_to_live))
         .service(post("/lease/leases", lease_leases))
         .service(post("/kv/lease/leases", lease_leases));
-}
-
-/// etcd's gRPC status codes that the gateway answers with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Code {
-    InvalidArgument = 3,
-    NotFound = 5,
-    PermissionDenied = 7,
-    ResourceExhausted = 8,
-    FailedPrecondition = 9,
-    OutOfRange = 11,
-    Internal = 13,
-    Unavailable = 14,
-    Unauthenticated = 16,
-}
-
-impl Code {
-    /// The HTTP status grpc-gateway v1 (etcd 3.4's) gives a gRPC code.
-    fn status(self) -> StatusCode {
-        match self {
-            Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
-            Code::NotFound => StatusCode::NOT_FOUND,
-            Code::PermissionDenied => StatusCode::FORBIDDEN,
-            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-            Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
-            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-}
-
-/// An error as etcd's gateway gives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdError {
-    code: Code,
-    message: String,
-}
-
-impl EtcdError {
-    fn new(code: Code, message: impl Into<String>) -> EtcdError {
-        EtcdError {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn invalid(message: impl Into<String>) -> EtcdError {
-        EtcdError::new(Code::InvalidArgument, message)
-    }
-
-    pub(crate) fn unauthenticated(message: impl Into<String>) -> EtcdError {
-        EtcdError::new(Code::Unauthenticated, message)
-    }
-
-    pub(crate) fn permission_denied(message: impl Into<String>) -> EtcdError {
-        EtcdError::new(Code::PermissionDenied, message)
-    }
-
-    fn lease_not_found() -> EtcdError {
-        EtcdError::new(Code::NotFound, "etcdserver: requested lease not found")
-    }
-}
-
-impl std::fmt::Display for EtcdError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (code {})", self.message, self.code as u16)
-    }
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: &'a str,
-    code: u16,
-}
-
-impl ResponseError for EtcdError {
-    fn status_code(&self) -> StatusCode {
-        self.code.status()
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let body = ErrorBody {
-            error: &self.message,
-            message: &self.message,
-            code: self.code as u16,
-        };
-        HttpResponse::build(self.status_code()).json(body)
-    }
-}
-
-impl From<CommandError> for EtcdError {
-    fn from(e: CommandError) -> EtcdError {
-        match e {
-            CommandError::Lease(LeaseRejection::NotFound(_)) => EtcdError::lease_not_found(),
-            CommandError::Lease(LeaseRejection::AlreadyExists(_)) => {
-                EtcdError::new(Code::FailedPrecondition, "etcdserver: lease already exists")
-            }
-            CommandError::Lease(LeaseRejection::TtlTooLarge { .. }) => {
-                EtcdError::new(Code::OutOfRange, "etcdserver: too large lease TTL")
-            }
-            CommandError::Lease(r @ LeaseRejection::NotDue { .. }) => EtcdError::new(Code::Internal, r.to_string()),
-            CommandError::Keyspace(KeyspaceRejection::EmptyKey) => {
-                EtcdError::invalid("etcdserver: key is not provided")
-            }
-            CommandError::Keyspace(KeyspaceRejection::KeyNotFound) => EtcdError::invalid("etcdserver: key not found"),
-            CommandError::Keyspace(
-                r @ (KeyspaceRejection::TooManyKeysForLease { .. } | KeyspaceRejection::KeyLimitReached { .. }),
-            ) => EtcdError::new(Code::ResourceExhausted, format!("tenure: {r}")),
-            CommandError::Limit(r) => EtcdError::new(Code::ResourceExhausted, format!("tenure: {r}")),
-            CommandError::Account(r) => EtcdError::invalid(format!("tenure: {r}")),
-            CommandError::Share(r) => EtcdError::invalid(format!("tenure: {r}")),
-            CommandError::Workload(r) => EtcdError::invalid(format!("tenure: {r}")),
-            CommandError::Service(r) => EtcdError::invalid(format!("tenure: {r}")),
-            CommandError::Instance(r) => EtcdError::invalid(format!("tenure: {r}")),
-            CommandError::Unavailable(m) => EtcdError::new(Code::Unavailable, m),
-            CommandError::Store(e @ (StoreError::Poisoned | StoreError::Closed)) => {
-                EtcdError::new(Code::Unavailable, e.to_string())
-            }
-            CommandError::Store(e) => EtcdError::new(Code::Internal, e.to_string()),
-        }
-    }
 }
 
 /// A JSON request body as the gateway reads it: empty means `{}`.
@@ -746,6 +620,8 @@ async fn kv_delete_range(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::keyspace::KeyspaceRejection;
+    use actix_web::ResponseError;
 
     #[test]
     fn requests_read_int64s_from_numbers_and_strings_and_ignore_unknown_fields() {
