@@ -1,7 +1,7 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use uuid::Uuid;
 
-use crate::{AccountId, DecodeError, Event, EventSet, StreamId};
+use crate::{AccountId, ChainHash, DecodeError, Event, EventSet, StreamId};
 
 /// Who asked for a change and why: carried by every command into the
 /// envelope of every event the command produces.
@@ -74,6 +74,9 @@ pub struct RecordedEvent {
     pub request_id: Option<Uuid>,
     pub causation_id: Option<Uuid>,
     pub payload: String,
+    /// The event's link in the hash chain over the log ([`crate::chain`]),
+    /// set by the store; [`ChainHash::ZERO`] before it is stored.
+    pub hash: ChainHash,
 }
 
 impl RecordedEvent {
@@ -90,7 +93,13 @@ impl RecordedEvent {
             request_id: event.request_id,
             causation_id: event.causation_id,
             payload: event.payload,
+            hash: ChainHash::ZERO,
         }
+    }
+
+    /// Sets this event's link in the chain, given the link before it.
+    pub fn chain_after(&mut self, previous: &ChainHash) {
+        self.hash = previous.next(self);
     }
 
     /// The typed event, upcast to the current schema version.

@@ -7,6 +7,8 @@
 //! - the envelope ([`NewEvent`] before it is stored, [`RecordedEvent`] after);
 //! - the typed payloads, grouped per entity ([`LeaseEvent`], [`KeyspaceEvent`])
 //!   and gathered in [`Event`], each with a stable type name and schema version;
+//! - the hash chain over stored events ([`chain`]): the canonical bytes of an
+//!   envelope, defined once for every backend;
 //! - decoding with upcasting: an event written with an older schema version is
 //!   upgraded to the current one before it is deserialized.
 //!
@@ -15,6 +17,7 @@
 
 mod account;
 mod bytes;
+pub mod chain;
 mod envelope;
 mod event;
 mod ids;
@@ -27,6 +30,7 @@ pub use account::{
     Limits, UNLIMITED,
 };
 pub use bytes::Bytes;
+pub use chain::{ChainHash, ChainHead};
 pub use envelope::{Metadata, NewEvent, RecordedEvent};
 pub use event::{
     AccountEvent, DecodeError, DeleteCause, Event, EventSet, InstanceEvent, KeyDeleted, KeyPut, KeyspaceEvent,
