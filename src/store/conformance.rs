@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tenure_events::{AccountId, NewEvent, RecordedEvent, StreamId};
+use tenure_events::{AccountId, ChainHash, ChainHead, NewEvent, RecordedEvent, StreamId};
 use uuid::Uuid;
 
 use super::{AppendError, EventStore, ExpectedVersion};
@@ -73,7 +73,9 @@ pub async fn append_and_read_back(store: Arc<dyn EventStore>) {
         (1, 1, 1)
     );
     let read = store.read_stream(&stream("a"), 1, 10).await.expect("read");
-    assert_eq!(read, vec![RecordedEvent::from_new(written, stream("a"), 1, 1)]);
+    let mut expected = RecordedEvent::from_new(written, stream("a"), 1, 1);
+    expected.chain_after(&ChainHash::ZERO);
+    assert_eq!(read, vec![expected]);
     assert_eq!(store.head(), 1);
 }
 
@@ -264,6 +266,123 @@ pub async fn racing_writers_have_one_winner_per_version(store: Arc<dyn EventStor
     assert_eq!(events.len() as u64, rounds);
 }
 
+/// Every event carries its link of the hash chain, unbroken across streams
+/// and concurrent appends, in what reads and subscriptions deliver alike;
+/// the chain head names the last link.
+pub async fn events_are_chained(store: Arc<dyn EventStore>) {
+    assert_eq!(store.chain_head(), ChainHead::EMPTY);
+    let mut sub = store.subscribe_all(1);
+    append(&*store, "a", ExpectedVersion::Exact(0), &[1, 2])
+        .await
+        .expect("append");
+    let pending: Vec<_> = (0..32u64)
+        .map(|n| {
+            store.append(
+                stream(&format!("c{n}")),
+                ExpectedVersion::Exact(0),
+                vec![event(100 + n)],
+            )
+        })
+        .collect();
+    for appended in futures::future::join_all(pending).await {
+        appended.expect("append");
+    }
+    append(&*store, "a", ExpectedVersion::Exact(2), &[3])
+        .await
+        .expect("append");
+    let all = store.read_all(1, usize::MAX).await.expect("read all");
+    assert_eq!(all.len(), 35);
+    let mut link = ChainHash::ZERO;
+    for e in &all {
+        assert_eq!(e.hash, link.next(e), "the link of position {}", e.position);
+        link = e.hash;
+    }
+    assert_eq!(
+        store.chain_head(),
+        ChainHead {
+            position: 35,
+            hash: link
+        }
+    );
+    let mut followed = Vec::new();
+    while followed.len() < all.len() {
+        let batch = tokio::time::timeout(std::time::Duration::from_secs(30), sub.next_batch())
+            .await
+            .expect("subscription delivers within 30 s")
+            .expect("subscription works")
+            .expect("store stays open");
+        followed.extend(batch.iter().cloned());
+    }
+    assert_eq!(followed, all, "subscriptions deliver the same links");
+    let read = store.read_stream(&stream("a"), 1, 10).await.expect("read");
+    assert_eq!(read[2].hash, all[34].hash);
+}
+
+/// Events are found by the event that caused them.
+pub async fn caused_events_are_found_by_their_cause(store: Arc<dyn EventStore>) {
+    let causes = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
+    let caused_by = |n: u64, cause: Option<Uuid>| {
+        let mut e = event(n);
+        e.causation_id = cause;
+        e
+    };
+    let batches = vec![
+        ("x", vec![caused_by(1, None), caused_by(2, Some(causes[0]))]),
+        ("y", vec![caused_by(3, Some(causes[1])), caused_by(4, Some(causes[0]))]),
+        ("x", vec![caused_by(5, Some(causes[2])), caused_by(6, None)]),
+    ];
+    for (s, events) in batches {
+        store
+            .append(stream(s), ExpectedVersion::Any, events)
+            .await
+            .expect("append");
+    }
+    let found = |causes: Vec<Uuid>| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .read_caused_by(causes)
+                .await
+                .expect("read caused")
+                .iter()
+                .map(n_of)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found(vec![causes[0]]).await, vec![2, 4]);
+    assert_eq!(found(vec![causes[2], causes[0], causes[0]]).await, vec![2, 4, 5]);
+    assert_eq!(found(vec![Uuid::new_v4()]).await, Vec::<u64>::new());
+    assert_eq!(found(vec![]).await, Vec::<u64>::new());
+}
+
+/// Stream names are listed by prefix, in order, up to a count.
+pub async fn stream_names_are_listed_by_prefix(store: Arc<dyn EventStore>) {
+    for name in ["i/a/web-2", "i/a/web-1", "i/ab/x", "i/b/web-1", "i/a/db", "j/a/z"] {
+        append(&*store, name, ExpectedVersion::Exact(0), &[1])
+            .await
+            .expect("append");
+    }
+    let names = |prefix: &'static str, max: usize| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .stream_names(prefix, max)
+                .await
+                .expect("list streams")
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        names("test/i/a/", 10).await,
+        vec!["test/i/a/db", "test/i/a/web-1", "test/i/a/web-2"]
+    );
+    assert_eq!(names("test/i/a/", 2).await, vec!["test/i/a/db", "test/i/a/web-1"]);
+    assert_eq!(names("test/i/c/", 10).await, Vec::<String>::new());
+    assert_eq!(names("test/", 100).await.len(), 6);
+}
+
 async fn collect(sub: &mut super::Subscription, count: usize) -> Vec<u64> {
     let mut out = Vec::new();
     let mut last = 0;
@@ -296,6 +415,9 @@ macro_rules! store_conformance_suite {
             slow_subscriber_loses_nothing,
             concurrent_appends_are_durable_and_ordered,
             racing_writers_have_one_winner_per_version,
+            events_are_chained,
+            caused_events_are_found_by_their_cause,
+            stream_names_are_listed_by_prefix,
         );
     };
     (@tests $make:expr; $($name:ident),+ $(,)?) => {

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tenure_events::{NewEvent, RecordedEvent, StreamId};
+use tenure_events::{ChainHead, NewEvent, RecordedEvent, StreamId};
 use tokio::sync::broadcast;
+use uuid::Uuid;
 
 use super::subscription::{FetchAll, LiveBatch};
 use super::{
@@ -61,16 +62,15 @@ impl EventStore for MemoryStore {
             }
         }
         let head = state.events.len() as u64;
+        let mut link = state.events.last().map(|e| e.hash).unwrap_or_default();
         let mut version = current;
         let mut batch = Vec::with_capacity(events.len());
         for (i, event) in events.into_iter().enumerate() {
             version += 1;
-            batch.push(RecordedEvent::from_new(
-                event,
-                stream.clone(),
-                version,
-                head + 1 + i as u64,
-            ));
+            let mut recorded = RecordedEvent::from_new(event, stream.clone(), version, head + 1 + i as u64);
+            recorded.chain_after(&link);
+            link = recorded.hash;
+            batch.push(recorded);
         }
         let last_position = head + batch.len() as u64;
         let appended = Appended {
@@ -122,6 +122,38 @@ impl EventStore for MemoryStore {
 
     fn head(&self) -> u64 {
         self.state.lock().events.len() as u64
+    }
+
+    fn chain_head(&self) -> ChainHead {
+        let state = self.state.lock();
+        state.events.last().map_or(ChainHead::EMPTY, |e| ChainHead {
+            position: e.position,
+            hash: e.hash,
+        })
+    }
+
+    fn read_caused_by(&self, causes: Vec<Uuid>) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
+        let state = self.state.lock();
+        let events = state
+            .events
+            .iter()
+            .filter(|e| e.causation_id.is_some_and(|c| causes.contains(&c)))
+            .cloned()
+            .collect();
+        Box::pin(futures::future::ready(Ok(events)))
+    }
+
+    fn stream_names(&self, prefix: &str, max_count: usize) -> StoreFuture<Result<Vec<StreamId>, StoreError>> {
+        let state = self.state.lock();
+        let mut names: Vec<StreamId> = state
+            .versions
+            .keys()
+            .filter(|s| s.as_str().starts_with(prefix))
+            .cloned()
+            .collect();
+        names.sort();
+        names.truncate(max_count);
+        Box::pin(futures::future::ready(Ok(names)))
     }
 
     fn health(&self) -> Result<(), StoreError> {

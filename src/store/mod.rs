@@ -16,11 +16,12 @@ mod sqlite;
 mod subscription;
 
 pub use memory::MemoryStore;
-pub use sqlite::{SqliteStore, StoreStats};
+pub use sqlite::{SqliteLogFile, SqliteStore, StoreStats};
 pub use subscription::{Batch, Subscription};
 
 use futures::future::BoxFuture;
-use tenure_events::{NewEvent, RecordedEvent, StreamId};
+use tenure_events::{ChainHead, NewEvent, RecordedEvent, StreamId};
+use uuid::Uuid;
 
 /// A future the store hands back, independent of the caller's lifetime.
 pub type StoreFuture<T> = BoxFuture<'static, T>;
@@ -135,6 +136,18 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The global position of the last durable event (0 for an empty log).
     fn head(&self) -> u64;
+
+    /// The last durable position with its link in the hash chain
+    /// (`tenure_events::chain`), which every backend computes as it appends.
+    fn chain_head(&self) -> ChainHead;
+
+    /// The events caused by any of `causes` (whose causation id is one of
+    /// them), in position order. The audit follows these links.
+    fn read_caused_by(&self, causes: Vec<Uuid>) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>>;
+
+    /// The names of the streams that start with `prefix`, in name order, at
+    /// most `max_count` of them (the instances of an account: `instance/a/`).
+    fn stream_names(&self, prefix: &str, max_count: usize) -> StoreFuture<Result<Vec<StreamId>, StoreError>>;
 
     /// Whether the store still accepts writes.
     fn health(&self) -> Result<(), StoreError>;

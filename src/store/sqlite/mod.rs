@@ -11,19 +11,25 @@
 //! Reads go to a small pool of read-only connections on their own threads;
 //! WAL lets them read while the writer writes.
 
+mod log_file;
+mod rows;
+mod schema;
+
+pub use log_file::SqliteLogFile;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use chrono::DateTime;
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use tenure_events::{NewEvent, RecordedEvent, StreamId};
+use tenure_events::{ChainHead, NewEvent, RecordedEvent, StreamId};
 use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
 
+use self::rows::{io, to_sql_int, Columns};
 use super::subscription::{FetchAll, LiveBatch};
 use super::{
     AppendCallback, AppendError, Appended, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription,
@@ -56,37 +62,10 @@ const LIVE_BATCHES_BUFFERED: usize = 1024;
 /// all and reads them back from the tables as needed.
 const STREAM_CACHE_MAX: usize = 1 << 20;
 
-const SCHEMA_VERSION: &str = "1";
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS streams (
-    id   INTEGER PRIMARY KEY,
-    name TEXT    NOT NULL UNIQUE
-) STRICT;
-CREATE TABLE IF NOT EXISTS events (
-    position       INTEGER PRIMARY KEY,
-    stream_id      INTEGER NOT NULL REFERENCES streams (id),
-    version        INTEGER NOT NULL,
-    event_id       BLOB    NOT NULL,
-    event_type     TEXT    NOT NULL,
-    schema_version INTEGER NOT NULL,
-    time_us        INTEGER NOT NULL,  -- microseconds since 1970-01-01T00:00:00Z
-    account        TEXT    NOT NULL,
-    request_id     BLOB,
-    causation_id   BLOB,
-    payload        TEXT    NOT NULL
-) STRICT;
-CREATE UNIQUE INDEX IF NOT EXISTS events_by_stream ON events (stream_id, version);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
-";
-
-const INSERT: &str = "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version, time_us, \
-                      account, request_id, causation_id, payload) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
-
-/// The columns of a recorded event, from `events e JOIN streams s`.
-const COLUMNS: &str =
-    "e.position, s.name, e.version, e.event_id, e.event_type, e.schema_version, e.time_us, e.account, \
-                       e.request_id, e.causation_id, e.payload";
+const INSERT: &str =
+    "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version, time_us, \
+                      account, request_id, causation_id, payload, hash) \
+                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
 /// Counters of the writer, for tests and benchmarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -139,13 +118,11 @@ struct Inner {
 #[derive(Default)]
 struct Shared {
     head: AtomicU64,
+    /// The head with its link, moved with `head` after each commit.
+    chain: Mutex<ChainHead>,
     poisoned: AtomicBool,
     commits: AtomicU64,
     events: AtomicU64,
-}
-
-fn io(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Io(e.to_string())
 }
 
 impl SqliteStore {
@@ -176,30 +153,8 @@ impl SqliteStore {
              PRAGMA journal_size_limit = 67108864;",
         )
         .map_err(io)?;
-        conn.execute_batch(SCHEMA).map_err(io)?;
-        let schema: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
-            .optional()
-            .map_err(io)?;
-        match schema.as_deref() {
-            None => {
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
-                    [SCHEMA_VERSION],
-                )
-                .map_err(io)?;
-            }
-            Some(SCHEMA_VERSION) => {}
-            Some(other) => {
-                return Err(StoreError::Corrupt(format!(
-                    "{} has schema version {other}; this build reads {SCHEMA_VERSION}",
-                    path.display()
-                )))
-            }
-        }
-        let head: i64 = conn
-            .query_row("SELECT COALESCE(MAX(position), 0) FROM events", [], |r| r.get(0))
-            .map_err(io)?;
+        let mut conn = conn;
+        let chain = schema::prepare(&mut conn, &path.display().to_string())?;
 
         let (write_tx, write_rx) = crossbeam_channel::unbounded::<WriteJob>();
         let (read_tx, read_rx) = crossbeam_channel::unbounded::<ReadJob>();
@@ -212,7 +167,8 @@ impl SqliteStore {
             live: Mutex::new(Some(live_tx.clone())),
             threads: Mutex::new(Vec::new()),
             shared: Arc::new(Shared {
-                head: AtomicU64::new(head as u64),
+                head: AtomicU64::new(chain.position),
+                chain: Mutex::new(chain),
                 ..Shared::default()
             }),
         });
@@ -249,7 +205,7 @@ impl SqliteStore {
         let shared = Arc::clone(&inner.shared);
         let handle = std::thread::Builder::new()
             .name("tenure-sqlite-write".into())
-            .spawn(move || Writer::new(conn, head as u64, live_tx, shared).run(write_rx))
+            .spawn(move || Writer::new(conn, chain, live_tx, shared).run(write_rx))
             .map_err(io)?;
         threads.push(handle);
         *inner.threads.lock() = threads;
@@ -315,17 +271,7 @@ impl Inner {
         from_position: u64,
         max_count: usize,
     ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
-        self.read(move |conn| {
-            let sql = format!(
-                "SELECT {COLUMNS} FROM events e JOIN streams s ON s.id = e.stream_id \
-                 WHERE e.position >= ?1 ORDER BY e.position LIMIT ?2"
-            );
-            query_events(
-                conn,
-                &sql,
-                params![to_sql_int(from_position), to_sql_int(max_count as u64)],
-            )
-        })
+        self.read(move |conn| rows::read_page(conn, Columns::WithHash, from_position, max_count))
     }
 }
 
@@ -357,53 +303,6 @@ fn checkpoint(conn: Connection, stop: crossbeam_channel::Receiver<()>) {
     }
 }
 
-fn to_sql_int(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn query_events(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<RecordedEvent>, StoreError> {
-    let mut stmt = conn.prepare_cached(sql).map_err(io)?;
-    let mut rows = stmt.query(params).map_err(io)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(io)? {
-        out.push(row_to_event(row)?);
-    }
-    Ok(out)
-}
-
-fn row_to_event(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, StoreError> {
-    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("{what}: {e}"));
-    let uuid = |bytes: Option<Vec<u8>>| -> Result<Option<Uuid>, StoreError> {
-        bytes
-            .map(|b| Uuid::from_slice(&b).map_err(|e| corrupt("uuid", &e)))
-            .transpose()
-    };
-    let position: i64 = row.get(0).map_err(io)?;
-    let stream: String = row.get(1).map_err(io)?;
-    let version: i64 = row.get(2).map_err(io)?;
-    let event_id: Vec<u8> = row.get(3).map_err(io)?;
-    let event_type: String = row.get(4).map_err(io)?;
-    let schema_version: i64 = row.get(5).map_err(io)?;
-    let time_us: i64 = row.get(6).map_err(io)?;
-    let account: String = row.get(7).map_err(io)?;
-    let request_id: Option<Vec<u8>> = row.get(8).map_err(io)?;
-    let causation_id: Option<Vec<u8>> = row.get(9).map_err(io)?;
-    let payload: String = row.get(10).map_err(io)?;
-    Ok(RecordedEvent {
-        position: u64::try_from(position).map_err(|e| corrupt("position", &e))?,
-        stream: StreamId::new(stream).map_err(|e| corrupt("stream", &e))?,
-        version: u64::try_from(version).map_err(|e| corrupt("version", &e))?,
-        event_id: uuid(Some(event_id))?.unwrap_or_default(),
-        event_type,
-        schema_version: u32::try_from(schema_version).map_err(|e| corrupt("schema_version", &e))?,
-        time: DateTime::from_timestamp_micros(time_us).ok_or_else(|| corrupt("time", &time_us))?,
-        account: account.parse().map_err(|e| corrupt("account", &e))?,
-        request_id: uuid(request_id)?,
-        causation_id: uuid(causation_id)?,
-        payload,
-    })
-}
-
 /// Stream name -> state, hashed with foldhash (randomly seeded, and much
 /// cheaper than SipHash on the writer's hot path).
 type StreamMap = HashMap<StreamId, StreamState, foldhash::fast::RandomState>;
@@ -420,7 +319,8 @@ struct Writer {
     /// Frames in the WAL after the last commit, from SQLite's WAL hook.
     wal_frames: Arc<AtomicI64>,
     streams: StreamMap,
-    head: u64,
+    /// The last durable position and its link in the chain.
+    head: ChainHead,
     live: broadcast::Sender<LiveBatch>,
     shared: Arc<Shared>,
 }
@@ -428,7 +328,7 @@ struct Writer {
 type Outcome = Result<Appended, AppendError>;
 
 impl Writer {
-    fn new(mut conn: Connection, head: u64, live: broadcast::Sender<LiveBatch>, shared: Arc<Shared>) -> Writer {
+    fn new(mut conn: Connection, head: ChainHead, live: broadcast::Sender<LiveBatch>, shared: Arc<Shared>) -> Writer {
         let wal_frames = Arc::new(AtomicI64::new(0));
         let frames = Arc::clone(&wal_frames);
         let hooked = conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
@@ -495,7 +395,9 @@ impl Writer {
                 let written = recorded.len() as u64;
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 self.shared.events.fetch_add(written, Ordering::Relaxed);
-                self.shared.head.store(head, Ordering::Release);
+                // The link first: whoever sees the new position finds its link.
+                *self.shared.chain.lock() = head;
+                self.shared.head.store(head.position, Ordering::Release);
                 if written > 0 {
                     let _ = self.live.send(Arc::new(recorded));
                 }
@@ -520,13 +422,16 @@ impl Writer {
     fn write(
         &mut self,
         requests: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
-    ) -> Result<(Vec<Outcome>, Vec<RecordedEvent>, StreamMap, u64), rusqlite::Error> {
+    ) -> Result<(Vec<Outcome>, Vec<RecordedEvent>, StreamMap, ChainHead), rusqlite::Error> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // What this transaction changes; it joins the cache only once committed.
         let mut touched = StreamMap::default();
         let mut outcomes = Vec::with_capacity(requests.len());
-        let mut recorded = Vec::new();
-        let mut position = self.head;
+        let mut written = Vec::new();
+        let mut position = self.head.position;
+        // Each event's link is computed here, in the transaction that
+        // writes it: the chain costs no I/O of its own.
+        let mut link = self.head.hash;
         {
             let mut insert = tx.prepare_cached(INSERT)?;
             let mut find = tx.prepare_cached("SELECT id FROM streams WHERE name = ?1")?;
@@ -575,20 +480,24 @@ impl Writer {
                 for event in events {
                     position += 1;
                     version += 1;
+                    let mut recorded = RecordedEvent::from_new(event, stream.clone(), version, position);
+                    recorded.chain_after(&link);
+                    link = recorded.hash;
                     insert.execute(params![
                         to_sql_int(position),
                         id,
                         to_sql_int(version),
-                        event.event_id.as_bytes().as_slice(),
-                        event.event_type,
-                        event.schema_version,
-                        event.time.timestamp_micros(),
-                        event.account.as_str(),
-                        event.request_id.as_ref().map(|u| u.as_bytes().as_slice()),
-                        event.causation_id.as_ref().map(|u| u.as_bytes().as_slice()),
-                        event.payload,
+                        recorded.event_id.as_bytes().as_slice(),
+                        recorded.event_type,
+                        recorded.schema_version,
+                        recorded.time.timestamp_micros(),
+                        recorded.account.as_str(),
+                        recorded.request_id.as_ref().map(|u| u.as_bytes().as_slice()),
+                        recorded.causation_id.as_ref().map(|u| u.as_bytes().as_slice()),
+                        recorded.payload,
+                        link.0.as_slice(),
                     ])?;
-                    recorded.push(RecordedEvent::from_new(event, stream.clone(), version, position));
+                    written.push(recorded);
                 }
                 outcomes.push(Ok(Appended {
                     first_position: first_position.min(position.max(1)),
@@ -599,7 +508,7 @@ impl Writer {
             }
         }
         tx.commit()?;
-        Ok((outcomes, recorded, touched, position))
+        Ok((outcomes, written, touched, ChainHead { position, hash: link }))
     }
 }
 
@@ -634,10 +543,11 @@ impl EventStore for SqliteStore {
         let stream = stream.clone();
         self.handle.inner.read(move |conn| {
             let sql = format!(
-                "SELECT {COLUMNS} FROM events e JOIN streams s ON s.id = e.stream_id \
-                 WHERE s.name = ?1 AND e.version >= ?2 ORDER BY e.version LIMIT ?3"
+                "SELECT {} FROM events e JOIN streams s ON s.id = e.stream_id \
+                 WHERE s.name = ?1 AND e.version >= ?2 ORDER BY e.version LIMIT ?3",
+                Columns::WithHash.select()
             );
-            query_events(
+            rows::query_events(
                 conn,
                 &sql,
                 params![stream.as_str(), to_sql_int(from_version), to_sql_int(max_count as u64)],
@@ -666,6 +576,50 @@ impl EventStore for SqliteStore {
 
     fn head(&self) -> u64 {
         self.handle.inner.shared.head.load(Ordering::Acquire)
+    }
+
+    fn chain_head(&self) -> ChainHead {
+        *self.handle.inner.shared.chain.lock()
+    }
+
+    fn read_caused_by(&self, causes: Vec<Uuid>) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
+        self.handle.inner.read(move |conn| {
+            let sql = format!(
+                "SELECT {} FROM events e JOIN streams s ON s.id = e.stream_id WHERE e.causation_id = ?1",
+                Columns::WithHash.select()
+            );
+            let mut out = Vec::new();
+            for cause in causes {
+                out.extend(rows::query_events(conn, &sql, [cause.as_bytes().as_slice()])?);
+            }
+            out.sort_by_key(|e| e.position);
+            out.dedup_by_key(|e| e.position);
+            Ok(out)
+        })
+    }
+
+    fn stream_names(&self, prefix: &str, max_count: usize) -> StoreFuture<Result<Vec<StreamId>, StoreError>> {
+        let prefix = prefix.to_owned();
+        self.handle.inner.read(move |conn| {
+            // A range scan of the unique index on names from the prefix on,
+            // ending at the first name without it.
+            let mut stmt = conn
+                .prepare_cached("SELECT name FROM streams WHERE name >= ?1 ORDER BY name")
+                .map_err(io)?;
+            let mut rows = stmt.query([prefix.as_str()]).map_err(io)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(io)? {
+                if out.len() >= max_count {
+                    break;
+                }
+                let name: String = row.get(0).map_err(io)?;
+                if !name.starts_with(&prefix) {
+                    break;
+                }
+                out.push(StreamId::new(name).map_err(|e| StoreError::Corrupt(format!("stream name: {e}")))?);
+            }
+            Ok(out)
+        })
     }
 
     fn health(&self) -> Result<(), StoreError> {
