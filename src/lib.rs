@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clock;
 pub mod control;
 pub mod domain;
+pub mod history;
 pub mod logging;
 pub mod proxy;
 pub mod server;

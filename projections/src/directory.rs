@@ -16,7 +16,7 @@ pub struct Directory {
     by_hash: HashMap<String, (AccountId, String)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AccountView {
     pub name: AccountId,
     pub created_at: DateTime<Utc>,
@@ -27,7 +27,7 @@ pub struct AccountView {
     pub tokens: BTreeMap<String, TokenView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TokenView {
     pub id: String,
     pub label: Option<String>,

@@ -69,6 +69,21 @@ impl ExpiryQueue {
         self.live.get(key).copied()
     }
 
+    /// Every live lease with its TTL, by account and ID (what the log says
+    /// is live; deadlines left out).
+    pub fn live_leases(&self) -> Vec<(&AccountId, LeaseId, i64)> {
+        let mut leases: Vec<_> = self.live.iter().map(|(k, l)| (&k.account, k.lease, l.ttl_s)).collect();
+        leases.sort_unstable();
+        leases
+    }
+
+    /// Every live lease with what the queue knows of it, by account and ID.
+    pub fn iter_live(&self) -> impl Iterator<Item = (&LeaseKey, &LiveLease)> {
+        let mut leases: Vec<_> = self.live.iter().collect();
+        leases.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        leases.into_iter()
+    }
+
     /// The live leases of an account, in ID order.
     pub fn leases(&self, account: &AccountId) -> Vec<LeaseId> {
         self.by_account

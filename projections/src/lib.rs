@@ -1,6 +1,8 @@
 //! Pure folds of tenure's event log into the read models the system runs on.
 //!
-//! **Architecture Invariant:** this crate depends on `tenure-events` only. A
+//! **Architecture Invariant:** of tenure's crates, this one depends on
+//! `tenure-events` only (and otherwise on pure libraries: chrono, serde,
+//! sha2). A
 //! projection sees envelopes, never actors, stores or HTTP; it is fed by
 //! whoever reads the log (the live subscription in the server, a replay tool
 //! offline) and must end in the same state either way.
@@ -10,18 +12,22 @@
 //! checkpoint changes nothing, so feeding the same event twice is harmless.
 
 mod catalog;
+mod digest;
 mod directory;
 mod expiry;
 mod routing;
 mod services;
+mod set;
 mod shares;
 mod workloads;
 
 pub use catalog::Catalog;
+pub use digest::Digest;
 pub use directory::{AccountView, Directory, TokenView};
 pub use expiry::{ExpiryQueue, LeaseKey, LiveLease};
 pub use routing::{Route, Routes, RoutingTable};
 pub use services::{InstanceView, ServiceView, Services};
+pub use set::ProjectionSet;
 pub use shares::{GrantView, SessionView, ShareView, Shares};
 pub use workloads::{ResultView, WorkloadView, Workloads};
 

@@ -51,12 +51,13 @@ struct ShareEntry {
 }
 
 /// The routes, by host (lowercase, without port).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Routes {
     pub hosts: BTreeMap<String, Route>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Route {
     /// A service: the `HOST:PORT` of each live instance.
     Service {

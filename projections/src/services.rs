@@ -16,7 +16,7 @@ pub struct Services {
     instances: BTreeMap<(AccountId, String), InstanceView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ServiceView {
     pub uuid: Uuid,
     pub name: String,
@@ -28,7 +28,7 @@ pub struct ServiceView {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct InstanceView {
     pub uuid: Uuid,
     pub name: String,
@@ -48,6 +48,16 @@ impl Services {
             .range((account.clone(), String::new())..)
             .take_while(move |((a, _), _)| a == account)
             .map(|(_, s)| s)
+    }
+
+    /// Every service with its account, by account and name.
+    pub fn all_services(&self) -> impl Iterator<Item = (&AccountId, &ServiceView)> {
+        self.services.iter().map(|((a, _), s)| (a, s))
+    }
+
+    /// Every instance with its account, by account and name.
+    pub fn all_instances(&self) -> impl Iterator<Item = (&AccountId, &InstanceView)> {
+        self.instances.iter().map(|((a, _), i)| (a, i))
     }
 
     pub fn count(&self, account: &AccountId) -> usize {

@@ -16,7 +16,7 @@ pub struct Shares {
     by_owner: BTreeMap<AccountId, BTreeSet<String>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ShareView {
     pub token: String,
     pub owner: AccountId,
@@ -32,7 +32,7 @@ pub struct ShareView {
     pub grants: BTreeMap<String, GrantView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SessionView {
     pub id: Uuid,
     pub lease: LeaseId,
@@ -41,7 +41,7 @@ pub struct SessionView {
     pub address: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GrantView {
     pub account: AccountId,
     pub sha256: String,
@@ -51,6 +51,11 @@ pub struct GrantView {
 impl Shares {
     pub fn get(&self, token: &str) -> Option<&ShareView> {
         self.shares.get(token)
+    }
+
+    /// Every reserved share, by token.
+    pub fn all(&self) -> impl Iterator<Item = &ShareView> {
+        self.shares.values()
     }
 
     /// The account's reserved shares, by token.

@@ -28,7 +28,7 @@ pub struct Workloads {
     deadlines: BTreeSet<(DateTime<Utc>, Uuid)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct WorkloadView {
     pub id: u64,
     pub uuid: Uuid,
@@ -46,7 +46,7 @@ pub struct WorkloadView {
     pub seq: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ResultView {
     pub state: ResultState,
     pub error: String,
@@ -61,6 +61,11 @@ impl Workloads {
 
     pub fn by_uuid(&self, uuid: Uuid) -> Option<&WorkloadView> {
         self.by_uuid.get(&uuid)
+    }
+
+    /// Every reservation, by ID.
+    pub fn all(&self) -> impl Iterator<Item = &WorkloadView> {
+        self.by_id.values().filter_map(|uuid| self.by_uuid.get(uuid))
     }
 
     /// The owner's reservations, by ID.

@@ -191,6 +191,9 @@ pub enum CommandError {
     Service(#[from] ServiceRejection),
     #[error(transparent)]
     Instance(#[from] InstanceRejection),
+    /// A query of the log refused (an unknown entity, a bad filter).
+    #[error(transparent)]
+    History(#[from] crate::history::HistoryRejection),
     /// The account is at one of its limits.
     #[error(transparent)]
     Limit(#[from] LimitReached),

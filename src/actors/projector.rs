@@ -11,7 +11,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use tenure_projections::{
-    Catalog, Directory, ExpiryQueue, Projection, Routes, RoutingTable, Services, Shares, Workloads,
+    Catalog, Directory, ExpiryQueue, Projection, ProjectionSet, Routes, RoutingTable, Services, Shares, Workloads,
 };
 use tokio::sync::{watch, Notify};
 
@@ -41,6 +41,9 @@ pub struct Projections {
     /// so it has its own lock, taken only for batches with account events).
     pub directory: parking_lot::RwLock<Directory>,
     checkpoint: watch::Sender<u64>,
+    /// Held while a batch is applied, so that [`Projections::snapshot`]
+    /// sees every projection at the same position.
+    applying: Mutex<()>,
     /// Woken after each applied batch with lease events: the expiry driver
     /// may have an earlier deadline to wait for.
     pub lease_events: Notify,
@@ -62,6 +65,7 @@ impl Projections {
             workload_deadlines: Notify::new(),
             directory: parking_lot::RwLock::new(Directory::default()),
             checkpoint: watch::Sender::new(0),
+            applying: Mutex::new(()),
             lease_events: Notify::new(),
         }
     }
@@ -78,8 +82,26 @@ impl Projections {
         let _ = rx.wait_for(|applied| *applied >= position).await;
     }
 
+    /// A copy of every projection, all at the same position (answered with
+    /// it): what `tenure verify` compares with projections rebuilt from the
+    /// log. Copies under the projector's lock; the caller digests it after.
+    pub fn snapshot(&self) -> (u64, ProjectionSet) {
+        let _applying = self.applying.lock();
+        let set = ProjectionSet {
+            expiry: self.expiry.lock().clone(),
+            catalog: self.catalog.lock().clone(),
+            directory: self.directory.read().clone(),
+            shares: self.shares.lock().clone(),
+            services: self.services.lock().clone(),
+            workloads: self.workloads.lock().clone(),
+            routing: self.routing.lock().clone(),
+        };
+        (self.checkpoint(), set)
+    }
+
     fn apply(&self, events: &[tenure_events::RecordedEvent]) {
         let Some(last) = events.last() else { return };
+        let _applying = self.applying.lock();
         let mut lease_events = false;
         let mut account_events = false;
         let mut workload_events = false;
