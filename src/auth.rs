@@ -21,6 +21,8 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use tenure_events::AccountId;
 
+use crate::history::filter::HistoryScope;
+
 /// Every token starts with this, so leaked tokens are easy to scan for.
 pub const TOKEN_PREFIX: &str = "tnr_";
 
@@ -77,6 +79,15 @@ impl Principal {
             Principal::Local => Ok(AccountId::default_account()),
             Principal::Account { account, .. } => Ok(account.clone()),
             Principal::Admin => Err(Denied::AdminOwnsNothing),
+        }
+    }
+
+    /// Whose events this caller may read: all of them (the admin, local
+    /// mode), or its own account's.
+    pub fn history_scope(&self) -> HistoryScope {
+        match self {
+            Principal::Local | Principal::Admin => HistoryScope::All,
+            Principal::Account { account, .. } => HistoryScope::Account(account.clone()),
         }
     }
 

@@ -1,5 +1,3 @@
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    tenure::cli::run(tenure::cli::Cli::parse())
+    tenure::cli::main()
 }

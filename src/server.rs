@@ -350,6 +350,8 @@ impl Running {
     /// Stops taking requests (finishing those in flight), stops the actors
     /// and closes the store.
     pub async fn stop(self) {
+        // Live event streams end first, so the graceful stop need not wait for them.
+        self.control.close();
         self.http.stop(true).await;
         let _ = self.stop.send(true);
         // The proxy's workers end with the stop signal sent above.

@@ -373,10 +373,14 @@ async fn every_event_records_account_request_and_time() {
 }
 
 #[actix_rt::test]
-async fn healthz_reports_the_log_position() {
+async fn healthz_reports_the_log_position_and_the_head_of_its_chain() {
     let server = TestServer::start().await;
+    let (_, body) = server.get("/healthz").await;
+    assert_eq!(body["head"], format!("0:{}", "0".repeat(64)), "an empty log: {body}");
     server.grant(10).await;
     let (status, body) = server.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({"status": "ok", "position": 1}));
+    let events = server.events().await;
+    let head = format!("1:{}", events[0].hash);
+    assert_eq!(body, json!({"status": "ok", "position": 1, "head": head}));
 }

@@ -16,6 +16,7 @@ use super::error::ApiError;
 use super::etcd_error::EtcdError;
 use crate::auth::{AuthError, Denied, Principal};
 use crate::control::Control;
+use crate::history::filter::HistoryScope;
 
 /// Which error format a scope answers in.
 #[derive(Clone, Copy)]
@@ -119,6 +120,23 @@ impl actix_web::FromRequest for AdminCaller {
         let admin = principal(req).and_then(|p| p.require_admin().map_err(ApiError::from));
         std::future::ready(admin.map(|()| AdminCaller {
             request_id: super::extract::request_id(req),
+        }))
+    }
+}
+
+/// A caller reading the log: whose events it may see.
+#[derive(Clone, Debug)]
+pub struct HistoryReader {
+    pub scope: HistoryScope,
+}
+
+impl actix_web::FromRequest for HistoryReader {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<HistoryReader, ApiError>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(principal(req).map(|p| HistoryReader {
+            scope: p.history_scope(),
         }))
     }
 }

@@ -13,6 +13,7 @@ use crate::domain::lease::LeaseRejection;
 use crate::domain::service::{InstanceRejection, ServiceRejection};
 use crate::domain::share::ShareRejection;
 use crate::domain::workload::WorkloadRejection;
+use crate::history::HistoryRejection;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +138,10 @@ impl From<CommandError> for ApiError {
                 InstanceRejection::NotFound => ApiError::not_found("instance_not_found", message),
                 InstanceRejection::AlreadyExists => ApiError::new(StatusCode::CONFLICT, "instance_exists", message),
                 InstanceRejection::Invalid(_) => ApiError::bad_request("invalid_field", message),
+            },
+            CommandError::History(r) => match r {
+                HistoryRejection::NotFound(_) => ApiError::not_found("not_found", message),
+                HistoryRejection::Invalid(_) => ApiError::bad_request("invalid_query", message),
             },
             CommandError::Limit(_) => ApiError::limit_reached(message),
             CommandError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),

@@ -126,6 +126,7 @@ impl From<CommandError> for EtcdError {
             CommandError::Workload(r) => EtcdError::invalid(format!("tenure: {r}")),
             CommandError::Service(r) => EtcdError::invalid(format!("tenure: {r}")),
             CommandError::Instance(r) => EtcdError::invalid(format!("tenure: {r}")),
+            CommandError::History(r) => EtcdError::invalid(format!("tenure: {r}")),
             CommandError::Unavailable(m) => EtcdError::new(Code::Unavailable, m),
             CommandError::Store(e @ (StoreError::Poisoned | StoreError::Closed)) => {
                 EtcdError::new(Code::Unavailable, e.to_string())

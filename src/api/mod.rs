@@ -6,6 +6,7 @@ pub mod auth;
 pub mod error;
 pub mod etcd_error;
 pub mod extract;
+pub mod history;
 pub mod services;
 pub mod shares;
 pub mod v1;
@@ -38,7 +39,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(accounts::configure)
             .configure(shares::configure)
             .configure(services::configure)
-            .configure(workloads::configure),
+            .configure(workloads::configure)
+            .configure(history::configure),
     )
     .service(
         web::scope("/v3")
@@ -53,15 +55,21 @@ struct Health {
     status: &'static str,
     /// Global position of the last durable event.
     position: u64,
+    /// That position and its link in the hash chain, `POSITION:HASH`: record
+    /// it elsewhere, and `tenure verify --expect-head` proves later that the
+    /// log up to it is intact.
+    head: tenure_events::ChainHead,
 }
 
 async fn healthz(control: web::Data<Control>) -> Result<HttpResponse, ApiError> {
     control
         .health()
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string()))?;
+    let head = control.hub().store.chain_head();
     Ok(HttpResponse::Ok().json(Health {
         status: "ok",
-        position: control.hub().store.head(),
+        position: head.position,
+        head,
     }))
 }
 

@@ -17,7 +17,7 @@ use super::{
 
 /// A failed client command, printed as `Error: ...` on stderr.
 #[derive(Debug, thiserror::Error)]
-enum CliError {
+pub(super) enum CliError {
     #[error("cannot reach tenure at {endpoint}: {reason}")]
     Unreachable { endpoint: String, reason: String },
     #[error("{message}{}", if *status == 401 { " (give a token with --token or TENURE_TOKEN)" } else { "" })]
@@ -32,17 +32,25 @@ struct ErrorBody {
     message: String,
 }
 
-struct Client {
-    http: reqwest::Client,
-    endpoint: String,
+pub(super) struct Client {
+    pub(super) http: reqwest::Client,
+    pub(super) endpoint: String,
 }
 
 impl Client {
-    fn url(&self, path: &str) -> String {
+    /// A client of the server at `endpoint`, sending `token` if any.
+    pub(super) fn new(endpoint: &str, token: Option<&str>) -> Result<Client, CliError> {
+        Ok(Client {
+            http: http_client(token)?,
+            endpoint: endpoint.to_owned(),
+        })
+    }
+
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.endpoint.trim_end_matches('/'))
     }
 
-    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, CliError> {
+    pub(super) async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, CliError> {
         let unreachable = |e: reqwest::Error| CliError::Unreachable {
             endpoint: self.endpoint.clone(),
             reason: e.to_string(),
@@ -57,19 +65,24 @@ impl Client {
                 message: format!("unexpected response from the server: {e}"),
             });
         }
-        let error: Option<ErrorBody> = serde_json::from_slice(&body).ok();
-        Err(match error {
-            Some(e) => CliError::Server {
-                status: status.as_u16(),
-                code: e.code,
-                message: e.message,
-            },
-            None => CliError::Server {
-                status: status.as_u16(),
-                code: "http".into(),
-                message: format!("the server answered {status}"),
-            },
-        })
+        Err(server_error(status, &body))
+    }
+}
+
+/// The error a server answered with (its JSON body, or its status).
+pub(super) fn server_error(status: reqwest::StatusCode, body: &[u8]) -> CliError {
+    let error: Option<ErrorBody> = serde_json::from_slice(body).ok();
+    match error {
+        Some(e) => CliError::Server {
+            status: status.as_u16(),
+            code: e.code,
+            message: e.message,
+        },
+        None => CliError::Server {
+            status: status.as_u16(),
+            code: "http".into(),
+            message: format!("the server answered {status}"),
+        },
     }
 }
 
@@ -106,16 +119,12 @@ pub fn run(endpoint: &str, token: Option<&str>, command: Command) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let http = match http_client(token) {
-        Ok(http) => http,
+    let client = match Client::new(endpoint, token) {
+        Ok(client) => client,
         Err(e) => {
             eprintln!("Error: {e}");
             return ExitCode::FAILURE;
         }
-    };
-    let client = Client {
-        http,
-        endpoint: endpoint.to_owned(),
     };
     match runtime.block_on(execute(&client, command)) {
         Ok(code) => code,
@@ -126,7 +135,7 @@ pub fn run(endpoint: &str, token: Option<&str>, command: Command) -> ExitCode {
     }
 }
 
-fn print(line: impl AsRef<str>) {
+pub(super) fn print(line: impl AsRef<str>) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{}", line.as_ref());
     let _ = out.flush();
@@ -182,7 +191,16 @@ struct Revision {
 async fn execute(client: &Client, command: Command) -> Result<ExitCode, CliError> {
     let http = &client.http;
     match command {
-        Command::Serve(_) => Err(CliError::Usage("serve is not a client command".into())),
+        Command::Serve(_) | Command::Replay(_) | Command::Verify(_) => {
+            Err(CliError::Usage("this is not a client command".into()))
+        }
+        Command::Status { output } => super::history::status(client, output).await,
+        Command::Events(args) => super::history::events(client, args).await,
+        Command::Audit {
+            entity,
+            account,
+            output,
+        } => super::history::audit(client, &entity, account.as_deref(), output).await,
         Command::Lease(LeaseCommand::Grant { ttl, id }) => {
             let id = id.as_deref().map(lease_id).transpose()?;
             let body = serde_json::json!({ "ttl": ttl, "id": id });

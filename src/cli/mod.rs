@@ -3,6 +3,8 @@
 //! an etcd user's habits carry over. Errors go to stderr with exit code 1.
 
 mod client;
+mod history;
+mod offline;
 pub mod output;
 
 use std::net::SocketAddr;
@@ -130,6 +132,124 @@ pub enum Command {
         #[arg(long)]
         detach: bool,
     },
+    /// The server's health and the head of its log (POSITION:HASH, for
+    /// `verify --expect-head`).
+    Status {
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
+    /// The log: one line per event (position, time, account, stream, type,
+    /// request, what happened), filtered; --follow tails it live.
+    Events(EventsArgs),
+    /// An entity's whole story, in order: its events and those they caused.
+    /// ENTITY is a lease ID, a workload reservation ID, a share token, a
+    /// service, instance or account name, or KIND/NAME to say which.
+    Audit {
+        entity: String,
+        /// Whose lease, service or instance (the admin; accounts audit their own).
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: OutputFormat,
+    },
+    /// Rebuild the state as of a moment from a data directory's log
+    /// (offline, read-only; works while a server runs).
+    Replay(ReplayArgs),
+    /// Check a data directory's log (offline, read-only): the hash chain,
+    /// positions and stream versions without gaps, every event decodes; with
+    /// --endpoint (or TENURE_ENDPOINT), that the server's projections equal
+    /// those rebuilt from the log. Exit 1 naming the first bad position.
+    Verify(VerifyArgs),
+}
+
+/// How a command prints what it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Lines for people.
+    Table,
+    /// JSON for programs (one object per line where there are many).
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Start at this position.
+    #[arg(long, default_value_t = 1)]
+    pub from: u64,
+    /// Print at most this many events, then stop.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Events of this stream (lease/default/1a20...).
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Events of this entity: a lease ID, share token, service, instance or
+    /// account name (the last part of the stream name).
+    #[arg(long)]
+    pub entity: Option<String>,
+    /// Events of this kind of stream: lease, keyspace, account, share,
+    /// workload, service, instance.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Events of this type (LeaseGranted); repeat for several.
+    #[arg(long = "type")]
+    pub types: Vec<String>,
+    /// Events of this account (the admin; an account sees only its own).
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Events at or after this time (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Events at or before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Keep printing new events as they happen, until Ctrl-C.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+/// What `replay` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplayPart {
+    Leases,
+    Keys,
+    Accounts,
+    Shares,
+    Workloads,
+    Services,
+    Routes,
+    All,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The data directory whose log to read.
+    #[arg(long, env = "TENURE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Stop after this position, or at this time (RFC 3339); the whole log
+    /// if absent.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// What to show (comma-separated or repeated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
+    pub what: Vec<ReplayPart>,
+    /// The frontend's domain the server ran with (share hosts are TOKEN.DOMAIN).
+    #[arg(long, default_value = ServerConfig::DEFAULT_DOMAIN)]
+    pub domain: String,
+    #[arg(short = 'o', long, value_enum, default_value = "table")]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The data directory whose log to check.
+    #[arg(long, env = "TENURE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// A head recorded earlier (`tenure status`): the log must reach it with
+    /// the same link, which also detects a cut-off tail.
+    #[arg(long)]
+    pub expect_head: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -423,10 +543,32 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
 }
 
-/// Runs the parsed command line.
-pub fn run(cli: Cli) -> ExitCode {
+/// Parses the process's arguments and runs them.
+pub fn main() -> ExitCode {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // `verify` compares with a server only when one is named.
+    let endpoint_named = !matches!(
+        matches.value_source("endpoint"),
+        None | Some(clap::parser::ValueSource::DefaultValue)
+    );
+    run(cli, endpoint_named)
+}
+
+/// Runs a parsed command line; `endpoint_named`: the endpoint was given
+/// (flag or environment), not defaulted.
+pub fn run(cli: Cli, endpoint_named: bool) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Replay(args) => offline::replay(args),
+        Command::Verify(args) => {
+            let server = endpoint_named.then_some(cli.endpoint.as_str());
+            offline::verify(args, server, cli.token.as_deref())
+        }
         command => client::run(&cli.endpoint, cli.token.as_deref(), command),
     }
 }

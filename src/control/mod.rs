@@ -6,9 +6,11 @@
 //! flight, authentication, reading the projections once caught up, limits,
 //! routing to an entity actor); each kind of entity has its own file with
 //! its commands and queries: `leases`, `keys`, `accounts`, `shares`,
-//! `workloads`, `services`.
+//! `workloads`, `services`; `history` reads the log itself (events, audit
+//! trails, the projections' digests).
 
 mod accounts;
+mod history;
 mod keys;
 mod leases;
 mod services;
@@ -16,6 +18,7 @@ mod shares;
 mod workloads;
 
 pub use accounts::{IssuedToken, Usage};
+pub use history::{Audit, AuditEntry, EntityRef, EventsPage, Following, EVENTS_PAGE_MAX};
 pub use leases::LeaseInfo;
 
 use std::sync::Arc;
@@ -72,6 +75,10 @@ pub struct Control {
     /// create, wait for the count to include it), so the limit holds under
     /// concurrency. Unlimited accounts skip this.
     gates: Arc<parking_lot::Mutex<std::collections::HashMap<AccountId, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Set when the server stops: live event streams end.
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Live event streams open at once (see `history::FOLLOWERS_MAX`).
+    followers: Arc<Semaphore>,
 }
 
 /// Server-chosen lease IDs, increasing like etcd's: the wall-clock
@@ -109,7 +116,20 @@ impl Control {
             in_flight: Arc::new(Semaphore::new(COMMANDS_IN_FLIGHT_MAX)),
             lease_ids: Arc::new(LeaseIds::new()),
             gates: Arc::default(),
+            closing: Arc::new(tokio::sync::watch::Sender::new(false)),
+            followers: Arc::new(Semaphore::new(history::FOLLOWERS_MAX)),
         }
+    }
+
+    /// Tells long-lived answers (live event streams) to end: the server
+    /// is stopping and waits for open requests.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Becomes `true` when the server stops.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     pub fn authenticator(&self) -> &Authenticator {
