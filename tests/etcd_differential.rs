@@ -707,25 +707,14 @@ async fn tenure_answers_like_etcd() {
     )
     .await;
 
+    history(&mut d, &key1).await;
+
     // Where tenure differs on purpose, check tenure's behaviour.
     // 1. Lease IDs must be positive: etcd accepts -3, tenure refuses it.
     let (status, body) = d.send(&d.tenure, "/v3/lease/grant", r#"{"TTL": 60, "ID": -3}"#).await;
     assert_eq!(status, 400, "{body:?}");
     assert_eq!(body[0]["code"], 3);
-    // 2. No history: a past revision reads as compacted (etcd serves it).
-    let (status, body) = d
-        .send(
-            &d.tenure,
-            "/v3/kv/range",
-            &format!(r#"{{"key": "{key1}", "revision": 2}}"#),
-        )
-        .await;
-    assert_eq!((status, body[0]["code"].as_i64()), (400, Some(11)), "{body:?}");
-    assert_eq!(
-        body[0]["message"],
-        "etcdserver: mvcc: required revision has been compacted"
-    );
-    // 3. No expiry rate limit (etcd revokes at most 1,000 expired leases a
+    // 2. No expiry rate limit (etcd revokes at most 1,000 expired leases a
     //    second): every lease due at once goes at once. How fast is measured
     //    by ops/bench, not here; that they all go is checked in tests/expiry.rs.
 
@@ -736,4 +725,173 @@ async fn tenure_answers_like_etcd() {
         d.mismatches.join("\n")
     );
     drop(etcd);
+}
+
+/// The revision in a reply's header.
+fn header_revision(reply: &Reply) -> i64 {
+    reply
+        .1
+        .first()
+        .and_then(|v| v["header"]["revision"].as_str())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or_else(|| panic!("no header revision in {reply:?}"))
+}
+
+/// Ranges at past revisions: etcd serves every revision it has not
+/// compacted, and tenure compacts nothing, so both must answer the key
+/// space as it was at each one (with the current revision in the header).
+/// Both servers started at revision 1 and have made the same changes, so
+/// their revisions name the same states.
+async fn history(d: &mut Diff, key1: &str) {
+    // A prefix whose keys are created, overwritten, deleted, created again
+    // and deleted with their lease; `marks` holds the revision after each step.
+    let h = |key: &str| b64(&format!("h/{key}"));
+    let put =
+        |key: &str, value: &str, more: &str| format!(r#"{{"key": "{}", "value": "{}"{more}}}"#, h(key), b64(value));
+    let lease = d.grant("history: a lease", 600).await;
+    let on_lease = format!(r#", "lease": "{lease}""#);
+    let steps = [
+        ("history: put h/a", "/v3/kv/put", put("a", "1", "")),
+        ("history: put h/b on a lease", "/v3/kv/put", put("b", "22", &on_lease)),
+        ("history: put h/c", "/v3/kv/put", put("c", "3", "")),
+        ("history: overwrite h/a", "/v3/kv/put", put("a", "44", "")),
+        ("history: put h/d on the lease", "/v3/kv/put", put("d", "5", &on_lease)),
+        (
+            "history: overwrite h/b, keeping its lease",
+            "/v3/kv/put",
+            put("b", "6", r#", "ignore_lease": true"#),
+        ),
+        (
+            "history: delete h/c",
+            "/v3/kv/deleterange",
+            format!(r#"{{"key": "{}"}}"#, h("c")),
+        ),
+        (
+            "history: revoke the lease (h/b and h/d go)",
+            "/v3/lease/revoke",
+            format!(r#"{{"ID": "{lease}"}}"#),
+        ),
+        ("history: h/c again, a new key", "/v3/kv/put", put("c", "77", "")),
+        ("history: overwrite h/a again", "/v3/kv/put", put("a", "8", "")),
+    ];
+    let mut marks = Vec::new();
+    for (what, path, body) in &steps {
+        let (etcd, _) = d.check(what, path, body).await;
+        marks.push(header_revision(&etcd));
+    }
+    let now = *marks.last().expect("steps");
+    let before_h = marks[0] - 1;
+
+    // The whole key space at every revision there has been: the seed, the
+    // ranges, the moved key, the lease with many keys, the expired key and h/.
+    for revision in 1..=now {
+        let body = format!(r#"{{"key": "AA==", "range_end": "AA==", "revision": {revision}}}"#);
+        let (etcd, _) = d
+            .check(&format!("history: every key at {revision}"), "/v3/kv/range", &body)
+            .await;
+        assert_eq!(etcd.0, 200, "etcd serves revision {revision}: {etcd:?}");
+        assert_eq!(header_revision(&etcd), now, "the header has the current revision");
+    }
+
+    // The prefix with every option, at each step, before it and at 1.
+    let (start, end) = (b64("h/"), b64("h0"));
+    let options = [
+        String::new(),
+        r#", "limit": 2"#.to_owned(),
+        r#", "limit": "1", "count_only": true"#.to_owned(),
+        r#", "count_only": true"#.to_owned(),
+        r#", "keys_only": true"#.to_owned(),
+        r#", "keys_only": true, "limit": 1"#.to_owned(),
+        r#", "sort_order": "DESCEND""#.to_owned(),
+        r#", "sort_order": "DESCEND", "limit": 2"#.to_owned(),
+        r#", "sort_order": "ASCEND", "limit": 1"#.to_owned(),
+        r#", "sort_target": "VERSION", "sort_order": "DESCEND", "limit": 1"#.to_owned(),
+        r#", "sort_target": "CREATE", "sort_order": "DESCEND""#.to_owned(),
+        r#", "sort_target": "MOD""#.to_owned(),
+        r#", "sort_target": "VALUE", "limit": 2"#.to_owned(),
+        format!(r#", "min_mod_revision": {}"#, marks[3]),
+        format!(r#", "max_mod_revision": {}"#, marks[2]),
+        format!(r#", "min_create_revision": {}"#, marks[1]),
+        format!(r#", "max_create_revision": {}, "limit": 1"#, marks[1]),
+        format!(
+            r#", "min_mod_revision": {}, "max_create_revision": {}, "keys_only": true"#,
+            marks[1], marks[2]
+        ),
+        r#", "limit": -1"#.to_owned(),
+    ];
+    let mut revisions = vec![1, before_h];
+    revisions.extend(&marks);
+    for &revision in &revisions {
+        for extra in &options {
+            d.check(
+                &format!("history: h/ at {revision}"),
+                "/v3/kv/range",
+                &format!(r#"{{"key": "{start}", "range_end": "{end}", "revision": {revision}{extra}}}"#),
+            )
+            .await;
+        }
+        for key in ["a", "b", "c", "d"] {
+            d.check(
+                &format!("history: h/{key} at {revision}"),
+                "/v3/kv/range",
+                &format!(r#"{{"key": "{}", "revision": "{revision}"}}"#, h(key)),
+            )
+            .await;
+        }
+    }
+
+    // A key of the seed at its first revision, the moved key and the many
+    // keys at past revisions with options, and revisions that are not past.
+    for (what, body) in [
+        ("key1 at 2", format!(r#"{{"key": "{key1}", "revision": 2}}"#)),
+        ("key1 at 1", format!(r#"{{"key": "{key1}", "revision": 1}}"#)),
+        (
+            "the many keys, counted, before h/",
+            format!(
+                r#"{{"key": "{}", "range_end": "{}", "revision": {before_h}, "count_only": true}}"#,
+                b64("many/"),
+                b64("many0")
+            ),
+        ),
+        (
+            "every key at 1",
+            r#"{"key": "AA==", "range_end": "AA==", "revision": 1, "count_only": true}"#.to_owned(),
+        ),
+        (
+            "h/ now",
+            format!(r#"{{"key": "{start}", "range_end": "{end}", "revision": {now}}}"#),
+        ),
+        (
+            "h/ at a negative revision (now)",
+            format!(r#"{{"key": "{start}", "range_end": "{end}", "revision": -1}}"#),
+        ),
+        (
+            "h/ at the next revision (future)",
+            format!(r#"{{"key": "{start}", "range_end": "{end}", "revision": {}}}"#, now + 1),
+        ),
+    ] {
+        d.check(&format!("history: {what}"), "/v3/kv/range", &body).await;
+    }
+
+    // The prefix at each step really was different: the states checked
+    // above are the history, not one state many times.
+    let (first, _) = d
+        .check(
+            "history: h/ at its first step",
+            "/v3/kv/range",
+            &format!(
+                r#"{{"key": "{start}", "range_end": "{end}", "revision": {}}}"#,
+                marks[0]
+            ),
+        )
+        .await;
+    let (last, _) = d
+        .check(
+            "history: h/ at its last step",
+            "/v3/kv/range",
+            &format!(r#"{{"key": "{start}", "range_end": "{end}", "revision": {now}}}"#),
+        )
+        .await;
+    assert_eq!(first.1[0]["count"], "1", "{first:?}");
+    assert_eq!(last.1[0]["count"], "2", "{last:?}");
 }

@@ -12,8 +12,9 @@
 //!
 //! Deliberate differences from etcd (the differential test checks ours):
 //! - lease IDs must be positive (etcd also accepts negative ones);
-//! - there is no history: a range at a past `revision` answers "required
-//!   revision has been compacted", as etcd does for a compacted revision;
+//! - nothing is ever compacted: a range at any past `revision` is served
+//!   from the log (the key space folded up to that revision), and there is
+//!   no `compact` call;
 //! - a lease holds at most 10,000 keys (429, code 8);
 //! - expired leases are not revoked at a limited rate.
 
@@ -580,17 +581,13 @@ async fn kv_range(
         min_create_revision: req.min_create_revision,
         max_create_revision: req.max_create_revision,
     };
-    let done = control.range(&caller.account, range, options).await?;
+    // A past revision reads the key space as it was then; the header keeps
+    // the current revision, as etcd's does.
+    let done = control.range_at(&caller.account, range, options, req.revision).await?;
     if req.revision > done.revision {
         return Err(EtcdError::new(
             Code::OutOfRange,
             "etcdserver: mvcc: required revision is a future revision",
-        ));
-    }
-    if req.revision > 0 && req.revision < done.revision {
-        return Err(EtcdError::new(
-            Code::OutOfRange,
-            "etcdserver: mvcc: required revision has been compacted",
         ));
     }
     let header = header(&caller.account, done.revision);

@@ -1,13 +1,17 @@
 //! Keys: put, range and delete in an account's key space.
 
-use tenure_events::{AccountId, Bytes, Metadata};
+use tenure_events::{AccountId, Bytes, KeyspaceEvent, Metadata, StreamId};
 
 use crate::actors::keyspace::{self, Deleted, PutDone, RangeDone};
 use crate::actors::lease;
 use crate::actors::{Activation, Cmd, CommandError};
-use crate::domain::keyspace::{KeyRange, LeaseUpdate, RangeOptions};
+use crate::domain::keyspace::{KeyRange, Keyspace, LeaseUpdate, RangeOptions};
+use crate::store::StoreError;
 
 use super::Control;
+
+/// Events read from the log at a time when folding a key space's history.
+const HISTORY_PAGE: usize = 4096;
 
 impl Control {
     /// Puts a key. `value: None` keeps its value; `lease` attaches it to a
@@ -69,6 +73,74 @@ impl Control {
             )
         };
         self.call(route).await
+    }
+
+    /// Reads a range of keys as it was at `revision`, as etcd's Range does
+    /// for a revision it has not compacted (tenure compacts nothing): the
+    /// keys, `count` and `more` are those of the key space with every change
+    /// up to `revision` applied and none after. `revision` 0 (or less) or the
+    /// current revision reads the current keys, like [`Control::range`].
+    ///
+    /// The answer's `revision` is always the current one, as in etcd's reply
+    /// header; a `revision` above it is the caller's to refuse (etcd's
+    /// "required revision is a future revision"), and it gets the current
+    /// keys here.
+    pub async fn range_at(
+        &self,
+        account: &AccountId,
+        range: KeyRange,
+        options: RangeOptions,
+        revision: i64,
+    ) -> Result<RangeDone, CommandError> {
+        if revision <= 0 {
+            return self.range(account, range, options).await;
+        }
+        // Every change up to the published revision is durable, so a
+        // revision below it is in the log.
+        let published = self.revision(account);
+        let current = if revision < published {
+            published
+        } else {
+            // At or past what is published: the key space actor knows
+            // whether changes since (or its loading) moved it past `revision`.
+            let done = self.range(account, range.clone(), options.clone()).await?;
+            if revision >= done.revision {
+                return Ok(done);
+            }
+            done.revision
+        };
+        let past = self.keyspace_at(account, revision).await?;
+        Ok(RangeDone {
+            revision: current,
+            result: past.range_with(&range, &options),
+        })
+    }
+
+    /// The account's key space as it was at `revision`, folded from its
+    /// stream, which is read in pages up to the first change past
+    /// `revision`. The caller knows `revision` is durable.
+    async fn keyspace_at(&self, account: &AccountId, revision: i64) -> Result<Keyspace, CommandError> {
+        let _permit = self.enter().await?;
+        let stream = StreamId::keyspace(account);
+        let mut state = Keyspace::default();
+        let mut next_version = 1;
+        loop {
+            let page = self.hub.store.read_stream(&stream, next_version, HISTORY_PAGE).await?;
+            for recorded in &page {
+                let event = recorded.decode_as::<KeyspaceEvent>().map_err(|e| {
+                    StoreError::Corrupt(format!("event at position {} does not decode: {e}", recorded.position))
+                })?;
+                if let Some(event) = event {
+                    if state.evolve_up_to(revision, &event, recorded.time).is_break() {
+                        return Ok(state);
+                    }
+                }
+                next_version = recorded.version + 1;
+            }
+            if page.len() < HISTORY_PAGE {
+                return Ok(state);
+            }
+        }
     }
 
     pub async fn delete_range(&self, meta: Metadata, range: KeyRange, prev_kv: bool) -> Result<Deleted, CommandError> {

@@ -167,12 +167,16 @@ impl Control {
         &self.hub
     }
 
-    async fn call<T: Send + 'static>(&self, send: impl FnOnce(Reply<T>)) -> Result<T, CommandError> {
-        let _permit = self
-            .in_flight
+    /// A place among the commands and queries in flight, once one is free.
+    async fn enter(&self) -> Result<tokio::sync::SemaphorePermit<'_>, CommandError> {
+        self.in_flight
             .acquire()
             .await
-            .map_err(|_| CommandError::Unavailable("the server is shutting down".into()))?;
+            .map_err(|_| CommandError::Unavailable("the server is shutting down".into()))
+    }
+
+    async fn call<T: Send + 'static>(&self, send: impl FnOnce(Reply<T>)) -> Result<T, CommandError> {
+        let _permit = self.enter().await?;
         let (reply, answer) = Reply::oneshot();
         send(reply);
         answer

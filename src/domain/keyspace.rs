@@ -9,7 +9,7 @@
 //! before it forwards a put with a lease (see `actors::lease`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::ops::Bound;
+use std::ops::{Bound, ControlFlow};
 
 use chrono::{DateTime, Utc};
 use tenure_events::{Bytes, DeleteCause, KeyDeleted, KeyPut, KeyspaceEvent, LeaseId};
@@ -82,6 +82,15 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
         }
     }
     vec![0]
+}
+
+/// The revision of a key space event: the put's, or that of the command
+/// that deleted the key (shared by all the keys it deleted).
+pub fn revision_of(event: &KeyspaceEvent) -> i64 {
+    match event {
+        KeyspaceEvent::Put(e) => e.revision,
+        KeyspaceEvent::Deleted(e) => e.revision,
+    }
 }
 
 /// What a put does to the key's lease.
@@ -299,6 +308,20 @@ impl Keyspace {
             }
         }
         result
+    }
+
+    /// One step of reading the key space as it was at `revision` (etcd's
+    /// Range at a past revision): applies `event`, the next one of the
+    /// stream, if it happened at or before `revision`. An event past
+    /// `revision` is not applied and breaks the fold: every later event of
+    /// the stream is past it too, so the state is then the key space at
+    /// `revision`.
+    pub fn evolve_up_to(&mut self, revision: i64, event: &KeyspaceEvent, at: DateTime<Utc>) -> ControlFlow<()> {
+        if revision_of(event) > revision {
+            return ControlFlow::Break(());
+        }
+        self.evolve(event, at);
+        ControlFlow::Continue(())
     }
 
     /// The keys attached to `lease`, in key order.
@@ -648,6 +671,112 @@ mod tests {
             ks.evolve(e, t(0));
         }
         ks
+    }
+
+    /// The key space at `revision`, folded from `events` the way a
+    /// historical read folds the stream, and how many events it applied.
+    fn up_to(revision: i64, events: &[KeyspaceEvent]) -> (Keyspace, usize) {
+        let mut ks = Keyspace::default();
+        let mut applied = 0;
+        for e in events {
+            if ks.evolve_up_to(revision, e, t(0)).is_break() {
+                break;
+            }
+            applied += 1;
+        }
+        (ks, applied)
+    }
+
+    /// a, b (on lease 7), a again, c (on lease 7), the lease revoked (b and
+    /// c deleted at one revision), then b created again.
+    fn history() -> Vec<KeyspaceEvent> {
+        let revoked = DeleteCause::LeaseRevoked { lease: lease(7) };
+        vec![
+            put("a", "1", None, 2),
+            put("b", "1", Some(lease(7)), 3),
+            put("a", "2", None, 4),
+            put("c", "1", Some(lease(7)), 5),
+            deleted("b", 6, revoked.clone()),
+            deleted("c", 6, revoked),
+            put("b", "2", None, 7),
+        ]
+    }
+
+    #[test]
+    fn a_fold_up_to_a_revision_applies_exactly_the_events_at_or_before_it() {
+        let events = history();
+        for revision in 1..=9 {
+            // Given the stream, when it is folded up to `revision`,
+            let (ks, applied) = up_to(revision, &events);
+            // then the state is the fold of the events at or before it.
+            let expected: Vec<KeyspaceEvent> = events.iter().filter(|e| revision_of(e) <= revision).cloned().collect();
+            assert_eq!(applied, expected.len(), "at {revision}");
+            assert_eq!(ks, fold(&expected), "at {revision}");
+            assert_eq!(ks.revision(), revision.min(7), "at {revision}");
+        }
+    }
+
+    #[test]
+    fn the_key_space_at_a_past_revision_has_the_keys_as_they_were() {
+        let events = history();
+        // Revision 1: nothing had happened yet.
+        let (ks, applied) = up_to(1, &events);
+        assert_eq!((applied, ks.is_empty(), ks.revision()), (0, true, 1));
+        // Revision 3: a at its first version, b on the lease.
+        let (ks, _) = up_to(3, &events);
+        assert_eq!(
+            ks.get(b"a"),
+            Some(&KeyValue {
+                value: "1".into(),
+                create_revision: 2,
+                mod_revision: 2,
+                version: 1,
+                lease: None
+            })
+        );
+        assert_eq!(ks.get(b"b").and_then(|kv| kv.lease), Some(lease(7)));
+        // Revision 5: the lease holds b and c; a is at its second version.
+        let (ks, _) = up_to(5, &events);
+        assert_eq!(ks.lease_keys(lease(7)), vec![Bytes::from("b"), Bytes::from("c")]);
+        assert_eq!(ks.get(b"a").map(|kv| (kv.version, kv.mod_revision)), Some((2, 4)));
+        let newest = ks.range_with(
+            &KeyRange::prefix(""),
+            &RangeOptions {
+                sort_target: SortTarget::Mod,
+                sort_order: SortOrder::Descend,
+                limit: 1,
+                ..RangeOptions::default()
+            },
+        );
+        let keys: Vec<String> = newest.kvs.iter().map(|(k, _)| k.to_string_lossy()).collect();
+        assert_eq!((keys, newest.count, newest.more), (vec!["c".to_owned()], 3, true));
+        // Revision 6: both deletions of the revoke are applied, not one.
+        let (ks, applied) = up_to(6, &events);
+        assert_eq!(applied, 6);
+        assert_eq!(ks.range(&KeyRange::prefix(""), 0).count, 1);
+        assert!(ks.leases_with_keys().is_empty());
+        // Revision 7: b is a new key again (created at 7, version 1).
+        let (ks, _) = up_to(7, &events);
+        assert_eq!(
+            ks.get(b"b").map(|kv| (kv.create_revision, kv.version, kv.lease)),
+            Some((7, 1, None))
+        );
+    }
+
+    #[test]
+    fn an_event_past_the_revision_breaks_the_fold_and_is_not_applied() {
+        // Given the key space at revision 3,
+        let (mut ks, _) = up_to(3, &history());
+        let before = ks.clone();
+        // when the next event (revision 4) is offered for revision 3,
+        let step = ks.evolve_up_to(3, &put("a", "2", None, 4), t(0));
+        // then the fold stops and the state is unchanged.
+        assert!(step.is_break());
+        assert_eq!(ks, before);
+        // A deletion past the revision stops it too.
+        let step = ks.evolve_up_to(3, &deleted("a", 4, DeleteCause::Request), t(0));
+        assert!(step.is_break());
+        assert_eq!(ks, before);
     }
 
     #[test]
