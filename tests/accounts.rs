@@ -34,6 +34,11 @@ fn every_route() -> Vec<(Method, &'static str, Option<Value>)> {
         (Method::GET, "/v1/account", None),
         (Method::PUT, "/v1/account/key", Some(json!({"public_key": "x"}))),
         (Method::GET, "/v1/no-such-route", None),
+        (Method::GET, "/v1/events", None),
+        (Method::GET, "/v1/events?account=alice", None),
+        (Method::GET, "/v1/events/stream", None),
+        (Method::GET, "/v1/audit?entity=00000000000000aa", None),
+        (Method::GET, "/v1/projections", None),
         (
             Method::POST,
             "/v3/kv/put",
@@ -245,6 +250,89 @@ async fn another_account_finds_nothing_of_mine_and_changes_nothing() {
         assert_eq!(account, "b", "{stream}");
         assert!(stream.ends_with("/b") || stream.contains("/b/"), "{stream}");
     }
+
+    // The history: B reads its own events only, whatever it asks; the
+    // admin reads everyone's.
+    let accounts_in = |page: &Value| -> Vec<String> {
+        page["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["account"].as_str().expect("account").to_owned())
+            .collect()
+    };
+    let (s, page) = b.get("/v1/events?limit=1000").await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let seen = accounts_in(&page);
+    assert!(
+        !seen.is_empty() && seen.iter().all(|a| a == "b"),
+        "B's events only: {seen:?}"
+    );
+    for query in ["account=a", &format!("entity={lease}&account=a")] {
+        let (s, body) = b.get(&format!("/v1/events?{query}")).await;
+        assert_eq!(
+            (s, body["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("forbidden")),
+            "{query}"
+        );
+    }
+    let (s, page) = b.get(&format!("/v1/events?entity={lease}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        accounts_in(&page).iter().all(|a| a == "b"),
+        "A's lease ID names only B's own lease: {page}"
+    );
+    let (_, a_page) = a.get("/v1/events?limit=1000").await;
+    assert!(accounts_in(&a_page).iter().all(|x| x == "a"));
+    assert!(!accounts_in(&a_page).is_empty());
+    let admin = server.session(ADMIN_TOKEN);
+    let (s, all) = admin.get("/v1/events?limit=1000").await;
+    assert_eq!(s, StatusCode::OK, "{all}");
+    let everyone: std::collections::BTreeSet<String> = accounts_in(&all).into_iter().collect();
+    assert!(everyone.contains("a") && everyone.contains("b"), "{everyone:?}");
+    let (_, only_a) = admin.get("/v1/events?account=a&limit=1000").await;
+    assert_eq!(accounts_in(&only_a), accounts_in(&a_page));
+
+    // Audits: A's lease is B's to see only as B's own (a different lease).
+    let (s, body) = b.get("/v1/audit?entity=key2").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    let (s, body) = b.get("/v1/audit?entity=account/a").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    let (s, body) = b.get(&format!("/v1/audit?entity={lease}&account=a")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    let (s, mine) = b.get(&format!("/v1/audit?entity={lease}")).await;
+    assert_eq!(s, StatusCode::OK, "{mine}");
+    assert_eq!(mine["streams"], json!([format!("lease/b/{lease}")]));
+    let (s, theirs) = admin.get(&format!("/v1/audit?entity={lease}&account=a")).await;
+    assert_eq!(s, StatusCode::OK, "{theirs}");
+    assert_eq!(theirs["streams"], json!([format!("lease/a/{lease}")]));
+
+    // The live stream: B follows from the start and gets its own events only.
+    let mut live = b
+        .call_raw(Method::GET, "/v1/events/stream?from=1&type=LeaseRevoked", None)
+        .await;
+    assert_eq!(live.status(), StatusCode::OK);
+    let chunk = tokio::time::timeout(common::PATIENCE, async {
+        let mut text = String::new();
+        while !text.contains("data: ") {
+            let chunk = live.chunk().await.expect("reads").expect("open");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        text
+    })
+    .await
+    .expect("B's revoke arrives");
+    assert!(
+        chunk.contains(r#""account":"b""#) && !chunk.contains(r#""account":"a""#),
+        "{chunk}"
+    );
+
+    // The projections' digests are the admin's.
+    let (s, _) = b.get("/v1/projections").await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, digests) = admin.get("/v1/projections").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(digests["digests"].as_object().map(|d| d.len()), Some(7), "{digests}");
 }
 
 #[actix_rt::test]

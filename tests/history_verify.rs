@@ -1,0 +1,347 @@
+//! `tenure verify` on real logs: an untouched log passes; a byte edited in a
+//! payload, a row deleted, two rows' payloads swapped and a cut-off tail
+//! (against a recorded head) each fail, naming the position; a log written
+//! before the hash chain existed is chained when a server first opens it,
+//! with exactly the golden links, and then verifies; and the projections a
+//! running server holds equal those rebuilt from its log.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::binary::{stdout, ServerProcess, BIN};
+use common::TestServer;
+use reqwest::StatusCode;
+use rusqlite::{params, Connection};
+use serde_json::json;
+
+fn verify(dir: &Path, extra: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(["verify", "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .env_remove("TENURE_ENDPOINT")
+        .output()
+        .expect("run tenure verify")
+}
+
+/// A log with a little of everything: leases with keys, a keep-alive, an
+/// expiry and a revoke (with their key deletions), a service with an
+/// instance, a reserved share. Answers the data directory and the head.
+async fn scripted_history(server: &TestServer) -> String {
+    let lease = server.grant(10).await;
+    for key in ["a", "b"] {
+        assert_eq!(server.put_key(key, "v", Some(&lease)).await.0, StatusCode::OK);
+    }
+    let other = server.grant(100).await;
+    assert_eq!(server.put_key("c", "w", Some(&other)).await.0, StatusCode::OK);
+    assert_eq!(server.put_key("plain", "x", None).await.0, StatusCode::OK);
+    let (status, _) = server.post(&format!("/v1/leases/{other}/keepalive"), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let session = server.session_with_header(None);
+    session.create_service("web", json!(["443:8080/tls+http"])).await;
+    session.attach("web-1", "web", "127.0.0.1:9", 100).await;
+    let (status, body) = server
+        .post(
+            "/v1/shares",
+            json!({"mode": "public", "target": "http://127.0.0.1:9", "unique_name": "demo"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    server.clock.advance(Duration::from_secs(11));
+    server
+        .wait_for_log("the first lease's expiry and its keys' deletion", |events| {
+            common::count_type(events, "KeyDeleted") == 2
+        })
+        .await;
+    let (status, _) = server.delete(&format!("/v1/leases/{other}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, health) = server.get("/healthz").await;
+    health["head"].as_str().expect("a head").to_owned()
+}
+
+/// A copy of a data directory's log files.
+fn copy_log(from: &Path) -> (tempfile::TempDir, PathBuf) {
+    let temp = tempfile::tempdir().expect("temp dir");
+    for entry in std::fs::read_dir(from).expect("data dir") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        if name.starts_with("events.sqlite3") {
+            std::fs::copy(&path, temp.path().join(&name)).expect("copy");
+        }
+    }
+    let dir = temp.path().to_path_buf();
+    (temp, dir)
+}
+
+fn sql(dir: &Path) -> Connection {
+    Connection::open(dir.join("events.sqlite3")).expect("open the log with rusqlite")
+}
+
+fn payload(conn: &Connection, position: i64) -> String {
+    conn.query_row("SELECT payload FROM events WHERE position = ?1", [position], |r| {
+        r.get(0)
+    })
+    .expect("payload")
+}
+
+fn fails_at(out: &Output, position: u64, what: &str) {
+    let printed = stdout(out);
+    assert_eq!(out.status.code(), Some(1), "verify should fail: {printed}");
+    assert!(
+        printed.contains(&format!("FAILED: position {position}: ")) && printed.contains(what),
+        "expected position {position} ({what}) in: {printed}"
+    );
+}
+
+#[actix_rt::test]
+async fn verify_passes_an_untouched_log_and_names_the_first_damage_in_a_tampered_one() {
+    let mut server = TestServer::start().await;
+    let head = scripted_history(&server).await;
+    server.stop().await;
+    let (position, _) = head.split_once(':').expect("POSITION:HASH");
+    let last: u64 = position.parse().expect("a position");
+    assert!(last >= 16, "a history of {last} events");
+
+    let untouched = verify(&server.dir, &["--expect-head", &head]);
+    assert!(untouched.status.success(), "{}", stdout(&untouched));
+    assert!(
+        stdout(&untouched).contains(&format!("head: {head}")),
+        "{}",
+        stdout(&untouched)
+    );
+
+    // One byte of one payload.
+    let (_t1, edited) = copy_log(&server.dir);
+    {
+        let conn = sql(&edited);
+        let mut text = payload(&conn, 6);
+        let i = text.find('"').expect("a JSON payload") + 1;
+        let byte = text.as_bytes()[i];
+        text.replace_range(i..=i, if byte == b'x' { "y" } else { "x" });
+        conn.execute("UPDATE events SET payload = ?1 WHERE position = 6", [&text])
+            .expect("edit");
+    }
+    fails_at(&verify(&edited, &[]), 6, "does not match its chain hash");
+
+    // A row deleted.
+    let (_t2, deleted) = copy_log(&server.dir);
+    sql(&deleted)
+        .execute("DELETE FROM events WHERE position = 9", [])
+        .expect("delete");
+    fails_at(&verify(&deleted, &[]), 9, "position 9 is missing");
+
+    // Two rows' payloads swapped.
+    let (_t3, swapped) = copy_log(&server.dir);
+    {
+        let conn = sql(&swapped);
+        let (p2, p3) = (payload(&conn, 2), payload(&conn, 3));
+        assert_ne!(p2, p3);
+        conn.execute(
+            "UPDATE events SET payload = CASE position WHEN 2 THEN ?1 ELSE ?2 END WHERE position IN (2, 3)",
+            params![p3, p2],
+        )
+        .expect("swap");
+    }
+    fails_at(&verify(&swapped, &[]), 2, "does not match its chain hash");
+
+    // The tail cut off: the chain that is left is whole, so only the head
+    // recorded elsewhere tells.
+    let (_t4, cut) = copy_log(&server.dir);
+    sql(&cut)
+        .execute("DELETE FROM events WHERE position > ?1", [last as i64 - 2])
+        .expect("cut");
+    assert!(verify(&cut, &[]).status.success(), "a cut log alone still chains");
+    fails_at(
+        &verify(&cut, &["--expect-head", &head]),
+        last - 1,
+        "events were cut off",
+    );
+
+    // A bad expected head is a usage error, not a verdict.
+    let bad = verify(&server.dir, &["--expect-head", "12:abc"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--expect-head"));
+}
+
+/// The schema-1 tables, as the release before the hash chain created them.
+const SCHEMA_1: &str = "
+CREATE TABLE streams (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE) STRICT;
+CREATE TABLE events (
+    position INTEGER PRIMARY KEY, stream_id INTEGER NOT NULL REFERENCES streams (id), version INTEGER NOT NULL,
+    event_id BLOB NOT NULL, event_type TEXT NOT NULL, schema_version INTEGER NOT NULL, time_us INTEGER NOT NULL,
+    account TEXT NOT NULL, request_id BLOB, causation_id BLOB, payload TEXT NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX events_by_stream ON events (stream_id, version);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+INSERT INTO meta (key, value) VALUES ('schema_version', '1');
+";
+
+#[derive(serde::Deserialize)]
+struct Vector {
+    position: i64,
+    stream: String,
+    version: i64,
+    event_id: uuid::Uuid,
+    event_type: String,
+    schema_version: i64,
+    time: chrono::DateTime<chrono::Utc>,
+    account: String,
+    request_id: Option<uuid::Uuid>,
+    causation_id: Option<uuid::Uuid>,
+    payload: String,
+    hash: String,
+}
+
+#[actix_rt::test]
+async fn a_log_from_before_the_chain_is_chained_on_first_open_and_verifies() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().to_path_buf();
+    // The golden vectors' envelopes, written the way schema 1 held them.
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("events/tests/chain/vectors.json"))
+        .expect("the golden vectors");
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let vectors: Vec<Vector> = serde_json::from_value(doc["vectors"].clone()).expect("vectors");
+    {
+        let conn = sql(&dir);
+        conn.execute_batch(SCHEMA_1).expect("schema 1");
+        for v in &vectors {
+            conn.execute("INSERT OR IGNORE INTO streams (name) VALUES (?1)", [&v.stream])
+                .expect("stream");
+            let stream: i64 = conn
+                .query_row("SELECT id FROM streams WHERE name = ?1", [&v.stream], |r| r.get(0))
+                .expect("stream id");
+            conn.execute(
+                "INSERT INTO events VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    v.position,
+                    stream,
+                    v.version,
+                    v.event_id.as_bytes().as_slice(),
+                    v.event_type,
+                    v.schema_version,
+                    v.time.timestamp_micros(),
+                    v.account,
+                    v.request_id.as_ref().map(|u| u.as_bytes().to_vec()),
+                    v.causation_id.as_ref().map(|u| u.as_bytes().to_vec()),
+                    v.payload,
+                ],
+            )
+            .expect("event");
+        }
+    }
+    // Before: nothing to verify the chain with.
+    let unchained = verify(&dir, &[]);
+    assert_eq!(unchained.status.code(), Some(1));
+    assert!(
+        stdout(&unchained).contains("predates the hash chain"),
+        "{}",
+        stdout(&unchained)
+    );
+
+    // A server opens it: the migration chains it, and it serves it.
+    let mut server = TestServer::start_in(dir.clone(), tenure::clock::ManualClock::at_epoch()).await;
+    let (_, health) = server.get("/healthz").await;
+    let last = vectors.last().expect("vectors");
+    assert_eq!(health["head"], format!("{}:{}", last.position, last.hash), "{health}");
+    let events = server.events().await;
+    for (event, v) in events.iter().zip(&vectors) {
+        assert_eq!(event.hash.to_string(), v.hash, "the link of position {}", v.position);
+    }
+    // It goes on appending to the same chain.
+    server.grant(30).await;
+    let (_, health) = server.get("/healthz").await;
+    let head = health["head"].as_str().expect("head").to_owned();
+    server.stop().await;
+    let verified = verify(&dir, &["--expect-head", &head]);
+    assert!(verified.status.success(), "{}", stdout(&verified));
+}
+
+#[test]
+fn a_running_servers_projections_equal_those_rebuilt_from_its_log() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let server = ServerProcess::start(temp.path(), &[]);
+    let lease = server.cli(&["lease", "grant", "100"]);
+    let lease = stdout(&lease).split_whitespace().nth(1).expect("lease id").to_owned();
+    assert!(server
+        .cli(&["put", "k", "v", &format!("--lease={lease}")])
+        .status
+        .success());
+    assert!(server.cli(&["service", "create", "web", "443:8080"]).status.success());
+    assert!(server
+        .cli(&["reserve", "public", "http://127.0.0.1:9", "--unique-name", "demo"])
+        .status
+        .success());
+    // Verified while the server runs, against its own projections.
+    let out = Command::new(BIN)
+        .args(["verify", "--data-dir"])
+        .arg(temp.path())
+        .args(["--endpoint", &server.endpoint])
+        .output()
+        .expect("run tenure verify");
+    let printed = stdout(&out);
+    assert!(out.status.success(), "{printed}");
+    for name in [
+        "catalog",
+        "directory",
+        "expiry-queue",
+        "routing",
+        "services",
+        "shares",
+        "workloads",
+    ] {
+        assert!(printed.contains(name), "{name} compared: {printed}");
+    }
+    server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_that_differ_from_the_servers_are_named() {
+    use tenure::history::{verify_log, ServerDigests, VerifyError};
+    use tenure::store::{EventStore, ExpectedVersion, SqliteLogFile, SqliteStore};
+    let temp = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(temp.path()).expect("store");
+    let account = tenure_events::AccountId::default_account();
+    let lease = tenure_events::LeaseId::new(7).expect("positive");
+    let granted = tenure_events::LeaseEvent::from(tenure_events::LeaseGranted {
+        lease,
+        ttl_s: 10,
+        requested_ttl_s: 10,
+    });
+    let event = tenure_events::NewEvent::new(
+        &granted,
+        &tenure_events::Metadata::new(account.clone()),
+        chrono::Utc::now(),
+    );
+    store
+        .append(
+            tenure_events::StreamId::lease(&account, lease),
+            ExpectedVersion::Exact(0),
+            vec![event],
+        )
+        .await
+        .expect("append");
+    store.close();
+    let mut folded = tenure_projections::ProjectionSet::new(chrono::DateTime::<chrono::Utc>::MIN_UTC, "x.localhost");
+    let log = SqliteLogFile::open(temp.path()).expect("log");
+    folded.apply(&log.read_page(1, 10).expect("read")[0]);
+    let mut digests: std::collections::BTreeMap<String, String> =
+        folded.digests().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let server = |digests| ServerDigests {
+        position: 1,
+        domain: "x.localhost".into(),
+        digests,
+    };
+    let same = verify_log(log, None, Some(&server(digests.clone())), |_| {}).expect("the same projections");
+    assert_eq!(same.projections.len(), 7);
+    digests.insert("expiry-queue".into(), "0".repeat(64));
+    let log = SqliteLogFile::open(temp.path()).expect("log");
+    match verify_log(log, None, Some(&server(digests)), |_| {}) {
+        Err(VerifyError::Projection { name, position, .. }) => {
+            assert_eq!((name.as_str(), position), ("expiry-queue", 1))
+        }
+        other => panic!("expected a projection mismatch, got {other:?}"),
+    }
+}
