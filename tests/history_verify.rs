@@ -325,7 +325,7 @@ async fn projections_that_differ_from_the_servers_are_named() {
         .expect("append");
     store.close();
     let mut folded = tenure_projections::ProjectionSet::new(chrono::DateTime::<chrono::Utc>::MIN_UTC, "x.localhost");
-    let log = SqliteLogFile::open(temp.path()).expect("log");
+    let mut log = SqliteLogFile::open(temp.path()).expect("log");
     folded.apply(&log.read_page(1, 10).expect("read")[0]);
     let mut digests: std::collections::BTreeMap<String, String> =
         folded.digests().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();

@@ -40,13 +40,22 @@ const PAGES_AHEAD: usize = 4;
 /// (so reading and folding use a core each), handing the pages to `each`
 /// in order. Stops at the end of the log, at the first error, or when
 /// `each` answers `false`.
-pub fn read_log(log: SqliteLogFile, mut each: impl FnMut(Vec<RecordedEvent>) -> bool) -> Result<(), StoreError> {
+pub fn read_log(log: SqliteLogFile, mut each: impl FnMut(&[RecordedEvent]) -> bool) -> Result<(), StoreError> {
     let (pages, received) = std::sync::mpsc::sync_channel::<Result<Vec<RecordedEvent>, StoreError>>(PAGES_AHEAD);
+    // Pages go back to the reader to be freed there: memory is then freed
+    // by the thread that allocated it, which glibc's allocator does far
+    // faster than a free from another thread (measured: a third of the
+    // reader's time went to malloc before).
+    let (done, used) = std::sync::mpsc::channel::<Vec<RecordedEvent>>();
     let reader = std::thread::Builder::new()
         .name("tenure-log-reader".into())
         .spawn(move || {
+            let mut log = log;
             let mut next = 1;
             loop {
+                while let Ok(page) = used.try_recv() {
+                    drop(page);
+                }
                 let page = log.read_page(next, PAGE_EVENTS);
                 let last = page.as_ref().ok().and_then(|p| p.last().map(|e| e.position));
                 let end = !matches!(page, Ok(ref p) if !p.is_empty());
@@ -62,7 +71,9 @@ pub fn read_log(log: SqliteLogFile, mut each: impl FnMut(Vec<RecordedEvent>) -> 
         match page {
             Ok(events) if events.is_empty() => break,
             Ok(events) => {
-                if !each(events) {
+                let go_on = each(&events);
+                let _ = done.send(events);
+                if !go_on {
                     break;
                 }
             }
@@ -88,7 +99,7 @@ pub fn replay_log(
 ) -> Result<replay::Replay, StoreError> {
     let mut state = replay::Replay::new(domain);
     read_log(log, |events| {
-        for event in &events {
+        for event in events {
             if !until.includes(event) {
                 return false;
             }
@@ -152,7 +163,7 @@ pub fn verify_log(
     let fold_until = server.map_or(0, |s| s.position);
     let mut problem = None;
     read_log(log, |events| {
-        for event in &events {
+        for event in events {
             if let Err(p) = verifier.check(event) {
                 problem = Some(p);
                 return false;

@@ -15,6 +15,7 @@ use crate::store::StoreError;
 
 pub struct SqliteLogFile {
     conn: Connection,
+    names: rows::Names,
     path: PathBuf,
     columns: Columns,
 }
@@ -49,7 +50,12 @@ impl SqliteLogFile {
                 )))
             }
         };
-        Ok(SqliteLogFile { conn, path, columns })
+        Ok(SqliteLogFile {
+            names: rows::Names::preload(&conn)?,
+            conn,
+            path,
+            columns,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -80,7 +86,7 @@ impl SqliteLogFile {
     }
 
     /// Up to `max` events from position `from` on, in position order.
-    pub fn read_page(&self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        rows::read_page(&self.conn, self.columns, from, max)
+    pub fn read_page(&mut self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        rows::read_page(&self.conn, &mut self.names, self.columns, from, max)
     }
 }

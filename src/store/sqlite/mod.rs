@@ -102,7 +102,7 @@ struct WriteJob {
     reply: AppendCallback,
 }
 
-type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+type ReadJob = Box<dyn FnOnce(&Connection, &mut rows::Names) + Send>;
 
 struct Inner {
     writer: Mutex<Option<crossbeam_channel::Sender<WriteJob>>>,
@@ -185,8 +185,9 @@ impl SqliteStore {
             let handle = std::thread::Builder::new()
                 .name(format!("tenure-sqlite-read-{i}"))
                 .spawn(move || {
+                    let mut names = rows::Names::default();
                     while let Ok(job) = rx.recv() {
-                        job(&reader);
+                        job(&reader, &mut names);
                     }
                 })
                 .map_err(io)?;
@@ -246,11 +247,11 @@ impl Inner {
     fn read<T, F>(&self, f: F) -> StoreFuture<Result<T, StoreError>>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection, &mut rows::Names) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: ReadJob = Box::new(move |conn| {
-            let _ = tx.send(f(conn));
+        let job: ReadJob = Box::new(move |conn, names| {
+            let _ = tx.send(f(conn, names));
         });
         let sent = self
             .readers
@@ -271,7 +272,7 @@ impl Inner {
         from_position: u64,
         max_count: usize,
     ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
-        self.read(move |conn| rows::read_page(conn, Columns::WithHash, from_position, max_count))
+        self.read(move |conn, names| rows::read_page(conn, names, Columns::WithHash, from_position, max_count))
     }
 }
 
@@ -541,7 +542,7 @@ impl EventStore for SqliteStore {
         max_count: usize,
     ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
         let stream = stream.clone();
-        self.handle.inner.read(move |conn| {
+        self.handle.inner.read(move |conn, names| {
             let sql = format!(
                 "SELECT {} FROM events e JOIN streams s ON s.id = e.stream_id \
                  WHERE s.name = ?1 AND e.version >= ?2 ORDER BY e.version LIMIT ?3",
@@ -549,6 +550,7 @@ impl EventStore for SqliteStore {
             );
             rows::query_events(
                 conn,
+                names,
                 &sql,
                 params![stream.as_str(), to_sql_int(from_version), to_sql_int(max_count as u64)],
             )
@@ -583,14 +585,14 @@ impl EventStore for SqliteStore {
     }
 
     fn read_caused_by(&self, causes: Vec<Uuid>) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
-        self.handle.inner.read(move |conn| {
+        self.handle.inner.read(move |conn, names| {
             let sql = format!(
-                "SELECT {} FROM events e JOIN streams s ON s.id = e.stream_id WHERE e.causation_id = ?1",
+                "SELECT {} FROM events e WHERE e.causation_id = ?1",
                 Columns::WithHash.select()
             );
             let mut out = Vec::new();
             for cause in causes {
-                out.extend(rows::query_events(conn, &sql, [cause.as_bytes().as_slice()])?);
+                out.extend(rows::query_events(conn, names, &sql, [cause.as_bytes().as_slice()])?);
             }
             out.sort_by_key(|e| e.position);
             out.dedup_by_key(|e| e.position);
@@ -600,7 +602,7 @@ impl EventStore for SqliteStore {
 
     fn stream_names(&self, prefix: &str, max_count: usize) -> StoreFuture<Result<Vec<StreamId>, StoreError>> {
         let prefix = prefix.to_owned();
-        self.handle.inner.read(move |conn| {
+        self.handle.inner.read(move |conn, _| {
             // A range scan of the unique index on names from the prefix on,
             // ending at the first name without it.
             let mut stmt = conn

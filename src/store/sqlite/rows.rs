@@ -2,9 +2,11 @@
 //! back into a [`RecordedEvent`]. A malformed row is reported with its
 //! position, never skipped.
 
+use std::collections::HashMap;
+
 use chrono::DateTime;
 use rusqlite::{params, Connection};
-use tenure_events::{ChainHash, RecordedEvent, StreamId};
+use tenure_events::{AccountId, ChainHash, RecordedEvent, StreamId};
 use uuid::Uuid;
 
 use crate::store::StoreError;
@@ -17,6 +19,90 @@ pub(super) fn to_sql_int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// Stream names (by row id) and account names seen before: reading a long
+/// log then allocates them once, not once per event (they are shared
+/// `Arc<str>`s). Each reading connection has its own.
+#[derive(Default)]
+pub(crate) struct Names {
+    /// By row id: ids are dense (1, 2, 3, …), so a vector is the fastest map.
+    streams: Vec<Option<StreamId>>,
+    accounts: HashMap<Box<str>, AccountId, foldhash::fast::RandomState>,
+    /// The account of the previous row: runs of one account are common.
+    last_account: Option<AccountId>,
+}
+
+/// Streams (by row id, from 0 up) and accounts remembered at most.
+const NAMES_MAX: usize = 1 << 20;
+
+impl Names {
+    /// Names every stream of the log at once, if there are not too many:
+    /// one scan of the streams table instead of a lookup per stream met.
+    pub(super) fn preload(conn: &Connection) -> Result<Names, StoreError> {
+        let mut names = Names::default();
+        let count: i64 = conn
+            .query_row("SELECT COUNT(*) FROM streams", [], |r| r.get(0))
+            .map_err(io)?;
+        if usize::try_from(count).is_ok_and(|c| c <= NAMES_MAX) {
+            let mut stmt = conn.prepare("SELECT id, name FROM streams").map_err(io)?;
+            let mut rows = stmt.query([]).map_err(io)?;
+            while let Some(row) = rows.next().map_err(io)? {
+                let id: i64 = row.get(0).map_err(io)?;
+                let name: String = row.get(1).map_err(io)?;
+                let stream = StreamId::new(name).map_err(|e| StoreError::Corrupt(format!("stream {id}: {e}")))?;
+                names.remember(id, stream);
+            }
+        }
+        Ok(names)
+    }
+
+    /// Remembers a stream whose row id is below [`NAMES_MAX`].
+    fn remember(&mut self, id: i64, stream: StreamId) {
+        let Some(slot) = usize::try_from(id).ok().filter(|i| *i < NAMES_MAX) else {
+            return;
+        };
+        if slot >= self.streams.len() {
+            self.streams.resize(slot + 1, None);
+        }
+        self.streams[slot] = Some(stream);
+    }
+
+    fn stream(&mut self, conn: &Connection, id: i64) -> Result<StreamId, StoreError> {
+        let known = usize::try_from(id)
+            .ok()
+            .and_then(|i| self.streams.get(i))
+            .and_then(Option::as_ref);
+        if let Some(stream) = known {
+            return Ok(stream.clone());
+        }
+        let name: String = conn
+            .prepare_cached("SELECT name FROM streams WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+            .map_err(|e| StoreError::Corrupt(format!("stream {id}: {e}")))?;
+        let stream = StreamId::new(name).map_err(|e| StoreError::Corrupt(format!("stream {id}: {e}")))?;
+        self.remember(id, stream.clone());
+        Ok(stream)
+    }
+
+    fn account(&mut self, name: &str) -> Result<AccountId, tenure_events::IdError> {
+        if let Some(last) = self.last_account.as_ref().filter(|a| a.as_str() == name) {
+            return Ok(last.clone());
+        }
+        let account = match self.accounts.get(name) {
+            Some(account) => account.clone(),
+            None => {
+                let account: AccountId = name.parse()?;
+                if self.accounts.len() >= NAMES_MAX {
+                    self.accounts.clear();
+                }
+                self.accounts.insert(name.into(), account.clone());
+                account
+            }
+        };
+        self.last_account = Some(account.clone());
+        Ok(account)
+    }
+}
+
 /// Which columns a query selects: schema 1 has no hash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Columns {
@@ -25,15 +111,16 @@ pub(crate) enum Columns {
 }
 
 impl Columns {
-    /// The columns of a recorded event, from `events e JOIN streams s`.
+    /// The columns of a recorded event, from `events e` (the stream by its
+    /// row id, named through [`Names`]).
     pub(super) fn select(self) -> &'static str {
         match self {
             Columns::WithHash => {
-                "e.position, s.name, e.version, e.event_id, e.event_type, e.schema_version, e.time_us, \
+                "e.position, e.stream_id, e.version, e.event_id, e.event_type, e.schema_version, e.time_us, \
                  e.account, e.request_id, e.causation_id, e.payload, e.hash"
             }
             Columns::WithoutHash => {
-                "e.position, s.name, e.version, e.event_id, e.event_type, e.schema_version, e.time_us, \
+                "e.position, e.stream_id, e.version, e.event_id, e.event_type, e.schema_version, e.time_us, \
                  e.account, e.request_id, e.causation_id, e.payload, NULL"
             }
         }
@@ -43,20 +130,21 @@ impl Columns {
 /// Up to `max` events of `$all` from position `from` on, in order.
 pub(super) fn read_page(
     conn: &Connection,
+    names: &mut Names,
     columns: Columns,
     from: u64,
     max: usize,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let sql = format!(
-        "SELECT {} FROM events e JOIN streams s ON s.id = e.stream_id \
-         WHERE e.position >= ?1 ORDER BY e.position LIMIT ?2",
+        "SELECT {} FROM events e WHERE e.position >= ?1 ORDER BY e.position LIMIT ?2",
         columns.select()
     );
-    query_events(conn, &sql, params![to_sql_int(from), to_sql_int(max as u64)])
+    query_events(conn, names, &sql, params![to_sql_int(from), to_sql_int(max as u64)])
 }
 
 pub(super) fn query_events(
     conn: &Connection,
+    names: &mut Names,
     sql: &str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -64,7 +152,7 @@ pub(super) fn query_events(
     let mut rows = stmt.query(params).map_err(io)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(io)? {
-        out.push(row_to_event(row)?);
+        out.push(row_to_event(conn, names, row)?);
     }
     Ok(out)
 }
@@ -72,7 +160,11 @@ pub(super) fn query_events(
 /// A row of [`Columns::select`] as an event. A row without a hash (schema
 /// 1, or a hash removed by hand) reads with [`ChainHash::ZERO`], which no
 /// chain check accepts.
-pub(super) fn row_to_event(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, StoreError> {
+pub(super) fn row_to_event(
+    conn: &Connection,
+    names: &mut Names,
+    row: &rusqlite::Row<'_>,
+) -> Result<RecordedEvent, StoreError> {
     let position: i64 = row.get(0).map_err(io)?;
     let corrupt =
         |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("position {position}: {what}: {e}"));
@@ -99,13 +191,15 @@ pub(super) fn row_to_event(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, Sto
     let time_us = int(6, "time")?;
     Ok(RecordedEvent {
         position: u64::try_from(position).map_err(|e| corrupt("position", &e))?,
-        stream: StreamId::new(text(1, "stream")?).map_err(|e| corrupt("stream", &e))?,
+        stream: names.stream(conn, int(1, "stream")?)?,
         version: u64::try_from(int(2, "version")?).map_err(|e| corrupt("version", &e))?,
         event_id: uuid(3, "event id")?.ok_or_else(|| corrupt("event id", &"missing"))?,
         event_type: text(4, "event type")?,
         schema_version: u32::try_from(int(5, "schema version")?).map_err(|e| corrupt("schema version", &e))?,
         time: DateTime::from_timestamp_micros(time_us).ok_or_else(|| corrupt("time", &time_us))?,
-        account: text(7, "account")?.parse().map_err(|e| corrupt("account", &e))?,
+        account: names
+            .account(get(7, "account")?.as_str().map_err(|e| corrupt("account", &e))?)
+            .map_err(|e| corrupt("account", &e))?,
         request_id: uuid(8, "request id")?,
         causation_id: uuid(9, "causation id")?,
         payload: text(10, "payload")?,

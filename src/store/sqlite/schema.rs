@@ -147,10 +147,11 @@ fn chain_schema_1(conn: &mut Connection, file: &str) -> Result<(), StoreError> {
     }
     conn.execute_batch(CAUSATION_INDEX).map_err(io)?;
     let mut link = ChainHash::ZERO;
+    let mut names = rows::Names::default();
     let mut next = 1;
     let mut chained = 0u64;
     loop {
-        let page = rows::read_page(conn, rows::Columns::WithoutHash, next, MIGRATION_PAGE)?;
+        let page = rows::read_page(conn, &mut names, rows::Columns::WithoutHash, next, MIGRATION_PAGE)?;
         let Some(last) = page.last() else { break };
         next = last.position + 1;
         let tx = conn.transaction().map_err(io)?;
