@@ -85,6 +85,32 @@ async fn events_are_paged_and_filtered_with_a_cursor_and_the_head() {
         assert_eq!(positions(&page["events"]), expect, "{query}");
     }
 
+    // Following `next` through one stream's pages finds each event once.
+    for i in 0..7 {
+        assert_eq!(server.put_key(&format!("p{i}"), "v", None).await.0, StatusCode::OK);
+        server.grant(30).await;
+    }
+    let mut from = 1;
+    let mut seen = Vec::new();
+    loop {
+        let (_, page) = server
+            .get(&format!("/v1/events?stream=keyspace/default&limit=2&from={from}"))
+            .await;
+        seen.extend(positions(&page["events"]));
+        from = page["next"].as_u64().expect("next");
+        if from > page["head"].as_u64().expect("head") {
+            break;
+        }
+    }
+    let expect: Vec<u64> = server
+        .events()
+        .await
+        .iter()
+        .filter(|e| e.stream.as_str() == "keyspace/default")
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(seen, expect);
+
     // Bad input names the parameter.
     for (query, field) in [
         ("limit=0", "limit"),
@@ -311,6 +337,29 @@ fn text(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_owned()
 }
 
+/// A key as both show it (the same field names in `/v1/keys` and replay).
+fn key_shown(kv: &Value) -> (String, String, i64, i64, i64, Option<String>) {
+    (
+        text(&kv["key"]),
+        text(&kv["value"]),
+        kv["create_revision"].as_i64().expect("create"),
+        kv["mod_revision"].as_i64().expect("mod"),
+        kv["version"].as_i64().expect("version"),
+        kv["lease"].as_str().map(str::to_owned),
+    )
+}
+
+/// A service and its instances as both show them.
+fn service_shown(s: &Value) -> (String, String, Vec<InstanceShown>) {
+    let instances = s["instances"]
+        .as_array()
+        .expect("instances")
+        .iter()
+        .map(|i| (text(&i["name"]), text(&i["address"]), i["live"] == true))
+        .collect();
+    (text(&s["name"]), text(&s["fqdn"]), instances)
+}
+
 async fn shown_by_server(server: &TestServer) -> Shown {
     let mut leases = Vec::new();
     for lease in server.get("/v1/leases").await.1["leases"].as_array().expect("leases") {
@@ -329,16 +378,7 @@ async fn shown_by_server(server: &TestServer) -> Shown {
         .as_array()
         .expect("kvs")
         .iter()
-        .map(|kv| {
-            (
-                text(&kv["key"]),
-                text(&kv["value"]),
-                kv["create_revision"].as_i64().expect("create"),
-                kv["mod_revision"].as_i64().expect("mod"),
-                kv["version"].as_i64().expect("version"),
-                kv["lease"].as_str().map(str::to_owned),
-            )
-        })
+        .map(key_shown)
         .collect();
     let shares = server.get("/v1/shares").await.1["shares"]
         .as_array()
@@ -350,15 +390,7 @@ async fn shown_by_server(server: &TestServer) -> Shown {
         .as_array()
         .expect("services")
         .iter()
-        .map(|s| {
-            let instances = s["instances"]
-                .as_array()
-                .expect("instances")
-                .iter()
-                .map(|i| (text(&i["name"]), text(&i["address"]), i["live"] == true))
-                .collect();
-            (text(&s["name"]), text(&s["fqdn"]), instances)
-        })
+        .map(service_shown)
         .collect();
     let routes = serde_json::to_value(&**server.running().control.hub().projections.routes.load()).expect("routes");
     Shown {
@@ -391,16 +423,7 @@ fn shown_by_replay(state: &Value) -> Shown {
         .expect("key spaces")
         .iter()
         .flat_map(|space| space["keys"].as_array().expect("keys").clone())
-        .map(|kv| {
-            (
-                text(&kv["key"]),
-                text(&kv["value"]),
-                kv["create_revision"].as_i64().expect("create"),
-                kv["mod_revision"].as_i64().expect("mod"),
-                kv["version"].as_i64().expect("version"),
-                kv["lease"].as_str().map(str::to_owned),
-            )
-        })
+        .map(|kv| key_shown(&kv))
         .collect();
     let shares = state["shares"]
         .as_array()
@@ -412,15 +435,7 @@ fn shown_by_replay(state: &Value) -> Shown {
         .as_array()
         .expect("services")
         .iter()
-        .map(|s| {
-            let instances = s["instances"]
-                .as_array()
-                .expect("instances")
-                .iter()
-                .map(|i| (text(&i["name"]), text(&i["address"]), i["live"] == true))
-                .collect();
-            (text(&s["name"]), text(&s["fqdn"]), instances)
-        })
+        .map(service_shown)
         .collect();
     Shown {
         leases,

@@ -5,11 +5,13 @@
 #   1. replay and verify of a log of EVENTS events (default 1,000,000: a
 #      mix of grants, puts, expiries and the key deletions they cause,
 #      written through tenure's own store by `make-log`), timed by hyperfine;
-#   2. the group commit's throughput before and after the hash chain: the
-#      same load tool (`append-load`: 64 writers, each appending one event
-#      at a time and waiting for it to be durable) built against the commit
-#      before the chain (BEFORE) and against this checkout, run in
-#      alternating rounds, medians compared.
+#   2. the group commit's throughput before and after the hash chain, built
+#      from the commit before the chain (BEFORE) and from this checkout, run
+#      in alternating rounds, medians compared: the store alone
+#      (`append-load`: 64 writers, each appending one event at a time and
+#      waiting for it to be durable, nothing else to do), and durable
+#      commands end to end (wrk -t2 -c64 on POST /v3/kv/put and
+#      /v3/lease/grant, as bench.sh).
 #
 # Prints the figures and appends them, with the commands and the machine,
 # to ops/bench/RESULTS.md.
@@ -21,6 +23,10 @@ cd "$(dirname "$0")/../.."
 
 EVENTS=${EVENTS:-1000000}
 ROUNDS=${ROUNDS:-5}
+# Rounds of the before/after comparisons (they vary more than the rest).
+AB_ROUNDS=${AB_ROUNDS:-8}
+WRK_DURATION=${WRK_DURATION:-8s}
+PORT=${PORT:-17171}
 APPENDS=${APPENDS:-200000}
 # The last commit whose store did not chain events.
 BEFORE=${BEFORE:-d1d5c41}
@@ -28,6 +34,7 @@ BEFORE=${BEFORE:-d1d5c41}
 missing=()
 command -v hyperfine >/dev/null || missing+=(hyperfine)
 command -v jq >/dev/null || missing+=(jq)
+command -v wrk >/dev/null || missing+=(wrk)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
@@ -72,21 +79,32 @@ uuid.workspace = true
 name = "append-load"
 path = "src/append_load.rs"
 EOF
-(cd "$WORK/before" && CARGO_TARGET_DIR="$WORK/before-target" cargo build --release -q -p tenure-bench --bin append-load)
+(cd "$WORK/before" && CARGO_TARGET_DIR="$WORK/before-target" cargo build --release -q -p tenure -p tenure-bench)
+OLD=$WORK/before-target/release
 run_load() { # BINARY -> events/s
   rm -rf "$WORK/append"
   "$1" --data-dir "$WORK/append" --events "$APPENDS" --writers 64 | awk '{print $1}'
 }
-before_rates=(); after_rates=()
-for round in $(seq 1 "$ROUNDS"); do
-  before_rates+=("$(run_load "$WORK/before-target/release/append-load")")
-  after_rates+=("$(run_load "$BIN/append-load")")
-  echo "round $round: before ${before_rates[-1]} events/s, after ${after_rates[-1]} events/s"
-done
+run_wrk() { # TENURE SCRIPT -> requests/s, on a fresh server
+  rm -rf "$WORK/e2e"
+  "$1" serve --data-dir "$WORK/e2e" --listen "127.0.0.1:$PORT" --proxy-listen 127.0.0.1:0 >/dev/null 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 100); do
+    curl -fs -X POST "http://127.0.0.1:$PORT/v3/kv/range" -d '{"key":"AA=="}' >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  wrk -t2 -c64 -d"$WRK_DURATION" -s "ops/bench/$2" "http://127.0.0.1:$PORT" | awk '/Requests\/sec/ {printf "%.0f", $2}'
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-before=$(median "${before_rates[@]}")
-after=$(median "${after_rates[@]}")
-ratio=$(awk -v a="$after" -v b="$before" 'BEGIN {printf "%.3f", a / b}')
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f", a / b}'; }
+store_b=(); store_a=(); put_b=(); put_a=(); grant_b=(); grant_a=()
+for round in $(seq 1 "$AB_ROUNDS"); do
+  store_b+=("$(run_load "$OLD/append-load")"); store_a+=("$(run_load "$BIN/append-load")")
+  put_b+=("$(run_wrk "$OLD/tenure" v3_put.lua)"); put_a+=("$(run_wrk "$BIN/tenure" v3_put.lua)")
+  grant_b+=("$(run_wrk "$OLD/tenure" v3_grant.lua)"); grant_a+=("$(run_wrk "$BIN/tenure" v3_grant.lua)")
+  echo "round $round: store ${store_b[-1]} / ${store_a[-1]} events/s; puts ${put_b[-1]} / ${put_a[-1]} req/s; grants ${grant_b[-1]} / ${grant_a[-1]} req/s (before / after)"
+done
 
 machine="$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r)"
 report=$(cat <<EOF
@@ -101,13 +119,13 @@ Machine: $machine; tenure $(git rev-parse --short HEAD) release build. Medians o
 | \`tenure replay --what routes\` (every projection and key space folded) | $(printf '%.3f' "$fold_s") s | $(printf '%.0f' "$fold_rate") |
 | \`tenure replay --what all -o json\` (the same, and the whole state printed) | $(printf '%.3f' "$all_s") s | $(printf '%.0f' "$all_rate") |
 
-Group commit, \`append-load\` (64 writers, one event per append, each waiting for its fsync; $APPENDS events), alternating rounds:
+The group commit before and after the hash chain ($BEFORE against $(git rev-parse --short HEAD)), $AB_ROUNDS alternating rounds, medians:
 
-| store | events/s (median) | rounds |
-|---|---|---|
-| $BEFORE, before the hash chain | $before | ${before_rates[*]} |
-| $(git rev-parse --short HEAD), with the chain | $after | ${after_rates[*]} |
-| with/without | $ratio | |
+| load | before | after | after/before | rounds before | rounds after |
+|---|---|---|---|---|---|
+| the store alone: \`append-load\`, 64 writers, one event per append, each waiting for its fsync ($APPENDS events), events/s | $(median "${store_b[@]}") | $(median "${store_a[@]}") | $(ratio "$(median "${store_a[@]}")" "$(median "${store_b[@]}")") | ${store_b[*]} | ${store_a[*]} |
+| durable puts end to end: wrk -t2 -c64 -d$WRK_DURATION POST /v3/kv/put, req/s | $(median "${put_b[@]}") | $(median "${put_a[@]}") | $(ratio "$(median "${put_a[@]}")" "$(median "${put_b[@]}")") | ${put_b[*]} | ${put_a[*]} |
+| durable grants end to end: wrk -t2 -c64 -d$WRK_DURATION POST /v3/lease/grant, req/s | $(median "${grant_b[@]}") | $(median "${grant_a[@]}") | $(ratio "$(median "${grant_a[@]}")" "$(median "${grant_b[@]}")") | ${grant_b[*]} | ${grant_a[*]} |
 EOF
 )
 echo "$report"

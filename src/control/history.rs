@@ -207,8 +207,11 @@ impl Control {
         let mut next = from.max(1);
         let mut events = Vec::new();
         let mut scanned = 0;
-        // One stream: its own index, skipping what comes before `from`.
-        let mut stream_version = 1;
+        // One stream: its own index, from its first event at or after `from`.
+        let mut stream_version = match &filter.stream {
+            Some(stream) => self.first_version_from(stream, next).await?,
+            None => 1,
+        };
         'pages: while next <= head && events.len() < limit && scanned < EVENTS_SCAN_MAX {
             let page = match &filter.stream {
                 Some(stream) => {
@@ -240,6 +243,37 @@ impl Control {
             }
         }
         Ok(EventsPage { events, next, head })
+    }
+
+    /// The version of the first event of `stream` at or after position
+    /// `from` (one past the last if none): versions and positions grow
+    /// together, so a search by version over point reads finds it in
+    /// O(log n) of them.
+    async fn first_version_from(&self, stream: &StreamId, from: u64) -> Result<u64, CommandError> {
+        let store = &self.hub.store;
+        // Whether the event at `version` exists and is before `from`.
+        let before = |version: u64| async move {
+            let found = store.read_stream(stream, version, 1).await?;
+            Ok::<_, CommandError>(found.first().is_some_and(|e| e.position < from))
+        };
+        if !before(1).await? {
+            return Ok(1);
+        }
+        // The event at `low` is before `from`; find `high` that is not.
+        let (mut low, mut high) = (1u64, 2u64);
+        while before(high).await? {
+            low = high;
+            high = high.saturating_mul(2);
+        }
+        while high - low > 1 {
+            let middle = low + (high - low) / 2;
+            if before(middle).await? {
+                low = middle;
+            } else {
+                high = middle;
+            }
+        }
+        Ok(high)
     }
 
     /// Follows the events `filter` matches, from position `from` on: those
