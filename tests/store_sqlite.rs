@@ -36,12 +36,19 @@ async fn acknowledged_appends_survive_reopening() {
     assert_eq!(store.head(), 50);
     let all = store.read_all(1, 1000).await.expect("read");
     assert_eq!(all.len(), 50);
-    // New appends continue the positions and versions.
+    // New appends continue the positions, versions and the hash chain.
     let appended = store
         .append(stream(0), ExpectedVersion::Exact(10), vec![event(99)])
         .await
         .expect("append");
     assert_eq!((appended.last_position, appended.version), (51, 11));
+    let all = store.read_all(1, 1000).await.expect("read");
+    let mut link = tenure_events::ChainHash::ZERO;
+    for e in &all {
+        assert_eq!(e.hash, link.next(e), "the link of position {}", e.position);
+        link = e.hash;
+    }
+    assert_eq!(store.chain_head().hash, link);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
