@@ -306,7 +306,11 @@ impl Control {
             }
         }
         let (entity, streams) = match found.len() {
-            0 => return Err(not_found(format!("no entity {text:?} in the log"))),
+            0 => {
+                return Err(not_found(format!(
+                    "no entity {text:?} in the log (leases, services and instances are looked up in account {account})"
+                )))
+            }
             1 => found.remove(0),
             _ => {
                 let names: Vec<String> = found
