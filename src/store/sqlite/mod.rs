@@ -185,9 +185,10 @@ impl SqliteStore {
             let handle = std::thread::Builder::new()
                 .name(format!("tenure-sqlite-read-{i}"))
                 .spawn(move || {
-                    let mut names = rows::Names::default();
                     while let Ok(job) = rx.recv() {
-                        job(&reader, &mut names);
+                        // Names live for one read only: the server keeps no
+                        // copy of every stream name it ever read.
+                        job(&reader, &mut rows::Names::default());
                     }
                 })
                 .map_err(io)?;

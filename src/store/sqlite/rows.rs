@@ -19,19 +19,23 @@ pub(super) fn to_sql_int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Stream names (by row id) and account names seen before: reading a long
-/// log then allocates them once, not once per event (they are shared
-/// `Arc<str>`s). Each reading connection has its own.
+/// Stream names (by row id) and account names already met while reading:
+/// a long read then allocates each once, not once per event (they are
+/// shared `Arc<str>`s). The server's readers use one per read (a page), so
+/// nothing is kept between reads; the offline tools preload every stream
+/// of the log once ([`Names::preload`]).
 #[derive(Default)]
 pub(crate) struct Names {
-    /// By row id: ids are dense (1, 2, 3, …), so a vector is the fastest map.
-    streams: Vec<Option<StreamId>>,
+    /// Every stream by row id (ids are dense: 1, 2, 3, …), when preloaded.
+    preloaded: Vec<Option<StreamId>>,
+    /// Streams met during this read that were not preloaded.
+    met: HashMap<i64, StreamId, foldhash::fast::RandomState>,
     accounts: HashMap<Box<str>, AccountId, foldhash::fast::RandomState>,
     /// The account of the previous row: runs of one account are common.
     last_account: Option<AccountId>,
 }
 
-/// Streams (by row id, from 0 up) and accounts remembered at most.
+/// Streams and accounts remembered at most (and the most streams preloaded).
 const NAMES_MAX: usize = 1 << 20;
 
 impl Names {
@@ -43,35 +47,28 @@ impl Names {
             .query_row("SELECT COUNT(*) FROM streams", [], |r| r.get(0))
             .map_err(io)?;
         if usize::try_from(count).is_ok_and(|c| c <= NAMES_MAX) {
-            let mut stmt = conn.prepare("SELECT id, name FROM streams").map_err(io)?;
-            let mut rows = stmt.query([]).map_err(io)?;
+            let mut stmt = conn.prepare("SELECT id, name FROM streams WHERE id < ?1").map_err(io)?;
+            let mut rows = stmt.query([NAMES_MAX as i64]).map_err(io)?;
             while let Some(row) = rows.next().map_err(io)? {
                 let id: i64 = row.get(0).map_err(io)?;
                 let name: String = row.get(1).map_err(io)?;
                 let stream = StreamId::new(name).map_err(|e| StoreError::Corrupt(format!("stream {id}: {e}")))?;
-                names.remember(id, stream);
+                let slot = usize::try_from(id).unwrap_or_default();
+                if slot >= names.preloaded.len() {
+                    names.preloaded.resize(slot + 1, None);
+                }
+                names.preloaded[slot] = Some(stream);
             }
         }
         Ok(names)
     }
 
-    /// Remembers a stream whose row id is below [`NAMES_MAX`].
-    fn remember(&mut self, id: i64, stream: StreamId) {
-        let Some(slot) = usize::try_from(id).ok().filter(|i| *i < NAMES_MAX) else {
-            return;
-        };
-        if slot >= self.streams.len() {
-            self.streams.resize(slot + 1, None);
-        }
-        self.streams[slot] = Some(stream);
-    }
-
     fn stream(&mut self, conn: &Connection, id: i64) -> Result<StreamId, StoreError> {
-        let known = usize::try_from(id)
+        let preloaded = usize::try_from(id)
             .ok()
-            .and_then(|i| self.streams.get(i))
+            .and_then(|i| self.preloaded.get(i))
             .and_then(Option::as_ref);
-        if let Some(stream) = known {
+        if let Some(stream) = preloaded.or_else(|| self.met.get(&id)) {
             return Ok(stream.clone());
         }
         let name: String = conn
@@ -79,7 +76,10 @@ impl Names {
             .and_then(|mut s| s.query_row([id], |r| r.get(0)))
             .map_err(|e| StoreError::Corrupt(format!("stream {id}: {e}")))?;
         let stream = StreamId::new(name).map_err(|e| StoreError::Corrupt(format!("stream {id}: {e}")))?;
-        self.remember(id, stream.clone());
+        if self.met.len() >= NAMES_MAX {
+            self.met.clear();
+        }
+        self.met.insert(id, stream.clone());
         Ok(stream)
     }
 
