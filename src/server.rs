@@ -195,21 +195,30 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let stopped_proxy = stopped.clone();
     handles[handles.len() - 1].spawn(expiry::run(Arc::clone(&hub), stopped));
 
+    let in_flight = Arc::new(crate::proxy::InFlight::default());
     let tls = match &config.proxy_tls {
         Some(tls) => Some((tls.listen, crate::proxy::tls_acceptor(&tls.cert, &tls.key)?)),
         None => None,
     };
     let (proxy_addr, proxy_tls_addr, proxy_runtime) = if config.proxy_listen.is_some() || tls.is_some() {
-        let (plain, tls, runtime) = start_proxy(config.proxy_listen, tls, &config, &projections, stopped_proxy)?;
+        let (plain, tls, runtime) = start_proxy(
+            config.proxy_listen,
+            tls,
+            &config,
+            (&projections, &in_flight),
+            stopped_proxy,
+        )?;
         (plain, tls, Some(runtime))
     } else {
         (None, None, None)
     };
 
     let app_control = control.clone();
+    let app_in_flight = web::Data::from(in_flight);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(app_control.clone()))
+            .app_data(app_in_flight.clone())
             .wrap(actix_web::middleware::from_fn(
                 |req, next: actix_web::middleware::Next<actix_web::body::BoxBody>| async move {
                     let mut res = next.call(req).await?;
@@ -263,7 +272,7 @@ fn start_proxy(
     plain: Option<SocketAddr>,
     tls: Option<(SocketAddr, tokio_rustls::TlsAcceptor)>,
     config: &ServerConfig,
-    projections: &Arc<Projections>,
+    (projections, in_flight): (&Arc<Projections>, &Arc<crate::proxy::InFlight>),
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(Option<SocketAddr>, Option<SocketAddr>, ProxyRuntime)> {
     let mut plain_addr = plain;
@@ -277,6 +286,7 @@ fn start_proxy(
         let (plain, tls) = (plain_addr, tls_addr);
         let acceptor = acceptor.clone();
         let projections = Arc::clone(projections);
+        let in_flight = Arc::clone(in_flight);
         let stop = stop.clone();
         let handle = std::thread::Builder::new()
             .name(format!("tenure-proxy-{worker}"))
@@ -303,7 +313,7 @@ fn start_proxy(
                     };
                     let addr = |l: &Option<tokio::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
                     let _ = bound_tx.send(Ok((addr(&plain), addr(&tls))));
-                    let proxy = Arc::new(crate::proxy::Proxy::new(projections, backend_timeout));
+                    let proxy = Arc::new(crate::proxy::Proxy::new(projections, backend_timeout, in_flight));
                     let plain = async {
                         if let Some(listener) = plain {
                             crate::proxy::serve(listener, Arc::clone(&proxy), None, stop.clone()).await;

@@ -92,6 +92,38 @@ impl ExpiryQueue {
             .unwrap_or_default()
     }
 
+    /// A page of live leases in (account, ID) order, those of `account` or
+    /// of every account, with the total count: `offset` leases are skipped
+    /// and at most `limit` returned. For the dashboard's lease list, which
+    /// shows a window of a list that may be long.
+    pub fn page(
+        &self,
+        account: Option<&AccountId>,
+        offset: usize,
+        limit: usize,
+    ) -> (usize, Vec<(LeaseKey, LiveLease)>) {
+        let mut accounts: Vec<(&AccountId, &BTreeSet<LeaseId>)> = match account {
+            Some(a) => self.by_account.get_key_value(a).into_iter().collect(),
+            None => self.by_account.iter().collect(),
+        };
+        accounts.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let total = accounts.iter().map(|(_, leases)| leases.len()).sum();
+        let page = accounts
+            .into_iter()
+            .flat_map(|(account, leases)| leases.iter().map(move |lease| (account, *lease)))
+            .skip(offset)
+            .take(limit)
+            .filter_map(|(account, lease)| {
+                let key = LeaseKey {
+                    account: account.clone(),
+                    lease,
+                };
+                self.live.get(&key).map(|live| (key, *live))
+            })
+            .collect();
+        (total, page)
+    }
+
     /// How many leases of the account are live.
     pub fn count(&self, account: &AccountId) -> usize {
         self.by_account.get(account).map_or(0, BTreeSet::len)

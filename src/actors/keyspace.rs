@@ -97,6 +97,14 @@ pub struct LeaseKeys {
     pub reply: Reply<Vec<Bytes>>,
 }
 
+/// The keys of each of `leases`, in the same order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct KeysOfLeases {
+    pub leases: Vec<LeaseId>,
+    pub reply: Reply<Vec<Vec<Bytes>>>,
+}
+
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct LeasesWithKeys {
@@ -306,6 +314,16 @@ impl Handler<LeaseKeys> for KeyspaceActor {
     fn handle(&mut self, msg: LeaseKeys, _: &mut Context<Self>) {
         self.journal.touch();
         let keys = self.state.lease_keys(msg.lease);
+        self.journal.reply(msg.reply, Ok(keys));
+    }
+}
+
+impl Handler<KeysOfLeases> for KeyspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: KeysOfLeases, _: &mut Context<Self>) {
+        self.journal.touch();
+        let keys = msg.leases.iter().map(|lease| self.state.lease_keys(*lease)).collect();
         self.journal.reply(msg.reply, Ok(keys));
     }
 }

@@ -3,10 +3,12 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod etcd_error;
 pub mod extract;
 pub mod history;
+pub mod overview;
 pub mod services;
 pub mod shares;
 pub mod v1;
@@ -32,6 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .error_handler(|err, _| ApiError::bad_request("invalid_path", format!("path: {err}")).into()),
     )
     .route("/healthz", web::get().to(healthz))
+    .configure(dashboard::configure)
     .service(
         web::scope("/v1")
             .wrap(actix_web::middleware::from_fn(auth::v1))
@@ -40,7 +43,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(shares::configure)
             .configure(services::configure)
             .configure(workloads::configure)
-            .configure(history::configure),
+            .configure(history::configure)
+            .configure(overview::configure),
     )
     .service(
         web::scope("/v3")

@@ -6,13 +6,15 @@
 //! flight, authentication, reading the projections once caught up, limits,
 //! routing to an entity actor); each kind of entity has its own file with
 //! its commands and queries: `leases`, `keys`, `accounts`, `shares`,
-//! `workloads`, `services`; `history` reads the log itself (events, audit
+//! `workloads`, `services`; `overview` gathers what the dashboard shows;
+//! `history` reads the log itself (events, audit
 //! trails, the projections' digests).
 
 mod accounts;
 mod history;
 mod keys;
 mod leases;
+mod overview;
 mod services;
 mod shares;
 mod workloads;
@@ -20,6 +22,7 @@ mod workloads;
 pub use accounts::{IssuedToken, Usage};
 pub use history::{Audit, AuditEntry, EntityRef, EventsPage, Following, EVENTS_PAGE_MAX};
 pub use leases::LeaseInfo;
+pub use overview::{AccountEntry, LeasePage, LeaseRow, Overview, ServiceEntry, ShareEntry, LEASE_PAGE_MAX};
 
 use std::sync::Arc;
 

@@ -19,7 +19,7 @@
 mod framing;
 mod http1;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,10 +44,36 @@ pub const ACCESS_HEADER: &str = "x-tenure-access";
 
 type HostMap<V> = std::collections::HashMap<String, V, foldhash::fast::RandomState>;
 
-/// A backend: its requests in flight and its idle connections.
+/// Requests in flight per backend address, over every worker thread: the
+/// least-connections choice and the dashboard read it. A worker looks its
+/// counter up once, when a backend enters its table, not per request.
+#[derive(Default)]
+pub struct InFlight {
+    counters: parking_lot::Mutex<HashMap<String, Arc<AtomicUsize>>>,
+}
+
+impl InFlight {
+    fn counter(&self, address: &str) -> Arc<AtomicUsize> {
+        Arc::clone(self.counters.lock().entry(address.to_owned()).or_default())
+    }
+
+    /// Requests in flight by backend address (`HOST:PORT`); backends no
+    /// worker uses any more are forgotten.
+    pub fn snapshot(&self) -> HashMap<String, usize> {
+        let mut counters = self.counters.lock();
+        counters.retain(|_, c| Arc::strong_count(c) > 1 || c.load(Ordering::Relaxed) > 0);
+        counters
+            .iter()
+            .map(|(address, c)| (address.clone(), c.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+/// A backend: its requests in flight (shared by the workers) and this
+/// worker's idle connections to it.
 struct Backend {
     address: String,
-    active: AtomicUsize,
+    active: Arc<AtomicUsize>,
     idle: parking_lot::Mutex<Vec<BackendConn>>,
 }
 
@@ -77,10 +103,10 @@ impl BackendConn {
 }
 
 impl Backend {
-    fn new(address: &str) -> Backend {
+    fn new(address: &str, in_flight: &InFlight) -> Backend {
         Backend {
             address: address.to_owned(),
-            active: AtomicUsize::new(0),
+            active: in_flight.counter(address),
             idle: parking_lot::Mutex::new(Vec::new()),
         }
     }
@@ -323,18 +349,24 @@ pub struct Proxy {
     next: AtomicUsize,
     /// How long a backend may take to answer (504 after).
     backend_timeout: Duration,
+    in_flight: Arc<InFlight>,
 }
 
 impl Proxy {
-    pub fn new(projections: Arc<crate::actors::Projections>, backend_timeout: Duration) -> Proxy {
+    pub fn new(
+        projections: Arc<crate::actors::Projections>,
+        backend_timeout: Duration,
+        in_flight: Arc<InFlight>,
+    ) -> Proxy {
         let source = projections.routes.load_full();
-        let table = build(&source, None);
+        let table = build(&source, None, &in_flight);
         Proxy {
             projections,
             table: ArcSwap::from_pointee(table),
             rebuild: parking_lot::Mutex::new(()),
             next: AtomicUsize::new(0),
             backend_timeout,
+            in_flight,
         }
     }
 
@@ -349,7 +381,7 @@ impl Proxy {
         let Some(_rebuilding) = self.rebuild.try_lock() else {
             return table;
         };
-        let fresh = Arc::new(build(&routes.clone(), Some(&table)));
+        let fresh = Arc::new(build(&routes.clone(), Some(&table), &self.in_flight));
         self.table.store(Arc::clone(&fresh));
         fresh
     }
@@ -366,7 +398,7 @@ impl Proxy {
 
 /// Builds the proxy's table from the routes, keeping the backends that
 /// `previous` already had.
-fn build(routes: &Arc<Routes>, previous: Option<&Table>) -> Table {
+fn build(routes: &Arc<Routes>, previous: Option<&Table>, in_flight: &InFlight) -> Table {
     let mut known: HostMap<Arc<Backend>> = HostMap::default();
     if let Some(previous) = previous {
         for entry in previous.hosts.values() {
@@ -383,7 +415,7 @@ fn build(routes: &Arc<Routes>, previous: Option<&Table>) -> Table {
         known
             .get(address)
             .cloned()
-            .unwrap_or_else(|| Arc::new(Backend::new(address)))
+            .unwrap_or_else(|| Arc::new(Backend::new(address, in_flight)))
     };
     let mut hosts = HostMap::default();
     for (host, route) in &routes.hosts {

@@ -223,6 +223,16 @@ impl TestServer {
 }
 
 impl Session {
+    /// A session against any server at `base` (`http://127.0.0.1:PORT`),
+    /// sending `Authorization: Bearer {token}` when there is a token.
+    pub fn new(base: &str, token: Option<&str>) -> Session {
+        Session {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+            authorization: token.map(|t| format!("Bearer {t}")),
+        }
+    }
+
     pub async fn call_raw(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Response {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(auth) = &self.authorization {
