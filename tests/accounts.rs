@@ -39,6 +39,8 @@ fn every_route() -> Vec<(Method, &'static str, Option<Value>)> {
         (Method::GET, "/v1/events/stream", None),
         (Method::GET, "/v1/audit?entity=00000000000000aa", None),
         (Method::GET, "/v1/projections", None),
+        (Method::GET, "/v1/overview", None),
+        (Method::GET, "/v1/overview/leases", None),
         (
             Method::POST,
             "/v3/kv/put",
