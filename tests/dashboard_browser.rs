@@ -17,7 +17,7 @@ use common::binary::ServerProcess;
 use common::Session;
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const ADMIN: &str = "admin-dashboard-5c1e9a0b7d3f2468";
@@ -384,6 +384,102 @@ async fn with_auth_an_account_sees_only_its_own_things_and_the_admin_all() {
     ] {
         until(&css, PATIENCE, || async { shown(&page, &css).await.then_some(()) }).await;
     }
+    page.close().await.expect("close the browser");
+    server.terminate();
+}
+
+/// Grants `n` leases of `ttl` seconds, `parallel` requests at a time.
+async fn grant_many(api: &Session, n: usize, ttl: i64, parallel: usize) -> Vec<String> {
+    use futures::StreamExt;
+    futures::stream::iter(0..n)
+        .map(|_| api.grant(ttl))
+        .buffer_unordered(parallel)
+        .collect()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_stays_responsive_with_10000_leases_and_1000_events_a_second() {
+    const LEASES: usize = 10_000;
+    const RATE: usize = 1_000;
+    const SECONDS: usize = 3;
+    let Some(driver_path) = browser_available() else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ServerProcess::start(&dir.path().join("data"), &[]);
+    let api = Session::new(&server.endpoint, None);
+    let leases = grant_many(&api, LEASES, 600, 32).await;
+
+    let driver = start_driver(&driver_path).await;
+    let shots = screenshot_dir();
+    let page = browser(&driver, &dir.path().join("profile")).await;
+    page.goto(&format!("{}/", server.endpoint)).await.expect("open the dashboard");
+    until("10,000 leases counted", PATIENCE, || async {
+        (text(&page, "#leases-count").await.as_deref() == Some("(10000)")).then_some(())
+    })
+    .await;
+    // Frame gaps from now on, measured in the page.
+    page.execute(
+        "window.gaps = []; let last = performance.now();
+         const frame = (t) => { window.gaps.push(t - last); last = t; requestAnimationFrame(frame); };
+         requestAnimationFrame(frame);",
+        vec![],
+    )
+    .await
+    .expect("install the frame probe");
+
+    // 1,000 keep-alives a second for a few seconds: each is an event.
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut sent = 0;
+    let mut last = String::new();
+    while sent < RATE * SECONDS {
+        tick.tick().await;
+        let due = (started.elapsed().as_millis() as usize * RATE / 1000).min(RATE * SECONDS);
+        let batch: Vec<_> = (sent..due)
+            .map(|i| {
+                let lease = leases[i % LEASES].clone();
+                let api = &api;
+                async move {
+                    let (status, body) = api.post(&format!("/v1/leases/{lease}/keepalive"), json!({})).await;
+                    assert_eq!(status, StatusCode::OK, "{body}");
+                    lease
+                }
+            })
+            .collect();
+        if let Some(lease) = futures::future::join_all(batch).await.pop() {
+            last = lease;
+        }
+        sent = due;
+    }
+    let burst = started.elapsed();
+    // The last keep-alive reaches the page; the lists stay windows.
+    let newest = format!(r#"#events [data-entity="lease/{last}"]"#);
+    until("the last keep-alive in the event stream", Duration::from_secs(60), || async {
+        shown(&page, &newest).await.then_some(())
+    })
+    .await;
+    let caught_up = started.elapsed() - burst;
+    let lease_rows = count(&page, "#leases .row").await;
+    let event_rows = count(&page, "#events .row").await;
+    assert!(lease_rows <= 100, "{lease_rows} lease rows in the page for 10,000 leases");
+    assert!(event_rows <= 100, "{event_rows} event rows in the page");
+
+    let gaps = page
+        .execute("return window.gaps.slice(1).sort((a, b) => a - b);", vec![])
+        .await
+        .expect("read the frame gaps");
+    let gaps: Vec<f64> = gaps
+        .as_array()
+        .map(|g| g.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    if let (Some(max), false) = (gaps.last(), gaps.is_empty()) {
+        let p99 = gaps[(gaps.len() * 99 / 100).min(gaps.len() - 1)];
+        println!(
+            "dashboard under load: {sent} keep-alive events in {burst:?}, on the page {caught_up:?} after the last, {} frames, frame gap p99 {p99:.1} ms, max {max:.1} ms; {lease_rows} lease rows and {event_rows} event rows in the DOM",
+            gaps.len()
+        );
+    }
+    screenshot(&page, &shots, "dashboard-10000-leases.png").await;
     page.close().await.expect("close the browser");
     server.terminate();
 }

@@ -265,7 +265,9 @@ function addEvents(batch) {
     scheduleDraw();
   }
   $("events-count").textContent = `(${events.all.length} kept)`;
-  if (batch.some((e) => !e.stream.startsWith("keyspace/"))) {
+  // Keep-alives and key writes change no table (the lease list's own
+  // refresh shows their times); anything else may, so read again soon.
+  if (batch.some((e) => e.type !== "LeaseKeptAlive" && !e.stream.startsWith("keyspace/"))) {
     scheduleRefresh();
   }
 }
@@ -367,15 +369,22 @@ async function recentStart() {
 
 // ---------- refresh pacing ----------
 
+// After a change, read again 150 ms later, but not more than twice a
+// second however many events arrive.
+const REFRESH_AFTER_MS = 150;
+const REFRESH_EVERY_MS = 500;
 let refreshTimer = null;
+let refreshedAt = 0;
 
 function scheduleRefresh() {
   if (refreshTimer) return;
+  const wait = Math.max(REFRESH_AFTER_MS, refreshedAt + REFRESH_EVERY_MS - Date.now());
   refreshTimer = setTimeout(() => {
     refreshTimer = null;
+    refreshedAt = Date.now();
     refreshOverview();
     refreshLeases();
-  }, 150);
+  }, wait);
 }
 
 // ---------- audit ----------
