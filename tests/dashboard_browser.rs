@@ -21,8 +21,9 @@ use serde_json::{json, Value};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const ADMIN: &str = "admin-dashboard-5c1e9a0b7d3f2468";
-/// How long the page may take to show something it is told.
-const PATIENCE: Duration = Duration::from_secs(10);
+/// How long the page may take to show something it is told (long: a
+/// loaded machine is slow, and speed is measured by benchmarks, not here).
+const PATIENCE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(20);
 
 /// chromedriver on a free port, stopped when dropped.
@@ -223,7 +224,7 @@ async fn the_dashboard_shows_services_shares_leases_and_live_events() {
     })
     .await;
     assert!(first <= 30, "a 30 s lease shows {first}s left");
-    until("the countdown going down", Duration::from_secs(3), || async {
+    until("the countdown going down", PATIENCE, || async {
         let now = text(&page, &left).await.as_deref().and_then(seconds)?;
         (now < first).then_some(())
     })
@@ -412,7 +413,9 @@ async fn the_dashboard_stays_responsive_with_10000_leases_and_1000_events_a_seco
     let driver = start_driver(&driver_path).await;
     let shots = screenshot_dir();
     let page = browser(&driver, &dir.path().join("profile")).await;
-    page.goto(&format!("{}/", server.endpoint)).await.expect("open the dashboard");
+    page.goto(&format!("{}/", server.endpoint))
+        .await
+        .expect("open the dashboard");
     until("10,000 leases counted", PATIENCE, || async {
         (text(&page, "#leases-count").await.as_deref() == Some("(10000)")).then_some(())
     })
@@ -454,14 +457,17 @@ async fn the_dashboard_stays_responsive_with_10000_leases_and_1000_events_a_seco
     let burst = started.elapsed();
     // The last keep-alive reaches the page; the lists stay windows.
     let newest = format!(r#"#events [data-entity="lease/{last}"]"#);
-    until("the last keep-alive in the event stream", Duration::from_secs(60), || async {
+    until("the last keep-alive in the event stream", PATIENCE, || async {
         shown(&page, &newest).await.then_some(())
     })
     .await;
     let caught_up = started.elapsed() - burst;
     let lease_rows = count(&page, "#leases .row").await;
     let event_rows = count(&page, "#events .row").await;
-    assert!(lease_rows <= 100, "{lease_rows} lease rows in the page for 10,000 leases");
+    assert!(
+        lease_rows <= 100,
+        "{lease_rows} lease rows in the page for 10,000 leases"
+    );
     assert!(event_rows <= 100, "{event_rows} event rows in the page");
 
     let gaps = page
