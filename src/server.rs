@@ -16,6 +16,7 @@ use crate::actors::{decommission, expiry, projector, Hub, Projections, Registry,
 use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
 use crate::control::Control;
+use crate::metrics::{Metrics, ProxyMetrics};
 use crate::store::{EventStore, SqliteStore};
 
 /// Everything a server is started with.
@@ -144,7 +145,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
             (Authenticator::Tokens { admin_sha256 }, generated)
         }
     };
-    let store = SqliteStore::open(&config.data_dir)
+    let metrics = Metrics::new();
+    let store = SqliteStore::open_with_metrics(&config.data_dir, Some(metrics.store.clone()))
         .with_context(|| format!("opening the event log in {}", config.data_dir.display()))?;
     let epoch = config.clock.now();
     let arbiters: Vec<Arbiter> = (0..config.actor_threads.max(1)).map(|_| Arbiter::new()).collect();
@@ -161,15 +163,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
             domain: config.domain.clone(),
             frontend_port: config.frontend_port,
         },
-        leases: Registry::new(handles.clone()),
-        keyspaces: Registry::new(handles.clone()),
-        accounts: Registry::new(handles.clone()),
-        shares: Registry::new(handles.clone()),
-        workloads: Registry::new(handles.clone()),
-        services: Registry::new(handles.clone()),
-        instances: Registry::new(handles.clone()),
+        leases: Registry::new(handles.clone(), metrics.actors("lease")),
+        keyspaces: Registry::new(handles.clone(), metrics.actors("keyspace")),
+        accounts: Registry::new(handles.clone(), metrics.actors("account")),
+        shares: Registry::new(handles.clone(), metrics.actors("share")),
+        workloads: Registry::new(handles.clone(), metrics.actors("workload")),
+        services: Registry::new(handles.clone(), metrics.actors("service")),
+        instances: Registry::new(handles.clone(), metrics.actors("instance")),
         projections: Arc::clone(&projections),
         revisions: Default::default(),
+        metrics: metrics.clone(),
     });
     let (stop, stopped) = watch::channel(false);
 
@@ -200,22 +203,38 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         None => None,
     };
     let (proxy_addr, proxy_tls_addr, proxy_runtime) = if config.proxy_listen.is_some() || tls.is_some() {
-        let (plain, tls, runtime) = start_proxy(config.proxy_listen, tls, &config, &projections, stopped_proxy)?;
+        let (plain, tls, runtime) = start_proxy(
+            config.proxy_listen,
+            tls,
+            &config,
+            &projections,
+            &metrics.proxy,
+            stopped_proxy,
+        )?;
         (plain, tls, Some(runtime))
     } else {
         (None, None, None)
     };
 
     let app_control = control.clone();
+    let http_metrics = metrics.http.clone();
     let server = HttpServer::new(move || {
+        let http_metrics = http_metrics.clone();
         App::new()
             .app_data(web::Data::new(app_control.clone()))
             .wrap(actix_web::middleware::from_fn(
-                |req, next: actix_web::middleware::Next<actix_web::body::BoxBody>| async move {
-                    let mut res = next.call(req).await?;
-                    crate::api::request_id_header(&mut res);
-                    crate::api::log_server_error(&res);
-                    Ok::<_, actix_web::Error>(res)
+                move |req: actix_web::dev::ServiceRequest,
+                      next: actix_web::middleware::Next<actix_web::body::BoxBody>| {
+                    let http_metrics = http_metrics.clone();
+                    async move {
+                        let started = std::time::Instant::now();
+                        let method = req.method().clone();
+                        let res = next.call(req).await;
+                        let mut res = crate::api::count_request(&http_metrics, &method, started, res)?;
+                        crate::api::request_id_header(&mut res);
+                        crate::api::log_server_error(&res);
+                        Ok::<_, actix_web::Error>(res)
+                    }
                 },
             ))
             .wrap(tracing_actix_web::TracingLogger::<crate::api::RootSpan>::new())
@@ -264,6 +283,7 @@ fn start_proxy(
     tls: Option<(SocketAddr, tokio_rustls::TlsAcceptor)>,
     config: &ServerConfig,
     projections: &Arc<Projections>,
+    metrics: &ProxyMetrics,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(Option<SocketAddr>, Option<SocketAddr>, ProxyRuntime)> {
     let mut plain_addr = plain;
@@ -277,6 +297,7 @@ fn start_proxy(
         let (plain, tls) = (plain_addr, tls_addr);
         let acceptor = acceptor.clone();
         let projections = Arc::clone(projections);
+        let metrics = metrics.clone();
         let stop = stop.clone();
         let handle = std::thread::Builder::new()
             .name(format!("tenure-proxy-{worker}"))
@@ -303,7 +324,7 @@ fn start_proxy(
                     };
                     let addr = |l: &Option<tokio::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
                     let _ = bound_tx.send(Ok((addr(&plain), addr(&tls))));
-                    let proxy = Arc::new(crate::proxy::Proxy::new(projections, backend_timeout));
+                    let proxy = Arc::new(crate::proxy::Proxy::new(projections, backend_timeout, metrics));
                     let plain = async {
                         if let Some(listener) = plain {
                             crate::proxy::serve(listener, Arc::clone(&proxy), None, stop.clone()).await;

@@ -7,12 +7,13 @@
 //! routing to an entity actor); each kind of entity has its own file with
 //! its commands and queries: `leases`, `keys`, `accounts`, `shares`,
 //! `workloads`, `services`; `history` reads the log itself (events, audit
-//! trails, the projections' digests).
+//! trails, the projections' digests); `metrics` what `/metrics` shows.
 
 mod accounts;
 mod history;
 mod keys;
 mod leases;
+mod metrics;
 mod services;
 mod shares;
 mod workloads;

@@ -15,6 +15,10 @@
 //! - **Errors** are short plain-text bodies naming the host: unknown host
 //!   404, no live backend 503, backend refused 502, backend too slow 504,
 //!   private share without a valid grant 403.
+//! - **Metrics**: every answer whose head the proxy sends is counted by
+//!   status (its own refusals and backends' answers), and the time from a
+//!   request sent to a backend to its answer's head is observed; both are
+//!   atomics, the status's counter resolved once.
 
 mod framing;
 mod http1;
@@ -323,10 +327,16 @@ pub struct Proxy {
     next: AtomicUsize,
     /// How long a backend may take to answer (504 after).
     backend_timeout: Duration,
+    /// Answers by status, backends' latency.
+    metrics: crate::metrics::ProxyMetrics,
 }
 
 impl Proxy {
-    pub fn new(projections: Arc<crate::actors::Projections>, backend_timeout: Duration) -> Proxy {
+    pub fn new(
+        projections: Arc<crate::actors::Projections>,
+        backend_timeout: Duration,
+        metrics: crate::metrics::ProxyMetrics,
+    ) -> Proxy {
         let source = projections.routes.load_full();
         let table = build(&source, None);
         Proxy {
@@ -335,6 +345,7 @@ impl Proxy {
             rebuild: parking_lot::Mutex::new(()),
             next: AtomicUsize::new(0),
             backend_timeout,
+            metrics,
         }
     }
 
