@@ -318,6 +318,29 @@ async fn counters_move_by_exactly_the_commands_sent() {
         "the revoked and the expired lease's actors"
     );
     assert_eq!(d.of("tenure_actors_active", &[("kind", "lease")]), 1.0);
+
+    // The sample dashboard charts every family there is, and none that is not.
+    let dashboard = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ops/grafana/tenure.json"))
+        .expect("the dashboard");
+    let charted: std::collections::BTreeSet<String> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("tenure_"))
+        .map(|word| family(word).to_owned())
+        .collect();
+    let exposed: std::collections::BTreeSet<String> = expired
+        .samples
+        .keys()
+        .map(|s| family(&s[..s.find('{').unwrap_or(s.len())]).to_owned())
+        .collect();
+    assert_eq!(charted, exposed);
+}
+
+/// A sample's family: its name without a histogram's suffix.
+fn family(name: &str) -> &str {
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name)
 }
 
 #[actix_rt::test]
