@@ -9,6 +9,7 @@ pub mod control;
 pub mod domain;
 pub mod history;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod store;

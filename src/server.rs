@@ -16,6 +16,7 @@ use crate::actors::{decommission, expiry, projector, Hub, Projections, Registry,
 use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
 use crate::control::Control;
+use crate::metrics::{Metrics, ProxyMetrics};
 use crate::store::{EventStore, SqliteStore};
 
 /// Everything a server is started with.
@@ -144,7 +145,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
             (Authenticator::Tokens { admin_sha256 }, generated)
         }
     };
-    let store = SqliteStore::open(&config.data_dir)
+    let metrics = Metrics::new();
+    let store = SqliteStore::open_with_metrics(&config.data_dir, Some(metrics.store.clone()))
         .with_context(|| format!("opening the event log in {}", config.data_dir.display()))?;
     let epoch = config.clock.now();
     let arbiters: Vec<Arbiter> = (0..config.actor_threads.max(1)).map(|_| Arbiter::new()).collect();
@@ -161,15 +163,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
             domain: config.domain.clone(),
             frontend_port: config.frontend_port,
         },
-        leases: Registry::new(handles.clone()),
-        keyspaces: Registry::new(handles.clone()),
-        accounts: Registry::new(handles.clone()),
-        shares: Registry::new(handles.clone()),
-        workloads: Registry::new(handles.clone()),
-        services: Registry::new(handles.clone()),
-        instances: Registry::new(handles.clone()),
+        leases: Registry::new(handles.clone(), metrics.actors("lease")),
+        keyspaces: Registry::new(handles.clone(), metrics.actors("keyspace")),
+        accounts: Registry::new(handles.clone(), metrics.actors("account")),
+        shares: Registry::new(handles.clone(), metrics.actors("share")),
+        workloads: Registry::new(handles.clone(), metrics.actors("workload")),
+        services: Registry::new(handles.clone(), metrics.actors("service")),
+        instances: Registry::new(handles.clone(), metrics.actors("instance")),
         projections: Arc::clone(&projections),
         revisions: Default::default(),
+        metrics: metrics.clone(),
     });
     let (stop, stopped) = watch::channel(false);
 
@@ -205,7 +208,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
             config.proxy_listen,
             tls,
             &config,
-            (&projections, &in_flight),
+            &projections,
+            &in_flight,
+            &metrics.proxy,
             stopped_proxy,
         )?;
         (plain, tls, Some(runtime))
@@ -215,16 +220,25 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
 
     let app_control = control.clone();
     let app_in_flight = web::Data::from(in_flight);
+    let http_metrics = metrics.http.clone();
     let server = HttpServer::new(move || {
+        let http_metrics = http_metrics.clone();
         App::new()
             .app_data(web::Data::new(app_control.clone()))
             .app_data(app_in_flight.clone())
             .wrap(actix_web::middleware::from_fn(
-                |req, next: actix_web::middleware::Next<actix_web::body::BoxBody>| async move {
-                    let mut res = next.call(req).await?;
-                    crate::api::request_id_header(&mut res);
-                    crate::api::log_server_error(&res);
-                    Ok::<_, actix_web::Error>(res)
+                move |req: actix_web::dev::ServiceRequest,
+                      next: actix_web::middleware::Next<actix_web::body::BoxBody>| {
+                    let http_metrics = http_metrics.clone();
+                    async move {
+                        let started = std::time::Instant::now();
+                        let method = req.method().clone();
+                        let res = next.call(req).await;
+                        let mut res = crate::api::count_request(&http_metrics, &method, started, res)?;
+                        crate::api::request_id_header(&mut res);
+                        crate::api::log_server_error(&res);
+                        Ok::<_, actix_web::Error>(res)
+                    }
                 },
             ))
             .wrap(tracing_actix_web::TracingLogger::<crate::api::RootSpan>::new())
@@ -272,7 +286,9 @@ fn start_proxy(
     plain: Option<SocketAddr>,
     tls: Option<(SocketAddr, tokio_rustls::TlsAcceptor)>,
     config: &ServerConfig,
-    (projections, in_flight): (&Arc<Projections>, &Arc<crate::proxy::InFlight>),
+    projections: &Arc<Projections>,
+    in_flight: &Arc<crate::proxy::InFlight>,
+    metrics: &ProxyMetrics,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<(Option<SocketAddr>, Option<SocketAddr>, ProxyRuntime)> {
     let mut plain_addr = plain;
@@ -287,6 +303,7 @@ fn start_proxy(
         let acceptor = acceptor.clone();
         let projections = Arc::clone(projections);
         let in_flight = Arc::clone(in_flight);
+        let metrics = metrics.clone();
         let stop = stop.clone();
         let handle = std::thread::Builder::new()
             .name(format!("tenure-proxy-{worker}"))
@@ -313,7 +330,12 @@ fn start_proxy(
                     };
                     let addr = |l: &Option<tokio::net::TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
                     let _ = bound_tx.send(Ok((addr(&plain), addr(&tls))));
-                    let proxy = Arc::new(crate::proxy::Proxy::new(projections, backend_timeout, in_flight));
+                    let proxy = Arc::new(crate::proxy::Proxy::new(
+                        projections,
+                        backend_timeout,
+                        in_flight,
+                        metrics,
+                    ));
                     let plain = async {
                         if let Some(listener) = plain {
                             crate::proxy::serve(listener, Arc::clone(&proxy), None, stop.clone()).await;

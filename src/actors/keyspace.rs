@@ -22,6 +22,8 @@ pub struct KeyspaceActor {
     state: Keyspace,
     /// Where this key space publishes its durable revision.
     published: Arc<std::sync::atomic::AtomicI64>,
+    /// This key space's share of the key count metric (its durable keys).
+    keys: crate::metrics::GaugeShare,
     journal: Journal<Self>,
     load: bool,
 }
@@ -117,11 +119,13 @@ impl Entity for KeyspaceActor {
     fn activate(account: AccountId, activation: Activation, hub: Arc<Hub>) -> KeyspaceActor {
         let journal = Journal::new(Arc::clone(&hub.store), StreamId::keyspace(&account));
         let published = hub.revisions.slot(&account);
+        let keys = crate::metrics::GaugeShare::new(hub.metrics.keys.clone());
         KeyspaceActor {
             hub,
             account,
             state: Keyspace::default(),
             published,
+            keys,
             journal,
             load: activation == Activation::Load,
         }
@@ -146,6 +150,7 @@ impl Actor for KeyspaceActor {
                 |act, state| {
                     act.state = state;
                     act.publish(act.state.revision());
+                    act.keys.set(act.state.len());
                 },
             );
         }
@@ -189,10 +194,11 @@ impl KeyspaceActor {
                 NewEvent::new(e, &cmd.meta, now)
             })
             .collect();
-        let revision = self.state.revision();
+        let (revision, keys) = (self.state.revision(), self.state.len());
         submit(self, ctx, new_events, move |act, _, result| {
             if result.is_ok() {
                 act.publish(revision);
+                act.keys.set(keys);
             }
             done(result.map(|_| revision).map_err(Into::into))
         });

@@ -241,6 +241,9 @@ impl Handler<Grant> for LeaseActor {
                 Lease::Live { id, ttl_s, .. } => Ok(Granted { lease: id, ttl_s }),
                 _ => Err(CommandError::Unavailable("lease ended while being granted".into())),
             });
+            if result.is_ok() {
+                act.hub.metrics.leases.granted.inc();
+            }
             log_outcome(&span, &result);
             Some((reply, result))
         });
@@ -262,6 +265,9 @@ impl Handler<KeepAlive> for LeaseActor {
                     Lease::Live { ttl_s, .. } => Ok(ttl_s),
                     _ => Err(LeaseRejection::NotFound(act.key.lease).into()),
                 });
+                if result.is_ok() {
+                    act.hub.metrics.leases.renewed.inc();
+                }
                 log_outcome(&span, &result);
                 Some((reply, result))
             },
@@ -283,6 +289,7 @@ impl Handler<Revoke> for LeaseActor {
             move |act, _, result| match result {
                 Ok(events) => {
                     log_outcome(&span, &Ok(()));
+                    act.hub.metrics.leases.revoked.inc();
                     if let Some(ended) = events.first() {
                         act.delete_keys(ended, DeleteCause::LeaseRevoked { lease }, span, reply);
                     }
@@ -307,6 +314,7 @@ impl Handler<Expire> for LeaseActor {
         let meta = Metadata::new(self.key.account.clone());
         let span = tracing::info_span!("command", command = "expire", entity = %self.journal.stream());
         let reply = msg.reply;
+        let deadline = self.state.deadline();
         self.execute(
             ctx,
             LeaseCommand::Expire { lease },
@@ -314,6 +322,12 @@ impl Handler<Expire> for LeaseActor {
             move |act, _, result| match result {
                 Ok(events) => {
                     tracing::debug!(parent: &span, outcome = "expired");
+                    let leases = &act.hub.metrics.leases;
+                    leases.expired.inc();
+                    if let (Some(ended), Some(deadline)) = (events.first(), deadline) {
+                        let lag = (ended.time - deadline).to_std().unwrap_or_default();
+                        leases.expiry_lag.observe(lag.as_secs_f64());
+                    }
                     if let Some(ended) = events.first() {
                         act.delete_keys(ended, DeleteCause::LeaseExpired { lease }, span, reply);
                     }

@@ -101,6 +101,8 @@ pub struct Hub {
     pub instances: Registry<InstanceActor>,
     pub projections: Arc<Projections>,
     pub revisions: Revisions,
+    /// The server's metrics (see `crate::metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A command refused because the account is at one of its limits.

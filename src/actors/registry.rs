@@ -20,6 +20,7 @@ use actix_rt::ArbiterHandle;
 use parking_lot::Mutex;
 
 use super::Hub;
+use crate::metrics::ActorMetrics;
 
 /// How a new actor gets its state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,16 +50,19 @@ pub struct Registry<A: Entity> {
     shards: Vec<Mutex<HashMap<A::Key, Slot<A>>>>,
     arbiters: Vec<ArbiterHandle>,
     hasher: RandomState,
+    metrics: ActorMetrics,
 }
 
 impl<A: Entity> Registry<A> {
-    /// Actors are spread over `arbiters` (threads) by the hash of their key.
-    pub fn new(arbiters: Vec<ArbiterHandle>) -> Registry<A> {
+    /// Actors are spread over `arbiters` (threads) by the hash of their key;
+    /// activations and passivations are counted in `metrics`.
+    pub fn new(arbiters: Vec<ArbiterHandle>, metrics: ActorMetrics) -> Registry<A> {
         assert!(!arbiters.is_empty(), "a registry needs at least one arbiter");
         Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             arbiters,
             hasher: RandomState::new(),
+            metrics,
         }
     }
 
@@ -90,6 +94,7 @@ impl<A: Entity> Registry<A> {
         let arbiter = &self.arbiters[(hash / SHARDS) % self.arbiters.len()];
         let (key, hub) = (key.clone(), Arc::clone(hub));
         let addr = A::start_in_arbiter(arbiter, move |_| A::activate(key, activation, hub));
+        self.metrics.activated.inc();
         Slot { addr, routed: 0 }
     }
 
@@ -100,6 +105,7 @@ impl<A: Entity> Registry<A> {
         match shard.get(key) {
             Some(slot) if slot.addr == *addr && slot.routed == handled => {
                 shard.remove(key);
+                self.metrics.passivated.inc();
                 true
             }
             _ => false,
@@ -121,5 +127,10 @@ impl<A: Entity> Registry<A> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The kind of actor (its metrics' label) and how many are active.
+    pub fn active(&self) -> (&'static str, usize) {
+        (self.metrics.kind, self.len())
     }
 }

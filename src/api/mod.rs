@@ -8,6 +8,7 @@ pub mod error;
 pub mod etcd_error;
 pub mod extract;
 pub mod history;
+pub mod metrics;
 pub mod overview;
 pub mod services;
 pub mod shares;
@@ -35,6 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .route("/healthz", web::get().to(healthz))
     .configure(dashboard::configure)
+    .configure(metrics::configure)
     .service(
         web::scope("/v1")
             .wrap(actix_web::middleware::from_fn(auth::v1))
@@ -110,6 +112,23 @@ pub fn request_id_header(res: &mut actix_web::dev::ServiceResponse<impl actix_we
         res.headers_mut()
             .insert(actix_web::http::header::HeaderName::from_static("x-request-id"), value);
     }
+}
+
+/// Counts an answered request in the HTTP metrics, by method, route
+/// pattern (`unmatched` when no route matched) and status, and how long
+/// it took to its response head.
+pub fn count_request<B>(
+    metrics: &crate::metrics::HttpMetrics,
+    method: &actix_web::http::Method,
+    started: std::time::Instant,
+    res: Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>,
+) -> Result<actix_web::dev::ServiceResponse<B>, actix_web::Error> {
+    let (route, status) = match &res {
+        Ok(res) => (res.request().match_pattern(), res.status()),
+        Err(e) => (None, e.as_response_error().status_code()),
+    };
+    metrics.record(method.as_str(), route.as_deref(), status.as_u16(), started.elapsed());
+    res
 }
 
 /// Logs answers that are our fault (5xx) at error level; the caller's

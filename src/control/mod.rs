@@ -7,13 +7,14 @@
 //! routing to an entity actor); each kind of entity has its own file with
 //! its commands and queries: `leases`, `keys`, `accounts`, `shares`,
 //! `workloads`, `services`; `overview` gathers what the dashboard shows;
-//! `history` reads the log itself (events, audit
-//! trails, the projections' digests).
+//! `history` reads the log itself (events, audit trails, the projections'
+//! digests); `metrics` what `/metrics` shows.
 
 mod accounts;
 mod history;
 mod keys;
 mod leases;
+mod metrics;
 mod overview;
 mod services;
 mod shares;

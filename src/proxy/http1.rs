@@ -164,6 +164,7 @@ where
         };
         match plan {
             Plan::Answer(refusal) => {
+                proxy.metrics.answered(refusal.status);
                 self.answer(&refusal).await?;
                 Ok(refusal.keep_alive)
             }
@@ -178,6 +179,7 @@ where
                             head_only: forward.head_only,
                             ..refusal
                         };
+                        proxy.metrics.answered(refusal.status);
                         self.answer(&refusal).await?;
                         Ok(keep_alive)
                     }
@@ -305,6 +307,8 @@ where
     upload
         .take_buffered(buf, out)
         .map_err(|_| Failure::Backend(Refusal::bad_request("the request body is malformed")))?;
+    // The backend's latency counts from the request's head sent.
+    let asked = std::time::Instant::now();
     if let Err(e) = backend_wr.write_all(out).await {
         tracing::debug!(backend = %plan.backend.address, error = %e, "writing to the backend failed");
         return Err(Attempt::Stale);
@@ -317,6 +321,8 @@ where
         )
         .await
         .map_err(|_| Attempt::Failed(Failure::Backend(Refusal::answer_timeout(&plan.host))))??;
+        proxy.metrics.upstream.observe(asked.elapsed().as_secs_f64());
+        proxy.metrics.answered(response.status);
         relay(
             response,
             &plan.host,
@@ -445,6 +451,7 @@ impl Upload {
 
 /// A response head, parsed.
 struct Response {
+    status: u16,
     /// The head's length in the backend's buffer.
     len: usize,
     body: Framing,
@@ -495,6 +502,7 @@ where
                     out.clear();
                     write_response_head(&res, out, decode, upgraded, client_keep_alive, plan.http10);
                     return Ok(Response {
+                        status,
                         len,
                         body,
                         close,

@@ -15,6 +15,10 @@
 //! - **Errors** are short plain-text bodies naming the host: unknown host
 //!   404, no live backend 503, backend refused 502, backend too slow 504,
 //!   private share without a valid grant 403.
+//! - **Metrics**: every answer whose head the proxy sends is counted by
+//!   status (its own refusals and backends' answers), and the time from a
+//!   request sent to a backend to its answer's head is observed; both are
+//!   atomics, the status's counter resolved once.
 
 mod framing;
 mod http1;
@@ -350,6 +354,8 @@ pub struct Proxy {
     /// How long a backend may take to answer (504 after).
     backend_timeout: Duration,
     in_flight: Arc<InFlight>,
+    /// Answers by status, backends' latency.
+    metrics: crate::metrics::ProxyMetrics,
 }
 
 impl Proxy {
@@ -357,6 +363,7 @@ impl Proxy {
         projections: Arc<crate::actors::Projections>,
         backend_timeout: Duration,
         in_flight: Arc<InFlight>,
+        metrics: crate::metrics::ProxyMetrics,
     ) -> Proxy {
         let source = projections.routes.load_full();
         let table = build(&source, None, &in_flight);
@@ -367,6 +374,7 @@ impl Proxy {
             next: AtomicUsize::new(0),
             backend_timeout,
             in_flight,
+            metrics,
         }
     }
 

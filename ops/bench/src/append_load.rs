@@ -2,7 +2,9 @@
 //! event at a time to its own stream and waiting for it to be durable (as
 //! C clients each waiting for their command), for N events in all, through
 //! tenure's SQLite store with `synchronous=FULL`. Prints events/s and
-//! events per commit.
+//! events per commit. With `--metrics`, the writer counts into the
+//! server's metrics as it does in a server (to measure what they cost), and
+//! the mean commit (fsync) and append times are printed too.
 //!
 //! Uses only the store's public API as it was before the hash chain too,
 //! so `ops/bench/history.sh` can build it against an older commit and
@@ -28,6 +30,9 @@ struct Args {
     /// Writers appending at once.
     #[arg(long, default_value_t = 64)]
     writers: u64,
+    /// Count into the server's metrics (store writer's part).
+    #[arg(long)]
+    metrics: bool,
 }
 
 fn event(n: u64) -> NewEvent {
@@ -46,7 +51,9 @@ fn event(n: u64) -> NewEvent {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let store = SqliteStore::open(&args.data_dir).context("opening the store")?;
+    let metrics = args.metrics.then(tenure::metrics::Metrics::new);
+    let store = SqliteStore::open_with_metrics(&args.data_dir, metrics.as_ref().map(|m| m.store.clone()))
+        .context("opening the store")?;
     let shared: Arc<dyn EventStore> = Arc::new(store.clone());
     let per_writer = args.events / args.writers.max(1);
     let started = Instant::now();
@@ -81,6 +88,14 @@ async fn main() -> anyhow::Result<()> {
         args.writers,
         elapsed
     );
+    if let Some(metrics) = &metrics {
+        let mean_ms = |h: &prometheus::Histogram| 1000.0 * h.get_sample_sum() / h.get_sample_count().max(1) as f64;
+        println!(
+            "metrics: mean commit (fsync) {:.3} ms, mean append {:.3} ms",
+            mean_ms(&metrics.store.fsync),
+            mean_ms(&metrics.store.append_latency)
+        );
+    }
     store.close();
     Ok(())
 }

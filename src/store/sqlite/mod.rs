@@ -34,6 +34,7 @@ use super::subscription::{FetchAll, LiveBatch};
 use super::{
     AppendCallback, AppendError, Appended, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription,
 };
+use crate::metrics::StoreMetrics;
 
 /// Upper bound of events in one transaction: keeps a commit's latency and the
 /// writer's memory bounded while still sharing one fsync among many appends.
@@ -100,6 +101,8 @@ struct WriteJob {
     expected: ExpectedVersion,
     events: Vec<NewEvent>,
     reply: AppendCallback,
+    /// When the append was queued (its latency counts from here).
+    queued: std::time::Instant,
 }
 
 type ReadJob = Box<dyn FnOnce(&Connection, &mut rows::Names) + Send>;
@@ -131,6 +134,11 @@ impl SqliteStore {
 
     /// Opens (creating if needed) the log in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with_metrics(data_dir, None)
+    }
+
+    /// Opens the log, its writer counting into `metrics` (the server's).
+    pub fn open_with_metrics(data_dir: &Path, metrics: Option<StoreMetrics>) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::Io(format!("cannot create data directory {}: {e}", data_dir.display())))?;
         let path = data_dir.join(Self::FILE_NAME);
@@ -207,7 +215,7 @@ impl SqliteStore {
         let shared = Arc::clone(&inner.shared);
         let handle = std::thread::Builder::new()
             .name("tenure-sqlite-write".into())
-            .spawn(move || Writer::new(conn, chain, live_tx, shared).run(write_rx))
+            .spawn(move || Writer::new(conn, chain, live_tx, shared, metrics).run(write_rx))
             .map_err(io)?;
         threads.push(handle);
         *inner.threads.lock() = threads;
@@ -325,12 +333,58 @@ struct Writer {
     head: ChainHead,
     live: broadcast::Sender<LiveBatch>,
     shared: Arc<Shared>,
+    metrics: Option<WriterMetrics>,
+}
+
+/// The writer's metrics, with the counter of each event type resolved once.
+struct WriterMetrics {
+    metrics: StoreMetrics,
+    by_type: HashMap<String, prometheus::IntCounter, foldhash::fast::RandomState>,
+}
+
+impl WriterMetrics {
+    /// Counts a committed batch: its events by type (consecutive events of
+    /// one type in one add), its size, and its appends' latency.
+    fn committed(&mut self, recorded: &[RecordedEvent], queued: &[std::time::Instant]) {
+        let mut events = recorded.iter().peekable();
+        while let Some(first) = events.next() {
+            let mut run = 1;
+            while events.next_if(|e| e.event_type == first.event_type).is_some() {
+                run += 1;
+            }
+            let counter = match self.by_type.get(first.event_type.as_str()) {
+                Some(counter) => counter,
+                None => {
+                    let counter = self.metrics.events.with_label_values(&[first.event_type.as_str()]);
+                    self.by_type.entry(first.event_type.clone()).or_insert(counter)
+                }
+            };
+            counter.inc_by(run);
+        }
+        self.metrics.batch_events.observe(recorded.len() as f64);
+        self.answered(queued);
+    }
+
+    fn answered(&self, queued: &[std::time::Instant]) {
+        let now = std::time::Instant::now();
+        for at in queued {
+            self.metrics
+                .append_latency
+                .observe(now.saturating_duration_since(*at).as_secs_f64());
+        }
+    }
 }
 
 type Outcome = Result<Appended, AppendError>;
 
 impl Writer {
-    fn new(mut conn: Connection, head: ChainHead, live: broadcast::Sender<LiveBatch>, shared: Arc<Shared>) -> Writer {
+    fn new(
+        mut conn: Connection,
+        head: ChainHead,
+        live: broadcast::Sender<LiveBatch>,
+        shared: Arc<Shared>,
+        metrics: Option<StoreMetrics>,
+    ) -> Writer {
         let wal_frames = Arc::new(AtomicI64::new(0));
         let frames = Arc::clone(&wal_frames);
         let hooked = conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
@@ -347,6 +401,10 @@ impl Writer {
             head,
             live,
             shared,
+            metrics: metrics.map(|metrics| WriterMetrics {
+                metrics,
+                by_type: HashMap::default(),
+            }),
         }
     }
 
@@ -373,6 +431,7 @@ impl Writer {
     }
 
     fn commit(&mut self, jobs: Vec<WriteJob>) {
+        let queued: Vec<std::time::Instant> = jobs.iter().map(|j| j.queued).collect();
         let (requests, replies): (Vec<_>, Vec<_>) = jobs
             .into_iter()
             .map(|j| ((j.stream, j.expected, j.events), j.reply))
@@ -400,6 +459,9 @@ impl Writer {
                 // The link first: whoever sees the new position finds its link.
                 *self.shared.chain.lock() = head;
                 self.shared.head.store(head.position, Ordering::Release);
+                if let Some(metrics) = &mut self.metrics {
+                    metrics.committed(&recorded, &queued);
+                }
                 if written > 0 {
                     let _ = self.live.send(Arc::new(recorded));
                 }
@@ -413,6 +475,9 @@ impl Writer {
                 tracing::error!(error = %e, "event store write failed; refusing further writes");
                 self.shared.poisoned.store(true, Ordering::Release);
                 let err = StoreError::Io(e.to_string());
+                if let Some(metrics) = &self.metrics {
+                    metrics.answered(&queued);
+                }
                 for reply in replies {
                     reply(Err(err.clone().into()));
                 }
@@ -509,7 +574,11 @@ impl Writer {
                 touched.insert(stream, StreamState { id: Some(id), version });
             }
         }
+        let committing = std::time::Instant::now();
         tx.commit()?;
+        if let Some(metrics) = &self.metrics {
+            metrics.metrics.fsync.observe(committing.elapsed().as_secs_f64());
+        }
         Ok((outcomes, written, touched, ChainHead { position, hash: link }))
     }
 }
@@ -524,6 +593,7 @@ impl EventStore for SqliteStore {
             expected,
             events,
             reply: done,
+            queued: std::time::Instant::now(),
         };
         // Sent under the lock so that one caller's appends queue in order;
         // a refused job is answered after the lock is released.
