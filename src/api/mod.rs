@@ -9,7 +9,9 @@ pub mod etcd_error;
 pub mod extract;
 pub mod history;
 pub mod metrics;
+pub mod openapi;
 pub mod overview;
+pub mod schema;
 pub mod services;
 pub mod shares;
 pub mod v1;
@@ -37,6 +39,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::get().to(healthz))
     .configure(dashboard::configure)
     .configure(metrics::configure)
+    // Public (no token), so registered before the `/v1` scope and its middleware.
+    .service(openapi::resource())
     .service(
         web::scope("/v1")
             .wrap(actix_web::middleware::from_fn(auth::v1))
