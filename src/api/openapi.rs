@@ -11,6 +11,7 @@
 //! **Architecture Invariant:** this module imports the route modules; no
 //! route module imports it (they name their schemas through `schema.rs`).
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use actix_web::http::header::{HeaderValue, CACHE_CONTROL};
@@ -253,6 +254,32 @@ pub fn resource() -> actix_web::Resource {
     super::resource(PATH).route(web::get().to(serve))
 }
 
+/// The methods each path of the document allows (`/v1/keys/{key}` →
+/// `GET, PUT, DELETE`), for the `Allow` header of a 405.
+pub fn allowed_methods(pattern: &str) -> Option<&'static str> {
+    static ALLOWED: LazyLock<BTreeMap<String, String>> = LazyLock::new(|| {
+        document(false)
+            .paths
+            .paths
+            .into_iter()
+            .map(|(path, item)| {
+                let methods: Vec<&str> = [
+                    (item.get.is_some(), "GET"),
+                    (item.post.is_some(), "POST"),
+                    (item.put.is_some(), "PUT"),
+                    (item.delete.is_some(), "DELETE"),
+                    (item.patch.is_some(), "PATCH"),
+                ]
+                .into_iter()
+                .filter_map(|(has, method)| has.then_some(method))
+                .collect();
+                (path, methods.join(", "))
+            })
+            .collect()
+    });
+    ALLOWED.get(&template(pattern)).map(String::as_str)
+}
+
 /// An actix route pattern as an OpenAPI path template: `{key:.+}` → `{key}`.
 pub fn template(pattern: &str) -> String {
     let mut out = String::with_capacity(pattern.len());
@@ -361,6 +388,13 @@ mod tests {
         assert_eq!(json(true)["security"], serde_json::json!([{"bearer": []}]));
         assert_eq!(json(false)["security"], serde_json::json!([{}, {"bearer": []}]));
         assert_eq!(json(true)["paths"][PATH]["get"]["security"], serde_json::json!([{}]));
+    }
+
+    #[test]
+    fn a_405_names_the_methods_of_its_path() {
+        assert_eq!(allowed_methods("/v1/keys/{key:.+}"), Some("GET, PUT, DELETE"));
+        assert_eq!(allowed_methods("/v1/leases"), Some("GET, POST"));
+        assert_eq!(allowed_methods("/v1/nowhere"), None);
     }
 
     #[test]
