@@ -223,15 +223,21 @@ async fn list_leases(control: web::Data<Control>, caller: Caller) -> Result<Http
 
 /// Which keys a `/v1/keys` request is about: `?key=K` or `?prefix=P`
 /// (an empty prefix: every key).
-/// The query string of `/v1/keys` (documented as `KeySelector` and
-/// `RangeParams`, or `PutParams`).
-#[derive(Deserialize)]
+/// The query string of `/v1/keys` (`PUT` documents `PutParams`).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct KeysQuery {
+    /// One key. Give `key` or `prefix`, not both.
+    #[param(min_length = 1)]
     key: Option<String>,
+    /// Every key that starts with it (empty: every key).
     prefix: Option<String>,
+    /// With `prefix`: at most this many keys (0: no limit).
     #[serde(default)]
+    #[param(maximum = 18_446_744_073_709_551_615_u64)]
     limit: usize,
+    /// With a delete: answer the deleted key-values too.
     #[serde(default)]
     prev_kv: bool,
 }
@@ -315,47 +321,6 @@ struct KeyList {
     kvs: Vec<KeyView>,
 }
 
-/// `?key=K` or `?prefix=P`, one of them (the schema of the query strings
-/// of `GET` and `DELETE /v1/keys`; `KeysQuery` reads them).
-struct KeySelector;
-
-impl utoipa::PartialSchema for KeySelector {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
-        let one = |name: &str, min_length: usize, description: &str| {
-            ObjectBuilder::new()
-                .schema_type(Type::Object)
-                .property(
-                    name,
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .min_length(Some(min_length))
-                        .description(Some(description)),
-                )
-                .required(name)
-                .additional_properties(Some(AdditionalProperties::FreeForm(false)))
-        };
-        OneOfBuilder::new()
-            .item(one("key", 1, "One key."))
-            .item(one("prefix", 0, "Every key that starts with it (empty: every key)."))
-            .into()
-    }
-}
-
-impl ToSchema for KeySelector {}
-
-/// The rest of the query strings of `GET` and `DELETE /v1/keys`.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)] // a schema only
-struct RangeParams {
-    /// With `prefix`: at most this many keys (0: no limit).
-    #[param(maximum = 18_446_744_073_709_551_615_u64)]
-    limit: Option<usize>,
-    /// With a delete: answer the deleted key-values too.
-    prev_kv: Option<bool>,
-}
-
 /// The query string of `PUT /v1/keys`.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -394,7 +359,7 @@ async fn get_one(control: &Control, caller: &Caller, key: Bytes) -> Result<HttpR
 
 /// Reads one key (`?key=K`) or the keys under a prefix (`?prefix=P`).
 #[utoipa::path(get, path = "/v1/keys", tag = "keys", operation_id = "get_keys",
-    params(("selector" = inline(KeySelector), Query, style = Form, explode, description = "`key=K` or `prefix=P`: one of them."), RangeParams),
+    params(KeysQuery),
     responses(
         (status = 200, description = "The key (`?key=`), or the keys under the prefix (`?prefix=`).", body = KeysAnswer),
         (status = 400, description = "A malformed query, or neither or both of `key` and `prefix` (`invalid_query`).", body = ErrorBody),
@@ -564,7 +529,7 @@ async fn delete(control: &Control, caller: &Caller, range: KeyRange, prev_kv: bo
 
 /// Deletes the key `?key=K` or the keys under `?prefix=P`.
 #[utoipa::path(delete, path = "/v1/keys", tag = "keys", operation_id = "delete_keys",
-    params(("selector" = inline(KeySelector), Query, style = Form, explode, description = "`key=K` or `prefix=P`: one of them."), RangeParams),
+    params(KeysQuery),
     responses(
         (status = 200, description = "What was deleted (nothing, if nothing matched).", body = DeletedView),
         (status = 400, description = "A malformed query, or neither or both of `key` and `prefix` (`invalid_query`, `empty_key`).", body = ErrorBody),
