@@ -115,7 +115,7 @@ impl AccountJson {
 }
 
 #[derive(Deserialize, ToSchema)]
-#[schema(as = NewAccount)]
+#[schema(as = NewAccount, examples(json!({"name": "alice", "limits": {"max_leases": 100}})))]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     #[schema(value_type = schema::AccountName)]

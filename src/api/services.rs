@@ -134,7 +134,7 @@ fn port_rules(specs: &[String]) -> Result<Vec<PortRule>, ApiError> {
 }
 
 #[derive(Deserialize, ToSchema)]
-#[schema(as = NewService)]
+#[schema(as = NewService, examples(json!({"name": "web", "ports": ["443:8080/tls+http", "80:8080/http+redirect"]})))]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
     #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,53}$")]
@@ -262,7 +262,7 @@ async fn delete(
 }
 
 #[derive(Deserialize, ToSchema)]
-#[schema(as = NewInstance)]
+#[schema(as = NewInstance, examples(json!({"name": "web-1", "service": "web", "address": "127.0.0.1:8080", "lease": "1a203af6dc400000"})))]
 #[serde(deny_unknown_fields)]
 struct RegisterBody {
     #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,53}$")]

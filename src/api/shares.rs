@@ -126,7 +126,7 @@ fn about(token: &str) -> impl Fn(crate::actors::CommandError) -> ApiError + '_ {
 }
 
 #[derive(Deserialize, ToSchema)]
-#[schema(as = NewShare)]
+#[schema(as = NewShare, examples(json!({"mode": "public", "target": "http://localhost:9090"})))]
 #[serde(deny_unknown_fields)]
 struct ReserveBody {
     #[schema(value_type = schema::ShareMode)]
@@ -234,7 +234,7 @@ async fn release(
 }
 
 #[derive(Deserialize, ToSchema)]
-#[schema(as = NewSession)]
+#[schema(as = NewSession, examples(json!({"lease": "1a203af6dc400000"})))]
 #[serde(deny_unknown_fields)]
 struct SessionBody {
     /// The caller's live lease that holds the session.

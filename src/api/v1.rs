@@ -54,6 +54,7 @@ fn lease_id(raw: &str) -> Result<LeaseId, ApiError> {
 }
 
 #[derive(Deserialize, ToSchema)]
+#[schema(examples(json!({"ttl": 100})))]
 #[serde(deny_unknown_fields)]
 struct GrantBody {
     /// Seconds; raised to the server's minimum if below it.
@@ -403,6 +404,7 @@ async fn get_key_path(control: web::Data<Control>, caller: Caller, req: HttpRequ
 }
 
 #[derive(Deserialize, ToSchema)]
+#[schema(examples(json!({"value": "hello", "lease": "1a203af6dc400000"})))]
 #[serde(deny_unknown_fields)]
 struct PutBody {
     #[schema(value_type = schema::Bytes)]
