@@ -241,7 +241,7 @@ fn run_schemathesis(command: &str, endpoint: &str, extra: &[&str]) {
         .args(["--no-color", "run"])
         .arg(format!("{endpoint}/v1/openapi.json"))
         .args(["--max-examples", MAX_EXAMPLES, "--seed", SEED])
-        .args(["--request-timeout", "10"])
+        .args(["--request-timeout", "30"])
         // The live event stream never ends.
         .args(["--exclude-path", "/v1/events/stream"])
         .args(["--generation-database", "none"])

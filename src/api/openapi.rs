@@ -24,7 +24,7 @@ use utoipa::openapi::{Content, OpenApi as Document_, RefOr};
 use utoipa::{OpenApi, ToSchema};
 
 use super::error::ErrorBody;
-use super::{accounts, history, services, shares, v1, workloads};
+use super::{accounts, history, overview, services, shares, v1, workloads};
 
 /// Where the document is served.
 pub const PATH: &str = "/v1/openapi.json";
@@ -86,6 +86,8 @@ const BEARER: &str = "bearer";
         history::stream,
         history::audit,
         history::projections,
+        overview::overview,
+        overview::leases,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Shared),
@@ -98,6 +100,7 @@ const BEARER: &str = "bearer";
         (name = "reservations", description = "Workload reservations, zos-style, signed by the owner's key."),
         (name = "nodes", description = "What nodes call (admin): their feed of reservations, and results."),
         (name = "history", description = "The log of events: pages, the live stream, audits, the projections' digests."),
+        (name = "dashboard", description = "The operator dashboard's reads: what the caller may see, at once."),
         (name = "meta", description = "This description."),
     )
 )]

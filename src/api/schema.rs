@@ -177,7 +177,7 @@ named_schema!(
     /// A time in answers: RFC 3339, UTC, whole seconds.
     Timestamp,
     "Timestamp",
-    string("A time: RFC 3339 in UTC, to the second (2026-11-22T16:01:31Z).")
+    string("A time: RFC 3339 in UTC (2026-11-22T16:01:31Z).")
         .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
 );
 
