@@ -20,7 +20,7 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::Schema;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{Content, OpenApi as Document_, RefOr};
+use utoipa::openapi::{Content, OpenApi as Spec, RefOr};
 use utoipa::{OpenApi, ToSchema};
 
 use super::error::ErrorBody;
@@ -110,7 +110,7 @@ struct Document;
 struct Shared;
 
 impl utoipa::Modify for Shared {
-    fn modify(&self, doc: &mut Document_) {
+    fn modify(&self, doc: &mut Spec) {
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             BEARER,
@@ -209,7 +209,7 @@ fn add_error(operation: &mut Operation, status: &str, description: &str) {
 /// The document as the server describes itself: with `--auth` the bearer
 /// token is required by every operation but this one; in local mode it is
 /// optional (and ignored).
-pub fn document(auth: bool) -> Document_ {
+pub fn document(auth: bool) -> Spec {
     let mut doc = Document::openapi();
     let bearer = SecurityRequirement::new(BEARER, Vec::<String>::new());
     doc.security = Some(if auth {
