@@ -9,7 +9,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tenure_events::RecordedEvent;
 
-/// Every route of the API, with a body that would be valid.
+/// Every route of the API, with a body that would be valid (but the
+/// description, `GET /v1/openapi.json`, which is public).
 fn every_route() -> Vec<(Method, &'static str, Option<Value>)> {
     let lease = "00000000000000aa";
     vec![
@@ -111,6 +112,12 @@ async fn every_route_refuses_a_missing_revoked_or_malformed_token_with_401_json(
     assert_eq!(server.events().await.len(), before);
     // The health check stays open (load balancers probe it without a token).
     assert_eq!(server.get("/healthz").await.0, StatusCode::OK);
+    // So does the API's description, the one exception under /v1 (and
+    // tests/openapi.rs checks that every route it describes refuses).
+    let session = server.session_with_header(None);
+    let (status, doc) = session.get("/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
 }
 
 /// The events appended since `since`, by account.

@@ -70,16 +70,24 @@ impl fmt::Debug for Bytes {
 #[serde(untagged)]
 enum Repr {
     Text(String),
-    Binary { base64: String },
+    Binary(Base64),
+}
+
+/// `{"base64": "..."}` and nothing else: a field we do not know is a
+/// mistake, not something to drop.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Base64 {
+    base64: String,
 }
 
 impl Serialize for Bytes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match std::str::from_utf8(&self.0) {
             Ok(text) => s.serialize_str(text),
-            Err(_) => Repr::Binary {
+            Err(_) => Repr::Binary(Base64 {
                 base64: base64::engine::general_purpose::STANDARD.encode(&self.0),
-            }
+            })
             .serialize(s),
         }
     }
@@ -89,7 +97,7 @@ impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
         match Repr::deserialize(d)? {
             Repr::Text(text) => Ok(Bytes(text.into_bytes())),
-            Repr::Binary { base64 } => base64::engine::general_purpose::STANDARD
+            Repr::Binary(Base64 { base64 }) => base64::engine::general_purpose::STANDARD
                 .decode(base64)
                 .map(Bytes)
                 .map_err(serde::de::Error::custom),
@@ -119,5 +127,7 @@ mod tests {
     fn bad_base64_is_an_error() {
         assert!(serde_json::from_str::<Bytes>(r#"{"base64":"!!"}"#).is_err());
         assert!(serde_json::from_str::<Bytes>("12").is_err());
+        assert!(serde_json::from_str::<Bytes>(r#"{"base64":"/wA=","x":1}"#).is_err());
+        assert!(serde_json::from_str::<Bytes>("{}").is_err());
     }
 }

@@ -8,10 +8,12 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use tenure_events::{AccountId, Limits};
 use tenure_projections::AccountView;
+use utoipa::ToSchema;
 
 use super::auth::AdminCaller;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody};
+use super::schema;
 use crate::control::{Control, Usage};
 use crate::domain::account::LimitsUpdate;
 
@@ -43,32 +45,49 @@ fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-#[derive(Serialize)]
+/// A token of an account (never the token itself).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Token)]
 pub struct TokenJson {
     id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     label: Option<String>,
+    #[schema(value_type = schema::Timestamp)]
     created_at: String,
 }
 
-#[derive(Serialize)]
+/// An account: its limits, public key and tokens.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Account)]
 pub struct AccountJson {
+    #[schema(value_type = schema::AccountName)]
     name: AccountId,
+    /// None for local mode's `default`, which was never created.
+    #[schema(value_type = Option<schema::Timestamp>)]
     created_at: Option<String>,
+    #[schema(value_type = schema::Limits)]
     limits: Limits,
     /// The ed25519 public key (standard base64), if registered.
     public_key: Option<String>,
+    #[schema(value_type = Option<schema::Timestamp>)]
     public_key_registered_at: Option<String>,
     tokens: Vec<TokenJson>,
+    /// What it uses now (`GET /v1/account`, `GET /v1/accounts/{name}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     usage: Option<UsageJson>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Usage)]
 struct UsageJson {
+    /// Live leases.
     leases: usize,
+    /// Keys in its key space.
     keys: usize,
 }
+
+const NAME_PATH: &str = "The account's name.";
+const ACCOUNT_404: &str = "No such account (`account_not_found`).";
 
 impl AccountJson {
     fn new(view: AccountView, usage: Option<Usage>) -> AccountJson {
@@ -95,14 +114,26 @@ impl AccountJson {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = NewAccount, examples(json!({"name": "alice", "limits": {"max_leases": 100}})))]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
+    #[schema(value_type = schema::AccountName)]
     name: String,
+    /// Limits left out are -1 (no limit).
     #[serde(default)]
+    #[schema(value_type = schema::LimitsUpdate)]
     limits: LimitsUpdate,
 }
 
+/// Creates an account (admin).
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", operation_id = "create_account",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "The account, created.", body = AccountJson),
+        (status = 400, description = "A malformed body, name or limit (`bad_json`, `invalid_body`, `invalid_field`, `invalid_account_name`).", body = ErrorBody),
+        (status = 409, description = "The name is taken (`account_exists`).", body = ErrorBody),
+    ))]
 async fn create(
     control: web::Data<Control>,
     admin: AdminCaller,
@@ -115,11 +146,14 @@ async fn create(
     Ok(HttpResponse::Created().json(AccountJson::new(view, None)))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AccountList {
     accounts: Vec<AccountJson>,
 }
 
+/// Every account (admin).
+#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", operation_id = "list_accounts",
+    responses((status = 200, description = "The accounts, by name.", body = AccountList)))]
 async fn list(control: web::Data<Control>, _: AdminCaller) -> Result<HttpResponse, ApiError> {
     let accounts = control.accounts().await;
     Ok(HttpResponse::Ok().json(AccountList {
@@ -127,6 +161,14 @@ async fn list(control: web::Data<Control>, _: AdminCaller) -> Result<HttpRespons
     }))
 }
 
+/// An account and its usage (admin).
+#[utoipa::path(get, path = "/v1/accounts/{name}", tag = "accounts", operation_id = "get_account",
+    params(("name" = schema::AccountName, Path, description = NAME_PATH)),
+    responses(
+        (status = 200, description = "The account, with its usage.", body = AccountJson),
+        (status = 400, description = "A malformed name (`invalid_account_name`).", body = ErrorBody),
+        (status = 404, description = ACCOUNT_404, body = ErrorBody),
+    ))]
 async fn get(control: web::Data<Control>, _: AdminCaller, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let name = account_name(&name)?;
     let view = control.account(&name).await?;
@@ -134,24 +176,41 @@ async fn get(control: web::Data<Control>, _: AdminCaller, name: web::Path<String
     Ok(HttpResponse::Ok().json(AccountJson::new(view, Some(usage))))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
+#[schema(as = NewToken)]
 #[serde(deny_unknown_fields)]
 struct TokenBody {
+    /// What the token is for: 1 to 64 characters, no control characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     label: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A token, issued: the only answer that shows it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = IssuedToken)]
 struct IssuedJson {
+    #[schema(value_type = schema::AccountName)]
     account: AccountId,
     id: String,
     /// Shown only in this answer.
     token: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     label: Option<String>,
+    #[schema(value_type = schema::Timestamp)]
     created_at: String,
 }
 
+/// Issues a token to an account (admin).
+#[utoipa::path(post, path = "/v1/accounts/{name}/tokens", tag = "accounts", operation_id = "create_token",
+    params(("name" = schema::AccountName, Path, description = NAME_PATH)),
+    request_body(content = Option<TokenBody>, description = "Optional: no body is `{}`."),
+    responses(
+        (status = 201, description = "The token, shown only here.", body = IssuedJson),
+        (status = 400, description = "A malformed name, body or label (`invalid_account_name`, `bad_json`, `invalid_body`, `invalid_field`).", body = ErrorBody),
+        (status = 404, description = ACCOUNT_404, body = ErrorBody),
+        (status = 409, description = "The account has too many tokens (`too_many_tokens`).", body = ErrorBody),
+    ))]
 async fn create_token(
     control: web::Data<Control>,
     admin: AdminCaller,
@@ -171,11 +230,19 @@ async fn create_token(
         }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenList {
     tokens: Vec<TokenJson>,
 }
 
+/// An account's tokens (IDs and labels; admin).
+#[utoipa::path(get, path = "/v1/accounts/{name}/tokens", tag = "accounts", operation_id = "list_tokens",
+    params(("name" = schema::AccountName, Path, description = NAME_PATH)),
+    responses(
+        (status = 200, description = "The tokens.", body = TokenList),
+        (status = 400, description = "A malformed name (`invalid_account_name`).", body = ErrorBody),
+        (status = 404, description = ACCOUNT_404, body = ErrorBody),
+    ))]
 async fn list_tokens(
     control: web::Data<Control>,
     _: AdminCaller,
@@ -188,12 +255,26 @@ async fn list_tokens(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = RevokedToken)]
 struct Revoked {
+    #[schema(value_type = schema::AccountName)]
     account: AccountId,
+    /// The token's ID.
     revoked: String,
 }
 
+/// Revokes a token (admin): it is refused from this answer on.
+#[utoipa::path(delete, path = "/v1/accounts/{name}/tokens/{id}", tag = "accounts", operation_id = "revoke_token",
+    params(
+        ("name" = schema::AccountName, Path, description = NAME_PATH),
+        ("id" = String, Path, description = "The token's ID."),
+    ),
+    responses(
+        (status = 200, description = "The token, revoked.", body = Revoked),
+        (status = 400, description = "A malformed name (`invalid_account_name`).", body = ErrorBody),
+        (status = 404, description = "No such account or token (`account_not_found`, `token_not_found`).", body = ErrorBody),
+    ))]
 async fn revoke_token(
     control: web::Data<Control>,
     admin: AdminCaller,
@@ -208,6 +289,15 @@ async fn revoke_token(
     }))
 }
 
+/// Sets some of an account's limits (admin).
+#[utoipa::path(put, path = "/v1/accounts/{name}/limits", tag = "accounts", operation_id = "set_limits",
+    params(("name" = schema::AccountName, Path, description = NAME_PATH)),
+    request_body(content = Option<schema::LimitsUpdate>, description = "Optional: no body is `{}`, which changes nothing."),
+    responses(
+        (status = 200, description = "The account with its new limits.", body = AccountJson),
+        (status = 400, description = "A malformed name, body or limit (`invalid_account_name`, `bad_json`, `invalid_body`, `invalid_field`).", body = ErrorBody),
+        (status = 404, description = ACCOUNT_404, body = ErrorBody),
+    ))]
 async fn set_limits(
     control: web::Data<Control>,
     admin: AdminCaller,
@@ -221,6 +311,8 @@ async fn set_limits(
 
 /// The calling account. In local mode `default` was never created: it is
 /// shown with no limits and no tokens.
+#[utoipa::path(get, path = "/v1/account", tag = "accounts", operation_id = "whoami",
+    responses((status = 200, description = "The calling account, with its usage.", body = AccountJson)))]
 async fn whoami(control: web::Data<Control>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let usage = control.usage(&caller.account).await?;
     let json = match control.account(&caller.account).await {
@@ -241,13 +333,23 @@ async fn whoami(control: web::Data<Control>, caller: Caller) -> Result<HttpRespo
     Ok(HttpResponse::Ok().json(json))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = PublicKey)]
 #[serde(deny_unknown_fields)]
 struct KeyBody {
-    /// The ed25519 public key, standard base64 of its 32 bytes.
+    /// The ed25519 public key, standard base64 of its 32 bytes (a valid,
+    /// not small-order, curve point).
+    #[schema(pattern = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$")]
     public_key: String,
 }
 
+/// Registers the calling account's ed25519 public key (it signs workload reservations).
+#[utoipa::path(put, path = "/v1/account/key", tag = "accounts", operation_id = "register_key",
+    request_body = KeyBody,
+    responses(
+        (status = 200, description = "The account with its key.", body = AccountJson),
+        (status = 400, description = "A malformed body, or not a usable ed25519 key (`bad_json`, `invalid_body`, `invalid_field`).", body = ErrorBody),
+    ))]
 async fn register_key(
     control: web::Data<Control>,
     caller: Caller,

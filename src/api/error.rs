@@ -25,10 +25,16 @@ pub struct ApiError {
     pub message: String,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    message: &'a str,
+/// The body of every error answer of `/v1` (its OpenAPI schema is
+/// `ApiError`, which every 4xx and 5xx answer of the document refers to).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ApiError, examples(json!({"code": "lease_not_found", "message": "lease 1a203af6dc400000 not found"})))]
+pub struct ErrorBody<'a> {
+    /// Stable and machine-readable, e.g. `invalid_field`, `lease_not_found`.
+    #[schema(pattern = "^[a-z0-9_]+$")]
+    pub code: &'a str,
+    /// For people: names the field or parameter at fault.
+    pub message: &'a str,
 }
 
 impl ApiError {
@@ -66,7 +72,7 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(Body {
+        HttpResponse::build(self.status).json(ErrorBody {
             code: self.code,
             message: &self.message,
         })

@@ -147,20 +147,64 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         }
     };
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::bad_request("bad_json", format!("request body is not valid JSON: {inner}"))
-        } else if path == "." {
-            ApiError::bad_request("invalid_body", format!("request body: {inner}"))
-        } else {
-            ApiError::bad_request("invalid_field", format!("{path}: {inner}"))
+    let (path, inner) = match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => {
+            de.end()
+                .map_err(|e| ApiError::bad_request("bad_json", format!("request body is not valid JSON: {e}")))?;
+            return Ok(value);
         }
-    })?;
-    de.end()
-        .map_err(|e| ApiError::bad_request("bad_json", format!("request body is not valid JSON: {e}")))?;
-    Ok(value)
+        Err(e) => (e.path().to_string(), e.into_inner()),
+    };
+    if inner.is_syntax() || inner.is_eof() {
+        return Err(ApiError::bad_request(
+            "bad_json",
+            format!("request body is not valid JSON: {inner}"),
+        ));
+    }
+    // Read it again with whole floats as integers, if it has any: then the
+    // error (if any) is that reading's.
+    let (path, inner) = match with_integral_floats(bytes).map(serde_path_to_error::deserialize) {
+        Some(Ok(value)) => return Ok(value),
+        Some(Err(e)) => (e.path().to_string(), e.into_inner()),
+        None => (path, inner),
+    };
+    Err(if path == "." {
+        ApiError::bad_request("invalid_body", format!("request body: {inner}"))
+    } else {
+        ApiError::bad_request("invalid_field", format!("{path}: {inner}"))
+    })
+}
+
+/// JSON has one kind of number, so `10.0` is the integer 10 (JSON Schema
+/// agrees), but serde refuses a float where it reads an integer. A body
+/// that failed is read again as a JSON value with each float that is a
+/// whole number (and fits in 64 bits) written as an integer: `None` if it
+/// has none. Only a body that failed pays for this.
+fn with_integral_floats(bytes: &[u8]) -> Option<serde_json::Value> {
+    fn rewrite(value: &mut serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::Number(n) if n.is_f64() => {
+                let whole = n.as_f64().filter(|f| f.fract() == 0.0);
+                // -2^63 and 2^64 are exact in an f64.
+                let integer = whole.and_then(|f| {
+                    if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                        Some(serde_json::Number::from(f as i64))
+                    } else if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                        Some(serde_json::Number::from(f as u64))
+                    } else {
+                        None
+                    }
+                });
+                integer.map(|i| *n = i).is_some()
+            }
+            // Every one rewritten (no short circuit).
+            serde_json::Value::Array(items) => items.iter_mut().map(rewrite).fold(false, |a, b| a | b),
+            serde_json::Value::Object(fields) => fields.values_mut().map(rewrite).fold(false, |a, b| a | b),
+            _ => false,
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    rewrite(&mut value).then_some(value)
 }
 
 #[cfg(test)]
@@ -185,6 +229,8 @@ mod tests {
         };
         check(r#"{"ttl": "ten"}"#, "invalid_field", "ttl: invalid type");
         check(r#"{"ttl": 1.5}"#, "invalid_field", "ttl:");
+        check(r#"{"ttl": 1e300}"#, "invalid_field", "ttl:");
+        check(r#"{"ttl": 10.0, "id": "xyz"}"#, "invalid_field", "id: lease ID must be");
         check(r#"{"ttl": 10, "id": "xyz"}"#, "invalid_field", "id: lease ID must be");
         check(r#"{"tll": 10}"#, "invalid_field", "tll: unknown field `tll`");
         check("", "invalid_body", "missing field `ttl`");
@@ -193,5 +239,8 @@ mod tests {
         check("[1]", "invalid_body", "must be a JSON object");
         check("12", "invalid_body", "must be a JSON object");
         assert_eq!(parse_json::<Grant>(br#" {"ttl": 10} "#).map(|g| g.ttl), Ok(10));
+        // A whole number written as a float is that integer.
+        assert_eq!(parse_json::<Grant>(br#"{"ttl": 10.0}"#).map(|g| g.ttl), Ok(10));
+        assert_eq!(parse_json::<Grant>(br#"{"ttl": -3.0e2}"#).map(|g| g.ttl), Ok(-300));
     }
 }

@@ -10,12 +10,15 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tenure_events::{AccountId, RecordedEvent, StreamId};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{AdminCaller, HistoryReader};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::QueryArgs;
+use super::schema;
 use crate::control::Control;
 use crate::history::filter::{EventFilter, EventView, HistoryScope};
+use crate::history::ServerDigests;
 
 /// How often a live stream says it is still there when nothing happens
 /// (an SSE frame with the position looked at so far): proxies keep the
@@ -33,28 +36,40 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/projections").route(web::get().to(projections)));
 }
 
-#[derive(Deserialize)]
+/// Which events: every filter given must match.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
-    /// The first position to look at.
+    /// The first position to look at (default: 1; the live stream: the next event).
     #[serde(default)]
+    #[param(maximum = 18_446_744_073_709_551_615_u64)]
     from: Option<u64>,
-    /// At most this many events (at most 1,000).
+    /// At most this many events (1 to 1,000; default 100). Pages only: the live stream has no limit.
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// One stream, by name.
     #[serde(default)]
+    #[param(min_length = 1, max_length = 512)]
     stream: Option<String>,
+    /// One entity (a lease ID, a share token, a service name...).
     #[serde(default)]
     entity: Option<String>,
+    /// One kind of entity: a stream category (`lease`, `keyspace`, `account`...).
     #[serde(default)]
     kind: Option<String>,
     /// Event types, comma-separated.
     #[serde(default, rename = "type")]
     types: Option<String>,
+    /// One account's events (an account may name only itself).
     #[serde(default)]
+    #[param(value_type = Option<schema::AccountName>)]
     account: Option<String>,
+    /// Events at or after this time (RFC 3339).
     #[serde(default)]
     since: Option<DateTime<Utc>>,
+    /// Events at or before this time (RFC 3339; not before `since`).
     #[serde(default)]
     until: Option<DateTime<Utc>>,
 }
@@ -119,7 +134,8 @@ impl EventsQuery {
     }
 }
 
-#[derive(Serialize)]
+/// A page of events.
+#[derive(Serialize, ToSchema)]
 struct EventsAnswer {
     events: Vec<EventView>,
     /// Where the next page starts.
@@ -128,6 +144,13 @@ struct EventsAnswer {
     head: u64,
 }
 
+/// A page of the log's events, filtered; an account reads its own only.
+#[utoipa::path(get, path = "/v1/events", tag = "history", operation_id = "list_events",
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "The events found, and where the next page starts.", body = EventsAnswer),
+        (status = 400, description = "A malformed query (`invalid_query`).", body = ErrorBody),
+    ))]
 async fn events(
     control: web::Data<Control>,
     reader: HistoryReader,
@@ -163,6 +186,18 @@ fn frames(events: &[RecordedEvent]) -> web::Bytes {
     web::Bytes::from(out)
 }
 
+/// The log's events as they are appended: Server-Sent Events whose `id`
+/// is the position and `data` an `Event` in JSON. Never ends (a frame
+/// with only an `id` every 15 s); resumable with `Last-Event-ID`.
+#[utoipa::path(get, path = "/v1/events/stream", tag = "history", operation_id = "stream_events",
+    params(
+        EventsQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this position (what an EventSource sends when it reconnects)."),
+    ),
+    responses(
+        (status = 200, description = "The stream: `id: POSITION` and `data: EVENT` frames.", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A malformed query or `Last-Event-ID`, or a `limit` (`invalid_query`, `invalid_header`).", body = ErrorBody),
+    ))]
 async fn stream(
     control: web::Data<Control>,
     reader: HistoryReader,
@@ -230,24 +265,35 @@ async fn stream(
         .streaming(body))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
+    /// `KIND/NAME` (`lease/1a203af6dc400000`, `share/demo`, `service/web`,
+    /// `instance/web-1`, `workload/17`, `account/alice`) or a bare name: 16
+    /// hexadecimal digits are a lease, digits a reservation, anything else
+    /// a share, service, instance or account. Names are 1 to 128 bytes.
+    #[param(pattern = "^((lease|workload|share|service|instance|account)/)?[^/]{1,128}$")]
     entity: String,
     /// Whose lease, service or instance (the admin; an account audits its own).
     #[serde(default)]
+    #[param(value_type = Option<schema::AccountName>)]
     account: Option<String>,
 }
 
-#[derive(Serialize)]
+/// An entity's history, with what caused each event.
+#[derive(Serialize, ToSchema)]
 struct AuditAnswer {
     entity: String,
+    /// The entity's own streams.
+    #[schema(value_type = Vec<schema::StreamName>)]
     streams: Vec<StreamId>,
+    /// Causation links were followed no further than four steps.
     truncated: bool,
     events: Vec<AuditEvent>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AuditEvent {
     #[serde(flatten)]
     event: EventView,
@@ -255,6 +301,14 @@ struct AuditEvent {
     caused_by: Option<u64>,
 }
 
+/// An entity's events and what caused them.
+#[utoipa::path(get, path = "/v1/audit", tag = "history", operation_id = "audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "The entity's events, with their causes.", body = AuditAnswer),
+        (status = 400, description = "A malformed query (`invalid_query`).", body = ErrorBody),
+        (status = 404, description = "No such entity (`not_found`).", body = ErrorBody),
+    ))]
 async fn audit(
     control: web::Data<Control>,
     reader: HistoryReader,
@@ -279,6 +333,8 @@ async fn audit(
 
 /// The digests of the server's projections, all at one position (admin):
 /// `tenure verify --endpoint` compares them with the log's.
+#[utoipa::path(get, path = "/v1/projections", tag = "history", operation_id = "projection_digests",
+    responses((status = 200, description = "The digests, and the position they were taken at.", body = ServerDigests)))]
 async fn projections(control: web::Data<Control>, _admin: AdminCaller) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(control.digests().await?))
 }

@@ -9,7 +9,9 @@ pub mod etcd_error;
 pub mod extract;
 pub mod history;
 pub mod metrics;
+pub mod openapi;
 pub mod overview;
+pub mod schema;
 pub mod services;
 pub mod shares;
 pub mod v1;
@@ -37,6 +39,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::get().to(healthz))
     .configure(dashboard::configure)
     .configure(metrics::configure)
+    // Public (no token), so registered before the `/v1` scope and its middleware.
+    .service(openapi::resource())
     .service(
         web::scope("/v1")
             .wrap(actix_web::middleware::from_fn(auth::v1))
@@ -92,11 +96,20 @@ pub(crate) fn resource(path: &str) -> actix_web::Resource {
 }
 
 pub(crate) async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    actix_web::ResponseError::error_response(&ApiError::new(
+    let mut res = actix_web::ResponseError::error_response(&ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         format!("{} is not allowed on {}", req.method(), req.path()),
-    ))
+    ));
+    // The methods the path allows, as the OpenAPI document lists them.
+    let allowed = req
+        .match_pattern()
+        .and_then(|pattern| openapi::allowed_methods(&pattern));
+    if let Some(allow) = allowed {
+        res.headers_mut()
+            .insert(actix_web::http::header::ALLOW, HeaderValue::from_static(allow));
+    }
+    res
 }
 
 /// Copies the request id (from the tracing middleware) into the

@@ -14,11 +14,13 @@ use tenure_events::service::Handler;
 use tenure_events::workload::{DeleteReason, ResultState};
 use tenure_events::{AccountId, BackendMode, Bytes, LeaseId, ShareMode};
 use tenure_projections::{LiveLease, Route};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::auth::HistoryReader;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::QueryArgs;
+use super::schema;
 use crate::control::{Control, Overview, LEASE_PAGE_MAX};
 use crate::proxy::InFlight;
 
@@ -40,9 +42,12 @@ fn remaining_ms(now: DateTime<Utc>, deadline: DateTime<Utc>) -> i64 {
     (deadline - now).num_milliseconds().max(0)
 }
 
-#[derive(Serialize)]
+/// What the dashboard shows, all at once.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Overview)]
 struct OverviewJson {
     /// The server's clock when this was read.
+    #[schema(value_type = schema::Timestamp)]
     now: String,
     /// The log position the projections had reached.
     position: u64,
@@ -56,15 +61,17 @@ struct OverviewJson {
     accounts: Option<Vec<AccountRow>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct PortRow {
     port: u16,
     destination_port: u16,
+    #[schema(value_type = Vec<schema::PortHandler>)]
     handlers: Vec<Handler>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ServiceRow {
+    #[schema(value_type = schema::AccountName)]
     account: AccountId,
     name: String,
     fqdn: String,
@@ -74,10 +81,11 @@ struct ServiceRow {
     instances: Vec<InstanceRow>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct InstanceRow {
     name: String,
     address: String,
+    #[schema(value_type = schema::LeaseId)]
     lease: LeaseId,
     /// Its lease is live: it gets traffic.
     live: bool,
@@ -87,7 +95,7 @@ struct InstanceRow {
     in_flight: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct RouteRow {
     host: String,
     /// `service` or `share`.
@@ -98,49 +106,60 @@ struct RouteRow {
     private: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SessionRow {
     id: Uuid,
+    #[schema(value_type = schema::LeaseId)]
     lease: LeaseId,
     live: bool,
     remaining_ms: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ShareRow {
+    #[schema(value_type = schema::AccountName)]
     account: AccountId,
     token: String,
+    #[schema(value_type = schema::ShareMode)]
     mode: ShareMode,
+    #[schema(value_type = schema::BackendMode)]
     backend_mode: BackendMode,
     target: String,
     session: Option<SessionRow>,
     access_grants: usize,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct WorkloadResultRow {
+    #[schema(value_type = schema::ResultState)]
     state: ResultState,
     error: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct WorkloadRow {
+    #[schema(value_type = schema::AccountName)]
     account: AccountId,
     id: u64,
     node: String,
     #[serde(rename = "type")]
     kind: String,
+    #[schema(value_type = schema::Timestamp)]
     created: String,
+    #[schema(value_type = schema::Timestamp)]
     expires_at: String,
     /// Milliseconds until its duration runs out (zero once it has).
     remaining_ms: i64,
+    #[schema(value_type = Option<schema::DeleteReason>)]
     to_delete: Option<DeleteReason>,
     result: Option<WorkloadResultRow>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AccountRow {
+    #[schema(value_type = schema::AccountName)]
     name: AccountId,
+    #[schema(value_type = schema::Timestamp)]
     created_at: String,
     tokens: usize,
     live_leases: usize,
@@ -261,6 +280,11 @@ impl OverviewJson {
     }
 }
 
+/// What the caller may see, for the dashboard: services and their
+/// instances (with the requests in flight), routes, shares, workload
+/// reservations and, for the admin and in local mode, every account.
+#[utoipa::path(get, path = "/v1/overview", tag = "dashboard", operation_id = "overview",
+    responses((status = 200, description = "The overview, with the server's clock.", body = OverviewJson)))]
 async fn overview(
     control: web::Data<Control>,
     reader: HistoryReader,
@@ -271,29 +295,39 @@ async fn overview(
     Ok(HttpResponse::Ok().json(OverviewJson::new(overview, &in_flight)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct LeasesQuery {
     /// Leases to skip, in (account, ID) order.
     #[serde(default)]
+    #[param(maximum = 18_446_744_073_709_551_615_u64)]
     offset: usize,
-    /// At most this many (1 to 1,000).
+    /// At most this many (1 to 1,000; default 100).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = LeaseRow)]
 struct LeaseRowJson {
+    #[schema(value_type = schema::AccountName)]
     account: AccountId,
+    #[schema(value_type = schema::LeaseId)]
     id: LeaseId,
     /// The granted TTL, seconds.
     ttl: i64,
     remaining_ms: i64,
+    #[schema(value_type = Vec<schema::Bytes>)]
     keys: Vec<Bytes>,
 }
 
-#[derive(Serialize)]
+/// A page of the live leases the caller may see.
+#[derive(Serialize, ToSchema)]
+#[schema(as = LeasePage)]
 struct LeasePageJson {
+    #[schema(value_type = schema::Timestamp)]
     now: String,
     /// Live leases the caller may see, in all.
     total: usize,
@@ -301,6 +335,14 @@ struct LeasePageJson {
     leases: Vec<LeaseRowJson>,
 }
 
+/// A page of the live leases the caller may see, with their keys and the
+/// milliseconds they have left.
+#[utoipa::path(get, path = "/v1/overview/leases", tag = "dashboard", operation_id = "overview_leases",
+    params(LeasesQuery),
+    responses(
+        (status = 200, description = "The page, with the server's clock.", body = LeasePageJson),
+        (status = 400, description = "A malformed query, or a limit out of range (`invalid_query`).", body = ErrorBody),
+    ))]
 async fn leases(
     control: web::Data<Control>,
     reader: HistoryReader,

@@ -5,10 +5,12 @@ use chrono::SecondsFormat;
 use serde::{Deserialize, Serialize};
 use tenure_events::{BackendMode, LeaseId, ShareMode};
 use tenure_projections::ShareView;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody};
+use super::schema;
 use crate::control::Control;
 use crate::domain::share::check_unique_name;
 
@@ -35,10 +37,15 @@ pub fn frontend_url(control: &Control, token: &str) -> String {
     format!("http://{token}.{}:{}/", config.domain, config.frontend_port)
 }
 
-#[derive(Serialize)]
+/// A share's backend session.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Session)]
 struct SessionJson {
     id: Uuid,
+    /// The lease that holds it.
+    #[schema(value_type = schema::LeaseId)]
     lease: LeaseId,
+    #[schema(value_type = schema::Timestamp)]
     started_at: String,
     /// Its lease is live: the share is being served.
     live: bool,
@@ -47,20 +54,37 @@ struct SessionJson {
     address: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A reserved share.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Share)]
 struct ShareJson {
     token: String,
+    #[schema(value_type = schema::ShareMode)]
     mode: ShareMode,
+    #[schema(value_type = schema::BackendMode)]
     backend_mode: BackendMode,
+    /// A URL (proxy) or a directory (web).
     target: String,
+    /// The token is a name the owner chose.
     unique_name: bool,
-    /// Public shares only.
+    /// Public shares only: where the frontend serves it.
     #[serde(skip_serializing_if = "Option::is_none")]
     frontend: Option<String>,
+    #[schema(value_type = schema::Timestamp)]
     reserved_at: String,
     session: Option<SessionJson>,
+    /// How many access grants it has (private shares).
     access_grants: usize,
 }
+
+/// A share's token: generated, or a unique name.
+#[derive(ToSchema)]
+#[schema(pattern = "^[a-z0-9-]{3,32}$")]
+#[allow(dead_code)] // a schema only
+struct ShareToken(String);
+
+const TOKEN_PATH: &str = "The share's token (generated, or its unique name).";
+const SHARE_404: &str = "No such share of the caller's (`share_not_found`).";
 
 fn share_json(control: &Control, view: ShareView) -> ShareJson {
     let session = view.session.map(|s| SessionJson {
@@ -101,14 +125,23 @@ fn about(token: &str) -> impl Fn(crate::actors::CommandError) -> ApiError + '_ {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = NewShare, examples(json!({"mode": "public", "target": "http://localhost:9090"})))]
 #[serde(deny_unknown_fields)]
 struct ReserveBody {
+    #[schema(value_type = schema::ShareMode)]
     mode: ShareMode,
+    /// `proxy`: an http or https URL with a host; `web`: an absolute
+    /// directory path. At most 2,048 bytes, no control characters.
+    #[schema(min_length = 1, max_length = 2048)]
     target: String,
+    /// A token of the caller's choice instead of a generated one.
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9-]{3,32}$")]
     unique_name: Option<String>,
+    /// `proxy` when left out.
     #[serde(default = "proxy")]
+    #[schema(value_type = schema::BackendMode)]
     backend_mode: BackendMode,
 }
 
@@ -116,6 +149,15 @@ fn proxy() -> BackendMode {
     BackendMode::Proxy
 }
 
+/// Reserves a share.
+#[utoipa::path(post, path = "/v1/shares", tag = "shares", operation_id = "reserve_share",
+    request_body = ReserveBody,
+    responses(
+        (status = 201, description = "The share, reserved.", body = ShareJson),
+        (status = 400, description = "A malformed body, target or name (`bad_json`, `invalid_body`, `invalid_field`).", body = ErrorBody),
+        (status = 409, description = "The unique name is taken (`share_reserved`).", body = ErrorBody),
+        (status = 429, description = "The account's `max_reserved_shares` (`limit_reached`).", body = ErrorBody),
+    ))]
 async fn reserve(
     control: web::Data<Control>,
     caller: Caller,
@@ -139,11 +181,14 @@ async fn reserve(
     Ok(HttpResponse::Created().json(share_json(&control, view)))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ShareList {
     shares: Vec<ShareJson>,
 }
 
+/// The caller's reserved shares.
+#[utoipa::path(get, path = "/v1/shares", tag = "shares", operation_id = "list_shares",
+    responses((status = 200, description = "The shares.", body = ShareList)))]
 async fn list(control: web::Data<Control>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let shares = control.shares(&caller.account).await;
     Ok(HttpResponse::Ok().json(ShareList {
@@ -151,17 +196,33 @@ async fn list(control: web::Data<Control>, caller: Caller) -> Result<HttpRespons
     }))
 }
 
+/// One of the caller's shares.
+#[utoipa::path(get, path = "/v1/shares/{token}", tag = "shares", operation_id = "get_share",
+    params(("token" = inline(ShareToken), Path, description = TOKEN_PATH)),
+    responses(
+        (status = 200, description = "The share.", body = ShareJson),
+        (status = 404, description = SHARE_404, body = ErrorBody),
+    ))]
 async fn get(control: web::Data<Control>, caller: Caller, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let token = token(&path)?;
     let view = control.share(&caller.account, &token).await.map_err(about(&token))?;
     Ok(HttpResponse::Ok().json(share_json(&control, view)))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = ReleasedShare)]
 struct Released {
+    /// The token.
     released: String,
 }
 
+/// Releases a share (its session, if any, ends).
+#[utoipa::path(delete, path = "/v1/shares/{token}", tag = "shares", operation_id = "release_share",
+    params(("token" = inline(ShareToken), Path, description = TOKEN_PATH)),
+    responses(
+        (status = 200, description = "The share, released.", body = Released),
+        (status = 404, description = SHARE_404, body = ErrorBody),
+    ))]
 async fn release(
     control: web::Data<Control>,
     caller: Caller,
@@ -172,26 +233,41 @@ async fn release(
     Ok(HttpResponse::Ok().json(Released { released: token }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(as = NewSession, examples(json!({"lease": "1a203af6dc400000"})))]
 #[serde(deny_unknown_fields)]
 struct SessionBody {
     /// The caller's live lease that holds the session.
+    #[schema(value_type = schema::LeaseId)]
     lease: LeaseId,
-    /// A web share's backend: where it serves the files (`HOST:PORT`).
+    /// A web share's backend: where it serves the files (`HOST:PORT`);
+    /// a proxy share's session has none.
     #[serde(default)]
     address: Option<String>,
+    /// End the share's live session, if any, and take over.
     #[serde(default)]
     replace: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SessionStarted {
     token: String,
     session: Uuid,
+    #[schema(value_type = schema::LeaseId)]
     lease: LeaseId,
     target: String,
 }
 
+/// Starts the share's backend session, held by a lease of the caller's.
+#[utoipa::path(post, path = "/v1/shares/{token}/sessions", tag = "shares", operation_id = "start_session",
+    params(("token" = inline(ShareToken), Path, description = TOKEN_PATH)),
+    request_body = SessionBody,
+    responses(
+        (status = 201, description = "The session, started.", body = SessionStarted),
+        (status = 400, description = "A malformed body or address (`bad_json`, `invalid_body`, `invalid_field`).", body = ErrorBody),
+        (status = 404, description = "No such share or lease (`share_not_found`, `lease_not_found`).", body = ErrorBody),
+        (status = 409, description = "A session is live (`session_active`: give `replace`).", body = ErrorBody),
+    ))]
 async fn start_session(
     control: web::Data<Control>,
     caller: Caller,
@@ -216,6 +292,24 @@ async fn start_session(
     }))
 }
 
+#[derive(Serialize, ToSchema)]
+struct SessionStopped {
+    token: String,
+    /// The session.
+    stopped: Uuid,
+}
+
+/// Ends a share's session.
+#[utoipa::path(delete, path = "/v1/shares/{token}/sessions/{session}", tag = "shares", operation_id = "stop_session",
+    params(
+        ("token" = inline(ShareToken), Path, description = TOKEN_PATH),
+        ("session" = Uuid, Path, description = "The session's ID."),
+    ),
+    responses(
+        (status = 200, description = "The session, ended.", body = SessionStopped),
+        (status = 400, description = "The session is not a UUID (`invalid_path`).", body = ErrorBody),
+        (status = 404, description = "No such share or session (`share_not_found`, `session_not_found`).", body = ErrorBody),
+    ))]
 async fn stop_session(
     control: web::Data<Control>,
     caller: Caller,
@@ -230,10 +324,15 @@ async fn stop_session(
         .stop_session(caller.meta(), &token, session)
         .await
         .map_err(about(&token))?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "token": token, "stopped": session })))
+    Ok(HttpResponse::Ok().json(SessionStopped {
+        token,
+        stopped: session,
+    }))
 }
 
-#[derive(Serialize)]
+/// An access grant to a private share.
+#[derive(Serialize, ToSchema)]
+#[schema(as = AccessGrant)]
 struct AccessJson {
     token: String,
     grant: String,
@@ -241,9 +340,18 @@ struct AccessJson {
     /// `X-Tenure-Access` header are routed to the private share.
     secret: String,
     frontend: String,
+    /// The header to send the secret in: `X-Tenure-Access`.
     header: &'static str,
 }
 
+/// Grants access to a private share.
+#[utoipa::path(post, path = "/v1/shares/{token}/access", tag = "shares", operation_id = "grant_access",
+    params(("token" = inline(ShareToken), Path, description = TOKEN_PATH)),
+    responses(
+        (status = 201, description = "The grant and its secret, shown only here.", body = AccessJson),
+        (status = 400, description = "The share is public (`public_share`).", body = ErrorBody),
+        (status = 404, description = SHARE_404, body = ErrorBody),
+    ))]
 async fn grant_access(
     control: web::Data<Control>,
     caller: Caller,

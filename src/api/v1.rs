@@ -5,11 +5,14 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use tenure_events::{Bytes, LeaseId};
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, QueryArgs};
+use super::schema;
 use crate::control::Control;
 use crate::domain::keyspace::{KeyRange, KeyValue, LeaseUpdate, RangeOptions};
+use crate::domain::lease::MAX_TTL_S;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -50,22 +53,41 @@ fn lease_id(raw: &str) -> Result<LeaseId, ApiError> {
         .map_err(|e: tenure_events::IdError| ApiError::bad_request("invalid_lease_id", e.to_string()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(examples(json!({"ttl": 100})))]
 #[serde(deny_unknown_fields)]
 struct GrantBody {
     /// Seconds; raised to the server's minimum if below it.
+    #[schema(minimum = 1, maximum = 9_000_000_000_i64)]
     ttl: i64,
     /// A lease ID of the client's choice; the server picks one if absent.
     #[serde(default)]
+    #[schema(value_type = Option<schema::LeaseId>)]
     id: Option<LeaseId>,
 }
 
-#[derive(Serialize)]
+// The schema of `GrantBody::ttl` writes the largest TTL out.
+const _: () = assert!(MAX_TTL_S == 9_000_000_000);
+
+/// A lease and its TTL in seconds.
+#[derive(Serialize, ToSchema)]
 struct LeaseTtl {
+    #[schema(value_type = schema::LeaseId)]
     id: LeaseId,
     ttl: i64,
 }
 
+const LEASE_PATH: &str = "The lease ID.";
+
+/// Grants a lease.
+#[utoipa::path(post, path = "/v1/leases", tag = "leases", operation_id = "grant_lease",
+    request_body = GrantBody,
+    responses(
+        (status = 200, description = "The lease, granted.", body = LeaseTtl),
+        (status = 400, description = "A malformed body or field (`bad_json`, `invalid_body`, `invalid_field`, `invalid_ttl`, `ttl_too_large`).", body = ErrorBody),
+        (status = 409, description = "The ID is taken (`lease_exists`).", body = ErrorBody),
+        (status = 429, description = "The account's `max_leases` (`limit_reached`).", body = ErrorBody),
+    ))]
 async fn grant(
     control: web::Data<Control>,
     caller: Caller,
@@ -85,6 +107,14 @@ async fn grant(
     }))
 }
 
+/// Keeps a lease alive: its TTL starts again.
+#[utoipa::path(post, path = "/v1/leases/{id}/keepalive", tag = "leases", operation_id = "keep_lease_alive",
+    params(("id" = schema::LeaseId, Path, description = LEASE_PATH)),
+    responses(
+        (status = 200, description = "The lease and its granted TTL.", body = LeaseTtl),
+        (status = 400, description = "A malformed lease ID (`invalid_lease_id`).", body = ErrorBody),
+        (status = 404, description = "No such lease (`lease_not_found`).", body = ErrorBody),
+    ))]
 async fn keep_alive(
     control: web::Data<Control>,
     caller: Caller,
@@ -95,13 +125,24 @@ async fn keep_alive(
     Ok(HttpResponse::Ok().json(LeaseTtl { id: lease, ttl }))
 }
 
-#[derive(Serialize)]
+/// A revoked lease and the keys deleted with it.
+#[derive(Serialize, ToSchema)]
 struct Revoked {
+    #[schema(value_type = schema::LeaseId)]
     id: LeaseId,
+    /// The key space's revision after the deletion.
     revision: i64,
     deleted_keys: usize,
 }
 
+/// Revokes a lease and deletes its keys.
+#[utoipa::path(delete, path = "/v1/leases/{id}", tag = "leases", operation_id = "revoke_lease",
+    params(("id" = schema::LeaseId, Path, description = LEASE_PATH)),
+    responses(
+        (status = 200, description = "The lease, revoked.", body = Revoked),
+        (status = 400, description = "A malformed lease ID (`invalid_lease_id`).", body = ErrorBody),
+        (status = 404, description = "No such lease (`lease_not_found`).", body = ErrorBody),
+    ))]
 async fn revoke(control: web::Data<Control>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let lease = lease_id(&id)?;
     let deleted = control.revoke(caller.meta(), lease).await?;
@@ -112,23 +153,37 @@ async fn revoke(control: web::Data<Control>, caller: Caller, id: web::Path<Strin
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct TtlQuery {
+    /// List the lease's keys too.
     #[serde(default)]
     keys: bool,
 }
 
-#[derive(Serialize)]
+/// A lease: its granted TTL and the seconds it has left.
+#[derive(Serialize, ToSchema)]
 struct LeaseView {
+    #[schema(value_type = schema::LeaseId)]
     id: LeaseId,
     granted_ttl: i64,
     /// Seconds left.
     ttl: i64,
+    /// Its keys, with `?keys=true`.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<schema::Bytes>>)]
     keys: Option<Vec<Bytes>>,
 }
 
+/// A lease's TTL and, with `?keys=true`, its keys.
+#[utoipa::path(get, path = "/v1/leases/{id}", tag = "leases", operation_id = "get_lease",
+    params(("id" = schema::LeaseId, Path, description = LEASE_PATH), TtlQuery),
+    responses(
+        (status = 200, description = "The lease.", body = LeaseView),
+        (status = 400, description = "A malformed lease ID or query (`invalid_lease_id`, `invalid_query`).", body = ErrorBody),
+        (status = 404, description = "No such lease (`lease_not_found`).", body = ErrorBody),
+    ))]
 async fn time_to_live(
     control: web::Data<Control>,
     caller: Caller,
@@ -145,16 +200,21 @@ async fn time_to_live(
     }))
 }
 
-#[derive(Serialize)]
+/// The account's live leases, by ID.
+#[derive(Serialize, ToSchema)]
 struct LeaseList {
     leases: Vec<LeaseRef>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct LeaseRef {
+    #[schema(value_type = schema::LeaseId)]
     id: LeaseId,
 }
 
+/// The account's live leases.
+#[utoipa::path(get, path = "/v1/leases", tag = "leases", operation_id = "list_leases",
+    responses((status = 200, description = "The live leases, by ID.", body = LeaseList)))]
 async fn list_leases(control: web::Data<Control>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let leases = control.leases(&caller.account).await?;
     Ok(HttpResponse::Ok().json(LeaseList {
@@ -164,13 +224,21 @@ async fn list_leases(control: web::Data<Control>, caller: Caller) -> Result<Http
 
 /// Which keys a `/v1/keys` request is about: `?key=K` or `?prefix=P`
 /// (an empty prefix: every key).
-#[derive(Deserialize)]
+/// The query string of `/v1/keys` (`PUT` documents `PutParams`).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct KeysQuery {
+    /// One key. Give `key` or `prefix`, not both.
+    #[param(min_length = 1)]
     key: Option<String>,
+    /// Every key that starts with it (empty: every key).
     prefix: Option<String>,
+    /// With `prefix`: at most this many keys (0: no limit).
     #[serde(default)]
+    #[param(maximum = 18_446_744_073_709_551_615_u64)]
     limit: usize,
+    /// With a delete: answer the deleted key-values too.
     #[serde(default)]
     prev_kv: bool,
 }
@@ -213,14 +281,19 @@ fn path_key(req: &HttpRequest) -> Result<Bytes, ApiError> {
     Ok(Bytes(key))
 }
 
-#[derive(Serialize)]
+/// A key and its value.
+#[derive(Serialize, ToSchema)]
 struct KeyView {
+    #[schema(value_type = schema::Bytes)]
     key: Bytes,
+    #[schema(value_type = schema::Bytes)]
     value: Bytes,
     create_revision: i64,
     mod_revision: i64,
     version: i64,
+    /// The lease it is attached to, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<schema::LeaseId>)]
     lease: Option<LeaseId>,
 }
 
@@ -237,13 +310,40 @@ impl KeyView {
     }
 }
 
-#[derive(Serialize)]
+/// The keys under a prefix.
+#[derive(Serialize, ToSchema)]
 struct KeyList {
+    /// The key space's revision.
     revision: i64,
+    /// How many keys match (all of them, whatever the limit).
     count: usize,
+    /// More keys match than the limit let through.
     more: bool,
     kvs: Vec<KeyView>,
 }
+
+/// The query string of `PUT /v1/keys`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // a schema only
+struct PutParams {
+    /// The key.
+    #[param(min_length = 1)]
+    key: String,
+    /// Answer the previous key-value too.
+    prev_kv: Option<bool>,
+}
+
+/// What `GET /v1/keys` answers: one key (`?key=`) or a list (`?prefix=`).
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // a schema only
+enum KeysAnswer {
+    Key(KeyView),
+    List(KeyList),
+}
+
+const KEY_PATH: &str = "The key, percent-encoded: everything after `/v1/keys/`, `/` included.";
 
 async fn get_one(control: &Control, caller: &Caller, key: Bytes) -> Result<HttpResponse, ApiError> {
     let done = control
@@ -258,6 +358,14 @@ async fn get_one(control: &Control, caller: &Caller, key: Bytes) -> Result<HttpR
     }
 }
 
+/// Reads one key (`?key=K`) or the keys under a prefix (`?prefix=P`).
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", operation_id = "get_keys",
+    params(KeysQuery),
+    responses(
+        (status = 200, description = "The key (`?key=`), or the keys under the prefix (`?prefix=`).", body = KeysAnswer),
+        (status = 400, description = "A malformed query, or neither or both of `key` and `prefix` (`invalid_query`).", body = ErrorBody),
+        (status = 404, description = "No such key (`key_not_found`).", body = ErrorBody),
+    ))]
 async fn get_keys(
     control: web::Data<Control>,
     caller: Caller,
@@ -283,24 +391,44 @@ async fn get_keys(
     }
 }
 
+/// Reads the key in the path.
+#[utoipa::path(get, path = "/v1/keys/{key}", tag = "keys", operation_id = "get_key",
+    params(("key" = String, Path, description = KEY_PATH)),
+    responses(
+        (status = 200, description = "The key.", body = KeyView),
+        (status = 400, description = "A malformed path (`empty_key`).", body = ErrorBody),
+        (status = 404, description = "No such key (`key_not_found`).", body = ErrorBody),
+    ))]
 async fn get_key_path(control: web::Data<Control>, caller: Caller, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     get_one(&control, &caller, path_key(&req)?).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[schema(examples(json!({"value": "hello", "lease": "1a203af6dc400000"})))]
 #[serde(deny_unknown_fields)]
 struct PutBody {
+    #[schema(value_type = schema::Bytes)]
     value: Bytes,
+    /// Attach the key to this live lease (none: detach it).
     #[serde(default)]
+    #[schema(value_type = Option<schema::LeaseId>)]
     lease: Option<LeaseId>,
 }
 
-#[derive(Serialize)]
+/// A key, written.
+#[derive(Serialize, ToSchema)]
 struct PutView {
+    /// The key space's revision after the put.
     revision: i64,
+    /// The key as it was, with `?prev_kv=true` (if it existed).
     #[serde(skip_serializing_if = "Option::is_none")]
     prev_kv: Option<KeyView>,
 }
+
+/// The statuses of a put besides 200 and 400.
+const PUT_404: &str = "The lease does not exist (`lease_not_found`).";
+const PUT_409: &str = "The lease holds too many keys (`too_many_keys_for_lease`).";
+const PUT_429: &str = "The account's `max_keys` (`limit_reached`).";
 
 async fn put(
     control: &Control,
@@ -324,6 +452,17 @@ async fn put(
     }))
 }
 
+/// Writes the key `?key=K`.
+#[utoipa::path(put, path = "/v1/keys", tag = "keys", operation_id = "put_key_by_query",
+    params(PutParams),
+    request_body = PutBody,
+    responses(
+        (status = 200, description = "The key, written.", body = PutView),
+        (status = 400, description = "A malformed body or query, or no `key` (`bad_json`, `invalid_body`, `invalid_field`, `invalid_query`, `empty_key`).", body = ErrorBody),
+        (status = 404, description = PUT_404, body = ErrorBody),
+        (status = 409, description = PUT_409, body = ErrorBody),
+        (status = 429, description = PUT_429, body = ErrorBody),
+    ))]
 async fn put_key_query(
     control: web::Data<Control>,
     caller: Caller,
@@ -339,13 +478,26 @@ async fn put_key_query(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct PrevKvQuery {
+    /// Answer the previous key-value too.
     #[serde(default)]
     prev_kv: bool,
 }
 
+/// Writes the key in the path.
+#[utoipa::path(put, path = "/v1/keys/{key}", tag = "keys", operation_id = "put_key",
+    params(("key" = String, Path, description = KEY_PATH), PrevKvQuery),
+    request_body = PutBody,
+    responses(
+        (status = 200, description = "The key, written.", body = PutView),
+        (status = 400, description = "A malformed body or query (`bad_json`, `invalid_body`, `invalid_field`, `invalid_query`).", body = ErrorBody),
+        (status = 404, description = PUT_404, body = ErrorBody),
+        (status = 409, description = PUT_409, body = ErrorBody),
+        (status = 429, description = PUT_429, body = ErrorBody),
+    ))]
 async fn put_key_path(
     control: web::Data<Control>,
     caller: Caller,
@@ -356,10 +508,14 @@ async fn put_key_path(
     put(&control, &caller, path_key(&req)?, body.0, query.prev_kv).await
 }
 
-#[derive(Serialize)]
+/// Keys, deleted.
+#[derive(Serialize, ToSchema)]
 struct DeletedView {
+    /// The key space's revision after the deletion.
     revision: i64,
+    /// How many keys were deleted.
     deleted: usize,
+    /// The keys as they were, with `?prev_kv=true`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     prev_kvs: Vec<KeyView>,
 }
@@ -373,6 +529,13 @@ async fn delete(control: &Control, caller: &Caller, range: KeyRange, prev_kv: bo
     }))
 }
 
+/// Deletes the key `?key=K` or the keys under `?prefix=P`.
+#[utoipa::path(delete, path = "/v1/keys", tag = "keys", operation_id = "delete_keys",
+    params(KeysQuery),
+    responses(
+        (status = 200, description = "What was deleted (nothing, if nothing matched).", body = DeletedView),
+        (status = 400, description = "A malformed query, or neither or both of `key` and `prefix` (`invalid_query`, `empty_key`).", body = ErrorBody),
+    ))]
 async fn delete_keys(
     control: web::Data<Control>,
     caller: Caller,
@@ -385,6 +548,13 @@ async fn delete_keys(
     delete(&control, &caller, range, query.prev_kv).await
 }
 
+/// Deletes the key in the path.
+#[utoipa::path(delete, path = "/v1/keys/{key}", tag = "keys", operation_id = "delete_key",
+    params(("key" = String, Path, description = KEY_PATH), PrevKvQuery),
+    responses(
+        (status = 200, description = "What was deleted (nothing, if the key did not exist).", body = DeletedView),
+        (status = 400, description = "A malformed query (`invalid_query`).", body = ErrorBody),
+    ))]
 async fn delete_key_path(
     control: web::Data<Control>,
     caller: Caller,

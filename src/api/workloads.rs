@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 use tenure_events::workload::{DeleteReason, ResultState};
 use tenure_events::AccountId;
 use tenure_projections::WorkloadView;
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::AdminCaller;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::extract::{Caller, JsonBody, QueryArgs};
+use super::schema;
 use crate::control::Control;
 use crate::domain::workload::Signed;
 
@@ -34,32 +36,43 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/nodes/{node}/reservations").route(web::get().to(poll)));
 }
 
-#[derive(Serialize)]
+/// What the node reported.
+#[derive(Serialize, ToSchema)]
+#[schema(as = WorkloadResult)]
 struct ResultJson {
+    #[schema(value_type = schema::ResultState)]
     state: ResultState,
     #[serde(skip_serializing_if = "String::is_empty")]
     error: String,
+    /// What the node made (its form depends on the workload's type).
     data: serde_json::Value,
+    #[schema(value_type = schema::Timestamp)]
     at: String,
 }
 
 /// A reservation as owners and nodes see it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Reservation)]
 struct ReservationJson {
+    /// Its ID: the log position of its creation.
     id: u64,
     node_id: String,
     #[serde(rename = "type")]
     kind: String,
+    /// The workload, as signed.
     data: serde_json::Value,
+    #[schema(value_type = schema::AccountName)]
     owner: AccountId,
     /// Unix seconds, as signed.
     created: i64,
     /// Seconds, as signed.
     duration: i64,
+    #[schema(value_type = schema::Timestamp)]
     expires_at: String,
     signature: String,
     to_delete: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<schema::DeleteReason>)]
     delete_reason: Option<DeleteReason>,
     /// The feed position of its latest change (poll from `seq + 1`).
     seq: u64,
@@ -96,24 +109,59 @@ fn reservation_id(raw: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::bad_request("invalid_path", format!("id: a reservation ID is a number, got {raw:?}")))
 }
 
-#[derive(Deserialize)]
+const ID_PATH: &str = "The reservation's ID.";
+const RESERVATION_404: &str = "No such reservation of the caller's (`reservation_not_found`).";
+
+/// A signed workload reservation.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = NewReservation)]
 #[serde(deny_unknown_fields)]
 struct ReserveBody {
+    /// The node: 1 to 128 of a-z, A-Z, 0-9, '-', '_', '.'.
+    #[schema(pattern = "^[a-zA-Z0-9._-]{1,128}$")]
     node_id: String,
     #[serde(rename = "type")]
+    #[schema(value_type = WorkloadType)]
     kind: String,
+    /// The workload (its form depends on `type`).
+    #[schema(value_type = Object)]
     data: serde_json::Value,
-    /// Unix seconds.
+    /// Unix seconds: at most 300 s ahead of the server's clock.
     created: i64,
-    /// Seconds.
+    /// Seconds; `created + duration` must be in the future.
+    #[schema(minimum = 1, maximum = 315_360_000)]
     duration: i64,
     /// The owner: your account (optional; it is signed either way).
     #[serde(default)]
+    #[schema(value_type = Option<schema::AccountName>)]
     owner: Option<String>,
-    /// ed25519 over the canonical form, standard base64.
+    /// ed25519 over the canonical form, by the account's registered key:
+    /// standard base64 of its 64 bytes.
+    #[schema(pattern = "^[A-Za-z0-9+/]{85}[AQgw]==$")]
     signature: String,
 }
 
+/// A workload's type.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only
+#[serde(rename_all = "snake_case")]
+enum WorkloadType {
+    Container,
+    Volume,
+    Network,
+    Zdb,
+    Debug,
+    Kubernetes,
+}
+
+/// Reserves a workload on a node, signed by the caller's key.
+#[utoipa::path(post, path = "/v1/reservations", tag = "reservations", operation_id = "create_reservation",
+    request_body = ReserveBody,
+    responses(
+        (status = 201, description = "The reservation, created.", body = ReservationJson),
+        (status = 400, description = "A malformed body or workload, a bad signature, no registered key, or a reservation that has expired on arrival (`bad_json`, `invalid_body`, `invalid_field`, `invalid_signature`, `no_public_key`, `expired`).", body = ErrorBody),
+        (status = 409, description = "The same reservation exists (`reservation_exists`).", body = ErrorBody),
+    ))]
 async fn reserve(
     control: web::Data<Control>,
     caller: Caller,
@@ -142,11 +190,14 @@ async fn reserve(
     Ok(HttpResponse::Created().json(ReservationJson::from(view)))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ReservationList {
     reservations: Vec<ReservationJson>,
 }
 
+/// The caller's reservations.
+#[utoipa::path(get, path = "/v1/reservations", tag = "reservations", operation_id = "list_reservations",
+    responses((status = 200, description = "The reservations, by ID.", body = ReservationList)))]
 async fn list(control: web::Data<Control>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let all = control.workloads(&caller.account).await;
     Ok(HttpResponse::Ok().json(ReservationList {
@@ -154,26 +205,57 @@ async fn list(control: web::Data<Control>, caller: Caller) -> Result<HttpRespons
     }))
 }
 
+/// One of the caller's reservations.
+#[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations", operation_id = "get_reservation",
+    params(("id" = u64, Path, description = ID_PATH, maximum = 18_446_744_073_709_551_615_u64)),
+    responses(
+        (status = 200, description = "The reservation.", body = ReservationJson),
+        (status = 400, description = "The ID is not a number (`invalid_path`).", body = ErrorBody),
+        (status = 404, description = RESERVATION_404, body = ErrorBody),
+    ))]
 async fn get(control: web::Data<Control>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let view = control.workload(&caller.account, reservation_id(&id)?).await?;
     Ok(HttpResponse::Ok().json(ReservationJson::from(view)))
 }
 
+/// Asks for a reservation to be deleted: its node sees it on its next poll.
+#[utoipa::path(delete, path = "/v1/reservations/{id}", tag = "reservations", operation_id = "delete_reservation",
+    params(("id" = u64, Path, description = ID_PATH, maximum = 18_446_744_073_709_551_615_u64)),
+    responses(
+        (status = 200, description = "The reservation, to be deleted.", body = ReservationJson),
+        (status = 400, description = "The ID is not a number (`invalid_path`).", body = ErrorBody),
+        (status = 404, description = RESERVATION_404, body = ErrorBody),
+    ))]
 async fn delete(control: web::Data<Control>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let view = control.delete_workload(caller.meta(), reservation_id(&id)?).await?;
     Ok(HttpResponse::Ok().json(ReservationJson::from(view)))
 }
 
-#[derive(Deserialize)]
+/// What a node made of a reservation.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = NewWorkloadResult)]
 #[serde(deny_unknown_fields)]
 struct ResultBody {
+    #[schema(value_type = schema::ResultState)]
     state: ResultState,
+    /// Why it failed: at most 4,096 bytes.
     #[serde(default)]
+    #[schema(max_length = 4096)]
     error: String,
+    /// What the node made.
     #[serde(default)]
     data: serde_json::Value,
 }
 
+/// Reports what a node made of a reservation (admin: the node).
+#[utoipa::path(put, path = "/v1/reservations/{id}/result", tag = "nodes", operation_id = "report_result",
+    params(("id" = u64, Path, description = ID_PATH, maximum = 18_446_744_073_709_551_615_u64)),
+    request_body = ResultBody,
+    responses(
+        (status = 200, description = "The reservation with its result.", body = ReservationJson),
+        (status = 400, description = "A malformed ID or body (`invalid_path`, `bad_json`, `invalid_body`, `invalid_field`).", body = ErrorBody),
+        (status = 404, description = "No such reservation (`reservation_not_found`).", body = ErrorBody),
+    ))]
 async fn report_result(
     control: web::Data<Control>,
     node: AdminCaller,
@@ -193,15 +275,21 @@ async fn report_result(
     Ok(HttpResponse::Ok().json(ReservationJson::from(view)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct PollQuery {
+    /// The first feed position wanted: the last answer's `next`.
     #[serde(default)]
+    #[param(maximum = 18_446_744_073_709_551_615_u64)]
     from: u64,
     /// Seconds to wait when there is nothing (default 30, at most 60; 0: answer at once).
     #[serde(default = "default_wait")]
+    #[param(maximum = 60)]
     timeout: u64,
+    /// At most this many reservations (1 to 1,000; more or less is clamped).
     #[serde(default = "default_limit")]
+    #[param(maximum = 18_446_744_073_709_551_615_u64)]
     limit: usize,
 }
 
@@ -213,13 +301,20 @@ fn default_limit() -> usize {
     MAX_POLL_ITEMS
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct PollAnswer {
     reservations: Vec<ReservationJson>,
     /// Where the next poll starts: the last `seq` + 1 (or `from` if none).
     next: u64,
 }
 
+/// A node's feed of reservations, long-polled (admin: the node).
+#[utoipa::path(get, path = "/v1/nodes/{node}/reservations", tag = "nodes", operation_id = "poll_node",
+    params(("node" = String, Path, description = "The node's ID."), PollQuery),
+    responses(
+        (status = 200, description = "The reservations changed at or after `from`, and where to poll next.", body = PollAnswer),
+        (status = 400, description = "A malformed query (`invalid_query`).", body = ErrorBody),
+    ))]
 async fn poll(
     control: web::Data<Control>,
     _: AdminCaller,

@@ -65,11 +65,15 @@ impl EventFilter {
 }
 
 /// An event as `/v1/events`, its stream and `/v1/audit` show it.
-#[derive(Clone, Debug, Serialize)]
+// Its OpenAPI schema (`Event`) is derived here, so it cannot drift from it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Event)]
 pub struct EventView {
     pub position: u64,
     pub time: DateTime<Utc>,
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     pub account: AccountId,
+    #[schema(value_type = String, min_length = 1, max_length = 512)]
     pub stream: StreamId,
     pub version: u64,
     #[serde(rename = "type")]
@@ -83,6 +87,7 @@ pub struct EventView {
     /// The payload as stored (JSON); a payload that is not JSON as a string.
     pub payload: serde_json::Value,
     /// The event's link in the hash chain.
+    #[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
     pub hash: ChainHash,
 }
 

@@ -113,11 +113,13 @@ pub fn replay_log(
 
 /// The digests of a running server's projections, and the position they
 /// were taken at (`GET /v1/projections`).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = ProjectionDigests)]
 pub struct ServerDigests {
     pub position: u64,
     /// The frontend domain the server routes shares under.
     pub domain: String,
+    /// Each projection's SHA-256 (hexadecimal), by name.
     pub digests: BTreeMap<String, String>,
 }
 
