@@ -469,6 +469,8 @@ $("leases").addEventListener("scroll", () => {
   leaseScroll = setTimeout(refreshLeases, 60);
 });
 
+// Only the user's scrolling pauses the list (the style sheet turns the
+// browser's scroll anchoring off, so new rows never scroll it by themselves).
 $("events").addEventListener("scroll", () => {
   const paused = $("events").scrollTop > 0;
   if (paused !== events.paused) {
