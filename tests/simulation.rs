@@ -152,12 +152,34 @@ async fn simulate(seed: u64, steps: usize, passivate: bool) {
         let what = match op {
             0..=19 => {
                 let ttl = 1 + rng.below(20) as i64;
-                let granted = control.grant(meta(), None, ttl).await.expect("grant");
-                let ttl = ttl.max(MIN_TTL_S);
-                assert_eq!(granted.ttl_s, ttl);
-                model.leases.insert(granted.lease, (ttl, model.now_s + ttl));
-                ever_granted.push(granted.lease);
-                format!("grant {} ttl {ttl}", granted.lease)
+                // Now and then an ID granted before: refused while it is
+                // live, granted afresh once it has ended.
+                let again = if rng.below(4) == 0 {
+                    pick_lease(&mut rng, &ever_granted)
+                } else {
+                    None
+                };
+                let result = control.grant(meta(), again, ttl).await;
+                match again.filter(|id| model.leases.contains_key(id)) {
+                    Some(id) => {
+                        assert_eq!(
+                            result,
+                            Err(CommandError::Lease(LeaseRejection::AlreadyExists(id))),
+                            "seed {seed} step {step}: grant of live {id}"
+                        );
+                        format!("grant {id} again: refused")
+                    }
+                    None => {
+                        let granted = result.expect("grant");
+                        let ttl = ttl.max(MIN_TTL_S);
+                        assert_eq!(granted.ttl_s, ttl);
+                        model.leases.insert(granted.lease, (ttl, model.now_s + ttl));
+                        if again.is_none() {
+                            ever_granted.push(granted.lease);
+                        }
+                        format!("grant {} ttl {ttl}", granted.lease)
+                    }
+                }
             }
             20..=34 => {
                 let Some(lease) = pick_lease(&mut rng, &ever_granted) else {
