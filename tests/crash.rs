@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::binary::ServerProcess;
+use common::binary::{signal, ServerProcess};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use tenure::store::{EventStore, SqliteStore};
@@ -162,4 +162,123 @@ async fn kill_9_under_load_loses_no_acknowledged_command() {
         "{}",
         String::from_utf8_lossy(&verified.stdout)
     );
+}
+
+/// A keep-alive is not durable: a lease kept alive past its TTL up to a
+/// kill -9 owes its life after the restart to the rule that a restart gives
+/// every live lease its full TTL (counted from the restart), not to any
+/// record of the renewals, of which the log has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_kept_alive_up_to_a_kill_9_has_its_full_ttl_after_the_restart() {
+    const TTL_S: u64 = 3;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ServerProcess::start(dir.path(), &[]);
+    let http = reqwest::Client::new();
+    let json = |res: reqwest::Response| async move {
+        let status = res.status();
+        (status, res.json::<Value>().await.expect("a JSON answer"))
+    };
+    let position = |endpoint: String| {
+        let http = http.clone();
+        async move {
+            let res = http.get(format!("{endpoint}/healthz")).send().await.expect("healthz");
+            res.json::<Value>().await.expect("JSON")["position"]
+                .as_u64()
+                .expect("a position")
+        }
+    };
+    let res = http
+        .post(format!("{}/v1/leases", server.endpoint))
+        .json(&json!({ "ttl": TTL_S }))
+        .send()
+        .await
+        .expect("grant");
+    let lease = json(res).await.1["id"].as_str().expect("lease id").to_owned();
+    let put = http
+        .put(format!("{}/v1/keys?key=held", server.endpoint))
+        .json(&json!({ "value": "v", "lease": lease }))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(put.status(), 200);
+    let head = position(server.endpoint.clone()).await;
+
+    // Kept alive every 500 ms for 1.5 TTLs: past the grant's deadline.
+    let kept_since = std::time::Instant::now();
+    while kept_since.elapsed() < std::time::Duration::from_millis(TTL_S * 1500) {
+        let res = http
+            .post(format!("{}/v1/leases/{lease}/keepalive", server.endpoint))
+            .send()
+            .await
+            .expect("keep-alive");
+        let (status, body) = json(res).await;
+        assert_eq!((status.as_u16(), body["ttl"].as_u64()), (200, Some(TTL_S)), "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        position(server.endpoint.clone()).await,
+        head,
+        "keep-alives were written"
+    );
+
+    signal(server.child.id(), "KILL");
+    let mut server = server;
+    server.child.wait().expect("reap");
+    let restarted_at = std::time::Instant::now();
+    let server = ServerProcess::start(dir.path(), &[]);
+    assert_eq!(position(server.endpoint.clone()).await, head, "nothing written since");
+
+    // Its TTL counts from the restart: alive now, and still alive just
+    // before one TTL after the restart began.
+    let ttl_left = |endpoint: String| {
+        let http = http.clone();
+        let lease = lease.clone();
+        async move {
+            let res = http
+                .get(format!("{endpoint}/v1/leases/{lease}"))
+                .send()
+                .await
+                .expect("timetolive");
+            (
+                res.status().as_u16(),
+                res.json::<Value>().await.expect("JSON")["ttl"].as_u64(),
+            )
+        }
+    };
+    let (status, left) = ttl_left(server.endpoint.clone()).await;
+    assert_eq!(status, 200, "the lease did not survive the crash");
+    assert!(left >= Some(TTL_S - 1), "{left:?} s left of {TTL_S}");
+    let almost = std::time::Duration::from_millis(TTL_S * 1000 - 500);
+    tokio::time::sleep(almost.saturating_sub(restarted_at.elapsed())).await;
+    assert_eq!(
+        ttl_left(server.endpoint.clone()).await.0,
+        200,
+        "expired before a full TTL"
+    );
+    let key = |endpoint: String| {
+        let http = http.clone();
+        async move {
+            http.get(format!("{endpoint}/v1/keys?key=held"))
+                .send()
+                .await
+                .expect("get key")
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(key(server.endpoint.clone()).await, 200);
+
+    // Not kept alive any more, it then expires, and its key with it.
+    let started = std::time::Instant::now();
+    while key(server.endpoint.clone()).await != 404 {
+        assert!(started.elapsed() < common::PATIENCE, "the lease never expired");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(ttl_left(server.endpoint.clone()).await.0, 404);
+    assert!(
+        restarted_at.elapsed() >= std::time::Duration::from_secs(TTL_S),
+        "expired {:?} after the restart",
+        restarted_at.elapsed()
+    );
+    server.terminate();
 }

@@ -10,8 +10,10 @@ use common::{count_type, TestServer};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::json;
+use tenure::clock::Clock;
 use tenure::domain::keyspace::LeaseUpdate;
-use tenure_events::{AccountId, DeleteCause, Event, KeyspaceEvent, Metadata};
+use tenure::store::EventStore;
+use tenure_events::{AccountId, DeleteCause, Event, KeyspaceEvent, LeaseEvent, Metadata};
 
 #[actix_rt::test]
 async fn a_lease_expires_at_its_deadline_and_its_keys_go_with_it() {
@@ -81,6 +83,125 @@ async fn keep_alive_postpones_expiry() {
         .await;
     assert_eq!(server.value("k").await, None);
     assert_eq!(count_type(&server.events().await, "LeaseExpired"), 1);
+}
+
+/// Keep-alives are not durable and not events: they move the deadline in
+/// the expiry queue only. The log (and its head) stay where they were while
+/// a lease is kept alive for six times its TTL, over /v1 and over etcd's
+/// /v3; once the keep-alives stop, it expires one TTL after the last.
+#[actix_rt::test]
+async fn keep_alives_record_nothing_and_keep_a_lease_alive_past_its_ttl() {
+    let server = TestServer::start().await;
+    let granted_at = server.clock.now();
+    let lease = server.grant(10).await;
+    let decimal = i64::from_str_radix(&lease, 16).expect("a hex lease ID");
+    assert_eq!(server.put_key("k", "v", Some(&lease)).await.0, StatusCode::OK);
+    let head = server.store().head();
+    let logged = server.events().await.len();
+    assert_eq!(logged as u64, head);
+
+    for round in 0..12 {
+        server.clock.advance(Duration::from_secs(5));
+        if round % 2 == 0 {
+            let (status, body) = server.post(&format!("/v1/leases/{lease}/keepalive"), json!({})).await;
+            assert_eq!((status, body["ttl"].as_i64()), (StatusCode::OK, Some(10)), "{body}");
+        } else {
+            let (status, body) = server.post("/v3/lease/keepalive", json!({ "ID": decimal })).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert_eq!(body["result"]["TTL"], "10", "{body}");
+        }
+        let (status, body) = server.get(&format!("/v1/leases/{lease}")).await;
+        assert_eq!((status, body["ttl"].as_i64()), (StatusCode::OK, Some(10)), "{body}");
+    }
+    // t=60: six TTLs after the grant, and nothing was written.
+    assert_eq!(server.store().head(), head, "keep-alives moved the log's head");
+    assert_eq!(server.events().await.len(), logged);
+    let (_, health) = server.get("/healthz").await;
+    assert_eq!(health["position"].as_u64(), Some(head));
+    assert_eq!(server.value("k").await.as_deref(), Some("v"));
+
+    server.clock.advance(Duration::from_secs(9));
+    assert_eq!(server.value("k").await.as_deref(), Some("v"));
+    server.clock.advance(Duration::from_secs(1));
+    let events = server
+        .wait_for_log("the expiry and the key's deletion", |es| {
+            count_type(es, "LeaseExpired") == 1 && count_type(es, "KeyDeleted") == 1
+        })
+        .await;
+    assert_eq!(events.len(), logged + 2, "the expiry and the deletion, nothing else");
+    let expired = events
+        .iter()
+        .find_map(|e| match e.decode() {
+            Ok(Event::Lease(LeaseEvent::Expired(x))) => Some(x),
+            _ => None,
+        })
+        .expect("the expiry");
+    assert_eq!(
+        expired.deadline,
+        granted_at + chrono::TimeDelta::seconds(70),
+        "the deadline the last keep-alive set"
+    );
+}
+
+/// Keep-alives that race the clock across their lease's deadline: each
+/// either renews the lease (which then must not expire) or finds it gone
+/// (and then it expires). Never both, never neither.
+#[actix_rt::test]
+async fn keep_alives_racing_the_deadline_either_renew_or_find_the_lease_gone() {
+    const LEASES: usize = 300;
+    let server = TestServer::start().await;
+    let mut leases = Vec::new();
+    for _ in 0..LEASES {
+        leases.push(server.grant(10).await);
+    }
+    server.clock.advance(Duration::from_millis(9_985));
+    let server = &server;
+    let keep_alives = futures::future::join_all(leases.iter().map(|lease| async move {
+        let (status, _) = server.post(&format!("/v1/leases/{lease}/keepalive"), json!({})).await;
+        (lease.clone(), status)
+    }));
+    // The clock crosses every deadline while the keep-alives are in flight
+    // (the pauses only let them interleave; nothing waits for a TTL).
+    let clock = server.clock.clone();
+    let ticks = async move {
+        for _ in 0..30 {
+            tokio::time::sleep(Duration::from_micros(300)).await;
+            clock.advance(Duration::from_millis(1));
+        }
+    };
+    let (answers, ()) = futures::join!(keep_alives, ticks);
+    let renewed: Vec<&String> = answers
+        .iter()
+        .filter(|(_, s)| *s == StatusCode::OK)
+        .map(|(l, _)| l)
+        .collect();
+    let gone: Vec<&String> = answers
+        .iter()
+        .filter(|(_, s)| *s == StatusCode::NOT_FOUND)
+        .map(|(l, _)| l)
+        .collect();
+    assert_eq!(renewed.len() + gone.len(), LEASES, "{answers:?}");
+    println!("{} renewed, {} found gone", renewed.len(), gone.len());
+
+    let events = server
+        .wait_for_log("the expiry of every lease found gone", |es| {
+            count_type(es, "LeaseExpired") >= gone.len()
+        })
+        .await;
+    let expired: std::collections::BTreeSet<String> = events
+        .iter()
+        .filter(|e| e.event_type == "LeaseExpired")
+        .map(|e| e.stream.as_str().rsplit('/').next().unwrap_or_default().to_owned())
+        .collect();
+    let gone: std::collections::BTreeSet<String> = gone.into_iter().cloned().collect();
+    assert_eq!(
+        expired, gone,
+        "expired exactly the leases whose keep-alive found them gone"
+    );
+    for lease in renewed {
+        let (status, body) = server.get(&format!("/v1/leases/{lease}")).await;
+        assert_eq!(status, StatusCode::OK, "{lease} was renewed: {body}");
+    }
 }
 
 #[actix_rt::test]

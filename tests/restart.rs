@@ -147,20 +147,30 @@ async fn passivated_actors_are_activated_again_from_the_log() {
     let server = TestServer::start_with(|c| c.passivate_after = Duration::from_millis(20)).await;
     let lease = server.grant(60).await;
     server.put_key("k", "v", Some(&lease)).await;
-    server.clock.advance(Duration::from_secs(10));
-    server.post(&format!("/v1/leases/{lease}/keepalive"), json!({})).await;
-
     let hub = server.running().control.hub().clone();
     wait_until("the lease actor to passivate", || hub.leases.is_empty()).await;
 
-    // Activated again: its state (kept alive at t=10) comes from the log.
-    server.clock.advance(Duration::from_secs(5));
+    // A keep-alive leaves a passivated lease passivated: it moves the
+    // deadline in the expiry queue, without reading the lease's stream.
+    server.clock.advance(Duration::from_secs(50));
+    let (status, _) = server.post(&format!("/v1/leases/{lease}/keepalive"), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(hub.leases.is_empty(), "a keep-alive activated the lease actor");
+
+    // t=80, past the grant's deadline (t=60): activated again by a put, the
+    // actor goes by the deadline the keep-alive set (t=110).
+    server.clock.advance(Duration::from_secs(30));
+    let (status, body) = server.put_key("k2", "v", Some(&lease)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = server.get(&format!("/v1/leases/{lease}?keys=true")).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({"id": lease, "granted_ttl": 60, "ttl": 55, "keys": ["k"]}));
+    assert_eq!(
+        body,
+        json!({"id": lease, "granted_ttl": 60, "ttl": 30, "keys": ["k", "k2"]})
+    );
     wait_until("the lease actor to passivate again", || hub.leases.is_empty()).await;
     let (status, body) = server.delete(&format!("/v1/leases/{lease}")).await;
-    assert_eq!((status, body["deleted_keys"].as_u64()), (StatusCode::OK, Some(1)));
+    assert_eq!((status, body["deleted_keys"].as_u64()), (StatusCode::OK, Some(2)));
     assert_eq!(server.value("k").await, None);
 }
 

@@ -265,8 +265,9 @@ function addEvents(batch) {
     scheduleDraw();
   }
   $("events-count").textContent = `(${events.all.length} kept)`;
-  // Keep-alives and key writes change no table (the lease list's own
-  // refresh shows their times); anything else may, so read again soon.
+  // Key writes (and the keep-alive events of logs written before
+  // keep-alives left the log) change no table; anything else may, so read
+  // again soon.
   if (batch.some((e) => e.type !== "LeaseKeptAlive" && !e.stream.startsWith("keyspace/"))) {
     scheduleRefresh();
   }

@@ -3,9 +3,11 @@
 //!
 //! A digest is the SHA-256 of the canonical JSON of what a projection
 //! holds: its entries in a fixed order, leaving out what only serves
-//! speed (heaps, secondary indexes) and what depends on when it was folded
-//! rather than on the log (lease deadlines count from the process start;
-//! the live lease set and TTLs do not).
+//! speed (heaps, secondary indexes) and what the log does not determine:
+//! lease deadlines count from the process start and keep-alives move them
+//! in memory only, so the expiry queue's digest covers the live lease set
+//! and TTLs, never deadlines or *ending* marks. A server whose leases are
+//! being kept alive digests the same as a rebuild from its log.
 
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};

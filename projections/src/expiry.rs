@@ -17,19 +17,73 @@ pub struct LeaseKey {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LiveLease {
     pub ttl_s: i64,
+    /// When the lease dies unless kept alive (keep-alives included).
     pub deadline: DateTime<Utc>,
+}
+
+/// A lease the expiry driver must end now: [`ExpiryQueue::due`] marked it
+/// *ending*, so it can no longer be renewed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Due {
+    pub key: LeaseKey,
+    /// Which grant of this ID (the stream version of its `LeaseGranted`).
+    pub granted: u64,
+    pub deadline: DateTime<Utc>,
+}
+
+/// A keep-alive found no lease to renew: it is not live in the log, its
+/// deadline has passed, or its expiry is under way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotLive;
+
+/// What the queue says of one grant of a lease (see [`ExpiryQueue::grant`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantState {
+    /// The queue has not applied this grant (yet), or holds another grant
+    /// of the same ID: only the lease's own stream knows, and no keep-alive
+    /// can have moved its deadline.
+    Unseen,
+    /// Live until `deadline`, keep-alives included.
+    Live { deadline: DateTime<Utc> },
+    /// Its deadline passed and the expiry driver is ending it.
+    Ending,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    ttl_s: i64,
+    deadline: DateTime<Utc>,
+    /// The stream version of the grant: tells two grants of one ID apart.
+    granted: u64,
+    /// Taken by [`ExpiryQueue::due`]: renewals fail until the log says it
+    /// ended (or the lease actor says it is not due after all).
+    ending: bool,
 }
 
 /// The expiry timers: every live lease with its deadline, in a min-heap keyed
 /// by deadline plus an index by lease (etcd's lease queue, mini-redis's
 /// expirations), one index entry per lease.
 ///
-/// The index is a pure fold of the log: granted and kept-alive leases are in
-/// it, revoked and expired ones are not. The heap is the driver's work list:
-/// [`ExpiryQueue::due`] pops the entries whose deadline has passed, and
-/// stale heap entries (a lease kept alive since, or ended) are dropped lazily
-/// when they surface. There is no rate limit: `due` hands out every lease
-/// that is due.
+/// **What the log decides, what memory decides.** Which leases are live and
+/// their TTLs are a pure fold of the log: granted leases are in the index,
+/// revoked and expired ones are not. Deadlines are not: a keep-alive is no
+/// event, it moves a deadline here ([`ExpiryQueue::renew`]) and nowhere
+/// else, so deadlines (and the *ending* marks) live in memory only, and
+/// are rebuilt on a restart from the floor (below). The digest covers the
+/// live set and TTLs only.
+///
+/// **The heap** is the driver's work list: [`ExpiryQueue::due`] pops the
+/// entries whose time has come. A renewal does not touch it: when an entry
+/// surfaces for a lease whose deadline has moved since, it is pushed again
+/// at the new deadline; entries of ended leases are dropped. So a renewal
+/// costs one index lookup, and the heap holds about one entry per lease.
+/// There is no rate limit: `due` hands out every lease that is due.
+///
+/// **Races.** `due` marks what it hands out *ending*, under the same lock as
+/// [`ExpiryQueue::renew`], after checking the deadline has passed; a renewal
+/// of an ending lease fails. So a lease is never expired once a keep-alive
+/// has been answered for it, and a keep-alive answers "not found" for a
+/// lease whose expiry has begun.
 ///
 /// **Restarts.** A lease never expires because the control plane was down:
 /// deadlines are computed from `max(event time, floor) + ttl`, where the floor
@@ -39,7 +93,7 @@ pub struct LiveLease {
 pub struct ExpiryQueue {
     floor: DateTime<Utc>,
     checkpoint: u64,
-    live: HashMap<LeaseKey, LiveLease>,
+    live: HashMap<LeaseKey, Entry>,
     by_account: HashMap<AccountId, BTreeSet<LeaseId>>,
     heap: BinaryHeap<Reverse<(DateTime<Utc>, LeaseKey)>>,
 }
@@ -65,8 +119,41 @@ impl ExpiryQueue {
         self.live.is_empty()
     }
 
+    /// A lease the log says is live (its deadline may have passed).
     pub fn get(&self, key: &LeaseKey) -> Option<LiveLease> {
-        self.live.get(key).copied()
+        self.live.get(key).map(Entry::view)
+    }
+
+    /// A lease that is live for clients at `now`: live in the log, its
+    /// deadline not passed and its expiry not begun. What keep-alive,
+    /// time-to-live and puts go by.
+    pub fn alive_at(&self, key: &LeaseKey, now: DateTime<Utc>) -> Option<LiveLease> {
+        self.live
+            .get(key)
+            .filter(|e| !e.ending && now < e.deadline)
+            .map(Entry::view)
+    }
+
+    /// What the queue says of the grant of `key` recorded at stream version
+    /// `granted`.
+    pub fn grant(&self, key: &LeaseKey, granted: u64) -> GrantState {
+        match self.live.get(key) {
+            Some(e) if e.granted == granted && e.ending => GrantState::Ending,
+            Some(e) if e.granted == granted => GrantState::Live { deadline: e.deadline },
+            _ => GrantState::Unseen,
+        }
+    }
+
+    /// A keep-alive: the lease's deadline becomes `now + ttl` (never
+    /// earlier than it was). Answers the granted TTL, or [`NotLive`] if the
+    /// lease is not live for clients at `now` (see [`ExpiryQueue::alive_at`]).
+    pub fn renew(&mut self, key: &LeaseKey, now: DateTime<Utc>) -> Result<i64, NotLive> {
+        let entry = self.live.get_mut(key).ok_or(NotLive)?;
+        if entry.ending || now >= entry.deadline {
+            return Err(NotLive);
+        }
+        entry.deadline = entry.deadline.max(add_seconds(now, entry.ttl_s));
+        Ok(entry.ttl_s)
     }
 
     /// Every live lease with its TTL, by account and ID (what the log says
@@ -78,8 +165,8 @@ impl ExpiryQueue {
     }
 
     /// Every live lease with what the queue knows of it, by account and ID.
-    pub fn iter_live(&self) -> impl Iterator<Item = (&LeaseKey, &LiveLease)> {
-        let mut leases: Vec<_> = self.live.iter().collect();
+    pub fn iter_live(&self) -> impl Iterator<Item = (&LeaseKey, LiveLease)> {
+        let mut leases: Vec<_> = self.live.iter().map(|(k, e)| (k, e.view())).collect();
         leases.sort_unstable_by(|a, b| a.0.cmp(b.0));
         leases.into_iter()
     }
@@ -118,7 +205,7 @@ impl ExpiryQueue {
                     account: account.clone(),
                     lease,
                 };
-                self.live.get(&key).map(|live| (key, *live))
+                self.get(&key).map(|live| (key, live))
             })
             .collect();
         (total, page)
@@ -135,64 +222,112 @@ impl ExpiryQueue {
     }
 
     /// Pops up to `max` leases whose deadline is at or before `now`, earliest
-    /// first. Each popped lease stays live in the index until its expiry (or
-    /// revocation) is applied from the log; if the actor answers that it is
-    /// not due after all, call [`ExpiryQueue::reschedule`].
-    pub fn due(&mut self, now: DateTime<Utc>, max: usize) -> Vec<(LeaseKey, DateTime<Utc>)> {
+    /// first, and marks each *ending*: from here on it cannot be renewed.
+    /// Each stays live in the index until its expiry (or revocation) is
+    /// applied from the log; if the actor answers that it is not due after
+    /// all, call [`ExpiryQueue::reschedule`].
+    pub fn due(&mut self, now: DateTime<Utc>, max: usize) -> Vec<Due> {
         let mut out = Vec::new();
         while out.len() < max {
-            let Some(Reverse((deadline, _))) = self.heap.peek() else {
+            match self.heap.peek() {
+                Some(Reverse((at, _))) if *at <= now => {}
+                _ => break,
+            }
+            let Some(Reverse((_, key))) = self.heap.pop() else {
                 break;
             };
-            if *deadline > now {
-                break;
-            }
-            let Some(Reverse((deadline, key))) = self.heap.pop() else {
-                break;
+            let Some(entry) = self.live.get_mut(&key) else {
+                continue; // ended
             };
-            if self.live.get(&key).is_some_and(|l| l.deadline == deadline) {
-                out.push((key, deadline));
+            if entry.ending {
+                continue; // handed out already
             }
+            if entry.deadline > now {
+                // Kept alive since this entry was pushed.
+                let deadline = entry.deadline;
+                self.heap.push(Reverse((deadline, key)));
+                continue;
+            }
+            entry.ending = true;
+            out.push(Due {
+                granted: entry.granted,
+                deadline: entry.deadline,
+                key,
+            });
         }
         out
     }
 
-    /// The earliest deadline still in the heap, dropping stale entries.
+    /// The earliest deadline of a lease not yet handed out by
+    /// [`ExpiryQueue::due`]; heap entries of ended leases are dropped and
+    /// those of renewed leases moved to their deadline on the way.
     pub fn next_deadline(&mut self) -> Option<DateTime<Utc>> {
-        while let Some(Reverse((deadline, key))) = self.heap.peek() {
-            if self.live.get(key).is_some_and(|l| l.deadline == *deadline) {
-                return Some(*deadline);
+        while let Some(Reverse((at, key))) = self.heap.peek() {
+            match self.live.get(key) {
+                Some(e) if !e.ending && e.deadline == *at => return Some(*at),
+                Some(e) if !e.ending => {
+                    let deadline = e.deadline;
+                    if let Some(Reverse((_, key))) = self.heap.pop() {
+                        self.heap.push(Reverse((deadline, key)));
+                    }
+                }
+                _ => {
+                    self.heap.pop();
+                }
             }
-            self.heap.pop();
         }
         None
     }
 
-    /// Puts a live lease back in the heap at `at`: the actor said its deadline
-    /// is later than the queue thought, or expiring it failed and it must be
-    /// tried again. A lease that has ended in the meantime is left alone.
-    pub fn reschedule(&mut self, key: &LeaseKey, at: DateTime<Utc>) {
-        if let Some(live) = self.live.get_mut(key) {
-            live.deadline = at;
-            self.heap.push(Reverse((at, key.clone())));
+    /// The lease actor answered that the lease handed out by `due` is not
+    /// due until `deadline` (the clock went back between the two): it is
+    /// live again and back in the heap. Does nothing if that grant of the
+    /// lease has ended (or was never handed out).
+    pub fn reschedule(&mut self, key: &LeaseKey, granted: u64, deadline: DateTime<Utc>) {
+        if let Some(entry) = self.live.get_mut(key) {
+            if entry.granted == granted && entry.ending {
+                entry.ending = false;
+                entry.deadline = entry.deadline.max(deadline);
+                let at = entry.deadline;
+                self.heap.push(Reverse((at, key.clone())));
+            }
         }
     }
 
-    fn deadline(&self, time: DateTime<Utc>, ttl_s: i64) -> DateTime<Utc> {
-        let start = time.max(self.floor);
-        start
-            .checked_add_signed(TimeDelta::try_seconds(ttl_s).unwrap_or(TimeDelta::MAX))
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    /// Is the lease's expiry under way (handed out by `due`, not yet
+    /// recorded)? For retrying an expiry that failed.
+    pub fn is_ending(&self, key: &LeaseKey, granted: u64) -> bool {
+        self.grant(key, granted) == GrantState::Ending
     }
 
-    fn refresh(&mut self, key: LeaseKey, ttl_s: i64, time: DateTime<Utc>) {
+    fn deadline(&self, time: DateTime<Utc>, ttl_s: i64) -> DateTime<Utc> {
+        add_seconds(time.max(self.floor), ttl_s)
+    }
+
+    fn granted(&mut self, key: LeaseKey, ttl_s: i64, time: DateTime<Utc>, granted: u64) {
         let deadline = self.deadline(time, ttl_s);
         self.by_account
             .entry(key.account.clone())
             .or_default()
             .insert(key.lease);
         self.heap.push(Reverse((deadline, key.clone())));
-        self.live.insert(key, LiveLease { ttl_s, deadline });
+        self.live.insert(
+            key,
+            Entry {
+                ttl_s,
+                deadline,
+                granted,
+                ending: false,
+            },
+        );
+    }
+
+    /// A `LeaseKeptAlive` of an old log (servers no longer write them).
+    fn kept_alive(&mut self, key: &LeaseKey, time: DateTime<Utc>) {
+        let floor = self.floor;
+        if let Some(entry) = self.live.get_mut(key) {
+            entry.deadline = entry.deadline.max(add_seconds(time.max(floor), entry.ttl_s));
+        }
     }
 
     fn end(&mut self, key: &LeaseKey) {
@@ -205,6 +340,20 @@ impl ExpiryQueue {
             }
         }
     }
+}
+
+impl Entry {
+    fn view(&self) -> LiveLease {
+        LiveLease {
+            ttl_s: self.ttl_s,
+            deadline: self.deadline,
+        }
+    }
+}
+
+fn add_seconds(t: DateTime<Utc>, s: i64) -> DateTime<Utc> {
+    t.checked_add_signed(TimeDelta::try_seconds(s).unwrap_or(TimeDelta::MAX))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 impl Projection for ExpiryQueue {
@@ -231,23 +380,22 @@ impl Projection for ExpiryQueue {
         };
         let account = event.account.clone();
         match lease_event {
-            LeaseEvent::Granted(g) => self.refresh(
+            LeaseEvent::Granted(g) => self.granted(
                 LeaseKey {
                     account,
                     lease: g.lease,
                 },
                 g.ttl_s,
                 event.time,
+                event.version,
             ),
-            LeaseEvent::KeptAlive(k) => {
-                let key = LeaseKey {
+            LeaseEvent::KeptAlive(k) => self.kept_alive(
+                &LeaseKey {
                     account,
                     lease: k.lease,
-                };
-                if let Some(ttl_s) = self.live.get(&key).map(|l| l.ttl_s) {
-                    self.refresh(key, ttl_s, event.time);
-                }
-            }
+                },
+                event.time,
+            ),
             LeaseEvent::Revoked(r) => self.end(&LeaseKey {
                 account,
                 lease: r.lease,
@@ -263,6 +411,7 @@ impl Projection for ExpiryQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Digest;
     use tenure_events::{
         EventSet, LeaseExpired, LeaseGranted, LeaseKeptAlive, LeaseRevoked, Metadata, NewEvent, StreamId,
     };
@@ -271,8 +420,12 @@ mod tests {
         DateTime::from_timestamp(1_700_000_000 + s, 0).expect("valid time")
     }
 
+    /// Events as the store records them: global positions, and versions
+    /// per lease stream.
+    #[derive(Default)]
     struct Log {
         position: u64,
+        versions: HashMap<i64, u64>,
     }
 
     impl Log {
@@ -281,8 +434,10 @@ mod tests {
             let id = LeaseId::new(lease).expect("positive");
             let e: LeaseEvent = e.into();
             self.position += 1;
+            let version = self.versions.entry(lease).or_default();
+            *version += 1;
             let new = NewEvent::new(&e, &Metadata::new(account.clone()), at);
-            RecordedEvent::from_new(new, StreamId::lease(&account, id), 1, self.position)
+            RecordedEvent::from_new(new, StreamId::lease(&account, id), *version, self.position)
         }
     }
 
@@ -293,92 +448,184 @@ mod tests {
         }
     }
 
+    fn id(lease: i64) -> LeaseId {
+        LeaseId::new(lease).expect("positive")
+    }
+
     fn granted(lease: i64, ttl_s: i64) -> LeaseGranted {
         LeaseGranted {
-            lease: LeaseId::new(lease).expect("positive"),
+            lease: id(lease),
             ttl_s,
             requested_ttl_s: ttl_s,
         }
     }
 
+    fn keys(due: Vec<Due>) -> Vec<LeaseKey> {
+        due.into_iter().map(|d| d.key).collect()
+    }
+
     #[test]
     fn due_leases_come_out_in_deadline_order_and_only_once() {
-        let mut log = Log { position: 0 };
+        let mut log = Log::default();
         let mut q = ExpiryQueue::new(t(0));
         q.apply(&log.event(1, granted(1, 30), t(0)));
         q.apply(&log.event(2, granted(2, 10), t(0)));
         q.apply(&log.event(3, granted(3, 20), t(0)));
         assert_eq!(q.due(t(9), usize::MAX), vec![]);
         assert_eq!(q.next_deadline(), Some(t(10)));
-        let due: Vec<_> = q.due(t(25), usize::MAX).into_iter().map(|(k, _)| k).collect();
-        assert_eq!(due, vec![key(2), key(3)]);
+        let due = q.due(t(25), usize::MAX);
+        assert_eq!(
+            due[0],
+            Due {
+                key: key(2),
+                granted: 1,
+                deadline: t(10)
+            }
+        );
+        assert_eq!(keys(due), vec![key(2), key(3)]);
         assert_eq!(q.due(t(25), usize::MAX), vec![]);
         // Popped leases stay live until the log says they ended.
         assert!(q.is_live(&key(2)));
         assert_eq!(q.len(), 3);
+        assert_eq!(q.next_deadline(), Some(t(30)));
     }
 
     #[test]
-    fn keep_alive_moves_the_deadline_and_the_old_entry_goes_stale() {
-        let mut log = Log { position: 0 };
+    fn a_renewal_moves_the_deadline_in_memory_only() {
+        let mut log = Log::default();
         let mut q = ExpiryQueue::new(t(0));
         q.apply(&log.event(1, granted(1, 10), t(0)));
-        q.apply(&log.event(
-            1,
-            LeaseKeptAlive {
-                lease: LeaseId::new(1).expect("positive"),
-            },
-            t(8),
-        ));
+        let digest = q.digest();
+        assert_eq!(q.renew(&key(1), t(8)), Ok(10));
+        assert_eq!(q.get(&key(1)).map(|l| l.deadline), Some(t(18)));
+        assert_eq!(q.alive_at(&key(1), t(17)).map(|l| l.ttl_s), Some(10));
+        // Not an event: the checkpoint and the digest stay where the log put them.
+        assert_eq!(q.checkpoint(), 1);
+        assert_eq!(q.digest(), digest);
+        // Its old heap entry surfaces, finds the lease renewed and moves.
         assert_eq!(q.due(t(12), usize::MAX), vec![]);
-        assert_eq!(q.due(t(18), usize::MAX), vec![(key(1), t(18))]);
+        assert_eq!(q.next_deadline(), Some(t(18)));
+        assert_eq!(keys(q.due(t(18), usize::MAX)), vec![key(1)]);
+    }
+
+    #[test]
+    fn renewals_do_not_grow_the_heap() {
+        let mut log = Log::default();
+        let mut q = ExpiryQueue::new(t(0));
+        q.apply(&log.event(1, granted(1, 10), t(0)));
+        for s in 1..1000 {
+            assert_eq!(q.renew(&key(1), t(s)), Ok(10));
+            let _ = q.due(t(s), usize::MAX);
+        }
+        assert_eq!(q.heap.len(), 1);
+        assert_eq!(q.next_deadline(), Some(t(1009)));
+    }
+
+    #[test]
+    fn a_lease_past_its_deadline_or_unknown_cannot_be_renewed() {
+        let mut log = Log::default();
+        let mut q = ExpiryQueue::new(t(0));
+        q.apply(&log.event(1, granted(1, 10), t(0)));
+        assert_eq!(q.renew(&key(1), t(10)), Err(NotLive));
+        assert_eq!(q.renew(&key(2), t(1)), Err(NotLive));
+        assert_eq!(q.alive_at(&key(1), t(10)), None);
+        assert_eq!(q.get(&key(1)).map(|l| l.deadline), Some(t(10)));
+    }
+
+    #[test]
+    fn a_lease_handed_out_for_expiry_cannot_be_renewed_until_rescheduled() {
+        let mut log = Log::default();
+        let mut q = ExpiryQueue::new(t(0));
+        q.apply(&log.event(1, granted(1, 10), t(0)));
+        assert_eq!(keys(q.due(t(10), usize::MAX)), vec![key(1)]);
+        assert_eq!(q.grant(&key(1), 1), GrantState::Ending);
+        assert!(q.is_ending(&key(1), 1));
+        // Even if the clock went back, an ending lease stays dead to renewals.
+        assert_eq!(q.renew(&key(1), t(5)), Err(NotLive));
+        assert_eq!(q.alive_at(&key(1), t(5)), None);
+        assert_eq!(q.next_deadline(), None);
+        // The actor said "not due until 15": live again, back in the heap.
+        q.reschedule(&key(1), 1, t(15));
+        assert_eq!(q.grant(&key(1), 1), GrantState::Live { deadline: t(15) });
+        assert_eq!(q.renew(&key(1), t(12)), Ok(10));
+        assert_eq!(q.due(t(21), usize::MAX), vec![]);
+        assert_eq!(keys(q.due(t(22), usize::MAX)), vec![key(1)]);
+    }
+
+    #[test]
+    fn grants_of_one_id_are_told_apart_by_version() {
+        let mut log = Log::default();
+        let mut q = ExpiryQueue::new(t(0));
+        q.apply(&log.event(1, granted(1, 10), t(0)));
+        assert_eq!(q.grant(&key(1), 1), GrantState::Live { deadline: t(10) });
+        assert_eq!(q.grant(&key(1), 3), GrantState::Unseen);
+        assert_eq!(keys(q.due(t(10), usize::MAX)), vec![key(1)]);
+        q.apply(&log.event(1, LeaseRevoked { lease: id(1) }, t(10)));
+        q.apply(&log.event(1, granted(1, 20), t(11)));
+        assert_eq!(q.grant(&key(1), 1), GrantState::Unseen);
+        assert_eq!(q.grant(&key(1), 3), GrantState::Live { deadline: t(31) });
+        // A reschedule meant for the first grant leaves the second alone.
+        q.reschedule(&key(1), 1, t(100));
+        assert_eq!(q.get(&key(1)).map(|l| l.deadline), Some(t(31)));
+        assert_eq!(keys(q.due(t(31), usize::MAX)), vec![key(1)]);
+    }
+
+    #[test]
+    fn keep_alive_events_of_old_logs_still_move_the_deadline() {
+        let mut log = Log::default();
+        let mut q = ExpiryQueue::new(t(0));
+        q.apply(&log.event(1, granted(1, 10), t(0)));
+        q.apply(&log.event(1, LeaseKeptAlive { lease: id(1) }, t(8)));
+        assert_eq!(q.due(t(12), usize::MAX), vec![]);
+        assert_eq!(
+            q.due(t(18), usize::MAX),
+            vec![Due {
+                key: key(1),
+                granted: 1,
+                deadline: t(18)
+            }]
+        );
     }
 
     #[test]
     fn revoked_and_expired_leases_leave_the_index() {
-        let mut log = Log { position: 0 };
+        let mut log = Log::default();
         let mut q = ExpiryQueue::new(t(0));
-        let one = LeaseId::new(1).expect("positive");
-        let two = LeaseId::new(2).expect("positive");
         q.apply(&log.event(1, granted(1, 10), t(0)));
         q.apply(&log.event(2, granted(2, 10), t(0)));
-        q.apply(&log.event(1, LeaseRevoked { lease: one }, t(1)));
+        q.apply(&log.event(1, LeaseRevoked { lease: id(1) }, t(1)));
         q.apply(&log.event(
             2,
             LeaseExpired {
-                lease: two,
+                lease: id(2),
                 deadline: t(10),
             },
             t(10),
         ));
         assert!(q.is_empty());
         assert_eq!(q.leases(&AccountId::default_account()), vec![]);
+        assert_eq!(q.renew(&key(1), t(2)), Err(NotLive));
         assert_eq!(q.due(t(100), usize::MAX), vec![]);
         assert_eq!(q.next_deadline(), None);
     }
 
     #[test]
     fn after_a_restart_every_live_lease_gets_its_full_ttl_from_the_floor() {
-        let mut log = Log { position: 0 };
+        let mut log = Log::default();
         let mut q = ExpiryQueue::new(t(1000)); // the process started at t=1000
         q.apply(&log.event(1, granted(1, 10), t(0)));
         q.apply(&log.event(2, granted(2, 100), t(950)));
+        q.apply(&log.event(2, LeaseKeptAlive { lease: id(2) }, t(990)));
         assert_eq!(q.get(&key(1)).map(|l| l.deadline), Some(t(1010)));
         assert_eq!(q.get(&key(2)).map(|l| l.deadline), Some(t(1100)));
     }
 
     #[test]
     fn applying_an_event_twice_changes_nothing() {
-        let mut log = Log { position: 0 };
+        let mut log = Log::default();
         let mut q = ExpiryQueue::new(t(0));
         let grant = log.event(1, granted(1, 10), t(0));
-        let revoke = log.event(
-            1,
-            LeaseRevoked {
-                lease: LeaseId::new(1).expect("positive"),
-            },
-            t(1),
-        );
+        let revoke = log.event(1, LeaseRevoked { lease: id(1) }, t(1));
         q.apply(&grant);
         q.apply(&revoke);
         q.apply(&grant);
@@ -387,21 +634,23 @@ mod tests {
     }
 
     #[test]
-    fn reschedule_only_touches_live_leases() {
-        let mut log = Log { position: 0 };
+    fn reschedule_only_touches_leases_handed_out() {
+        let mut log = Log::default();
         let mut q = ExpiryQueue::new(t(0));
         q.apply(&log.event(1, granted(1, 10), t(0)));
-        assert_eq!(q.due(t(10), usize::MAX).len(), 1);
-        q.reschedule(&key(1), t(15));
-        q.reschedule(&key(9), t(15));
-        assert_eq!(q.due(t(14), usize::MAX), vec![]);
-        assert_eq!(q.due(t(15), usize::MAX), vec![(key(1), t(15))]);
-        assert_eq!(q.len(), 1);
+        q.apply(&log.event(2, granted(2, 10), t(0)));
+        assert_eq!(keys(q.due(t(10), 1)), vec![key(1)]);
+        q.reschedule(&key(1), 1, t(15));
+        q.reschedule(&key(2), 1, t(15)); // not handed out
+        q.reschedule(&key(9), 1, t(15)); // unknown
+        assert_eq!(keys(q.due(t(14), usize::MAX)), vec![key(2)]);
+        assert_eq!(keys(q.due(t(15), usize::MAX)), vec![key(1)]);
+        assert_eq!(q.len(), 2);
     }
 
     #[test]
     fn due_respects_its_bound() {
-        let mut log = Log { position: 0 };
+        let mut log = Log::default();
         let mut q = ExpiryQueue::new(t(0));
         for i in 1..=10 {
             q.apply(&log.event(i, granted(i, 5), t(0)));

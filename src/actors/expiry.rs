@@ -3,15 +3,27 @@
 //! leases a second): everything due is dispatched at once, bounded only by
 //! [`EXPIRIES_IN_FLIGHT_MAX`] outstanding answers.
 //!
-//! The queue is a hint, the lease actor decides: if the lease was kept alive
-//! meanwhile it answers "not due" with its real deadline and the lease goes
-//! back in the queue. All answers come back on one channel.
+//! Keep-alives move deadlines in the expiry queue itself, under its lock, so
+//! the queue knows every deadline. [`ExpiryQueue::due`] hands out a lease
+//! only once its deadline has passed and marks it *ending* in the same step:
+//! a keep-alive can then no longer renew it (it answers "not found", as
+//! etcd does for an expired lease), and a keep-alive answered before cannot
+//! be undone by the expiry. The lease actor still decides: it ends the
+//! lease only if the grant the driver names is its current one and the
+//! deadline has passed by its own clock; if not it answers "not found" (the
+//! log will drop the entry) or "not due" (the lease goes back in the
+//! queue). A failed expiry is tried again after [`RETRY_AFTER`], the lease
+//! staying *ending* meanwhile. All answers come back on one channel.
+//!
+//! [`ExpiryQueue::due`]: tenure_projections::ExpiryQueue::due
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use futures::FutureExt;
-use tenure_projections::LeaseKey;
+use tenure_projections::Due;
 use tokio::sync::{mpsc, watch};
 
 use super::keyspace::Deleted;
@@ -26,28 +38,58 @@ pub const EXPIRIES_IN_FLIGHT_MAX: usize = 262_144;
 /// How long to wait before trying again to expire a lease whose expiry failed.
 const RETRY_AFTER: TimeDelta = TimeDelta::seconds(1);
 
-type Answer = (LeaseKey, Result<Deleted, CommandError>);
+type Answer = (Due, Result<Deleted, CommandError>);
+
+/// Expiries that failed, by when to try them again.
+type Retries = BinaryHeap<Reverse<(DateTime<Utc>, Due)>>;
+
+/// Takes up to `max` of the retries whose time has come.
+fn take_retries(retries: &mut Retries, now: DateTime<Utc>, max: usize) -> Vec<Due> {
+    let mut out = Vec::new();
+    while out.len() < max && retries.peek().is_some_and(|Reverse((at, _))| *at <= now) {
+        if let Some(Reverse((_, due))) = retries.pop() {
+            out.push(due);
+        }
+    }
+    out
+}
 
 /// Runs until `stop` fires.
 pub async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     let (answers_tx, mut answers) = mpsc::unbounded_channel::<Answer>();
     let mut in_flight = 0usize;
+    let mut retries = Retries::new();
     loop {
         let now = hub.clock.now();
         let (due, next) = {
             let mut queue = hub.projections.expiry.lock();
-            let due = queue.due(now, EXPIRIES_IN_FLIGHT_MAX - in_flight);
+            // Retried only while the expiry is still under way: the lease may
+            // have ended some other way since.
+            let mut due: Vec<Due> = take_retries(&mut retries, now, EXPIRIES_IN_FLIGHT_MAX - in_flight)
+                .into_iter()
+                .filter(|d| queue.is_ending(&d.key, d.granted))
+                .collect();
+            due.extend(queue.due(now, EXPIRIES_IN_FLIGHT_MAX - in_flight - due.len()));
             (due, queue.next_deadline())
         };
-        for (key, _) in due {
+        for due in due {
             in_flight += 1;
             let tx = answers_tx.clone();
-            let answered = key.clone();
+            let (key, granted, deadline) = (due.key.clone(), due.granted, due.deadline);
             let reply = Reply::new(move |result| {
-                let _ = tx.send((answered, result));
+                let _ = tx.send((due, result));
             });
-            hub.leases.route(&hub, &key, Activation::Load, Expire { reply });
+            let expire = Expire {
+                granted,
+                deadline,
+                reply,
+            };
+            hub.leases.route(&hub, &key, Activation::Load, expire);
         }
+        let next = match (next, retries.peek().map(|Reverse((at, _))| *at)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let wait_for_deadline = match next {
             Some(deadline) if in_flight < EXPIRIES_IN_FLIGHT_MAX => hub.clock.sleep_until(deadline),
             _ => futures::future::pending().boxed(),
@@ -57,10 +99,10 @@ pub async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
             _ = hub.projections.lease_events.notified() => {}
             Some(answer) = answers.recv() => {
                 in_flight -= 1;
-                settle(&hub, answer);
+                settle(&hub, &mut retries, answer);
                 while let Ok(answer) = answers.try_recv() {
                     in_flight -= 1;
-                    settle(&hub, answer);
+                    settle(&hub, &mut retries, answer);
                 }
             }
             _ = stop.changed() => return,
@@ -68,20 +110,21 @@ pub async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-fn settle(hub: &Hub, (key, result): Answer) {
+fn settle(hub: &Hub, retries: &mut Retries, (due, result): Answer) {
     match result {
         Ok(_) => {}
+        // The clock went back between the driver and the actor.
         Err(CommandError::Lease(LeaseRejection::NotDue { deadline })) => {
-            hub.projections.expiry.lock().reschedule(&key, deadline);
+            hub.projections
+                .expiry
+                .lock()
+                .reschedule(&due.key, due.granted, deadline);
         }
         // Ended some other way; the log will say so and the queue drops it.
         Err(CommandError::Lease(LeaseRejection::NotFound(_))) => {}
         Err(e) => {
-            tracing::warn!(lease = %key.lease, account = %key.account, error = %e, "expiry failed; retrying");
-            hub.projections
-                .expiry
-                .lock()
-                .reschedule(&key, hub.clock.now() + RETRY_AFTER);
+            tracing::warn!(lease = %due.key.lease, account = %due.key.account, error = %e, "expiry failed; retrying");
+            retries.push(Reverse((hub.clock.now() + RETRY_AFTER, due)));
         }
     }
 }

@@ -15,12 +15,21 @@
 //! If the server dies between the two appends, the keys are left on an ended
 //! lease; start-up recovery (`server::recover`) deletes them before the
 //! server takes requests, so no key stays attached to a dead lease.
+//!
+//! **Keep-alives do not come here.** They move the deadline in the expiry
+//! queue (`Control::keep_alive`), without an event, so a passivated lease
+//! stays passivated while it is kept alive. The actor reads the queue
+//! whenever the deadline matters (a put, an expiry): once the queue has
+//! applied this grant of the lease, its deadline and its *ending* mark are
+//! the truth; before that, no keep-alive can have reached the grant and the
+//! deadline the log implies is.
 
 use std::sync::Arc;
 
 use actix::{Actor, AsyncContext, Context, Handler, Message};
+use chrono::{DateTime, Utc};
 use tenure_events::{DeleteCause, LeaseEvent, LeaseId, Metadata, NewEvent, StreamId};
-use tenure_projections::LeaseKey;
+use tenure_projections::{GrantState, LeaseKey};
 
 use super::entity::{self, Passivating};
 use super::journal::{activate_from_log, journaled, submit, Journal};
@@ -28,13 +37,16 @@ use super::keyspace::{self, Deleted, PutDone};
 use super::registry::{Activation, Entity};
 use super::{command_span, log_outcome, Cmd, CommandError, Hub, Reply};
 use crate::domain::keyspace::LeaseUpdate;
-use crate::domain::lease::{Lease, LeaseCommand, LeaseRejection, TimeToLive};
+use crate::domain::lease::{Lease, LeaseCommand, LeaseRejection};
 use crate::domain::Aggregate;
 
 pub struct LeaseActor {
     hub: Arc<Hub>,
     key: LeaseKey,
     state: Lease,
+    /// The stream version of the lease's last `LeaseGranted` (which grant
+    /// of this ID the expiry queue's entry must be to speak for it).
+    granted: Option<u64>,
     journal: Journal<Self>,
     load: bool,
 }
@@ -54,14 +66,6 @@ pub struct Grant {
     pub reply: Reply<Granted>,
 }
 
-/// Answers the lease's granted TTL.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct KeepAlive {
-    pub cmd: Cmd,
-    pub reply: Reply<i64>,
-}
-
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Revoke {
@@ -69,17 +73,16 @@ pub struct Revoke {
     pub reply: Reply<Deleted>,
 }
 
-/// From the expiry driver: end the lease if its deadline has passed.
+/// From the expiry driver: end the grant of the lease recorded at stream
+/// version `granted`, whose deadline (keep-alives included) has passed. The
+/// driver has marked it *ending* in the expiry queue, so it cannot be
+/// renewed any more.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Expire {
+    pub granted: u64,
+    pub deadline: DateTime<Utc>,
     pub reply: Reply<Deleted>,
-}
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct GetTimeToLive {
-    pub reply: Reply<TimeToLive>,
 }
 
 /// A put of a key with this lease; forwarded to the key space if the lease is live.
@@ -103,6 +106,7 @@ impl Entity for LeaseActor {
             hub,
             key,
             state: Lease::default(),
+            granted: None,
             journal,
             load: activation == Activation::Load,
         }
@@ -119,16 +123,20 @@ impl Actor for LeaseActor {
             activate_from_log(
                 self,
                 ctx,
-                Lease::default(),
-                |state, e| {
+                (Lease::default(), None),
+                |(state, granted), e| {
                     if let Some(event) = e.decode_as::<LeaseEvent>()? {
+                        if matches!(event, LeaseEvent::Granted(_)) {
+                            *granted = Some(e.version);
+                        }
                         state.evolve(&event, e.time);
                     }
                     Ok(())
                 },
-                move |act, mut state| {
+                move |act, (mut state, granted)| {
                     state.resume(floor);
                     act.state = state;
+                    act.granted = granted;
                 },
             );
         }
@@ -158,6 +166,21 @@ impl LeaseActor {
         entity::passivate_if_idle(self, ctx);
     }
 
+    /// Live for clients at `now` (a put with the lease is accepted): the
+    /// expiry queue decides once it has applied this grant, since
+    /// keep-alives move the deadline there and an expiry under way is
+    /// marked there; until then the deadline the log implies does.
+    fn is_live(&self, now: DateTime<Utc>) -> bool {
+        let (Lease::Live { .. }, Some(granted)) = (&self.state, self.granted) else {
+            return false;
+        };
+        match self.hub.projections.expiry.lock().grant(&self.key, granted) {
+            GrantState::Unseen => self.state.is_live(now),
+            GrantState::Live { deadline } => now < deadline,
+            GrantState::Ending => false,
+        }
+    }
+
     /// Decides `command`, applies and appends its events, and calls `done`
     /// with the outcome once the append is durable. A rejection is passed to
     /// `done` after the appends in flight are durable.
@@ -181,9 +204,14 @@ impl LeaseActor {
                 }
             }
             Ok(events) => {
+                let first_version = self.journal.version() + 1;
                 let new_events: Vec<NewEvent> = events
                     .iter()
-                    .map(|e| {
+                    .zip(first_version..)
+                    .map(|(e, version)| {
+                        if matches!(e, LeaseEvent::Granted(_)) {
+                            self.granted = Some(version);
+                        }
                         self.state.evolve(e, now);
                         NewEvent::new(e, meta, now)
                     })
@@ -250,31 +278,6 @@ impl Handler<Grant> for LeaseActor {
     }
 }
 
-impl Handler<KeepAlive> for LeaseActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: KeepAlive, ctx: &mut Context<Self>) {
-        self.journal.touch();
-        let (span, reply) = (command_span(&msg.cmd, "keep-alive", self.journal.stream()), msg.reply);
-        self.execute(
-            ctx,
-            LeaseCommand::KeepAlive { lease: self.key.lease },
-            &msg.cmd.meta,
-            move |act, _, result| {
-                let result = result.and_then(|_| match act.state {
-                    Lease::Live { ttl_s, .. } => Ok(ttl_s),
-                    _ => Err(LeaseRejection::NotFound(act.key.lease).into()),
-                });
-                if result.is_ok() {
-                    act.hub.metrics.leases.renewed.inc();
-                }
-                log_outcome(&span, &result);
-                Some((reply, result))
-            },
-        );
-    }
-}
-
 impl Handler<Revoke> for LeaseActor {
     type Result = ();
 
@@ -314,10 +317,20 @@ impl Handler<Expire> for LeaseActor {
         let meta = Metadata::new(self.key.account.clone());
         let span = tracing::info_span!("command", command = "expire", entity = %self.journal.stream());
         let reply = msg.reply;
-        let deadline = self.state.deadline();
+        if self.granted != Some(msg.granted) {
+            // The grant the driver meant has ended (and the ID may have been
+            // granted again): the log says so, and the queue follows.
+            self.journal.reply(reply, Err(LeaseRejection::NotFound(lease).into()));
+            self.passivate_if_idle(ctx);
+            return;
+        }
+        let deadline = self.state.deadline().map(|logged| logged.max(msg.deadline));
         self.execute(
             ctx,
-            LeaseCommand::Expire { lease },
+            LeaseCommand::Expire {
+                lease,
+                deadline: msg.deadline,
+            },
             &meta,
             move |act, _, result| match result {
                 Ok(events) => {
@@ -339,24 +352,12 @@ impl Handler<Expire> for LeaseActor {
     }
 }
 
-impl Handler<GetTimeToLive> for LeaseActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: GetTimeToLive, ctx: &mut Context<Self>) {
-        self.journal.touch();
-        let ttl = self.state.time_to_live(self.hub.clock.now());
-        let result = ttl.ok_or_else(|| LeaseRejection::NotFound(self.key.lease).into());
-        self.journal.reply(msg.reply, result);
-        self.passivate_if_idle(ctx);
-    }
-}
-
 impl Handler<PutWithLease> for LeaseActor {
     type Result = ();
 
     fn handle(&mut self, msg: PutWithLease, ctx: &mut Context<Self>) {
         self.journal.touch();
-        if !self.state.is_live(self.hub.clock.now()) {
+        if !self.is_live(self.hub.clock.now()) {
             let result = Err(LeaseRejection::NotFound(self.key.lease).into());
             log_outcome(&command_span(&msg.cmd, "put", self.journal.stream()), &result);
             self.journal.reply(msg.reply, result);

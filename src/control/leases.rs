@@ -7,6 +7,7 @@ use crate::actors::keyspace::{self, Deleted};
 use crate::actors::lease::{self, Granted};
 use crate::actors::{Activation, Cmd, CommandError};
 use crate::domain::lease::LeaseRejection;
+use tenure_projections::NotLive;
 
 use super::{Control, Limit, FRESH_ID_ATTEMPTS};
 
@@ -73,13 +74,30 @@ impl Control {
     }
 
     /// Resets the lease's TTL; answers the granted TTL.
+    ///
+    /// Not durable, by design: the renewal moves the lease's deadline in the
+    /// expiry queue and nowhere else (no event, no fsync, no lease actor),
+    /// once the queue has applied everything durable when the keep-alive
+    /// arrived (so a grant acknowledged before is found, a revoke or expiry
+    /// acknowledged before is seen). A restart gives every live lease its
+    /// full TTL anyway. A keep-alive racing a revoke either renews the lease
+    /// before the revoke is applied (the revoke still ends it) or finds it
+    /// gone; one racing an expiry either renews it before the expiry driver
+    /// takes it (which then does not) or finds it *ending* and answers
+    /// "not found".
     pub async fn keep_alive(&self, meta: Metadata, lease: LeaseId) -> Result<i64, CommandError> {
-        let (hub, key, cmd) = (&self.hub, Self::lease_key(&meta.account, lease), Cmd::new(meta));
-        self.call(|reply| {
-            hub.leases
-                .route(hub, &key, Activation::Load, lease::KeepAlive { cmd, reply })
-        })
-        .await
+        let key = Self::lease_key(&meta.account, lease);
+        let renewed = self.read(|p| p.expiry.lock().renew(&key, self.hub.clock.now())).await;
+        match renewed {
+            Ok(ttl_s) => {
+                self.hub.metrics.leases.renewed.inc();
+                Ok(ttl_s)
+            }
+            Err(NotLive) => {
+                tracing::info!(lease = %lease, account = %meta.account, outcome = "rejected", "keep-alive of a lease that is not live");
+                Err(LeaseRejection::NotFound(lease).into())
+            }
+        }
     }
 
     /// Revokes the lease; answers once its keys are deleted.
@@ -99,12 +117,16 @@ impl Control {
         keys: bool,
     ) -> Result<LeaseInfo, CommandError> {
         let (hub, key) = (&self.hub, Self::lease_key(account, lease));
-        let ttl = self
-            .call(|reply| {
-                hub.leases
-                    .route(hub, &key, Activation::Load, lease::GetTimeToLive { reply })
+        // The expiry queue knows the deadline (keep-alives move it there).
+        let live = self
+            .read(|p| {
+                let now = hub.clock.now();
+                p.expiry.lock().alive_at(&key, now).map(|l| (l, now))
             })
-            .await?;
+            .await;
+        let Some((live, now)) = live else {
+            return Err(LeaseRejection::NotFound(lease).into());
+        };
         let keys = if keys {
             self.call(|reply| {
                 hub.keyspaces
@@ -116,8 +138,9 @@ impl Control {
         };
         Ok(LeaseInfo {
             lease,
-            granted_ttl_s: ttl.granted_ttl_s,
-            remaining_s: ttl.remaining_s,
+            granted_ttl_s: live.ttl_s,
+            // Whole seconds left, rounded down (as etcd does).
+            remaining_s: (live.deadline - now).num_seconds(),
             keys,
         })
     }

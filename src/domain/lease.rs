@@ -2,9 +2,17 @@
 //! keep-alives, ended by revoke or by expiry. A lease past its deadline is
 //! dead to every command but `Expire` and `Revoke` even before the expiry is
 //! recorded, so nobody can keep alive or attach keys to a lease whose time ran out.
+//!
+//! **Keep-alives are not commands of this aggregate.** They record no event:
+//! they move the lease's deadline in the expiry queue (`ExpiryQueue::renew`),
+//! which the server reads for every decision that depends on the deadline.
+//! What this state knows is the deadline the log implies (the grant, or a
+//! `LeaseKeptAlive` of an old log, counted from no earlier than the process
+//! start), a lower bound of the real one; [`LeaseCommand::Expire`] carries
+//! the queue's deadline.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tenure_events::{LeaseEvent, LeaseExpired, LeaseGranted, LeaseId, LeaseKeptAlive, LeaseRevoked};
+use tenure_events::{LeaseEvent, LeaseExpired, LeaseGranted, LeaseId, LeaseRevoked};
 
 use super::Aggregate;
 
@@ -18,8 +26,9 @@ pub enum Lease {
     Live {
         id: LeaseId,
         ttl_s: i64,
-        /// When the TTL last started counting down (grant, keep-alive, or the
-        /// start of this server process; see [`Lease::resume`]).
+        /// When the TTL last started counting down as far as the log tells
+        /// (grant, a keep-alive event of an old log, or the start of this
+        /// server process; see [`Lease::resume`]).
         refreshed_at: DateTime<Utc>,
     },
     Ended {
@@ -35,15 +44,14 @@ pub enum LeaseCommand {
         ttl_s: i64,
         min_ttl_s: i64,
     },
-    KeepAlive {
-        lease: LeaseId,
-    },
     Revoke {
         lease: LeaseId,
     },
-    /// End the lease if its deadline has passed.
+    /// End the lease if its deadline has passed: the later of the one the
+    /// log implies and `deadline`, the expiry queue's (keep-alives included).
     Expire {
         lease: LeaseId,
+        deadline: DateTime<Utc>,
     },
 }
 
@@ -60,21 +68,13 @@ pub enum LeaseRejection {
     NotDue { deadline: DateTime<Utc> },
 }
 
-/// What `lease timetolive` shows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TimeToLive {
-    pub granted_ttl_s: i64,
-    /// Whole seconds left, rounded down (as etcd does).
-    pub remaining_s: i64,
-}
-
 fn add_seconds(t: DateTime<Utc>, s: i64) -> DateTime<Utc> {
     t.checked_add_signed(TimeDelta::try_seconds(s).unwrap_or(TimeDelta::MAX))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 impl Lease {
-    /// When the lease dies unless kept alive.
+    /// When the lease dies unless kept alive, as far as the log tells.
     pub fn deadline(&self) -> Option<DateTime<Utc>> {
         match self {
             Lease::Live {
@@ -87,19 +87,6 @@ impl Lease {
     /// Granted, not ended, and its deadline not yet passed.
     pub fn is_live(&self, now: DateTime<Utc>) -> bool {
         self.deadline().is_some_and(|d| now < d)
-    }
-
-    pub fn time_to_live(&self, now: DateTime<Utc>) -> Option<TimeToLive> {
-        match self {
-            Lease::Live { ttl_s, .. } if self.is_live(now) => {
-                let left = self.deadline().map(|d| d - now).unwrap_or_default();
-                Some(TimeToLive {
-                    granted_ttl_s: *ttl_s,
-                    remaining_s: left.num_seconds(),
-                })
-            }
-            _ => None,
-        }
     }
 
     /// Called when the lease is loaded by a server process that started at
@@ -141,19 +128,22 @@ impl Aggregate for Lease {
                 }
                 .into()])
             }
-            LeaseCommand::KeepAlive { lease } => {
-                if !self.is_live(now) {
-                    return Err(LeaseRejection::NotFound(lease));
-                }
-                Ok(vec![LeaseKeptAlive { lease }.into()])
-            }
             LeaseCommand::Revoke { lease } => match self {
                 Lease::Live { .. } => Ok(vec![LeaseRevoked { lease }.into()]),
                 _ => Err(LeaseRejection::NotFound(lease)),
             },
-            LeaseCommand::Expire { lease } => match self.deadline() {
-                Some(deadline) if now >= deadline => Ok(vec![LeaseExpired { lease, deadline }.into()]),
-                Some(deadline) => Err(LeaseRejection::NotDue { deadline }),
+            LeaseCommand::Expire {
+                lease,
+                deadline: renewed,
+            } => match self.deadline() {
+                Some(logged) => {
+                    let deadline = logged.max(renewed);
+                    if now >= deadline {
+                        Ok(vec![LeaseExpired { lease, deadline }.into()])
+                    } else {
+                        Err(LeaseRejection::NotDue { deadline })
+                    }
+                }
                 None => Err(LeaseRejection::NotFound(lease)),
             },
         }
@@ -168,6 +158,7 @@ impl Aggregate for Lease {
                     refreshed_at: at,
                 };
             }
+            // Written by servers before keep-alives left the log.
             LeaseEvent::KeptAlive(_) => {
                 if let Lease::Live { refreshed_at, .. } = self {
                     *refreshed_at = (*refreshed_at).max(at);
@@ -183,6 +174,7 @@ impl Aggregate for Lease {
 mod tests {
     use super::*;
     use crate::domain::testing::{given, t};
+    use tenure_events::LeaseKeptAlive;
 
     fn id() -> LeaseId {
         LeaseId::new(0x525b80fbbf3b906e).expect("positive")
@@ -255,32 +247,12 @@ mod tests {
     }
 
     #[test]
-    fn keep_alive_before_the_deadline() {
-        given::<Lease>([granted(10)])
-            .at(t(9))
-            .when(LeaseCommand::KeepAlive { lease: id() })
-            .then([LeaseKeptAlive { lease: id() }.into()]);
-    }
-
-    #[test]
-    fn keep_alive_at_or_after_the_deadline_finds_no_lease() {
-        let keep = || LeaseCommand::KeepAlive { lease: id() };
-        given::<Lease>([granted(10)])
-            .at(t(10))
-            .when(keep())
-            .then_rejects(LeaseRejection::NotFound(id()));
-        given::<Lease>([])
-            .when(keep())
-            .then_rejects(LeaseRejection::NotFound(id()));
-    }
-
-    #[test]
-    fn keep_alive_moves_the_deadline() {
+    fn a_keep_alive_event_of_an_old_log_still_moves_the_deadline() {
         given::<Lease>([granted(10)])
             .event_at(t(8), LeaseKeptAlive { lease: id() }.into())
             .at(t(17))
-            .when(LeaseCommand::KeepAlive { lease: id() })
-            .then([LeaseKeptAlive { lease: id() }.into()]);
+            .when(expire_by(t(0)))
+            .then_rejects(LeaseRejection::NotDue { deadline: t(18) });
     }
 
     #[test]
@@ -293,16 +265,19 @@ mod tests {
             .then_rejects(LeaseRejection::NotFound(id()));
     }
 
+    fn expire_by(deadline: DateTime<Utc>) -> LeaseCommand {
+        LeaseCommand::Expire { lease: id(), deadline }
+    }
+
     #[test]
     fn expire_only_when_due() {
-        let expire = || LeaseCommand::Expire { lease: id() };
         given::<Lease>([granted(10)])
             .at(t(9))
-            .when(expire())
+            .when(expire_by(t(10)))
             .then_rejects(LeaseRejection::NotDue { deadline: t(10) });
         given::<Lease>([granted(10)])
             .at(t(10))
-            .when(expire())
+            .when(expire_by(t(10)))
             .then([LeaseExpired {
                 lease: id(),
                 deadline: t(10),
@@ -317,30 +292,40 @@ mod tests {
             .into(),
         ])
         .at(t(11))
-        .when(expire())
+        .when(expire_by(t(10)))
         .then_rejects(LeaseRejection::NotFound(id()));
     }
 
     #[test]
-    fn time_to_live_rounds_down_and_ends_at_the_deadline() {
+    fn expire_goes_by_the_later_of_the_logged_and_the_renewed_deadline() {
+        // Kept alive (in the expiry queue) until t=25.
+        given::<Lease>([granted(10)])
+            .at(t(20))
+            .when(expire_by(t(25)))
+            .then_rejects(LeaseRejection::NotDue { deadline: t(25) });
+        given::<Lease>([granted(10)])
+            .at(t(25))
+            .when(expire_by(t(25)))
+            .then([LeaseExpired {
+                lease: id(),
+                deadline: t(25),
+            }
+            .into()]);
+        // An earlier deadline than the log's never expires a lease early.
+        given::<Lease>([granted(10)])
+            .at(t(5))
+            .when(expire_by(t(2)))
+            .then_rejects(LeaseRejection::NotDue { deadline: t(10) });
+    }
+
+    #[test]
+    fn live_until_the_logged_deadline() {
         let mut lease = Lease::default();
         lease.evolve(&granted(300), t(0));
-        let at = |s: i64, ms: i64| t(s) + TimeDelta::milliseconds(ms);
-        assert_eq!(
-            lease.time_to_live(at(19, 500)),
-            Some(TimeToLive {
-                granted_ttl_s: 300,
-                remaining_s: 280
-            })
-        );
-        assert_eq!(
-            lease.time_to_live(t(299)),
-            Some(TimeToLive {
-                granted_ttl_s: 300,
-                remaining_s: 1
-            })
-        );
-        assert_eq!(lease.time_to_live(t(300)), None);
+        assert!(lease.is_live(t(299)));
+        assert!(!lease.is_live(t(300)));
+        lease.evolve(&LeaseRevoked { lease: id() }.into(), t(1));
+        assert!(!lease.is_live(t(2)));
     }
 
     #[test]

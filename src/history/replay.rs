@@ -2,13 +2,15 @@
 //! alone through the same projections the server runs (and, for keys, the
 //! same fold as the key space actors).
 //!
-//! **What a replay cannot know.** The log does not record when the server
-//! was down or restarted, and a restart gives every live lease its full TTL
-//! again. Replay counts a lease's deadline from its last grant or
-//! keep-alive in the log, so a lease that the log says is live at the
-//! moment but whose deadline (so counted) has passed is shown as `due`:
-//! either its expiry was about to be recorded, or the server had been
-//! restarted since and had given it more time.
+//! **What a replay cannot know.** Keep-alives are not in the log (they move
+//! a deadline in the server's memory only), and neither is when the server
+//! was down or restarted, which gives every live lease its full TTL again.
+//! Replay counts a lease's deadline from its grant (or from the last
+//! `LeaseKeptAlive` of a log written before keep-alives left it), so a
+//! lease that the log says is live at the moment but whose deadline (so
+//! counted) has passed is shown as `due`: it was being kept alive, or its
+//! expiry was about to be recorded, or the server had been restarted since
+//! and had given it more time.
 
 use std::collections::BTreeMap;
 
@@ -260,7 +262,8 @@ pub struct LeaseState {
     pub id: LeaseId,
     /// The granted TTL, seconds.
     pub ttl: i64,
-    /// The last grant or keep-alive.
+    /// The grant (or the last keep-alive recorded by an older server):
+    /// keep-alives are not in the log.
     pub refreshed_at: DateTime<Utc>,
     pub deadline: DateTime<Utc>,
     /// Whole seconds left at the moment shown.
