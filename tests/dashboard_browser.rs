@@ -108,6 +108,15 @@ async fn browser(driver: &Driver, profile: &Path) -> Client {
         .expect("a Chromium session")
 }
 
+/// chromedriver, a Chromium session on `url` (its profile under `dir`) and
+/// a directory that outlives the test for its screenshots.
+async fn open_dashboard(driver_path: &Path, dir: &Path, url: &str) -> (Driver, Client, PathBuf) {
+    let driver = start_driver(driver_path).await;
+    let page = browser(&driver, &dir.join("profile")).await;
+    page.goto(url).await.expect("open the dashboard");
+    (driver, page, screenshot_dir())
+}
+
 /// Polls `check` until it answers something, or fails saying `what`.
 async fn until<T, F, Fut>(what: &str, patience: Duration, mut check: F) -> T
 where
@@ -182,12 +191,7 @@ async fn the_dashboard_shows_services_shares_leases_and_live_events() {
     let (status, body) = api.put_key("config/a", "1", Some(&kept)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    let driver = start_driver(&driver_path).await;
-    let shots = screenshot_dir();
-    let page = browser(&driver, &dir.path().join("profile")).await;
-    page.goto(&format!("{}/", server.endpoint))
-        .await
-        .expect("open the dashboard");
+    let (_driver, page, shots) = open_dashboard(&driver_path, dir.path(), &format!("{}/", server.endpoint)).await;
 
     // The service with both instances, the share, the leases and the key.
     until("the service's two instances", PATIENCE, || async {
@@ -299,12 +303,8 @@ async fn with_auth_an_account_sees_only_its_own_things_and_the_admin_all() {
     let alice_lease = alice.grant(120).await;
     let bob_lease = bob.grant(120).await;
 
-    let driver = start_driver(&driver_path).await;
-    let shots = screenshot_dir();
-    let page = browser(&driver, &dir.path().join("profile")).await;
-    page.goto(&format!("{}/dashboard", server.endpoint))
-        .await
-        .expect("open the dashboard");
+    let (_driver, page, shots) =
+        open_dashboard(&driver_path, dir.path(), &format!("{}/dashboard", server.endpoint)).await;
 
     // It asks for a token, and shows alice's things only.
     let form = until("the token form", PATIENCE, || async {
@@ -410,12 +410,7 @@ async fn the_dashboard_stays_responsive_with_10000_leases_and_1000_events_a_seco
     let api = Session::new(&server.endpoint, None);
     grant_many(&api, LEASES, 600, 32).await;
 
-    let driver = start_driver(&driver_path).await;
-    let shots = screenshot_dir();
-    let page = browser(&driver, &dir.path().join("profile")).await;
-    page.goto(&format!("{}/", server.endpoint))
-        .await
-        .expect("open the dashboard");
+    let (_driver, page, shots) = open_dashboard(&driver_path, dir.path(), &format!("{}/", server.endpoint)).await;
     until("10,000 leases counted", PATIENCE, || async {
         (text(&page, "#leases-count").await.as_deref() == Some("(10000)")).then_some(())
     })
