@@ -143,6 +143,27 @@ async fn keep_alives_record_nothing_and_keep_a_lease_alive_past_its_ttl() {
     );
 }
 
+/// Read-your-writes: a keep-alive sent the moment a grant is answered finds
+/// the lease, though the expiry queue learns of grants from the log a little
+/// later; and one sent the moment a revoke is answered does not.
+#[actix_rt::test]
+async fn a_keep_alive_right_after_a_grant_finds_the_lease_and_after_a_revoke_does_not() {
+    let server = TestServer::start().await;
+    let control = server.running().control.clone();
+    let meta = || Metadata::new(AccountId::default_account());
+    for _ in 0..200 {
+        let lease = control.grant(meta(), None, 10).await.expect("grant").lease;
+        assert_eq!(control.keep_alive(meta(), lease).await, Ok(10));
+        control.revoke(meta(), lease).await.expect("revoke");
+        assert_eq!(
+            control.keep_alive(meta(), lease).await,
+            Err(tenure::actors::CommandError::Lease(
+                tenure::domain::lease::LeaseRejection::NotFound(lease)
+            ))
+        );
+    }
+}
+
 /// Keep-alives that race the clock across their lease's deadline: each
 /// either renews the lease (which then must not expire) or finds it gone
 /// (and then it expires). Never both, never neither.
