@@ -71,6 +71,8 @@ pub struct SnapshotConfig {
     pub every_events: u64,
     /// And after this long, if anything changed.
     pub every: Duration,
+    /// And once at a clean stop.
+    pub on_stop: bool,
     /// A test knob: after the first chunk of a snapshot, create this file
     /// and stop there until the process is killed.
     pub stall_marker: Option<PathBuf>,
@@ -88,6 +90,7 @@ impl Default for SnapshotConfig {
             write: true,
             every_events: Self::DEFAULT_EVERY_EVENTS,
             every: Self::DEFAULT_EVERY,
+            on_stop: true,
             stall_marker: None,
         }
     }
@@ -379,8 +382,8 @@ async fn check_link(store: &Arc<dyn EventStore>, header: &Header, stream: Option
     }
 }
 
-/// Writes snapshots until `stop` fires, then once more (a clean stop) and
-/// answers on `done`.
+/// Writes snapshots until `stop` fires, then once more (a clean stop, if
+/// `on_stop`) and answers on `done`.
 /// `restored`: the position of the projections' snapshot this process
 /// started from (0: none), so a start that folded a long log writes one soon.
 pub async fn run(
@@ -403,7 +406,9 @@ pub async fn run(
         let min_events = if by_count { config.every_events.max(1) } else { 1 };
         last_position = take(&hub, &snapshots, min_events, last_position).await;
     }
-    take(&hub, &snapshots, 1, last_position).await;
+    if config.on_stop {
+        take(&hub, &snapshots, 1, last_position).await;
+    }
     let _ = done.send(());
 }
 
