@@ -10,18 +10,18 @@ use chrono::TimeDelta;
 use common::{count_type, TestServer, PATIENCE};
 use reqwest::StatusCode;
 use serde_json::json;
-use tenure::clock::{Clock, ManualClock};
 use tenure::actors::keyspace::RangeDone;
+use tenure::clock::{Clock, ManualClock};
 use tenure::domain::keyspace::{KeyRange, RangeOptions};
 use tenure::server::ServerConfig;
 use tenure::snapshot::store::{Header, SnapshotFile};
 use tenure::snapshot::{SnapshotEvent, FORMAT_VERSION};
 use tenure::store::{EventStore, ExpectedVersion, SqliteStore};
-use tenure_projections::snapshot::SetSnapshot;
 use tenure_events::{
     AccountId, ChainHash, DeleteCause, Event, KeyPut, KeyspaceEvent, LeaseEvent, LeaseExpired, LeaseGranted, LeaseId,
     LeaseRevoked, Metadata, NewEvent, StreamId,
 };
+use tenure_projections::snapshot::SetSnapshot;
 
 #[actix_rt::test]
 async fn leases_and_keys_come_back_and_live_leases_get_their_full_ttl_again() {
@@ -208,7 +208,14 @@ fn damage_snapshots(dir: &std::path::Path, damage: fn(&rusqlite::Connection, &He
 
 /// Rewrites a snapshot's header and bytes, with a checksum that matches
 /// them: what a snapshot written by another build (or a buggy one) is.
-fn rewrite(conn: &rusqlite::Connection, header: &Header, format_version: u32, position: u64, link: &ChainHash, bytes: &[u8]) {
+fn rewrite(
+    conn: &rusqlite::Connection,
+    header: &Header,
+    format_version: u32,
+    position: u64,
+    link: &ChainHash,
+    bytes: &[u8],
+) {
     let checksum = Header::checksum_of(&header.name, format_version, position, header.version, link, bytes);
     conn.execute("DELETE FROM snapshot_chunks WHERE snapshot_id = ?1", [header.id])
         .expect("delete chunks");
@@ -219,7 +226,14 @@ fn rewrite(conn: &rusqlite::Connection, header: &Header, format_version: u32, po
     .expect("chunk");
     conn.execute(
         "UPDATE snapshots SET format_version = ?1, position = ?2, link = ?3, bytes = ?4, checksum = ?5 WHERE id = ?6",
-        rusqlite::params![format_version, position as i64, link.0.as_slice(), bytes.len() as i64, checksum.as_slice(), header.id],
+        rusqlite::params![
+            format_version,
+            position as i64,
+            link.0.as_slice(),
+            bytes.len() as i64,
+            checksum.as_slice(),
+            header.id
+        ],
     )
     .expect("header");
 }
@@ -261,7 +275,11 @@ async fn state(server: &TestServer) -> (u64, SetSnapshot, Vec<(String, i64)>, Ra
     let keys = server
         .running()
         .control
-        .range(&AccountId::default_account(), KeyRange::prefix(""), RangeOptions::default())
+        .range(
+            &AccountId::default_account(),
+            KeyRange::prefix(""),
+            RangeOptions::default(),
+        )
         .await
         .expect("range");
     (position, set, deadlines, keys)
@@ -280,7 +298,8 @@ async fn a_damaged_or_old_snapshot_is_ignored_with_a_warning_and_rebuilt() {
                 let mut bytes = stored_bytes(conn, h);
                 let last = bytes.len() - 1;
                 bytes[last] ^= 1;
-                conn.execute("DELETE FROM snapshot_chunks WHERE snapshot_id = ?1", [h.id]).expect("delete");
+                conn.execute("DELETE FROM snapshot_chunks WHERE snapshot_id = ?1", [h.id])
+                    .expect("delete");
                 conn.execute(
                     "INSERT INTO snapshot_chunks (snapshot_id, seq, data) VALUES (?1, 0, ?2)",
                     rusqlite::params![h.id, bytes],
@@ -292,7 +311,8 @@ async fn a_damaged_or_old_snapshot_is_ignored_with_a_warning_and_rebuilt() {
         (
             "a chunk missing",
             |conn, h| {
-                conn.execute("DELETE FROM snapshot_chunks WHERE snapshot_id = ?1", [h.id]).expect("delete");
+                conn.execute("DELETE FROM snapshot_chunks WHERE snapshot_id = ?1", [h.id])
+                    .expect("delete");
             },
             "holds 0 bytes",
         ),
@@ -308,12 +328,30 @@ async fn a_damaged_or_old_snapshot_is_ignored_with_a_warning_and_rebuilt() {
         ),
         (
             "a link that is not the log's",
-            |conn, h| rewrite(conn, h, FORMAT_VERSION, h.position, &ChainHash([7; 32]), &stored_bytes(conn, h)),
+            |conn, h| {
+                rewrite(
+                    conn,
+                    h,
+                    FORMAT_VERSION,
+                    h.position,
+                    &ChainHash([7; 32]),
+                    &stored_bytes(conn, h),
+                )
+            },
             "another event",
         ),
         (
             "a position past the log's head",
-            |conn, h| rewrite(conn, h, FORMAT_VERSION, h.position + 1000, &h.link, &stored_bytes(conn, h)),
+            |conn, h| {
+                rewrite(
+                    conn,
+                    h,
+                    FORMAT_VERSION,
+                    h.position + 1000,
+                    &h.link,
+                    &stored_bytes(conn, h),
+                )
+            },
             "past the log's head",
         ),
     ];
@@ -326,7 +364,11 @@ async fn a_damaged_or_old_snapshot_is_ignored_with_a_warning_and_rebuilt() {
         server.put_key("plain", "v3", None).await;
         server.delete(&format!("/v1/leases/{revoked}")).await;
         server.stop().await;
-        assert_eq!(damage_snapshots(&server.dir, damage), 2, "{what}: the projections' and the key space's");
+        assert_eq!(
+            damage_snapshots(&server.dir, damage),
+            2,
+            "{what}: the projections' and the key space's"
+        );
 
         server.restart().await;
         let events = server.running().snapshots.events();

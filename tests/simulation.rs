@@ -420,7 +420,10 @@ async fn simulate(seed: u64, steps: usize, passivate: bool) {
     from_snapshots += restored;
     // The comparison means something only if snapshots were used: the
     // projections' and the key space's at the last restart at least.
-    assert!(restored > keyspaces, "seed {seed}: the last restart started from snapshots ({restored})");
+    assert!(
+        restored > keyspaces,
+        "seed {seed}: the last restart started from snapshots ({restored})"
+    );
     assert!(from_snapshots > 0);
     server.stop().await;
 }

@@ -73,8 +73,9 @@ pub struct SnapshotConfig {
     pub every: Duration,
     /// And once at a clean stop.
     pub on_stop: bool,
-    /// A test knob: after the first chunk of a snapshot, create this file
-    /// and stop there until the process is killed.
+    /// A test knob: after the first chunk of a snapshot (written in chunks
+    /// of 64 bytes then), create this file and stop there until the
+    /// process is killed.
     pub stall_marker: Option<PathBuf>,
 }
 
@@ -329,10 +330,22 @@ impl Snapshots {
                 }
             }
         };
-        let header = self
-            .writer
-            .lock()
-            .write(name, FORMAT_VERSION, position, version, link, bytes, &stall)?;
+        // Stalling, small chunks: the kill lands with only some written.
+        let chunk_bytes = if self.config.stall_marker.is_some() {
+            64
+        } else {
+            store::CHUNK_BYTES
+        };
+        let header = self.writer.lock().write(
+            chunk_bytes,
+            name,
+            FORMAT_VERSION,
+            position,
+            version,
+            link,
+            bytes,
+            &stall,
+        )?;
         self.note(SnapshotEvent::Written {
             name: name.to_owned(),
             position: header.position,

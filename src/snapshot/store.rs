@@ -148,6 +148,7 @@ impl SnapshotFile {
     #[allow(clippy::too_many_arguments)]
     pub fn write(
         &mut self,
+        chunk_bytes: usize,
         name: &str,
         format_version: u32,
         position: u64,
@@ -158,7 +159,7 @@ impl SnapshotFile {
     ) -> Result<Header, StoreError> {
         let checksum = Header::checksum_of(name, format_version, position, version, link, bytes);
         let written_at_us = chrono::Utc::now().timestamp_micros();
-        let mut chunks = bytes.chunks(CHUNK_BYTES);
+        let mut chunks = bytes.chunks(chunk_bytes.max(1));
         let id = {
             let tx = self.conn.transaction().map_err(io)?;
             tx.execute(
