@@ -91,8 +91,11 @@ pub struct SetSnapshot {
 /// Never an in-memory renewal or reschedule: only what the log says.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpirySnapshot {
-    pub accounts: Vec<(AccountId, Vec<(i64, i64, Time, u64)>)>,
+    pub accounts: Vec<(AccountId, Vec<SnapshotLease>)>,
 }
+
+/// A live lease in an [`ExpirySnapshot`]: `(lease, ttl_s, time, granted)`.
+pub type SnapshotLease = (i64, i64, Time, u64);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountSnapshot {

@@ -193,6 +193,10 @@ fn fold(state: &mut Keyspace, e: &RecordedEvent) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// A key space loaded: (state, the version of the snapshot it started
+/// from, 0: none) and the stream's version.
+type Loading = BoxFuture<'static, Result<((Keyspace, u64), u64), LoadError>>;
+
 /// The key space from its newest valid snapshot and the events after it,
 /// or else from its whole stream; with the version of the snapshot used (0:
 /// none).
@@ -200,7 +204,7 @@ fn load_keyspace(
     store: Arc<dyn EventStore>,
     snapshots: Option<Arc<Snapshots>>,
     account: AccountId,
-) -> BoxFuture<'static, Result<((Keyspace, u64), u64), LoadError>> {
+) -> Loading {
     let stream = StreamId::keyspace(&account);
     Box::pin(async move {
         if let Some(snapshots) = snapshots {

@@ -15,13 +15,20 @@ use crate::domain::keyspace::KeyspaceSnapshot;
 use crate::snapshot::{self, store::Header, FORMAT_VERSION, PROJECTIONS};
 use crate::store::StoreError;
 
+/// Stored snapshots (header and bytes) waiting for the fold to reach them.
+type Waiting = Vec<(Header, Vec<u8>)>;
+
+/// What the check found: the snapshots equal to the fold (name, position)
+/// and those of another format version (name, position, version).
+pub(super) type Found = (Vec<(String, u64)>, Vec<(String, u64, u32)>);
+
 pub(super) struct Checks {
     /// Folded only when there is something to compare.
     fold: Option<Replay>,
     /// Projections' snapshots by position.
-    projections: BTreeMap<u64, Vec<(Header, Vec<u8>)>>,
+    projections: BTreeMap<u64, Waiting>,
     /// Key space snapshots by (account, stream version).
-    keyspaces: HashMap<(AccountId, u64), Vec<(Header, Vec<u8>)>>,
+    keyspaces: HashMap<(AccountId, u64), Waiting>,
     /// Each key space stream's version so far.
     versions: HashMap<AccountId, u64>,
     checked: Vec<(String, u64)>,
@@ -116,7 +123,7 @@ impl Checks {
     }
 
     /// Every snapshot must have been met by the fold.
-    pub(super) fn finish(self) -> Result<(Vec<(String, u64)>, Vec<(String, u64, u32)>), VerifyError> {
+    pub(super) fn finish(self) -> Result<Found, VerifyError> {
         let left = self
             .projections
             .into_values()
