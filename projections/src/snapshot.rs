@@ -251,3 +251,146 @@ pub(crate) fn ordered_map<K: Ord, V>(entries: Vec<(K, V)>, what: &str) -> Result
     }
     Ok(map)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tenure_events::{
+        AccountCreated, EventSet, KeyPut, KeyspaceEvent, LeaseEvent, LeaseGranted, LeaseKeptAlive, LeaseRevoked,
+        Metadata, NewEvent, RecordedEvent, StreamId,
+    };
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap_or_default()
+    }
+
+    fn account(name: &str) -> AccountId {
+        name.parse().unwrap_or_else(|_| AccountId::default_account())
+    }
+
+    fn recorded<E: EventSet>(
+        position: u64,
+        stream: StreamId,
+        account: &AccountId,
+        e: &E,
+        at: DateTime<Utc>,
+    ) -> RecordedEvent {
+        RecordedEvent::from_new(
+            NewEvent::new(e, &Metadata::new(account.clone()), at),
+            stream,
+            1,
+            position,
+        )
+    }
+
+    /// A little of each: grants and keep-alives in two accounts, a revoke,
+    /// a key, an account.
+    fn log() -> Vec<RecordedEvent> {
+        let mut events = Vec::new();
+        let mut n = 0;
+        let mut push = |e: RecordedEvent| events.push(e);
+        for (i, name) in ["alice", "bob", "alice", "bob", "alice"].iter().enumerate() {
+            let a = account(name);
+            let lease = LeaseId::new(i as i64 + 1).unwrap_or_else(|| unreachable!());
+            n += 1;
+            let granted = LeaseEvent::from(LeaseGranted {
+                lease,
+                ttl_s: 10 + i as i64,
+                requested_ttl_s: 10,
+            });
+            push(recorded(n, StreamId::lease(&a, lease), &a, &granted, t(i as i64)));
+            if i % 2 == 0 {
+                n += 1;
+                let kept = LeaseEvent::from(LeaseKeptAlive { lease });
+                push(recorded(n, StreamId::lease(&a, lease), &a, &kept, t(100 + i as i64)));
+            }
+        }
+        let a = account("alice");
+        n += 1;
+        let revoked = LeaseEvent::from(LeaseRevoked {
+            lease: LeaseId::new(3).unwrap_or_else(|| unreachable!()),
+        });
+        push(recorded(
+            n,
+            StreamId::lease(&a, LeaseId::new(3).unwrap_or_else(|| unreachable!())),
+            &a,
+            &revoked,
+            t(200),
+        ));
+        n += 1;
+        let put = KeyspaceEvent::from(KeyPut {
+            key: "k".into(),
+            value: "v".into(),
+            lease: None,
+            revision: 2,
+        });
+        push(recorded(n, StreamId::keyspace(&a), &a, &put, t(201)));
+        n += 1;
+        let created = tenure_events::AccountEvent::from(AccountCreated {
+            name: account("carol"),
+            limits: Limits::UNLIMITED,
+        });
+        push(recorded(
+            n,
+            StreamId::account(&account("carol")),
+            &account("carol"),
+            &created,
+            t(202),
+        ));
+        events
+    }
+
+    /// At every position of the log: the projections restored from a
+    /// snapshot there, then fed the rest, end exactly where the fold of the
+    /// whole log ends, deadlines included.
+    #[test]
+    fn restoring_a_snapshot_then_folding_the_tail_equals_folding_the_whole_log() {
+        let log = log();
+        let floor = t(50);
+        let mut whole = ProjectionSet::new(floor, "example.test");
+        for e in &log {
+            whole.apply(e);
+        }
+        for cut in 0..=log.len() {
+            let mut head = ProjectionSet::new(floor, "example.test");
+            for e in &log[..cut] {
+                head.apply(e);
+            }
+            let position = log[..cut].last().map_or(0, |e| e.position);
+            let mut restored = ProjectionSet::restore(head.snapshot(), position, floor, "example.test")
+                .unwrap_or_else(|e| panic!("cut {cut}: {e}"));
+            assert_eq!(restored.snapshot(), head.snapshot(), "cut {cut}");
+            for e in &log[cut..] {
+                restored.apply(e);
+            }
+            assert_eq!(restored.snapshot(), whole.snapshot(), "cut {cut}");
+            assert_eq!(restored.digests(), whole.digests(), "cut {cut}");
+            let deadlines =
+                |s: &ProjectionSet| -> Vec<_> { s.expiry.iter_live().map(|(k, l)| (k.clone(), *l)).collect() };
+            assert_eq!(deadlines(&restored), deadlines(&whole), "cut {cut}");
+        }
+        // Deadlines count from the restoring process's floor.
+        let later =
+            ProjectionSet::restore(whole.snapshot(), 9, t(1000), "example.test").unwrap_or_else(|e| panic!("{e}"));
+        let first = later.expiry.iter_live().next().map(|(_, l)| l.deadline);
+        assert_eq!(first.map(|d| d.timestamp()), Some(t(1000).timestamp() + 10));
+    }
+
+    #[test]
+    fn a_snapshot_out_of_order_or_with_a_bad_id_is_refused() {
+        let mut whole = ProjectionSet::new(t(0), "example.test");
+        for e in &log() {
+            whole.apply(e);
+        }
+        let good = whole.snapshot();
+        let mut swapped = good.clone();
+        swapped.expiry.accounts.swap(0, 1);
+        assert!(ProjectionSet::restore(swapped, 9, t(0), "x").is_err());
+        let mut zero = good.clone();
+        zero.expiry.accounts[0].1[0].0 = 0;
+        assert!(ProjectionSet::restore(zero, 9, t(0), "x").is_err());
+        let mut time = good;
+        time.expiry.accounts[0].1[0].2 = Time(i64::MAX, 0);
+        assert!(ProjectionSet::restore(time, 9, t(0), "x").is_err());
+    }
+}

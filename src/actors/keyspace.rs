@@ -200,11 +200,7 @@ type Loading = BoxFuture<'static, Result<((Keyspace, u64), u64), LoadError>>;
 /// The key space from its newest valid snapshot and the events after it,
 /// or else from its whole stream; with the version of the snapshot used (0:
 /// none).
-fn load_keyspace(
-    store: Arc<dyn EventStore>,
-    snapshots: Option<Arc<Snapshots>>,
-    account: AccountId,
-) -> Loading {
+fn load_keyspace(store: Arc<dyn EventStore>, snapshots: Option<Arc<Snapshots>>, account: AccountId) -> Loading {
     let stream = StreamId::keyspace(&account);
     Box::pin(async move {
         if let Some(snapshots) = snapshots {

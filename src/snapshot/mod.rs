@@ -501,3 +501,78 @@ async fn write_keyspace(
         .await
         .map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::keyspace::{Blob, KeyspaceCommand, LeaseUpdate};
+    use crate::domain::Aggregate;
+    use tenure_events::LeaseId;
+
+    fn t() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default()
+    }
+
+    fn keyspace() -> Keyspace {
+        let mut ks = Keyspace::default();
+        let lease = LeaseId::new(7);
+        for (key, lease) in [
+            ("b", lease),
+            ("a", None),
+            ("b", None),
+            ("c", lease),
+            ("\u{0}bin", lease),
+        ] {
+            let put = KeyspaceCommand::Put {
+                key: key.into(),
+                value: Some(format!("v-{key}").into()),
+                lease: LeaseUpdate::Set(lease),
+                max_keys: tenure_events::UNLIMITED,
+            };
+            for e in ks.decide(put, t()).unwrap_or_default() {
+                ks.evolve(&e, t());
+            }
+        }
+        ks
+    }
+
+    #[test]
+    fn a_key_space_comes_back_from_its_encoding_exactly() {
+        let ks = keyspace();
+        let bytes = encode(&ks.snapshot()).unwrap_or_default();
+        assert_eq!(keyspace_from(&bytes), Ok(ks.clone()));
+        // The borrowed form encodes exactly as the owned one decodes.
+        let owned: KeyspaceSnapshot = decode(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(encode(&owned).unwrap_or_default(), bytes);
+        assert_eq!(owned.keys.len(), ks.len());
+    }
+
+    /// A snapshot comes from disk: whatever it holds, restoring it answers
+    /// an error rather than a state that breaks an invariant later.
+    #[test]
+    fn a_key_space_snapshot_that_breaks_an_invariant_is_refused() {
+        let good = decode::<KeyspaceSnapshot>(&encode(&keyspace().snapshot()).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let check = |change: fn(&mut KeyspaceSnapshot), why: &str| {
+            let mut bad = good.clone();
+            change(&mut bad);
+            let refused = Keyspace::restore(bad).err().unwrap_or_default();
+            assert!(refused.contains(why), "{why}: {refused}");
+        };
+        check(|s| s.revision = 0, "below 1");
+        check(|s| s.keys.swap(0, 1), "strictly increasing");
+        check(|s| s.keys[1] = s.keys[0].clone(), "strictly increasing");
+        check(|s| s.keys[0].0 = Blob(Vec::new()), "empty key");
+        check(|s| s.keys[0].3 = s.revision + 1, "revisions");
+        check(|s| s.keys[0].2 = s.keys[0].3 + 1, "revisions");
+        check(|s| s.keys[0].4 = 0, "version");
+        check(|s| s.keys[0].5 = Some(0), "not positive");
+        assert!(decode::<KeyspaceSnapshot>(&[1, 2, 3]).is_err());
+        let mut trailing = encode(&good).unwrap_or_default();
+        trailing.push(0);
+        assert_eq!(
+            decode::<KeyspaceSnapshot>(&trailing).err().as_deref(),
+            Some("1 bytes follow the snapshot")
+        );
+    }
+}
