@@ -109,14 +109,22 @@ impl Projections {
     /// readers of the others go on meanwhile.
     pub fn snapshot_state(&self) -> (u64, SetSnapshot) {
         let _applying = self.applying.lock();
+        // One statement per lock, so each is released before the next.
+        let expiry = self.expiry.lock().snapshot();
+        let catalog = self.catalog.lock().snapshot();
+        let directory = self.directory.read().snapshot();
+        let shares = self.shares.lock().snapshot();
+        let services = self.services.lock().snapshot();
+        let workloads = self.workloads.lock().snapshot();
+        let routing = self.routing.lock().snapshot();
         let set = SetSnapshot {
-            expiry: self.expiry.lock().snapshot(),
-            catalog: self.catalog.lock().snapshot(),
-            directory: self.directory.read().snapshot(),
-            shares: self.shares.lock().snapshot(),
-            services: self.services.lock().snapshot(),
-            workloads: self.workloads.lock().snapshot(),
-            routing: self.routing.lock().snapshot(),
+            expiry,
+            catalog,
+            directory,
+            shares,
+            services,
+            workloads,
+            routing,
         };
         (self.checkpoint(), set)
     }

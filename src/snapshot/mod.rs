@@ -430,11 +430,10 @@ pub async fn run(
 /// Answers the projections' position now stored.
 async fn take(hub: &Arc<Hub>, snapshots: &Arc<Snapshots>, min_events: u64, last_position: u64) -> u64 {
     let mut stored = last_position;
-    let (position, set) = hub.projections.snapshot_state();
-    if position > last_position {
-        match write_projections(hub, snapshots, position, set).await {
-            Ok(()) => stored = position,
-            Err(e) => tracing::warn!(error = %e, position, "cannot write the projections' snapshot"),
+    if hub.projections.checkpoint() > last_position {
+        match write_projections(hub, snapshots).await {
+            Ok(position) => stored = position,
+            Err(e) => tracing::warn!(error = %e, "cannot write the projections' snapshot"),
         }
     }
     let accounts: Vec<AccountId> = hub.projections.catalog.lock().keyspaces().cloned().collect();
@@ -454,24 +453,26 @@ async fn take(hub: &Arc<Hub>, snapshots: &Arc<Snapshots>, min_events: u64, last_
     stored
 }
 
-async fn write_projections(
-    hub: &Arc<Hub>,
-    snapshots: &Arc<Snapshots>,
-    position: u64,
-    set: SetSnapshot,
-) -> Result<(), String> {
+/// Copies and encodes the projections off the actors' threads, then
+/// writes them; answers their position.
+async fn write_projections(hub: &Arc<Hub>, snapshots: &Arc<Snapshots>) -> Result<u64, String> {
+    let projections = Arc::clone(&hub.projections);
+    let (position, bytes) = blocking(move || {
+        let (position, set) = projections.snapshot_state();
+        Ok((position, encode(&set).map_err(StoreError::Io)?))
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     let event = hub.store.read_all(position, 1).await.map_err(|e| e.to_string())?;
     let link = match event.first() {
         Some(e) if e.position == position => e.hash,
         _ => return Err(format!("the log holds no event at position {position}")),
     };
     let snapshots = Arc::clone(snapshots);
-    blocking(move || {
-        let bytes = encode(&set).map_err(StoreError::Io)?;
-        snapshots.write(PROJECTIONS, position, 0, &link, &bytes)
-    })
-    .await
-    .map_err(|e| e.to_string())
+    blocking(move || snapshots.write(PROJECTIONS, position, 0, &link, &bytes))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(position)
 }
 
 async fn write_keyspace(
