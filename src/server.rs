@@ -205,6 +205,24 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         stopped.clone(),
     ));
     projections.caught_up(head).await;
+    // Every key space at once: each loads its snapshot and its stream's
+    // tail on the blocking pool, side by side (recovery then asks them one
+    // by one). A snapshot request that is never due is just an activation.
+    let accounts: Vec<tenure_events::AccountId> = projections.catalog.lock().keyspaces().cloned().collect();
+    let activated: Vec<_> = accounts
+        .iter()
+        .map(|account| {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let activate = crate::actors::keyspace::TakeSnapshot {
+                min_events: u64::MAX,
+                reply,
+            };
+            hub.keyspaces
+                .route(&hub, account, crate::actors::Activation::Load, activate);
+            answer
+        })
+        .collect();
+    futures::future::join_all(activated).await;
     let control = Control::new(Arc::clone(&hub), authenticator);
     let cleaned = control
         .recover_lease_keys()

@@ -21,6 +21,8 @@
 #
 #   bash ops/bench/restart.sh                      # 10M events, ~1M live leases
 #   EVENTS=1000000 ROUNDS=3 bash ops/bench/restart.sh
+#   LOG=/path/to/data-dir bash ops/bench/restart.sh  # a log make-log wrote before
+#                                                   # (kept; its snapshots replaced)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -31,19 +33,29 @@ PORT=${PORT:-17272}
 PROXY_PORT=${PROXY_PORT:-17273}
 # Where to write the log (a few GB at 10M events); removed at the end.
 WORK=${WORK:-$(mktemp -d)}
+LOG=${LOG:-}
 
-command -v curl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; }
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+command -v sqlite3 >/dev/null || missing+=(sqlite3)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 cargo build --release -q -p tenure -p tenure-bench
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
 trap 'rm -rf "$WORK"' EXIT
 
-echo "== writing a log of $EVENTS events (one lease in $LIVE_EVERY stays live)"
-written=$("$BIN/make-log" --data-dir "$WORK/log" --events "$EVENTS" --live-every "$LIVE_EVERY" --ttl 86400 2>&1)
-echo "$written"
-events=$(echo "$written" | sed -n 's/^wrote \([0-9]*\) events.*/\1/p')
-leases=$(echo "$written" | sed -n 's/.*(\([0-9]*\) leases).*/\1/p')
-live=$((leases / LIVE_EVERY))
-log_bytes=$(du -cb "$WORK/log"/events.sqlite3* | tail -1 | cut -f1)
+if [ -z "$LOG" ]; then
+  LOG=$WORK/log
+  echo "== writing a log of $EVENTS events (one lease in $LIVE_EVERY stays live)"
+  written=$("$BIN/make-log" --data-dir "$LOG" --events "$EVENTS" --live-every "$LIVE_EVERY" --ttl 86400 2>&1)
+  echo "$written"
+fi
+sqlite3 "$LOG/events.sqlite3" "DELETE FROM snapshot_chunks; DELETE FROM snapshots;" 2>/dev/null || true
+events=$(sqlite3 "$LOG/events.sqlite3" "SELECT MAX(position) FROM events")
+leases=$(sqlite3 "$LOG/events.sqlite3" "SELECT COUNT(*) FROM events WHERE event_type = 'LeaseGranted'")
+live=$((leases - $(sqlite3 "$LOG/events.sqlite3" "SELECT COUNT(*) FROM events WHERE event_type = 'LeaseExpired'")))
+log_bytes=$(du -cb "$LOG"/events.sqlite3* | tail -1 | cut -f1)
 
 # Starts a server on the log with extra flags, waits for its "listening"
 # line, prints the seconds it took; leaves its pid in $PID.
@@ -52,7 +64,7 @@ start() {
   : >"$out"
   local t0
   t0=$(date +%s.%N)
-  RUST_LOG=${RUST_LOG:-warn} "$BIN/tenure" serve --data-dir "$WORK/log" --listen "127.0.0.1:$PORT" \
+  RUST_LOG=${RUST_LOG:-warn} "$BIN/tenure" serve --data-dir "$LOG" --listen "127.0.0.1:$PORT" \
     --proxy-listen "127.0.0.1:$PROXY_PORT" "$@" >"$out" 2>"$WORK/serve.err" &
   PID=$!
   until grep -q "tenure listening" "$out"; do
@@ -77,7 +89,7 @@ for i in $(seq 1 "$ROUNDS"); do
   echo "from the log alone: $t s"
   stop # a clean stop writes the snapshots
 done
-snapshot_bytes=$(sqlite3 "$WORK/log/events.sqlite3" \
+snapshot_bytes=$(sqlite3 "$LOG/events.sqlite3" \
   "SELECT name || '=' || bytes FROM snapshots WHERE complete = 1 ORDER BY id DESC LIMIT 5" 2>/dev/null | tr '\n' ' ' || true)
 
 from_snapshots=()
@@ -99,7 +111,7 @@ echo "median: from the log alone $m_log s, from snapshots $m_snap s"
   echo
   echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB."
   echo "Command: \`EVENTS=$EVENTS LIVE_EVERY=$LIVE_EVERY ROUNDS=$ROUNDS bash ops/bench/restart.sh\`."
-  echo "Log: $events events, $leases leases of which ~$live live with one key each, $((log_bytes / 1048576)) MiB."
+  echo "Log: $events events, $leases leases of which $live live with one key each, $((log_bytes / 1048576)) MiB."
   echo "Snapshots (bytes): $snapshot_bytes"
   echo
   echo "| start | median | runs |"
