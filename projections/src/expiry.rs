@@ -386,13 +386,19 @@ impl ExpiryQueue {
         let mut queue = ExpiryQueue::new(floor);
         queue.checkpoint = checkpoint;
         strictly_ordered(&snapshot.accounts, |(a, _)| a.clone(), "accounts of the expiry queue")?;
-        let mut heap = Vec::new();
+        let total = snapshot.accounts.iter().map(|(_, leases)| leases.len()).sum();
+        let mut heap = Vec::with_capacity(total);
+        queue.live.reserve(total);
         for (account, leases) in snapshot.accounts {
             strictly_ordered(&leases, |(lease, ..)| *lease, "leases of an account")?;
             if leases.is_empty() {
                 return invalid(format!("account {account} has an empty lease set"));
             }
-            let ids = queue.by_account.entry(account.clone()).or_default();
+            let ids = leases
+                .iter()
+                .map(|(lease, ..)| lease_id(*lease))
+                .collect::<Result<_, _>>()?;
+            queue.by_account.insert(account.clone(), ids);
             for (lease, ttl_s, refreshed, granted) in leases {
                 let lease = lease_id(lease)?;
                 let refreshed = refreshed.to_datetime()?;
@@ -400,7 +406,6 @@ impl ExpiryQueue {
                     account: account.clone(),
                     lease,
                 };
-                ids.insert(lease);
                 let deadline = add_seconds(refreshed.max(floor), ttl_s);
                 heap.push(Reverse((deadline, key.clone())));
                 queue.live.insert(

@@ -185,12 +185,15 @@ impl RoutingTable {
             |(a, _)| a.clone(),
             "accounts of the routing table",
         )?;
+        let mut live = Vec::new();
         for (account, leases) in snapshot.live_leases {
             strictly_ordered(&leases, |l| *l, "leases of the routing table")?;
             for lease in leases {
-                table.live_leases.insert((account.clone(), lease_id(lease)?));
+                live.push((account.clone(), lease_id(lease)?));
             }
         }
+        // In order (checked above): built in one pass.
+        table.live_leases = live.into_iter().collect();
         let services = snapshot
             .services
             .into_iter()

@@ -366,17 +366,18 @@ impl Keyspace {
         if revision < 1 {
             return Err(format!("revision {revision} is below 1"));
         }
+        if snapshot.keys.windows(2).any(|pair| pair[0].0 .0 >= pair[1].0 .0) {
+            return Err("keys are not in strictly increasing order".into());
+        }
         let mut state = Keyspace {
             revision,
             ..Keyspace::default()
         };
+        let mut kvs = Vec::with_capacity(snapshot.keys.len());
         for (key, value, create_revision, mod_revision, version, lease) in snapshot.keys {
             let key = Bytes(key.0);
             if key.is_empty() {
                 return Err("an empty key".into());
-            }
-            if state.kvs.last_key_value().is_some_and(|(last, _)| *last >= key) {
-                return Err("keys are not in strictly increasing order".into());
             }
             if !(1 <= create_revision && create_revision <= mod_revision && mod_revision <= revision && version >= 1) {
                 return Err(format!(
@@ -397,8 +398,10 @@ impl Keyspace {
                 version,
                 lease,
             };
-            state.kvs.insert(key, kv);
+            kvs.push((key, kv));
         }
+        // In key order (checked above): built in one pass, not key by key.
+        state.kvs = kvs.into_iter().collect();
         Ok(state)
     }
 

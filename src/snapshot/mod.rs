@@ -253,8 +253,10 @@ impl Snapshots {
                     continue;
                 }
             };
+            let started = std::time::Instant::now();
             match accept(header, bytes).await {
                 Ok(found) => {
+                    tracing::debug!(snapshot = %name, millis = started.elapsed().as_millis() as u64, "snapshot decoded");
                     self.note(SnapshotEvent::Restored { name, position });
                     return Some(found);
                 }
