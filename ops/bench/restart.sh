@@ -29,6 +29,8 @@ cd "$(dirname "$0")/../.."
 EVENTS=${EVENTS:-10000000}
 LIVE_EVERY=${LIVE_EVERY:-3}
 ROUNDS=${ROUNDS:-3}
+# Rounds from the log alone (slow: minutes at 10M events).
+LOG_ROUNDS=${LOG_ROUNDS:-$ROUNDS}
 PORT=${PORT:-17272}
 PROXY_PORT=${PROXY_PORT:-17273}
 # Where to write the log (a few GB at 10M events); removed at the end.
@@ -58,7 +60,7 @@ live=$((leases - $(sqlite3 "$LOG/events.sqlite3" "SELECT COUNT(*) FROM events WH
 log_bytes=$(du -cb "$LOG"/events.sqlite3* | tail -1 | cut -f1)
 
 # Starts a server on the log with extra flags, waits for its "listening"
-# line, prints the seconds it took; leaves its pid in $PID.
+# line; leaves the seconds it took in $TOOK and its pid in $PID.
 start() {
   local out="$WORK/serve.out"
   : >"$out"
@@ -74,7 +76,7 @@ start() {
   local t1
   t1=$(date +%s.%N)
   curl -fsS "http://127.0.0.1:$PORT/healthz" >/dev/null
-  echo "$t0 $t1" | awk '{printf "%.2f", $2 - $1}'
+  TOOK=$(echo "$t0 $t1" | awk '{printf "%.2f", $2 - $1}')
 }
 
 stop() {
@@ -83,8 +85,9 @@ stop() {
 }
 
 from_log=()
-for i in $(seq 1 "$ROUNDS"); do
-  t=$(start --no-snapshot-restore)
+for i in $(seq 1 "$LOG_ROUNDS"); do
+  start --no-snapshot-restore
+  t=$TOOK
   from_log+=("$t")
   echo "from the log alone: $t s"
   stop # a clean stop writes the snapshots
@@ -94,7 +97,8 @@ snapshot_bytes=$(sqlite3 "$LOG/events.sqlite3" \
 
 from_snapshots=()
 for i in $(seq 1 "$ROUNDS"); do
-  t=$(start)
+  start
+  t=$TOOK
   from_snapshots+=("$t")
   echo "from snapshots: $t s"
   stop
@@ -110,7 +114,7 @@ echo "median: from the log alone $m_log s, from snapshots $m_snap s"
   echo "## Restart to healthy with and without snapshots ($(git rev-parse --short HEAD), $(date -u +%Y-%m-%d))"
   echo
   echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB."
-  echo "Command: \`EVENTS=$EVENTS LIVE_EVERY=$LIVE_EVERY ROUNDS=$ROUNDS bash ops/bench/restart.sh\`."
+  echo "Command: \`EVENTS=$EVENTS LIVE_EVERY=$LIVE_EVERY ROUNDS=$ROUNDS LOG_ROUNDS=$LOG_ROUNDS bash ops/bench/restart.sh\`${LOG:+ on a log make-log wrote before}."
   echo "Log: $events events, $leases leases of which $live live with one key each, $((log_bytes / 1048576)) MiB."
   echo "Snapshots (bytes): $snapshot_bytes"
   echo
