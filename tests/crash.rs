@@ -281,6 +281,8 @@ async fn a_lease_kept_alive_up_to_a_kill_9_has_its_full_ttl_after_the_restart() 
         restarted_at.elapsed()
     );
     server.terminate();
+}
+
 /// Grants a lease with a key and answers its ID.
 async fn lease_with_key(http: &reqwest::Client, endpoint: &str, key: &str) -> String {
     let res = http

@@ -425,7 +425,6 @@ impl ExpiryQueue {
     }
 }
 
-
 impl Entry {
     fn view(&self) -> LiveLease {
         LiveLease {

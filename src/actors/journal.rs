@@ -128,12 +128,6 @@ impl<A: Actor<Context = Context<A>>> Journal<A> {
         self.handled
     }
 
-    /// The stream's version including appends not yet durable: the next
-    /// event submitted gets this plus one.
-    pub fn version(&self) -> u64 {
-        self.version
-    }
-
     pub fn idle_for(&self) -> std::time::Duration {
         self.last_active.elapsed()
     }
