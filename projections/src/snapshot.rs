@@ -366,7 +366,7 @@ mod tests {
             assert_eq!(restored.snapshot(), whole.snapshot(), "cut {cut}");
             assert_eq!(restored.digests(), whole.digests(), "cut {cut}");
             let deadlines =
-                |s: &ProjectionSet| -> Vec<_> { s.expiry.iter_live().map(|(k, l)| (k.clone(), *l)).collect() };
+                |s: &ProjectionSet| -> Vec<_> { s.expiry.iter_live().map(|(k, l)| (k.clone(), l)).collect() };
             assert_eq!(deadlines(&restored), deadlines(&whole), "cut {cut}");
         }
         // Deadlines count from the restoring process's floor.
