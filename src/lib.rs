@@ -12,4 +12,5 @@ pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod snapshot;
 pub mod store;

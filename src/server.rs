@@ -17,6 +17,7 @@ use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
 use crate::control::Control;
 use crate::metrics::{Metrics, ProxyMetrics};
+use crate::snapshot::Snapshots;
 use crate::store::{EventStore, SqliteStore};
 
 /// Everything a server is started with.
@@ -46,6 +47,8 @@ pub struct ServerConfig {
     pub proxy_tls: Option<ProxyTls>,
     /// How long a backend may take to answer the proxy (504 after).
     pub proxy_backend_timeout: Duration,
+    /// When snapshots are written, and whether a start reads them.
+    pub snapshots: crate::snapshot::SnapshotConfig,
 }
 
 /// The proxy's HTTPS listener.
@@ -101,6 +104,7 @@ impl ServerConfig {
             proxy_threads: cores,
             proxy_tls: None,
             proxy_backend_timeout: crate::proxy::DEFAULT_BACKEND_TIMEOUT,
+            snapshots: crate::snapshot::SnapshotConfig::default(),
         }
     }
 }
@@ -119,6 +123,11 @@ pub struct Running {
     pub proxy_tls_addr: Option<SocketAddr>,
     proxy_runtime: Option<ProxyRuntime>,
     pub store: SqliteStore,
+    /// What happened to snapshots (restored, refused, written).
+    pub snapshots: Arc<Snapshots>,
+    /// Answered once the snapshot writer has written its last snapshots
+    /// after the stop signal.
+    snapshots_done: Option<tokio::sync::oneshot::Receiver<()>>,
     http: actix_web::dev::ServerHandle,
     stop: watch::Sender<bool>,
     arbiters: Vec<Arbiter>,
@@ -151,8 +160,20 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let epoch = config.clock.now();
     let arbiters: Vec<Arbiter> = (0..config.actor_threads.max(1)).map(|_| Arbiter::new()).collect();
     let handles: Vec<_> = arbiters.iter().map(Arbiter::handle).collect();
-    let projections = Arc::new(Projections::new(epoch, &config.domain));
     let shared_store: Arc<dyn EventStore> = Arc::new(store.clone());
+    let snapshots = Arc::new(
+        Snapshots::open(&config.data_dir, config.snapshots.clone())
+            .with_context(|| format!("opening the snapshots in {}", config.data_dir.display()))?,
+    );
+    // The newest valid snapshot of the projections, then the tail of the log.
+    let (restored_position, projections) = match snapshots
+        .restore_projections(&shared_store, epoch, &config.domain)
+        .await
+    {
+        Some((position, set)) => (position, Projections::restored(position, set)),
+        None => (0, Projections::new(epoch, &config.domain)),
+    };
+    let projections = Arc::new(projections);
     let hub = Arc::new(Hub {
         store: Arc::clone(&shared_store),
         clock: Arc::clone(&config.clock),
@@ -173,6 +194,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         projections: Arc::clone(&projections),
         revisions: Default::default(),
         metrics: metrics.clone(),
+        snapshots: Some(Arc::clone(&snapshots)),
     });
     let (stop, stopped) = watch::channel(false);
 
@@ -183,6 +205,24 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         stopped.clone(),
     ));
     projections.caught_up(head).await;
+    // Every key space at once: each loads its snapshot and its stream's
+    // tail on the blocking pool, side by side (recovery then asks them one
+    // by one). A snapshot request that is never due is just an activation.
+    let accounts: Vec<tenure_events::AccountId> = projections.catalog.lock().keyspaces().cloned().collect();
+    let activated: Vec<_> = accounts
+        .iter()
+        .map(|account| {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let activate = crate::actors::keyspace::TakeSnapshot {
+                min_events: u64::MAX,
+                reply,
+            };
+            hub.keyspaces
+                .route(&hub, account, crate::actors::Activation::Load, activate);
+            answer
+        })
+        .collect();
+    futures::future::join_all(activated).await;
     let control = Control::new(Arc::clone(&hub), authenticator);
     let cleaned = control
         .recover_lease_keys()
@@ -190,10 +230,24 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         .context("recovering keys of ended leases")?;
     tracing::info!(
         position = head,
+        from_snapshot = restored_position,
         live_leases = projections.expiry.lock().len(),
         recovered_leases = cleaned,
         "event log replayed"
     );
+    let snapshots_done = if config.snapshots.write {
+        let (done, snapshots_done) = tokio::sync::oneshot::channel();
+        handles[handles.len() - 1].spawn(crate::snapshot::run(
+            Arc::clone(&hub),
+            Arc::clone(&snapshots),
+            stopped.clone(),
+            restored_position,
+            done,
+        ));
+        Some(snapshots_done)
+    } else {
+        None
+    };
     handles[handles.len() - 1].spawn(decommission::run(Arc::clone(&hub), stopped.clone()));
     let stopped_proxy = stopped.clone();
     handles[handles.len() - 1].spawn(expiry::run(Arc::clone(&hub), stopped));
@@ -265,6 +319,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         proxy_tls_addr,
         proxy_runtime,
         store,
+        snapshots,
+        snapshots_done,
         http,
         stop,
         arbiters,
@@ -386,6 +442,11 @@ impl Running {
         self.control.close();
         self.http.stop(true).await;
         let _ = self.stop.send(true);
+        // The snapshot writer takes its last snapshots while the actors
+        // still run.
+        if let Some(done) = self.snapshots_done {
+            let _ = done.await;
+        }
         // The proxy's workers end with the stop signal sent above.
         drop(self.proxy_runtime);
         for arbiter in self.arbiters {

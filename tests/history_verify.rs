@@ -18,6 +18,9 @@ use common::TestServer;
 use reqwest::StatusCode;
 use rusqlite::{params, Connection};
 use serde_json::json;
+use tenure::snapshot::store::{Header, SnapshotFile};
+use tenure::snapshot::{decode, encode, FORMAT_VERSION};
+use tenure_projections::snapshot::SetSnapshot;
 
 fn verify(dir: &Path, extra: &[&str]) -> Output {
     Command::new(BIN)
@@ -151,11 +154,21 @@ async fn verify_passes_an_untouched_log_and_names_the_first_damage_in_a_tampered
     fails_at(&verify(&swapped, &[]), 2, "does not match its chain hash");
 
     // The tail cut off: the chain that is left is whole, so only the head
-    // recorded elsewhere tells.
+    // recorded elsewhere tells, or a snapshot taken past the cut.
     let (_t4, cut) = copy_log(&server.dir);
     sql(&cut)
         .execute("DELETE FROM events WHERE position > ?1", [last as i64 - 2])
         .expect("cut");
+    let past = verify(&cut, &[]);
+    assert_eq!(past.status.code(), Some(1), "{}", stdout(&past));
+    assert!(
+        stdout(&past).contains("the log holds no such event"),
+        "{}",
+        stdout(&past)
+    );
+    sql(&cut)
+        .execute_batch("DELETE FROM snapshots; DELETE FROM snapshot_chunks;")
+        .expect("no snapshots");
     assert!(verify(&cut, &[]).status.success(), "a cut log alone still chains");
     fails_at(
         &verify(&cut, &["--expect-head", &head]),
@@ -445,4 +458,93 @@ async fn a_log_with_keep_alive_events_from_an_older_server_still_verifies_replay
     server
         .wait_for_log("the expiry", |events| common::count_type(events, "LeaseExpired") == 1)
         .await;
+}
+
+/// Rewrites a stored snapshot with these bytes and format version, its
+/// checksum made to match (what a buggy or another build would write).
+fn rewrite_snapshot(dir: &Path, header: &Header, format_version: u32, bytes: &[u8]) {
+    let conn = sql(dir);
+    let checksum = Header::checksum_of(
+        &header.name,
+        format_version,
+        header.position,
+        header.version,
+        &header.link,
+        bytes,
+    );
+    conn.execute("DELETE FROM snapshot_chunks WHERE snapshot_id = ?1", [header.id])
+        .expect("delete chunks");
+    conn.execute(
+        "INSERT INTO snapshot_chunks (snapshot_id, seq, data) VALUES (?1, 0, ?2)",
+        params![header.id, bytes],
+    )
+    .expect("chunk");
+    conn.execute(
+        "UPDATE snapshots SET format_version = ?1, bytes = ?2, checksum = ?3 WHERE id = ?4",
+        params![format_version, bytes.len() as i64, checksum.as_slice(), header.id],
+    )
+    .expect("header");
+}
+
+/// `tenure verify` folds the log alone and compares every stored snapshot
+/// with that fold at the snapshot's position: equal ones are listed; one
+/// that differs (its checksum made to match, so a server would have read
+/// it) is a failure naming the projection; one of another format version
+/// is named as not compared.
+#[actix_rt::test]
+async fn verify_compares_each_stored_snapshot_with_the_logs_own_fold() {
+    let mut server = TestServer::start().await;
+    scripted_history(&server).await;
+    server.stop().await; // a clean stop writes the snapshots
+    let headers = SnapshotFile::open_read_only(&server.dir)
+        .expect("open")
+        .expect("snapshot tables")
+        .headers(None)
+        .expect("headers");
+    let names: Vec<&str> = headers.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["keyspace/default", "projections"]);
+
+    let out = verify(&server.dir, &[]);
+    let printed = stdout(&out);
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        printed.contains(&format!(
+            "snapshots equal the log's fold at their position: keyspace/default at {}, projections at {}",
+            headers[0].position, headers[1].position
+        )),
+        "{printed}"
+    );
+
+    let (_temp, dir) = copy_log(&server.dir);
+    let file = SnapshotFile::open_read_only(&dir).expect("open").expect("tables");
+    let projections = &headers[1];
+    let mut set: SetSnapshot = decode(&file.read(projections).expect("reads back")).expect("decodes");
+    set.catalog.push("zzz".parse().expect("an account"));
+    rewrite_snapshot(&dir, projections, FORMAT_VERSION, &encode(&set).expect("encodes"));
+    let out = verify(&dir, &[]);
+    let printed = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{printed}");
+    assert!(
+        printed.contains(&format!(
+            "FAILED: snapshot projections at position {}: differs from what the log folds into: catalog",
+            projections.position
+        )),
+        "{printed}"
+    );
+
+    let keyspace = &headers[0];
+    let bytes = file.read(keyspace).expect("reads back");
+    rewrite_snapshot(&dir, keyspace, FORMAT_VERSION + 1, &bytes);
+    rewrite_snapshot(&dir, projections, FORMAT_VERSION + 1, &bytes);
+    let out = verify(&dir, &[]);
+    let printed = stdout(&out);
+    assert!(out.status.success(), "{printed}");
+    assert!(
+        printed.contains(&format!(
+            "snapshot keyspace/default at {} is of format version {}, not {FORMAT_VERSION}: not compared",
+            keyspace.position,
+            FORMAT_VERSION + 1
+        )),
+        "{printed}"
+    );
 }

@@ -10,12 +10,18 @@ use chrono::TimeDelta;
 use common::{count_type, TestServer, PATIENCE};
 use reqwest::StatusCode;
 use serde_json::json;
+use tenure::actors::keyspace::RangeDone;
 use tenure::clock::{Clock, ManualClock};
+use tenure::domain::keyspace::{KeyRange, RangeOptions};
+use tenure::server::ServerConfig;
+use tenure::snapshot::store::{Header, SnapshotFile};
+use tenure::snapshot::{SnapshotEvent, FORMAT_VERSION};
 use tenure::store::{EventStore, ExpectedVersion, SqliteStore};
 use tenure_events::{
-    AccountId, DeleteCause, Event, KeyPut, KeyspaceEvent, LeaseEvent, LeaseExpired, LeaseGranted, LeaseId,
+    AccountId, ChainHash, DeleteCause, Event, KeyPut, KeyspaceEvent, LeaseEvent, LeaseExpired, LeaseGranted, LeaseId,
     LeaseRevoked, Metadata, NewEvent, StreamId,
 };
+use tenure_projections::snapshot::SetSnapshot;
 
 #[actix_rt::test]
 async fn leases_and_keys_come_back_and_live_leases_get_their_full_ttl_again() {
@@ -181,5 +187,226 @@ async fn wait_until(what: &str, done: impl Fn() -> bool) {
     while !done() {
         assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Damages every stored snapshot of the data directory (the server
+/// stopped) with `damage`, which gets the connection, a snapshot's id and
+/// header, and may rewrite them.
+fn damage_snapshots(dir: &std::path::Path, damage: fn(&rusqlite::Connection, &Header)) -> usize {
+    let headers = SnapshotFile::open_read_only(dir)
+        .expect("open")
+        .expect("snapshot tables")
+        .headers(None)
+        .expect("headers");
+    let conn = rusqlite::Connection::open(dir.join(SqliteStore::FILE_NAME)).expect("open the file");
+    for header in &headers {
+        damage(&conn, header);
+    }
+    headers.len()
+}
+
+/// Rewrites a snapshot's header and bytes, with a checksum that matches
+/// them: what a snapshot written by another build (or a buggy one) is.
+fn rewrite(
+    conn: &rusqlite::Connection,
+    header: &Header,
+    format_version: u32,
+    position: u64,
+    link: &ChainHash,
+    bytes: &[u8],
+) {
+    let checksum = Header::checksum_of(&header.name, format_version, position, header.version, link, bytes);
+    conn.execute("DELETE FROM snapshot_chunks WHERE snapshot_id = ?1", [header.id])
+        .expect("delete chunks");
+    conn.execute(
+        "INSERT INTO snapshot_chunks (snapshot_id, seq, data) VALUES (?1, 0, ?2)",
+        rusqlite::params![header.id, bytes],
+    )
+    .expect("chunk");
+    conn.execute(
+        "UPDATE snapshots SET format_version = ?1, position = ?2, link = ?3, bytes = ?4, checksum = ?5 WHERE id = ?6",
+        rusqlite::params![
+            format_version,
+            position as i64,
+            link.0.as_slice(),
+            bytes.len() as i64,
+            checksum.as_slice(),
+            header.id
+        ],
+    )
+    .expect("header");
+}
+
+fn stored_bytes(conn: &rusqlite::Connection, header: &Header) -> Vec<u8> {
+    let mut stmt = conn
+        .prepare("SELECT data FROM snapshot_chunks WHERE snapshot_id = ?1 ORDER BY seq")
+        .expect("prepare");
+    let chunks = stmt
+        .query_map([header.id], |r| r.get::<_, Vec<u8>>(0))
+        .expect("chunks")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("chunks");
+    chunks.concat()
+}
+
+/// Snapshots at a clean stop.
+fn snapshot_at_stop(config: &mut ServerConfig) {
+    config.snapshots.every_events = 1_000_000;
+}
+
+fn log_alone(config: &mut ServerConfig) {
+    config.snapshots.restore = false;
+    config.snapshots.write = false;
+}
+
+/// A server's state: its projections (what a snapshot keeps, and the
+/// deadlines) and its keys.
+async fn state(server: &TestServer) -> (u64, SetSnapshot, Vec<(String, i64)>, RangeDone) {
+    let hub = server.running().control.hub().clone();
+    let (position, set) = hub.projections.snapshot_state();
+    let deadlines = hub
+        .projections
+        .expiry
+        .lock()
+        .iter_live()
+        .map(|(k, l)| (k.lease.to_string(), l.deadline.timestamp()))
+        .collect();
+    let keys = server
+        .running()
+        .control
+        .range(
+            &AccountId::default_account(),
+            KeyRange::prefix(""),
+            RangeOptions::default(),
+        )
+        .await
+        .expect("range");
+    (position, set, deadlines, keys)
+}
+
+/// Each kind of damage to the stored snapshots is found at start-up: the
+/// snapshot is ignored with a warning naming why, and the state is the one
+/// the log alone folds into; the snapshots written after are used again.
+#[actix_rt::test]
+async fn a_damaged_or_old_snapshot_is_ignored_with_a_warning_and_rebuilt() {
+    type Damage = fn(&rusqlite::Connection, &Header);
+    let cases: [(&str, Damage, &str); 6] = [
+        (
+            "a byte of the bytes flipped",
+            |conn, h| {
+                let mut bytes = stored_bytes(conn, h);
+                let last = bytes.len() - 1;
+                bytes[last] ^= 1;
+                conn.execute("DELETE FROM snapshot_chunks WHERE snapshot_id = ?1", [h.id])
+                    .expect("delete");
+                conn.execute(
+                    "INSERT INTO snapshot_chunks (snapshot_id, seq, data) VALUES (?1, 0, ?2)",
+                    rusqlite::params![h.id, bytes],
+                )
+                .expect("chunk");
+            },
+            "checksum does not match",
+        ),
+        (
+            "a chunk missing",
+            |conn, h| {
+                conn.execute("DELETE FROM snapshot_chunks WHERE snapshot_id = ?1", [h.id])
+                    .expect("delete");
+            },
+            "holds 0 bytes",
+        ),
+        (
+            "an older format version",
+            |conn, h| rewrite(conn, h, FORMAT_VERSION - 1, h.position, &h.link, &stored_bytes(conn, h)),
+            "format version",
+        ),
+        (
+            "bytes that do not decode, with a matching checksum",
+            |conn, h| rewrite(conn, h, FORMAT_VERSION, h.position, &h.link, &[0xff; 7]),
+            "does not decode",
+        ),
+        (
+            "a link that is not the log's",
+            |conn, h| {
+                rewrite(
+                    conn,
+                    h,
+                    FORMAT_VERSION,
+                    h.position,
+                    &ChainHash([7; 32]),
+                    &stored_bytes(conn, h),
+                )
+            },
+            "another event",
+        ),
+        (
+            "a position past the log's head",
+            |conn, h| {
+                rewrite(
+                    conn,
+                    h,
+                    FORMAT_VERSION,
+                    h.position + 1000,
+                    &h.link,
+                    &stored_bytes(conn, h),
+                )
+            },
+            "past the log's head",
+        ),
+    ];
+    for (what, damage, reason) in cases {
+        let mut server = TestServer::start_with(snapshot_at_stop).await;
+        let kept = server.grant(100).await;
+        server.put_key("kept", "v1", Some(&kept)).await;
+        let revoked = server.grant(50).await;
+        server.put_key("gone", "v2", Some(&revoked)).await;
+        server.put_key("plain", "v3", None).await;
+        server.delete(&format!("/v1/leases/{revoked}")).await;
+        server.stop().await;
+        assert_eq!(
+            damage_snapshots(&server.dir, damage),
+            2,
+            "{what}: the projections' and the key space's"
+        );
+
+        server.restart().await;
+        let events = server.running().snapshots.events();
+        let rejected: Vec<&SnapshotEvent> = events
+            .iter()
+            .filter(|e| matches!(e, SnapshotEvent::Rejected { reason: r, .. } if r.contains(reason)))
+            .collect();
+        assert_eq!(rejected.len(), 2, "{what}: both refused for {reason:?}: {events:?}");
+        assert!(
+            !events.iter().any(|e| matches!(e, SnapshotEvent::Restored { .. })),
+            "{what}: {events:?}"
+        );
+        assert_eq!(server.value("kept").await.as_deref(), Some("v1"), "{what}");
+        assert_eq!(server.value("gone").await, None, "{what}");
+        let ours = state(&server).await;
+        server.stop().await;
+
+        // The same as a server started from the log alone.
+        let copy = tempfile::tempdir().expect("temp dir");
+        for file in std::fs::read_dir(&server.dir).expect("dir") {
+            let file = file.expect("entry");
+            std::fs::copy(file.path(), copy.path().join(file.file_name())).expect("copy");
+        }
+        let mut alone = TestServer::start_in_with(copy.path().to_path_buf(), server.clock.clone(), log_alone).await;
+        assert_eq!(state(&alone).await, ours, "{what}");
+        alone.stop().await;
+
+        // The stop wrote good snapshots: the next start uses them.
+        server.restart().await;
+        let restored = server
+            .running()
+            .snapshots
+            .events()
+            .into_iter()
+            .filter(|e| matches!(e, SnapshotEvent::Restored { .. }))
+            .count();
+        assert_eq!(restored, 2, "{what}: {:?}", server.running().snapshots.events());
+        assert_eq!(state(&server).await, ours, "{what}");
+        server.stop().await;
     }
 }

@@ -10,11 +10,17 @@
 //! actors passivated as soon as they are idle, so keep-alives meet
 //! leases whose actor is not in memory, and puts activate them again.
 //!
+//! Snapshots are written every few events and not at a clean stop, so each
+//! restart starts from snapshots a few events behind the log and folds the
+//! tail; after each restart, a second server started on a copy of the data
+//! directory from the log alone must hold exactly the same state.
+//!
 //! `TENURE_SIM_SEED=N` replays one seed; the default runs a fixed set.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use common::{count_type, TestServer};
@@ -22,6 +28,8 @@ use tenure::actors::CommandError;
 use tenure::clock::Clock;
 use tenure::domain::keyspace::{KeyRange, LeaseUpdate, RangeOptions};
 use tenure::domain::lease::LeaseRejection;
+use tenure::server::ServerConfig;
+use tenure::snapshot::SnapshotEvent;
 use tenure::store::EventStore;
 use tenure_events::{
     AccountId, Bytes, DeleteCause, Event, KeyDeleted, KeyspaceEvent, LeaseEvent, LeaseExpired, LeaseId, Metadata,
@@ -125,18 +133,106 @@ fn expiries(events: &[tenure_events::RecordedEvent], start: chrono::DateTime<chr
     expired
 }
 
-fn passivate_at_once(config: &mut tenure::server::ServerConfig) {
+/// As [`snapshot_often`], with lease actors passivated as soon as idle.
+fn snapshot_often_and_passivate(config: &mut ServerConfig) {
+    snapshot_often(config);
     config.passivate_after = Duration::ZERO;
+}
+
+/// Snapshots every few events, none at a stop: restarts fold a tail.
+fn snapshot_often(config: &mut ServerConfig) {
+    config.snapshots.every_events = 3;
+    config.snapshots.on_stop = false;
+}
+
+/// The log alone: no snapshot read or written.
+fn log_alone(config: &mut ServerConfig) {
+    config.snapshots.restore = false;
+    config.snapshots.write = false;
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read the data directory") {
+        let entry = entry.expect("entry");
+        if entry.file_type().expect("file type").is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+        }
+    }
+}
+
+/// Restarts `server` from its snapshots and checks it holds exactly what a
+/// server started on a copy of its data directory from the log alone holds:
+/// every projection (what a snapshot keeps, lease deadlines and routes too)
+/// and every key of every key space.
+async fn restart_and_compare_with_the_log_alone(server: &mut TestServer, label: &str) -> (usize, usize) {
+    server.stop().await;
+    let copy = tempfile::tempdir().expect("temp dir");
+    copy_dir(&server.dir, copy.path());
+    server.restart().await;
+    let mut alone = TestServer::start_in_with(copy.path().to_path_buf(), server.clock.clone(), log_alone).await;
+    let restored = server
+        .running()
+        .snapshots
+        .events()
+        .iter()
+        .filter(|e| matches!(e, SnapshotEvent::Restored { .. }))
+        .count();
+    let rejected: Vec<SnapshotEvent> = server
+        .running()
+        .snapshots
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, SnapshotEvent::Rejected { .. }))
+        .collect();
+    assert_eq!(rejected, vec![], "{label}: no snapshot written by a server is refused");
+
+    let ours = server.running().control.hub().clone();
+    let theirs = alone.running().control.hub().clone();
+    let (position, state) = ours.projections.snapshot_state();
+    let (their_position, their_state) = theirs.projections.snapshot_state();
+    assert_eq!(position, their_position, "{label}: position");
+    assert_eq!(state, their_state, "{label}: projections");
+    let deadlines = |hub: &tenure::actors::Hub| -> Vec<_> {
+        hub.projections
+            .expiry
+            .lock()
+            .iter_live()
+            .map(|(k, l)| (k.clone(), l.ttl_s, l.deadline))
+            .collect()
+    };
+    assert_eq!(deadlines(&ours), deadlines(&theirs), "{label}: lease deadlines");
+    assert_eq!(
+        *ours.projections.routes.load_full(),
+        *theirs.projections.routes.load_full(),
+        "{label}: routes"
+    );
+    let accounts: Vec<AccountId> = ours.projections.catalog.lock().keyspaces().cloned().collect();
+    for account in &accounts {
+        let all = |s: &TestServer| {
+            let control = s.running().control.clone();
+            let account = account.clone();
+            async move {
+                control
+                    .range(&account, KeyRange::prefix(""), RangeOptions::default())
+                    .await
+                    .expect("range")
+            }
+        };
+        assert_eq!(all(server).await, all(&alone).await, "{label}: key space {account}");
+    }
+    alone.stop().await;
+    (restored, accounts.len())
 }
 
 async fn simulate(seed: u64, steps: usize, passivate: bool) {
     let mut rng = Rng(seed.max(1));
     let mut server = if passivate {
-        TestServer::start_with(passivate_at_once).await
+        TestServer::start_with(snapshot_often_and_passivate).await
     } else {
-        TestServer::start().await
+        TestServer::start_with(snapshot_often).await
     };
     let start = server.clock.now();
+    let mut from_snapshots = 0;
     let mut model = Model::default();
     let account = AccountId::default_account();
     let meta = || Metadata::new(AccountId::default_account());
@@ -279,7 +375,9 @@ async fn simulate(seed: u64, steps: usize, passivate: bool) {
                 format!("advance {by_s}s")
             }
             _ => {
-                server.restart().await;
+                let label = format!("seed {seed} step {step}");
+                let (restored, _) = restart_and_compare_with_the_log_alone(&mut server, &label).await;
+                from_snapshots += restored;
                 model.restart();
                 "restart".to_owned()
             }
@@ -318,6 +416,15 @@ async fn simulate(seed: u64, steps: usize, passivate: bool) {
             assert_eq!(info.keys, attached, "seed {seed} step {step}: keys of {lease}");
         }
     }
+    let (restored, keyspaces) = restart_and_compare_with_the_log_alone(&mut server, &format!("seed {seed} end")).await;
+    from_snapshots += restored;
+    // The comparison means something only if snapshots were used: the
+    // projections' and the key space's at the last restart at least.
+    assert!(
+        restored > keyspaces,
+        "seed {seed}: the last restart started from snapshots ({restored})"
+    );
+    assert!(from_snapshots > 0);
     server.stop().await;
 }
 

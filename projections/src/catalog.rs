@@ -16,6 +16,17 @@ impl Catalog {
     pub fn keyspaces(&self) -> impl Iterator<Item = &AccountId> {
         self.keyspaces.iter()
     }
+
+    pub fn snapshot(&self) -> Vec<AccountId> {
+        self.keyspaces.iter().cloned().collect()
+    }
+
+    pub fn restore(keyspaces: Vec<AccountId>, checkpoint: u64) -> Catalog {
+        Catalog {
+            checkpoint,
+            keyspaces: keyspaces.into_iter().collect(),
+        }
+    }
 }
 
 impl Projection for Catalog {

@@ -3,6 +3,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use tenure_events::{AccountEvent, AccountId, Limits, RecordedEvent};
 
+use crate::snapshot::{invalid, ordered_map, AccountSnapshot, RestoreError, Time};
 use crate::Projection;
 
 /// The accounts, their tokens, keys and limits: what authentication and
@@ -54,6 +55,71 @@ impl Directory {
     /// mode's `default`) has none.
     pub fn limits(&self, name: &AccountId) -> Limits {
         self.accounts.get(name).map_or(Limits::UNLIMITED, |a| a.limits)
+    }
+
+    pub fn snapshot(&self) -> Vec<AccountSnapshot> {
+        self.accounts
+            .values()
+            .map(|a| AccountSnapshot {
+                name: a.name.clone(),
+                created_at: a.created_at.into(),
+                limits: a.limits,
+                public_key: a.public_key.as_ref().map(|(key, at)| (key.clone(), Time::from(*at))),
+                tokens: a
+                    .tokens
+                    .values()
+                    .map(|t| {
+                        (
+                            t.id.clone(),
+                            t.label.clone(),
+                            Time::from(t.created_at),
+                            t.sha256.clone(),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    pub fn restore(accounts: Vec<AccountSnapshot>, checkpoint: u64) -> Result<Directory, RestoreError> {
+        let mut directory = Directory {
+            checkpoint,
+            ..Directory::default()
+        };
+        let mut entries = Vec::with_capacity(accounts.len());
+        for a in accounts {
+            let mut tokens = Vec::with_capacity(a.tokens.len());
+            for (id, label, created_at, sha256) in a.tokens {
+                if directory
+                    .by_hash
+                    .insert(sha256.clone(), (a.name.clone(), id.clone()))
+                    .is_some()
+                {
+                    return invalid("two tokens have the same hash");
+                }
+                let token = TokenView {
+                    id: id.clone(),
+                    label,
+                    created_at: created_at.to_datetime()?,
+                    sha256,
+                };
+                tokens.push((id, token));
+            }
+            let public_key = match a.public_key {
+                Some((key, at)) => Some((key, at.to_datetime()?)),
+                None => None,
+            };
+            let view = AccountView {
+                name: a.name.clone(),
+                created_at: a.created_at.to_datetime()?,
+                limits: a.limits,
+                public_key,
+                tokens: ordered_map(tokens, "an account's tokens")?,
+            };
+            entries.push((a.name, view));
+        }
+        directory.accounts = ordered_map(entries, "accounts")?;
+        Ok(directory)
     }
 }
 

@@ -1,9 +1,10 @@
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tenure_events::{AccountId, LeaseEvent, LeaseId, RecordedEvent};
 
+use crate::snapshot::{invalid, lease_id, strictly_ordered, ExpirySnapshot, RestoreError, Time};
 use crate::Projection;
 
 /// A lease of an account: lease IDs are per account.
@@ -55,6 +56,10 @@ struct Entry {
     deadline: DateTime<Utc>,
     /// The stream version of the grant: tells two grants of one ID apart.
     granted: u64,
+    /// The time of the lease's last grant or (old logs) keep-alive event:
+    /// what the log says, while the deadline may have moved in memory
+    /// since. What a snapshot keeps.
+    refreshed: DateTime<Utc>,
     /// Taken by [`ExpiryQueue::due`]: renewals fail until the log says it
     /// ended (or the lease actor says it is not due after all).
     ending: bool,
@@ -317,6 +322,7 @@ impl ExpiryQueue {
                 ttl_s,
                 deadline,
                 granted,
+                refreshed: time,
                 ending: false,
             },
         );
@@ -326,6 +332,7 @@ impl ExpiryQueue {
     fn kept_alive(&mut self, key: &LeaseKey, time: DateTime<Utc>) {
         let floor = self.floor;
         if let Some(entry) = self.live.get_mut(key) {
+            entry.refreshed = entry.refreshed.max(time);
             entry.deadline = entry.deadline.max(add_seconds(time.max(floor), entry.ttl_s));
         }
     }
@@ -339,6 +346,82 @@ impl ExpiryQueue {
                 }
             }
         }
+    }
+
+    /// What the log says of the live leases (see [`ExpirySnapshot`]):
+    /// deadlines are left out, they depend on when and how long this
+    /// process has run.
+    pub fn snapshot(&self) -> ExpirySnapshot {
+        let accounts = self
+            .by_account
+            .iter()
+            .map(|(account, leases)| {
+                let leases = leases
+                    .iter()
+                    .filter_map(|lease| {
+                        let key = LeaseKey {
+                            account: account.clone(),
+                            lease: *lease,
+                        };
+                        self.live
+                            .get(&key)
+                            .map(|e| (lease.get(), e.ttl_s, Time::from(e.refreshed), e.granted))
+                    })
+                    .collect();
+                (account.clone(), leases)
+            })
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
+            .collect();
+        ExpirySnapshot { accounts }
+    }
+
+    /// The queue a snapshot taken at `checkpoint` holds, each deadline
+    /// computed from `floor` as [`Projection::apply`] would have.
+    pub fn restore(
+        snapshot: ExpirySnapshot,
+        checkpoint: u64,
+        floor: DateTime<Utc>,
+    ) -> Result<ExpiryQueue, RestoreError> {
+        let mut queue = ExpiryQueue::new(floor);
+        queue.checkpoint = checkpoint;
+        strictly_ordered(&snapshot.accounts, |(a, _)| a.clone(), "accounts of the expiry queue")?;
+        let total = snapshot.accounts.iter().map(|(_, leases)| leases.len()).sum();
+        let mut heap = Vec::with_capacity(total);
+        queue.live.reserve(total);
+        for (account, leases) in snapshot.accounts {
+            strictly_ordered(&leases, |(lease, ..)| *lease, "leases of an account")?;
+            if leases.is_empty() {
+                return invalid(format!("account {account} has an empty lease set"));
+            }
+            let ids = leases
+                .iter()
+                .map(|(lease, ..)| lease_id(*lease))
+                .collect::<Result<_, _>>()?;
+            queue.by_account.insert(account.clone(), ids);
+            for (lease, ttl_s, refreshed, granted) in leases {
+                let lease = lease_id(lease)?;
+                let refreshed = refreshed.to_datetime()?;
+                let key = LeaseKey {
+                    account: account.clone(),
+                    lease,
+                };
+                let deadline = add_seconds(refreshed.max(floor), ttl_s);
+                heap.push(Reverse((deadline, key.clone())));
+                queue.live.insert(
+                    key,
+                    Entry {
+                        ttl_s,
+                        deadline,
+                        granted,
+                        refreshed,
+                        ending: false,
+                    },
+                );
+            }
+        }
+        queue.heap = BinaryHeap::from(heap);
+        Ok(queue)
     }
 }
 

@@ -19,6 +19,7 @@ mod routing;
 mod services;
 mod set;
 mod shares;
+pub mod snapshot;
 mod workloads;
 
 pub use catalog::Catalog;

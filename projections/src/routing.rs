@@ -4,6 +4,7 @@ use tenure_events::{
     AccountId, BackendMode, InstanceEvent, LeaseId, RecordedEvent, ServiceEvent, ShareEvent, ShareMode,
 };
 
+use crate::snapshot::{lease_id, ordered_map, strictly_ordered, RestoreError, RoutedShareSnapshot, RoutingSnapshot};
 use crate::Projection;
 
 /// Where the frontend sends a host's requests. Built only from events:
@@ -132,6 +133,99 @@ impl RoutingTable {
             );
         }
         Routes { hosts }
+    }
+
+    pub fn snapshot(&self) -> RoutingSnapshot {
+        let mut live_leases: Vec<(AccountId, Vec<i64>)> = Vec::new();
+        for (account, lease) in &self.live_leases {
+            match live_leases.last_mut() {
+                Some((last, leases)) if last == account => leases.push(lease.get()),
+                _ => live_leases.push((account.clone(), vec![lease.get()])),
+            }
+        }
+        RoutingSnapshot {
+            live_leases,
+            services: self
+                .services
+                .iter()
+                .map(|((account, name), (fqdn, redirect))| (account.clone(), name.clone(), fqdn.clone(), *redirect))
+                .collect(),
+            instances: self
+                .instances
+                .iter()
+                .map(|((account, name), i)| {
+                    let (service, address) = (i.service.clone(), i.address.clone());
+                    (account.clone(), name.clone(), service, address, i.lease.get())
+                })
+                .collect(),
+            shares: self
+                .shares
+                .iter()
+                .map(|(token, s)| RoutedShareSnapshot {
+                    token: token.clone(),
+                    owner: s.owner.clone(),
+                    mode: s.mode,
+                    backend_mode: s.backend_mode,
+                    target: s.target.clone(),
+                    session_lease: s.session_lease.map(LeaseId::get),
+                    session_address: s.session_address.clone(),
+                    grants: s.grants.iter().cloned().collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The table a snapshot taken at `checkpoint` holds; shares are served
+    /// at `TOKEN.{domain}`.
+    pub fn restore(snapshot: RoutingSnapshot, checkpoint: u64, domain: &str) -> Result<RoutingTable, RestoreError> {
+        let mut table = RoutingTable::new(domain);
+        table.checkpoint = checkpoint;
+        strictly_ordered(
+            &snapshot.live_leases,
+            |(a, _)| a.clone(),
+            "accounts of the routing table",
+        )?;
+        let mut live = Vec::new();
+        for (account, leases) in snapshot.live_leases {
+            strictly_ordered(&leases, |l| *l, "leases of the routing table")?;
+            for lease in leases {
+                live.push((account.clone(), lease_id(lease)?));
+            }
+        }
+        // In order (checked above): built in one pass.
+        table.live_leases = live.into_iter().collect();
+        let services = snapshot
+            .services
+            .into_iter()
+            .map(|(account, name, fqdn, redirect)| ((account, name), (fqdn, redirect)))
+            .collect();
+        table.services = ordered_map(services, "routed services")?;
+        let mut instances = Vec::with_capacity(snapshot.instances.len());
+        for (account, name, service, address, lease) in snapshot.instances {
+            let entry = InstanceEntry {
+                service,
+                address,
+                lease: lease_id(lease)?,
+            };
+            instances.push(((account, name), entry));
+        }
+        table.instances = ordered_map(instances, "routed instances")?;
+        let mut shares = Vec::with_capacity(snapshot.shares.len());
+        for s in snapshot.shares {
+            strictly_ordered(&s.grants, |g| g.clone(), "a share's grants")?;
+            let entry = ShareEntry {
+                owner: s.owner,
+                mode: s.mode,
+                backend_mode: s.backend_mode,
+                target: s.target,
+                session_lease: s.session_lease.map(lease_id).transpose()?,
+                session_address: s.session_address,
+                grants: s.grants.into_iter().collect(),
+            };
+            shares.push((s.token, entry));
+        }
+        table.shares = ordered_map(shares, "routed shares")?;
+        Ok(table)
     }
 
     /// Whether a lease holds up an instance or a share session. Linear in

@@ -5,6 +5,7 @@ use tenure_events::service::PortRule;
 use tenure_events::{AccountId, InstanceEvent, LeaseId, RecordedEvent, ServiceEvent};
 use uuid::Uuid;
 
+use crate::snapshot::{lease_id, ordered_map, InstanceSnapshot, RestoreError, ServiceSnapshot, ServicesSnapshot};
 use crate::Projection;
 
 /// Services and instances as `service list|get` and `instance list` show
@@ -82,6 +83,77 @@ impl Services {
         service: &'a str,
     ) -> impl Iterator<Item = &'a InstanceView> + 'a {
         self.instances(account).filter(move |i| i.service == service)
+    }
+
+    pub fn snapshot(&self) -> ServicesSnapshot {
+        ServicesSnapshot {
+            services: self
+                .services
+                .iter()
+                .map(|((account, key), s)| {
+                    let service = ServiceSnapshot {
+                        uuid: s.uuid,
+                        name: s.name.clone(),
+                        fqdn: s.fqdn.clone(),
+                        ports: s.ports.clone(),
+                        soft_limit: s.soft_limit,
+                        hard_limit: s.hard_limit,
+                        auto: s.auto,
+                        created_at: s.created_at.into(),
+                    };
+                    (account.clone(), key.clone(), service)
+                })
+                .collect(),
+            instances: self
+                .instances
+                .iter()
+                .map(|((account, key), i)| {
+                    let instance = InstanceSnapshot {
+                        uuid: i.uuid,
+                        name: i.name.clone(),
+                        service: i.service.clone(),
+                        address: i.address.clone(),
+                        lease: i.lease.get(),
+                        registered_at: i.registered_at.into(),
+                    };
+                    (account.clone(), key.clone(), instance)
+                })
+                .collect(),
+        }
+    }
+
+    pub fn restore(snapshot: ServicesSnapshot, checkpoint: u64) -> Result<Services, RestoreError> {
+        let mut services = Vec::with_capacity(snapshot.services.len());
+        for (account, key, s) in snapshot.services {
+            let view = ServiceView {
+                uuid: s.uuid,
+                name: s.name,
+                fqdn: s.fqdn,
+                ports: s.ports,
+                soft_limit: s.soft_limit,
+                hard_limit: s.hard_limit,
+                auto: s.auto,
+                created_at: s.created_at.to_datetime()?,
+            };
+            services.push(((account, key), view));
+        }
+        let mut instances = Vec::with_capacity(snapshot.instances.len());
+        for (account, key, i) in snapshot.instances {
+            let view = InstanceView {
+                uuid: i.uuid,
+                name: i.name,
+                service: i.service,
+                address: i.address,
+                lease: lease_id(i.lease)?,
+                registered_at: i.registered_at.to_datetime()?,
+            };
+            instances.push(((account, key), view));
+        }
+        Ok(Services {
+            checkpoint,
+            services: ordered_map(services, "services")?,
+            instances: ordered_map(instances, "instances")?,
+        })
     }
 }
 

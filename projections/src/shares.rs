@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use tenure_events::{AccountId, BackendMode, LeaseId, RecordedEvent, ShareEvent, ShareMode};
 use uuid::Uuid;
 
+use crate::snapshot::{lease_id, ordered_map, RestoreError, ShareSnapshot, Time};
 use crate::Projection;
 
 /// The reserved shares: what `reservation list|get` show, what the
@@ -70,6 +71,80 @@ impl Shares {
     /// How many shares the account holds.
     pub fn count(&self, owner: &AccountId) -> usize {
         self.by_owner.get(owner).map_or(0, BTreeSet::len)
+    }
+
+    pub fn snapshot(&self) -> Vec<ShareSnapshot> {
+        self.shares
+            .values()
+            .map(|s| ShareSnapshot {
+                token: s.token.clone(),
+                owner: s.owner.clone(),
+                mode: s.mode,
+                backend_mode: s.backend_mode,
+                target: s.target.clone(),
+                unique_name: s.unique_name,
+                reserved_at: s.reserved_at.into(),
+                session: s
+                    .session
+                    .as_ref()
+                    .map(|x| (x.id, x.lease.get(), Time::from(x.started_at), x.address.clone())),
+                grants: s
+                    .grants
+                    .iter()
+                    .map(|(id, g)| {
+                        (
+                            id.clone(),
+                            g.account.clone(),
+                            g.sha256.clone(),
+                            Time::from(g.granted_at),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    pub fn restore(shares: Vec<ShareSnapshot>, checkpoint: u64) -> Result<Shares, RestoreError> {
+        let mut by_owner: BTreeMap<AccountId, BTreeSet<String>> = BTreeMap::new();
+        let mut entries = Vec::with_capacity(shares.len());
+        for s in shares {
+            let session = match s.session {
+                Some((id, lease, started_at, address)) => Some(SessionView {
+                    id,
+                    lease: lease_id(lease)?,
+                    started_at: started_at.to_datetime()?,
+                    address,
+                }),
+                None => None,
+            };
+            let mut grants = Vec::with_capacity(s.grants.len());
+            for (id, account, sha256, granted_at) in s.grants {
+                let grant = GrantView {
+                    account,
+                    sha256,
+                    granted_at: granted_at.to_datetime()?,
+                };
+                grants.push((id, grant));
+            }
+            by_owner.entry(s.owner.clone()).or_default().insert(s.token.clone());
+            let view = ShareView {
+                token: s.token.clone(),
+                owner: s.owner,
+                mode: s.mode,
+                backend_mode: s.backend_mode,
+                target: s.target,
+                unique_name: s.unique_name,
+                reserved_at: s.reserved_at.to_datetime()?,
+                session,
+                grants: ordered_map(grants, "a share's grants")?,
+            };
+            entries.push((s.token, view));
+        }
+        Ok(Shares {
+            checkpoint,
+            shares: ordered_map(entries, "shares")?,
+            by_owner,
+        })
     }
 }
 

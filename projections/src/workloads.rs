@@ -5,6 +5,7 @@ use tenure_events::workload::{DeleteReason, ResultState};
 use tenure_events::{AccountId, RecordedEvent, WorkloadEvent};
 use uuid::Uuid;
 
+use crate::snapshot::{invalid, strictly_ordered, RestoreError, Time, WorkloadSnapshot};
 use crate::Projection;
 
 /// Workload reservations: by ID, per owner, each node's feed, and the
@@ -103,6 +104,90 @@ impl Workloads {
     /// The first deadline after `now`.
     pub fn next_deadline_after(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.deadlines.iter().map(|(at, _)| *at).find(|at| *at > now)
+    }
+
+    pub fn snapshot(&self) -> Vec<WorkloadSnapshot> {
+        let json = |v: &serde_json::Value| serde_json::to_string(v).unwrap_or_else(|_| "null".into());
+        self.all()
+            .map(|w| WorkloadSnapshot {
+                id: w.id,
+                uuid: w.uuid,
+                node: w.node.clone(),
+                owner: w.owner.clone(),
+                kind: w.kind.clone(),
+                data: json(&w.data),
+                created: w.created.into(),
+                duration_s: w.duration_s,
+                expires_at: w.expires_at.into(),
+                signature: w.signature.clone(),
+                to_delete: w.to_delete,
+                result: w
+                    .result
+                    .as_ref()
+                    .map(|r| (r.state, r.error.clone(), json(&r.data), Time::from(r.at))),
+                seq: w.seq,
+            })
+            .collect()
+    }
+
+    pub fn restore(workloads: Vec<WorkloadSnapshot>, checkpoint: u64) -> Result<Workloads, RestoreError> {
+        let json = |text: &str| {
+            serde_json::from_str::<serde_json::Value>(text)
+                .or_else(|e| invalid(format!("a workload's data is not JSON: {e}")))
+        };
+        strictly_ordered(&workloads, |w| w.id, "workloads")?;
+        let mut restored = Workloads {
+            checkpoint,
+            ..Workloads::default()
+        };
+        for w in workloads {
+            if w.seq < w.id || w.seq > checkpoint {
+                return invalid(format!("workload {} has seq {} out of range", w.id, w.seq));
+            }
+            let expires_at = w.expires_at.to_datetime()?;
+            let result = match w.result {
+                Some((state, error, data, at)) => Some(ResultView {
+                    state,
+                    error,
+                    data: json(&data)?,
+                    at: at.to_datetime()?,
+                }),
+                None => None,
+            };
+            restored.by_id.insert(w.id, w.uuid);
+            restored.by_owner.entry(w.owner.clone()).or_default().insert(w.id);
+            if restored
+                .feeds
+                .entry(w.node.clone())
+                .or_default()
+                .insert(w.seq, w.uuid)
+                .is_some()
+            {
+                return invalid(format!("two workloads of node {} have seq {}", w.node, w.seq));
+            }
+            if w.to_delete.is_none() {
+                restored.deadlines.insert((expires_at, w.uuid));
+            }
+            let view = WorkloadView {
+                id: w.id,
+                uuid: w.uuid,
+                node: w.node,
+                owner: w.owner,
+                kind: w.kind,
+                data: json(&w.data)?,
+                created: w.created.to_datetime()?,
+                duration_s: w.duration_s,
+                expires_at,
+                signature: w.signature,
+                to_delete: w.to_delete,
+                result,
+                seq: w.seq,
+            };
+            if restored.by_uuid.insert(w.uuid, view).is_some() {
+                return invalid(format!("workload {} appears twice", w.uuid));
+            }
+        }
+        Ok(restored)
     }
 
     fn move_in_feed(&mut self, uuid: Uuid, seq: u64) {

@@ -109,6 +109,11 @@ impl<A: Actor<Context = Context<A>>> Journal<A> {
         &self.stream
     }
 
+    /// The stream's version, appends not yet durable included.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     pub fn store(&self) -> Arc<dyn EventStore> {
         Arc::clone(&self.store)
     }
@@ -121,12 +126,6 @@ impl<A: Actor<Context = Context<A>>> Journal<A> {
 
     pub fn handled(&self) -> u64 {
         self.handled
-    }
-
-    /// The stream's version including appends not yet durable: the next
-    /// event submitted gets this plus one.
-    pub fn version(&self) -> u64 {
-        self.version
     }
 
     pub fn idle_for(&self) -> std::time::Duration {
@@ -294,7 +293,23 @@ pub enum LoadError {
 pub fn load<S, F>(
     store: Arc<dyn EventStore>,
     stream: StreamId,
+    state: S,
+    fold: F,
+) -> BoxFuture<'static, Result<(S, u64), LoadError>>
+where
+    S: Send + 'static,
+    F: FnMut(&mut S, &RecordedEvent) -> Result<(), DecodeError> + Send + 'static,
+{
+    load_after(store, stream, state, 0, fold)
+}
+
+/// Like [`load`], from a `state` already at stream version `version` (a
+/// snapshot's): folds the events after it.
+pub fn load_after<S, F>(
+    store: Arc<dyn EventStore>,
+    stream: StreamId,
     mut state: S,
+    version: u64,
     mut fold: F,
 ) -> BoxFuture<'static, Result<(S, u64), LoadError>>
 where
@@ -302,7 +317,7 @@ where
     F: FnMut(&mut S, &RecordedEvent) -> Result<(), DecodeError> + Send + 'static,
 {
     Box::pin(async move {
-        let mut version = 0;
+        let mut version = version;
         loop {
             let page = store.read_stream(&stream, version + 1, LOAD_PAGE).await?;
             let full = page.len() == LOAD_PAGE;
@@ -338,6 +353,22 @@ where
 {
     let journal = act.journal();
     let loading = load(journal.store(), journal.stream().clone(), init, fold);
+    activate_with(act, ctx, loading, put);
+}
+
+/// Holds the actor's mailbox until `loading` resolves to its state and
+/// stream version (`ctx.wait`), then puts the state in place; on failure the
+/// actor stops.
+pub fn activate_with<A, S, P>(
+    _act: &mut A,
+    ctx: &mut Context<A>,
+    loading: BoxFuture<'static, Result<(S, u64), LoadError>>,
+    put: P,
+) where
+    A: Journaled,
+    S: Send + 'static,
+    P: FnOnce(&mut A, S) + 'static,
+{
     ctx.wait(
         actix::fut::wrap_future::<_, A>(loading).map(move |result, act, ctx| match result {
             Ok((state, version)) => {

@@ -2,19 +2,31 @@
 //!
 //! It stays resident (it is the key index); reads are answered from its state
 //! once every write they may have observed is durable.
+//!
+//! Its stream grows without bound, so it activates from its newest valid
+//! snapshot (`crate::snapshot`) and folds only the events after it; it
+//! hands out a snapshot of itself when asked ([`TakeSnapshot`]), once the
+//! events it holds are durable.
 
 use std::sync::Arc;
 
 use actix::{Actor, Context, Handler, Message};
 use tenure_events::{AccountId, Bytes, DeleteCause, KeyspaceEvent, LeaseId, NewEvent, StreamId};
 
-use super::journal::{activate_from_log, journaled, submit, Journal};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::future::BoxFuture;
+use tenure_events::{DecodeError, RecordedEvent};
+
+use super::journal::{activate_with, journaled, load, load_after, submit, Journal, LoadError};
 use super::registry::{Activation, Entity};
 use super::{command_span, log_outcome, Cmd, CommandError, Hub, LimitReached, Reply};
 use crate::domain::keyspace::{
     KeyRange, KeyValue, Keyspace, KeyspaceCommand, KeyspaceRejection, LeaseUpdate, RangeOptions, RangeResult,
 };
 use crate::domain::Aggregate;
+use crate::snapshot::Snapshots;
+use crate::store::EventStore;
 
 pub struct KeyspaceActor {
     hub: Arc<Hub>,
@@ -26,6 +38,25 @@ pub struct KeyspaceActor {
     keys: crate::metrics::GaugeShare,
     journal: Journal<Self>,
     load: bool,
+    /// The stream version of the snapshot this actor started from or last
+    /// handed out (0: none).
+    snapshot_version: u64,
+}
+
+/// Asks a key space for a snapshot of itself if its stream has grown by
+/// at least `min_events` since its last one; answered once what it holds is
+/// durable (`None`: not due).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TakeSnapshot {
+    pub min_events: u64,
+    pub reply: tokio::sync::oneshot::Sender<Option<Taken>>,
+}
+
+/// A key space's snapshot: its encoding at a stream version.
+pub struct Taken {
+    pub version: u64,
+    pub bytes: Vec<u8>,
 }
 
 /// A put's answer.
@@ -128,6 +159,7 @@ impl Entity for KeyspaceActor {
             keys,
             journal,
             load: activation == Activation::Load,
+            snapshot_version: 0,
         }
     }
 }
@@ -137,27 +169,72 @@ impl Actor for KeyspaceActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if self.load {
-            activate_from_log(
-                self,
-                ctx,
-                Keyspace::default(),
-                |state, e| {
-                    if let Some(event) = e.decode_as::<KeyspaceEvent>()? {
-                        state.evolve(&event, e.time);
-                    }
-                    Ok(())
-                },
-                |act, state| {
-                    act.state = state;
-                    act.publish(act.state.revision());
-                    act.keys.set(act.state.len());
-                },
+            let loading = load_keyspace(
+                Arc::clone(&self.hub.store),
+                self.hub.snapshots.clone(),
+                self.account.clone(),
             );
+            activate_with(self, ctx, loading, |act, (state, from_snapshot)| {
+                act.state = state;
+                act.snapshot_version = from_snapshot;
+                act.publish(act.state.revision());
+                act.keys.set(act.state.len());
+            });
         }
     }
 }
 
 journaled!(KeyspaceActor, registry: keyspaces, key: account);
+
+fn fold(state: &mut Keyspace, e: &RecordedEvent) -> Result<(), DecodeError> {
+    if let Some(event) = e.decode_as::<KeyspaceEvent>()? {
+        state.evolve(&event, e.time);
+    }
+    Ok(())
+}
+
+/// A key space loaded: (state, the version of the snapshot it started
+/// from, 0: none) and the stream's version.
+type Loading = BoxFuture<'static, Result<((Keyspace, u64), u64), LoadError>>;
+
+/// The key space from its newest valid snapshot and the events after it,
+/// or else from its whole stream; with the version of the snapshot used (0:
+/// none).
+fn load_keyspace(store: Arc<dyn EventStore>, snapshots: Option<Arc<Snapshots>>, account: AccountId) -> Loading {
+    let stream = StreamId::keyspace(&account);
+    Box::pin(async move {
+        if let Some(snapshots) = snapshots {
+            if let Some((version, state)) = snapshots.restore_keyspace(&store, &account).await {
+                // The tail must follow the snapshot's revision: evolve
+                // asserts it, and a snapshot is not trusted to.
+                let broken = Arc::new(AtomicBool::new(false));
+                let seen = Arc::clone(&broken);
+                let checked = move |state: &mut Keyspace, e: &RecordedEvent| {
+                    if let Some(event) = e.decode_as::<KeyspaceEvent>()? {
+                        if seen.load(Ordering::Relaxed) || !state.can_follow(&event) {
+                            seen.store(true, Ordering::Relaxed);
+                        } else {
+                            state.evolve(&event, e.time);
+                        }
+                    }
+                    Ok(())
+                };
+                let loaded = load_after(Arc::clone(&store), stream.clone(), state, version, checked).await?;
+                if !broken.load(Ordering::Relaxed) {
+                    let (state, at) = loaded;
+                    return Ok(((state, version), at));
+                }
+                snapshots.rejected(
+                    &crate::snapshot::keyspace_name(&account),
+                    version,
+                    "the stream's next event does not follow its revision".into(),
+                );
+            }
+        }
+        let (state, at) = load(store, stream, Keyspace::default(), fold).await?;
+        Ok(((state, 0), at))
+    })
+}
 
 impl KeyspaceActor {
     fn publish(&self, revision: i64) {
@@ -341,5 +418,34 @@ impl Handler<LeasesWithKeys> for KeyspaceActor {
         self.journal.touch();
         let leases = self.state.leases_with_keys();
         self.journal.reply(msg.reply, Ok(leases));
+    }
+}
+
+impl Handler<TakeSnapshot> for KeyspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: TakeSnapshot, _: &mut Context<Self>) {
+        self.journal.touch();
+        let version = self.journal.version();
+        if version == 0 || version.saturating_sub(self.snapshot_version) < msg.min_events.max(1) {
+            let _ = msg.reply.send(None);
+            return;
+        }
+        // The state now is the state at `version` (events not yet durable
+        // included), encoded here, handed out once they are durable; if
+        // they fail, the reply is dropped with them.
+        match crate::snapshot::encode(&self.state.snapshot()) {
+            Ok(bytes) => {
+                self.snapshot_version = version;
+                let reply = msg.reply;
+                self.journal.after_durable(move || {
+                    let _ = reply.send(Some(Taken { version, bytes }));
+                });
+            }
+            Err(e) => {
+                tracing::warn!(account = %self.account, error = %e, "cannot encode the key space's snapshot");
+                let _ = msg.reply.send(None);
+            }
+        }
     }
 }

@@ -103,6 +103,9 @@ pub struct Hub {
     pub revisions: Revisions,
     /// The server's metrics (see `crate::metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// Where key spaces find their snapshots (`None`: they fold their
+    /// whole stream).
+    pub snapshots: Option<Arc<crate::snapshot::Snapshots>>,
 }
 
 /// A command refused because the account is at one of its limits.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
+use tenure_projections::snapshot::SetSnapshot;
 use tenure_projections::{
     Catalog, Directory, ExpiryQueue, Projection, ProjectionSet, Routes, RoutingTable, Services, Shares, Workloads,
 };
@@ -70,9 +71,62 @@ impl Projections {
         }
     }
 
+    /// Projections restored from a snapshot taken at `position`: the
+    /// projector goes on from the event after it.
+    pub fn restored(position: u64, set: ProjectionSet) -> Projections {
+        let routes = set.routing.routes();
+        Projections {
+            expiry: Mutex::new(set.expiry),
+            catalog: Mutex::new(set.catalog),
+            shares: Mutex::new(set.shares),
+            services: Mutex::new(set.services),
+            routing: Mutex::new(set.routing),
+            routes: arc_swap::ArcSwap::from_pointee(routes),
+            workloads: Mutex::new(set.workloads),
+            workload_events: Notify::new(),
+            workload_deadlines: Notify::new(),
+            directory: parking_lot::RwLock::new(set.directory),
+            checkpoint: watch::Sender::new(position),
+            applying: Mutex::new(()),
+            lease_events: Notify::new(),
+        }
+    }
+
     /// The global position of the last event applied.
     pub fn checkpoint(&self) -> u64 {
         *self.checkpoint.borrow()
+    }
+
+    /// Follows the checkpoint as it moves.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.checkpoint.subscribe()
+    }
+
+    /// What every projection holds, all at the same position (answered
+    /// with it), for a snapshot. Holds the projector's lock while it copies
+    /// (no index, heap or key is copied: a snapshot keeps plain values, and
+    /// is encoded after), taking each projection's own lock in turn, so
+    /// readers of the others go on meanwhile.
+    pub fn snapshot_state(&self) -> (u64, SetSnapshot) {
+        let _applying = self.applying.lock();
+        // One statement per lock, so each is released before the next.
+        let expiry = self.expiry.lock().snapshot();
+        let catalog = self.catalog.lock().snapshot();
+        let directory = self.directory.read().snapshot();
+        let shares = self.shares.lock().snapshot();
+        let services = self.services.lock().snapshot();
+        let workloads = self.workloads.lock().snapshot();
+        let routing = self.routing.lock().snapshot();
+        let set = SetSnapshot {
+            expiry,
+            catalog,
+            directory,
+            shares,
+            services,
+            workloads,
+            routing,
+        };
+        (self.checkpoint(), set)
     }
 
     /// Resolves once every event up to `position` has been applied.

@@ -541,7 +541,23 @@ pub struct ServeArgs {
     /// PEM private key for --proxy-tls-listen.
     #[arg(long, requires = "proxy_tls_listen")]
     pub tls_key: Option<PathBuf>,
+    /// Snapshot the projections and key spaces after this many events
+    /// (of the log, of a key space's stream).
+    #[arg(long, default_value_t = crate::snapshot::SnapshotConfig::DEFAULT_EVERY_EVENTS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every_events: u64,
+    /// And after this many seconds, if anything changed.
+    #[arg(long, default_value_t = crate::snapshot::SnapshotConfig::DEFAULT_EVERY.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_every_s: u64,
+    /// Start by folding the whole log, ignoring snapshots (they are still
+    /// written).
+    #[arg(long)]
+    pub no_snapshot_restore: bool,
 }
+
+/// A test knob, not a setting: after the first chunk of a snapshot the
+/// server creates this file and stops writing (so that a test can kill it
+/// in the middle of a snapshot).
+const SNAPSHOT_STALL_ENV: &str = "TENURE_TEST_SNAPSHOT_STALL";
 
 /// Parses the process's arguments and runs them.
 pub fn main() -> ExitCode {
@@ -594,6 +610,10 @@ fn serve(args: ServeArgs) -> ExitCode {
     if let Some(n) = args.http_workers {
         config.http_workers = n.max(1);
     }
+    config.snapshots.every_events = args.snapshot_every_events;
+    config.snapshots.every = Duration::from_secs(args.snapshot_every_s);
+    config.snapshots.restore = !args.no_snapshot_restore;
+    config.snapshots.stall_marker = std::env::var_os(SNAPSHOT_STALL_ENV).map(PathBuf::from);
     if args.auth {
         let admin_token = match args
             .admin_token_file

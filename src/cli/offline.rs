@@ -235,8 +235,13 @@ pub(super) fn verify(args: VerifyArgs, server: Option<&str>, token: Option<&str>
         Ok(head) => head.position,
         Err(e) => return fail(e),
     };
+    let snapshots = match stored_snapshots(&args.data_dir) {
+        Ok(snapshots) => snapshots,
+        Err(e) => return fail(e),
+    };
     let bar = progress(head, "verifying");
-    let report = history::verify_log(log, expect_head, digests.as_ref(), |p| bar.set_position(p));
+    let report =
+        history::verify_log_and_snapshots(log, expect_head, digests.as_ref(), snapshots, |p| bar.set_position(p));
     bar.finish_and_clear();
     match report {
         Ok(report) => {
@@ -248,6 +253,16 @@ pub(super) fn verify(args: VerifyArgs, server: Option<&str>, token: Option<&str>
             println!("head: {head}");
             if let Some(expected) = expect_head {
                 println!("the log reaches the expected head {expected}");
+            }
+            if !report.snapshots.is_empty() {
+                let each: Vec<String> = report.snapshots.iter().map(|(n, p)| format!("{n} at {p}")).collect();
+                println!("snapshots equal the log's fold at their position: {}", each.join(", "));
+            }
+            for (name, position, version) in &report.other_formats {
+                println!(
+                    "snapshot {name} at {position} is of format version {version}, not {}: not compared (servers ignore it)",
+                    crate::snapshot::FORMAT_VERSION
+                );
             }
             if let Some(digests) = &digests {
                 println!(
@@ -279,4 +294,20 @@ fn fetch_digests(endpoint: &str, token: Option<&str>) -> Result<ServerDigests, S
             .await
             .map_err(|e| format!("asking {endpoint} for its projections: {e}"))
     })
+}
+
+/// The snapshots stored in the data directory, each with its bytes (or why
+/// they do not read back whole).
+fn stored_snapshots(data_dir: &std::path::Path) -> Result<Vec<history::StoredSnapshot>, crate::store::StoreError> {
+    let Some(file) = crate::snapshot::store::SnapshotFile::open_read_only(data_dir)? else {
+        return Ok(Vec::new());
+    };
+    Ok(file
+        .headers(None)?
+        .into_iter()
+        .map(|header| {
+            let bytes = file.read(&header);
+            history::StoredSnapshot { header, bytes }
+        })
+        .collect())
 }

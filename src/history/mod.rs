@@ -11,6 +11,7 @@
 
 pub mod filter;
 pub mod replay;
+mod snapshot_check;
 pub mod summary;
 pub mod verify;
 
@@ -129,6 +130,19 @@ pub struct Report {
     pub verified: verify::Verified,
     /// The projections compared with a server's, by name, if asked.
     pub projections: Vec<String>,
+    /// The stored snapshots found equal to the log's fold at their
+    /// position: (name, position).
+    pub snapshots: Vec<(String, u64)>,
+    /// Stored snapshots of another format version, not compared: (name,
+    /// position, version). A server ignores them.
+    pub other_formats: Vec<(String, u64, u32)>,
+}
+
+/// A snapshot stored in the data directory, as `tenure verify` reads it:
+/// its header and its bytes (or why they do not read back whole).
+pub struct StoredSnapshot {
+    pub header: crate::snapshot::store::Header,
+    pub bytes: Result<Vec<u8>, String>,
 }
 
 /// Why `tenure verify` failed.
@@ -148,6 +162,11 @@ pub enum VerifyError {
     /// The server's projections are ahead of the log read.
     #[error("the server's projections are at position {server} but the log read ends at {log}")]
     Behind { server: u64, log: u64 },
+    /// A stored snapshot is not what the log folds into at its position
+    /// (or does not read back whole): a server would refuse it, but it
+    /// says something wrote wrong data.
+    #[error("snapshot {name} at position {position}: {what}")]
+    Snapshot { name: String, position: u64, what: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -158,12 +177,27 @@ pub fn verify_log(
     log: SqliteLogFile,
     expect_head: Option<ChainHead>,
     server: Option<&ServerDigests>,
+    progress: impl FnMut(u64),
+) -> Result<Report, VerifyError> {
+    verify_log_and_snapshots(log, expect_head, server, Vec::new(), progress)
+}
+
+/// [`verify_log`], and each stored snapshot compared with the log's own
+/// fold at its position (the log alone is folded: snapshots are what is
+/// checked, never a starting point).
+pub fn verify_log_and_snapshots(
+    log: SqliteLogFile,
+    expect_head: Option<ChainHead>,
+    server: Option<&ServerDigests>,
+    snapshots: Vec<StoredSnapshot>,
     mut progress: impl FnMut(u64),
 ) -> Result<Report, VerifyError> {
     let mut verifier = verify::Verifier::new(log.is_chained(), expect_head);
     let mut folded = server.map(|s| ProjectionSet::new(chrono::DateTime::<chrono::Utc>::MIN_UTC, &s.domain));
     let fold_until = server.map_or(0, |s| s.position);
+    let mut checks = snapshot_check::Checks::new(snapshots)?;
     let mut problem = None;
+    let mut wrong = None;
     read_log(log, |events| {
         for event in events {
             if let Err(p) = verifier.check(event) {
@@ -173,6 +207,10 @@ pub fn verify_log(
             if let Some(set) = folded.as_mut().filter(|_| event.position <= fold_until) {
                 set.apply(event);
             }
+            if let Err(e) = checks.apply(event) {
+                wrong = Some(e);
+                return false;
+            }
         }
         progress(verifier.position());
         true
@@ -180,7 +218,11 @@ pub fn verify_log(
     if let Some(p) = problem {
         return Err(p.into());
     }
+    if let Some(e) = wrong {
+        return Err(e);
+    }
     let verified = verifier.finish()?;
+    let (snapshots, other_formats) = checks.finish()?;
     let mut compared = Vec::new();
     if let (Some(server), Some(set)) = (server, folded) {
         if verified.head.position < server.position {
@@ -206,5 +248,7 @@ pub fn verify_log(
     Ok(Report {
         verified,
         projections: compared,
+        snapshots,
+        other_formats,
     })
 }

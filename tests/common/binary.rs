@@ -26,6 +26,11 @@ impl ServerProcess {
     /// Like [`ServerProcess::start`] with a log level (`RUST_LOG`) and a
     /// destination for the server's stderr (its log).
     pub fn start_logging(data_dir: &Path, extra: &[&str], level: &str, log: Stdio) -> ServerProcess {
+        ServerProcess::start_env(data_dir, extra, level, log, &[])
+    }
+
+    /// Like [`ServerProcess::start_logging`] with environment variables.
+    pub fn start_env(data_dir: &Path, extra: &[&str], level: &str, log: Stdio, env: &[(&str, &str)]) -> ServerProcess {
         let mut child = Command::new(BIN)
             .args([
                 "serve",
@@ -38,6 +43,7 @@ impl ServerProcess {
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", level)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

@@ -51,6 +51,22 @@ impl TestServer {
         server
     }
 
+    /// A server on an existing data directory, with the given clock and
+    /// settings.
+    pub async fn start_in_with(dir: PathBuf, clock: ManualClock, tweak: fn(&mut ServerConfig)) -> TestServer {
+        let mut server = TestServer {
+            running: None,
+            base: String::new(),
+            clock,
+            dir,
+            _temp: None,
+            http: reqwest::Client::new(),
+            tweak,
+        };
+        server.boot().await;
+        server
+    }
+
     pub async fn start_with(tweak: fn(&mut ServerConfig)) -> TestServer {
         let temp = tempfile::tempdir().expect("temp dir");
         let dir = temp.path().to_path_buf();

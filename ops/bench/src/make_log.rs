@@ -33,6 +33,10 @@ struct Args {
     /// One lease in this many stays live (its expiry is not written).
     #[arg(long, default_value_t = 5)]
     live_every: u64,
+    /// The leases' TTL (a server started on the log gives the live ones
+    /// this long from its start).
+    #[arg(long, default_value_t = 60)]
+    ttl: i64,
 }
 
 /// Appends queued before waiting for their answers: fills the group
@@ -67,8 +71,8 @@ async fn main() -> anyhow::Result<()> {
         };
         let granted = LeaseEvent::from(LeaseGranted {
             lease,
-            ttl_s: 60,
-            requested_ttl_s: 60,
+            ttl_s: args.ttl,
+            requested_ttl_s: args.ttl,
         });
         revisions[slot] += 1;
         let put = KeyspaceEvent::from(KeyPut {
@@ -80,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
         let mut lease_events = vec![NewEvent::new(&granted, &meta, at)];
         let mut key_events = vec![NewEvent::new(&put, &meta, at)];
         if lease_number % args.live_every.max(1) != 0 {
-            let deadline = at + TimeDelta::seconds(60);
+            let deadline = at + TimeDelta::seconds(args.ttl);
             let expired = NewEvent::new(
                 &LeaseEvent::from(LeaseExpired { lease, deadline }),
                 &Metadata::new(account.clone()),

@@ -35,7 +35,8 @@ impl SqliteLogFile {
         conn.execute_batch("PRAGMA busy_timeout = 5000;").map_err(io)?;
         let columns = match schema::version(&conn)? {
             Some(1) => Columns::WithoutHash,
-            Some(schema::SCHEMA_VERSION) => Columns::WithHash,
+            // Schema 3 only adds the snapshot tables.
+            Some(2) | Some(schema::SCHEMA_VERSION) => Columns::WithHash,
             None => {
                 return Err(StoreError::Corrupt(format!(
                     "{} is not a tenure event log",

@@ -7,6 +7,10 @@
 //!   events a given event caused (`events_by_causation`, partial: only
 //!   events with a causation id, so ordinary appends do not pay for it).
 //!   A schema-1 file is chained when it is first opened for writing.
+//! - **Schema 3**: snapshots of projections and key spaces
+//!   (`snapshots`, `snapshot_chunks`; see `crate::snapshot`). They are
+//!   derived data: a file without them is whole, and the migration only
+//!   creates the two tables.
 
 use rusqlite::{params, Connection, OptionalExtension};
 use tenure_events::{ChainHash, ChainHead};
@@ -15,7 +19,7 @@ use super::rows::{self, io};
 use crate::store::StoreError;
 
 /// The schema this build writes.
-pub(super) const SCHEMA_VERSION: u32 = 2;
+pub(super) const SCHEMA_VERSION: u32 = 3;
 
 /// Events chained per transaction while migrating from schema 1: bounds
 /// the memory and the WAL of a migration of a long log.
@@ -45,6 +49,31 @@ CREATE UNIQUE INDEX IF NOT EXISTS events_by_stream ON events (stream_id, version
 
 const CAUSATION_INDEX: &str =
     "CREATE INDEX IF NOT EXISTS events_by_causation ON events (causation_id) WHERE causation_id IS NOT NULL;";
+
+/// Snapshots (schema 3). A snapshot's bytes are written in chunks, each in
+/// a short transaction of its own, so a large one never holds the write
+/// lock for long; it counts only once `complete` is set, in the last one.
+pub(crate) const SNAPSHOTS: &str = "
+CREATE TABLE IF NOT EXISTS snapshots (
+    id             INTEGER PRIMARY KEY,
+    name           TEXT    NOT NULL,  -- 'projections' or 'keyspace/{account}'
+    format_version INTEGER NOT NULL,  -- of the encoding (crate::snapshot::FORMAT_VERSION)
+    position       INTEGER NOT NULL,  -- the last event of the log folded in
+    version        INTEGER NOT NULL,  -- an entity's stream version at that event (0: none)
+    link           BLOB    NOT NULL,  -- the chain hash at `position`
+    written_at_us  INTEGER NOT NULL,
+    bytes          INTEGER NOT NULL,  -- length of the encoded snapshot
+    checksum       BLOB    NOT NULL,  -- SHA-256 over the header fields and the bytes
+    complete       INTEGER NOT NULL   -- 1 once every chunk is written
+) STRICT;
+CREATE INDEX IF NOT EXISTS snapshots_by_name ON snapshots (name, position);
+CREATE TABLE IF NOT EXISTS snapshot_chunks (
+    snapshot_id INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    data        BLOB    NOT NULL,
+    PRIMARY KEY (snapshot_id, seq)
+) STRICT;
+";
 
 const META: &str = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;";
 
@@ -80,13 +109,18 @@ pub(super) fn prepare(conn: &mut Connection, file: &str) -> Result<ChainHead, St
             conn.execute_batch(META).map_err(io)?;
             conn.execute_batch(TABLES).map_err(io)?;
             conn.execute_batch(CAUSATION_INDEX).map_err(io)?;
+            conn.execute_batch(SNAPSHOTS).map_err(io)?;
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
                 [SCHEMA_VERSION.to_string()],
             )
             .map_err(io)?;
         }
-        Some(1) => chain_schema_1(conn, file)?,
+        Some(1) => {
+            chain_schema_1(conn, file)?;
+            add_snapshots(conn, file)?;
+        }
+        Some(2) => add_snapshots(conn, file)?,
         Some(SCHEMA_VERSION) => {}
         Some(other) => {
             return Err(StoreError::Corrupt(format!(
@@ -171,11 +205,8 @@ fn chain_schema_1(conn: &mut Connection, file: &str) -> Result<(), StoreError> {
         tx.commit().map_err(io)?;
         tracing::info!(file, chained, of = events, "chaining the event log");
     }
-    conn.execute(
-        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
-        [SCHEMA_VERSION.to_string()],
-    )
-    .map_err(io)?;
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'", [])
+        .map_err(io)?;
     tracing::info!(
         file,
         chained,
@@ -183,5 +214,19 @@ fn chain_schema_1(conn: &mut Connection, file: &str) -> Result<(), StoreError> {
         millis = started.elapsed().as_millis() as u64,
         "the event log is chained (schema 2)"
     );
+    Ok(())
+}
+
+/// Schema 2 to 3: the snapshot tables, in one transaction with the version.
+fn add_snapshots(conn: &mut Connection, file: &str) -> Result<(), StoreError> {
+    let tx = conn.transaction().map_err(io)?;
+    tx.execute_batch(SNAPSHOTS).map_err(io)?;
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+        [SCHEMA_VERSION.to_string()],
+    )
+    .map_err(io)?;
+    tx.commit().map_err(io)?;
+    tracing::info!(file, "the event log has room for snapshots (schema 3)");
     Ok(())
 }
