@@ -6,22 +6,59 @@
 //! entity own its stream. Every event also gets a global position in `$all`,
 //! which projections read and follow live through [`Subscription`].
 //!
-//! Backends: [`SqliteStore`] (embedded, on disk, the default) and
-//! [`MemoryStore`] (a test helper only). Every backend runs the same
+//! Backends: [`SqliteStore`] (embedded, on disk, the default),
+//! [`PostgresStore`] (shared by several nodes) and [`MemoryStore`] (a test
+//! helper only). Every backend runs the same
 //! conformance suite ([`conformance`]).
 
 pub mod conformance;
 mod memory;
+mod pg;
 mod sqlite;
 mod subscription;
 
 pub use memory::MemoryStore;
+pub use pg::{PostgresStore, PostgresTarget};
+pub(crate) use sqlite::SNAPSHOT_TABLES;
 pub use sqlite::{SqliteLogFile, SqliteStore, StoreStats};
 pub use subscription::{Batch, Subscription};
 
 use futures::future::BoxFuture;
 use tenure_events::{ChainHead, NewEvent, RecordedEvent, StreamId};
 use uuid::Uuid;
+
+/// The log a server runs on: the embedded one, or a shared one.
+#[derive(Clone)]
+pub enum LogStore {
+    Embedded(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl LogStore {
+    /// The store behind the trait the actors and projections use.
+    pub fn shared(&self) -> std::sync::Arc<dyn EventStore> {
+        match self {
+            LogStore::Embedded(s) => std::sync::Arc::new(s.clone()),
+            LogStore::Postgres(s) => std::sync::Arc::new(s.clone()),
+        }
+    }
+
+    /// The embedded store, if that is the one.
+    pub fn sqlite(&self) -> Option<&SqliteStore> {
+        match self {
+            LogStore::Embedded(s) => Some(s),
+            LogStore::Postgres(_) => None,
+        }
+    }
+
+    /// Lets queued appends finish and stops the store's threads.
+    pub fn close(&self) {
+        match self {
+            LogStore::Embedded(s) => s.close(),
+            LogStore::Postgres(s) => s.close(),
+        }
+    }
+}
 
 /// A future the store hands back, independent of the caller's lifetime.
 pub type StoreFuture<T> = BoxFuture<'static, T>;
