@@ -46,7 +46,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (HTTP API on --listen, event log in --data-dir).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Grant, keep alive, revoke, inspect and list leases.
     #[command(subcommand)]
     Lease(LeaseCommand),
@@ -496,6 +496,12 @@ pub struct ServeArgs {
     /// Where the event log lives (created if missing).
     #[arg(long, env = "TENURE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// The event log in PostgreSQL, shared by several nodes:
+    /// `postgres://USER@HOST:PORT/DB[?schema=NAME]` (schema `tenure` by
+    /// default). Without it the log is the embedded one in --data-dir, which
+    /// then holds only this node's snapshots and admin token hash.
+    #[arg(long, env = "TENURE_STORE", value_parser = parse_store)]
+    pub store: Option<crate::store::PostgresTarget>,
     /// Lease TTLs below this many seconds are raised to it.
     #[arg(long, default_value_t = ServerConfig::DEFAULT_MIN_TTL_S, value_parser = clap::value_parser!(i64).range(1..))]
     pub min_ttl: i64,
@@ -554,6 +560,14 @@ pub struct ServeArgs {
     pub no_snapshot_restore: bool,
 }
 
+/// `--store`: a PostgreSQL URL (the only shared store so far).
+fn parse_store(url: &str) -> Result<crate::store::PostgresTarget, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("expected a PostgreSQL URL, postgres://USER@HOST:PORT/DB[?schema=NAME]".into());
+    }
+    crate::store::PostgresTarget::parse(url)
+}
+
 /// A test knob, not a setting: after the first chunk of a snapshot the
 /// server creates this file and stops writing (so that a test can kill it
 /// in the middle of a snapshot).
@@ -579,7 +593,7 @@ pub fn main() -> ExitCode {
 /// (flag or environment), not defaulted.
 pub fn run(cli: Cli, endpoint_named: bool) -> ExitCode {
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Replay(args) => offline::replay(args),
         Command::Verify(args) => {
             let server = endpoint_named.then_some(cli.endpoint.as_str());
@@ -592,6 +606,7 @@ pub fn run(cli: Cli, endpoint_named: bool) -> ExitCode {
 fn serve(args: ServeArgs) -> ExitCode {
     crate::logging::init(args.log_format);
     let mut config = ServerConfig::new(args.data_dir);
+    config.store = args.store;
     config.listen = args.listen;
     config.min_ttl_s = args.min_ttl;
     config.passivate_after = Duration::from_secs(args.passivate_after);

@@ -1,0 +1,99 @@
+//! A server whose log is in the machine's real PostgreSQL (`--store`): its
+//! commands land there, a restart comes back from there (and from the
+//! node's own snapshots), and the binary takes the flag.
+
+mod common;
+
+use common::binary::ServerProcess;
+use common::pg::Schema;
+use common::{count_type, TestServer};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tenure::snapshot::SnapshotEvent;
+
+#[actix_rt::test]
+async fn leases_and_keys_live_in_postgres_and_come_back_after_a_restart() {
+    let schema = Schema::fresh();
+    let mut server = TestServer::start_on(schema.target()).await;
+    let lease = server.grant(100).await;
+    let (status, body) = server.put_key("held", "v1", Some(&lease)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = server.put_key("plain", "v2", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let revoked = server.grant(100).await;
+    let (status, body) = server.delete(&format!("/v1/leases/{revoked}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // The events are rows of the schema's tables, nowhere else: the data
+    // directory holds no embedded log.
+    let events = server.events().await;
+    assert_eq!(count_type(&events, "LeaseGranted"), 2);
+    assert_eq!(count_type(&events, "LeaseRevoked"), 1);
+    let rows = schema.query_i64("SELECT COUNT(*) FROM events");
+    assert_eq!(rows, vec![events.len() as i64]);
+    assert!(!server.dir.join(tenure::store::SqliteStore::FILE_NAME).exists());
+    let (_, health) = server.get("/healthz").await;
+    assert_eq!(health["position"], json!(events.len()), "{health}");
+
+    // A clean stop writes this node's snapshots; the restart starts from
+    // them and the log's tail, on the same schema.
+    server.restart().await;
+    let restored = server
+        .running()
+        .snapshots
+        .events()
+        .iter()
+        .filter(|e| matches!(e, SnapshotEvent::Restored { .. }))
+        .count();
+    assert!(restored >= 2, "projections and the key space from snapshots");
+    assert_eq!(server.value("held").await.as_deref(), Some("v1"));
+    assert_eq!(server.value("plain").await.as_deref(), Some("v2"));
+    let (status, body) = server.get(&format!("/v1/leases/{lease}")).await;
+    assert_eq!((status, body["ttl"].as_i64()), (StatusCode::OK, Some(100)), "{body}");
+    let (status, _) = server.get(&format!("/v1/leases/{revoked}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // New commands continue the log and its hash chain.
+    let (status, body) = server.put_key("after", "v3", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events = server.events().await;
+    let mut link = tenure_events::ChainHash::ZERO;
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.position, i as u64 + 1);
+        assert_eq!(e.hash, link.next(e), "the link of position {}", e.position);
+        link = e.hash;
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_on_postgres_and_refuses_a_bad_store() {
+    let schema = Schema::fresh();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = schema.url();
+    let server = ServerProcess::start(dir.path(), &["--store", &url]);
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{}/v3/lease/grant", server.endpoint))
+        .json(&json!({ "TTL": "60" }))
+        .send()
+        .await
+        .expect("grant");
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.expect("json");
+    assert!(body["ID"].is_string(), "{body}");
+    server.terminate();
+    assert_eq!(
+        schema.query_i64("SELECT COUNT(*) FROM events WHERE event_type = 'LeaseGranted'"),
+        vec![1]
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenure"))
+        .args(["serve", "--store", "mysql://nope", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run tenure");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--store") && stderr.contains("PostgreSQL"), "{stderr}");
+}
