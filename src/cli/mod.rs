@@ -227,6 +227,9 @@ pub struct ReplayArgs {
     /// The data directory whose log to read.
     #[arg(long, env = "TENURE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Read the log in PostgreSQL instead (as `serve --store`).
+    #[arg(long, env = "TENURE_STORE", value_parser = parse_store)]
+    pub store: Option<crate::store::PostgresTarget>,
     /// Stop after this position, or at this time (RFC 3339); the whole log
     /// if absent.
     #[arg(long)]
@@ -243,9 +246,13 @@ pub struct ReplayArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The data directory whose log to check.
+    /// The data directory whose log (and snapshots) to check.
     #[arg(long, env = "TENURE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Check the log in PostgreSQL instead (as `serve --store`); a node's
+    /// snapshots are then not compared.
+    #[arg(long, env = "TENURE_STORE", value_parser = parse_store)]
+    pub store: Option<crate::store::PostgresTarget>,
     /// A head recorded earlier (`tenure status`): the log must reach it with
     /// the same link, which also detects a cut-off tail.
     #[arg(long)]

@@ -18,7 +18,7 @@ mod sqlite;
 mod subscription;
 
 pub use memory::MemoryStore;
-pub use pg::{PostgresStore, PostgresTarget};
+pub use pg::{PostgresLogReader, PostgresStore, PostgresTarget};
 pub(crate) use sqlite::SNAPSHOT_TABLES;
 pub use sqlite::{SqliteLogFile, SqliteStore, StoreStats};
 pub use subscription::{Batch, Subscription};
@@ -56,6 +56,59 @@ impl LogStore {
         match self {
             LogStore::Embedded(s) => s.close(),
             LogStore::Postgres(s) => s.close(),
+        }
+    }
+}
+
+/// A log opened for reading by the offline tools: a data directory's
+/// file, or a schema in PostgreSQL.
+pub enum LogFile {
+    Sqlite(SqliteLogFile),
+    Postgres(PostgresLogReader),
+}
+
+impl From<SqliteLogFile> for LogFile {
+    fn from(log: SqliteLogFile) -> LogFile {
+        LogFile::Sqlite(log)
+    }
+}
+
+impl From<PostgresLogReader> for LogFile {
+    fn from(log: PostgresLogReader) -> LogFile {
+        LogFile::Postgres(log)
+    }
+}
+
+impl LogFile {
+    /// Which log this is, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            LogFile::Sqlite(log) => log.path().display().to_string(),
+            LogFile::Postgres(log) => log.describe(),
+        }
+    }
+
+    /// Whether the events carry their links (a PostgreSQL log always does).
+    pub fn is_chained(&self) -> bool {
+        match self {
+            LogFile::Sqlite(log) => log.is_chained(),
+            LogFile::Postgres(_) => true,
+        }
+    }
+
+    /// The last position and its link.
+    pub fn head(&mut self) -> Result<ChainHead, StoreError> {
+        match self {
+            LogFile::Sqlite(log) => log.head(),
+            LogFile::Postgres(log) => log.head(),
+        }
+    }
+
+    /// Up to `max` events from position `from` on, in position order.
+    pub fn read_page(&mut self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        match self {
+            LogFile::Sqlite(log) => log.read_page(from, max),
+            LogFile::Postgres(log) => log.read_page(from, max),
         }
     }
 }

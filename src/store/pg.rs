@@ -330,6 +330,54 @@ fn read_page<C: postgres::GenericClient>(
     query_events(client, &sql, &[&sql_int(from), &sql_int(max as u64)])
 }
 
+/// A PostgreSQL log opened for reading only, for the offline tools
+/// (`tenure replay`, `tenure verify` with `--store`): it never writes or
+/// creates anything, and reads while servers append. Blocking: use it off
+/// any async runtime.
+pub struct PostgresLogReader {
+    client: Client,
+    target: PostgresTarget,
+}
+
+impl PostgresLogReader {
+    /// Opens the schema's log; an error if it holds none.
+    pub fn open(target: &PostgresTarget) -> Result<PostgresLogReader, StoreError> {
+        let mut client = target.connect()?;
+        let tables: i64 = client
+            .query_one(
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = $1 AND table_name IN ('events', 'streams', 'meta')",
+                &[&target.schema],
+            )
+            .and_then(|r| r.try_get(0))
+            .map_err(io)?;
+        if tables != 3 {
+            return Err(StoreError::Io(format!(
+                "no event log in schema {} of that database",
+                target.schema
+            )));
+        }
+        Ok(PostgresLogReader {
+            client,
+            target: target.clone(),
+        })
+    }
+
+    /// Which log this is, for messages.
+    pub fn describe(&self) -> String {
+        format!("schema {} in PostgreSQL", self.target.schema)
+    }
+
+    pub fn head(&mut self) -> Result<ChainHead, StoreError> {
+        head(&mut self.client)
+    }
+
+    /// Up to `max` events from position `from` on, in position order.
+    pub fn read_page(&mut self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        read_page(&mut self.client, from, max)
+    }
+}
+
 /// The PostgreSQL event store. Cheap to clone; [`PostgresStore::close`] (or
 /// dropping the last clone) lets queued appends finish and stops the threads.
 #[derive(Clone)]

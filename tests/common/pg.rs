@@ -66,6 +66,21 @@ impl Schema {
     }
 }
 
+impl Schema {
+    /// Runs statements in this schema (on a thread of its own).
+    pub fn execute(&self, sql: &str) {
+        let (url, name, sql) = (base_url(), self.name.clone(), sql.to_owned());
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+            client
+                .batch_execute(&format!("SET search_path TO \"{name}\"; {sql}"))
+                .expect("execute");
+        })
+        .join()
+        .expect("execute thread");
+    }
+}
+
 impl Drop for Schema {
     fn drop(&mut self) {
         let url = base_url();
