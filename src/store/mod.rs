@@ -64,7 +64,7 @@ impl LogStore {
 /// file, or a schema in PostgreSQL.
 pub enum LogFile {
     Sqlite(SqliteLogFile),
-    Postgres(PostgresLogReader),
+    Postgres(Box<PostgresLogReader>),
 }
 
 impl From<SqliteLogFile> for LogFile {
@@ -75,7 +75,7 @@ impl From<SqliteLogFile> for LogFile {
 
 impl From<PostgresLogReader> for LogFile {
     fn from(log: PostgresLogReader) -> LogFile {
-        LogFile::Postgres(log)
+        LogFile::Postgres(Box::new(log))
     }
 }
 
