@@ -155,3 +155,62 @@ async fn verify_and_replay_read_the_log_in_postgres() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `tenure store copy` moves a whole log from a data directory to
+/// PostgreSQL and back: positions and hashes kept (verify against the
+/// source's head passes on both copies), a server on the copy serves the
+/// same state, and a copy into a log that is not empty is refused.
+#[actix_rt::test]
+async fn store_copy_round_trips_between_a_data_directory_and_postgres() {
+    let mut server = TestServer::start().await;
+    let lease = server.grant(100).await;
+    for i in 0..20 {
+        let (status, body) = server.put_key(&format!("k{i}"), &format!("v{i}"), Some(&lease)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body) = server.delete("/v1/keys?key=k3").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let head = server.log().chain_head();
+    server.stop().await;
+    let tenure = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenure"))
+            .args(args)
+            .output()
+            .expect("run tenure");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let schema = Schema::fresh();
+    let url = schema.url();
+    let dir = server.dir.to_string_lossy().into_owned();
+
+    let (ok, out, err) = tenure(&["store", "copy", "--from", &dir, "--to", &url]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(&format!("head: {head}")), "{out}");
+    let (ok, out, err) = tenure(&["verify", "--store", &url, "--expect-head", &head.to_string()]);
+    assert!(ok, "{out}{err}");
+
+    let back = tempfile::tempdir().expect("temp dir");
+    let back_dir = back.path().to_string_lossy().into_owned();
+    let (ok, out, err) = tenure(&["store", "copy", "--from", &url, "--to", &back_dir]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = tenure(&["verify", "--data-dir", &back_dir, "--expect-head", &head.to_string()]);
+    assert!(ok, "{out}{err}");
+
+    // Not into a log that holds events.
+    let (ok, _, err) = tenure(&["store", "copy", "--from", &dir, "--to", &url]);
+    assert!(!ok);
+    assert!(err.contains("already holds"), "{err}");
+
+    // A server on the PostgreSQL copy serves what the original held.
+    let on_copy = TestServer::start_on(schema.target()).await;
+    assert_eq!(on_copy.value("k1").await.as_deref(), Some("v1"));
+    assert_eq!(on_copy.value("k3").await, None);
+    let (status, body) = on_copy.get(&format!("/v1/leases/{lease}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut on_copy = on_copy;
+    on_copy.stop().await;
+}

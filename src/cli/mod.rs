@@ -132,6 +132,9 @@ pub enum Command {
         #[arg(long)]
         detach: bool,
     },
+    /// Move a whole log between stores (positions and hashes kept).
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// The server's health and the head of its log (POSITION:HASH, for
     /// `verify --expect-head`).
     Status {
@@ -242,6 +245,20 @@ pub struct ReplayArgs {
     pub domain: String,
     #[arg(short = 'o', long, value_enum, default_value = "table")]
     pub output: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy every event of one log into another, empty one: a data
+    /// directory or a PostgreSQL URL (postgres://…[?schema=NAME]) on
+    /// either side. Stop the servers on the source first; the copy checks
+    /// that both logs end on the same link of the hash chain.
+    Copy {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -601,6 +618,7 @@ pub fn main() -> ExitCode {
 pub fn run(cli: Cli, endpoint_named: bool) -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(*args),
+        Command::Store(StoreCommand::Copy { from, to }) => offline::store_copy(&from, &to),
         Command::Replay(args) => offline::replay(args),
         Command::Verify(args) => {
             let server = endpoint_named.then_some(cli.endpoint.as_str());

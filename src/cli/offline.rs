@@ -287,6 +287,51 @@ pub(super) fn verify(args: VerifyArgs, server: Option<&str>, token: Option<&str>
     }
 }
 
+/// `tenure store copy --from LOG --to LOG`.
+pub(super) fn store_copy(from: &str, to: &str) -> ExitCode {
+    let target = |log: &str| -> Result<Option<crate::store::PostgresTarget>, String> {
+        if log.starts_with("postgres://") || log.starts_with("postgresql://") {
+            super::parse_store(log).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (from_store, to_store) = match (target(from), target(to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) => return fail(format!("--from: {e}")),
+        (_, Err(e)) => return fail(format!("--to: {e}")),
+    };
+    let source = match open_log(std::path::Path::new(from), from_store.as_ref()) {
+        Ok(log) => log,
+        Err(e) => return fail(format!("--from: {e}")),
+    };
+    let destination = match to_store {
+        Some(target) => crate::store::PostgresStore::open_target(target, None).map(crate::store::LogStore::Postgres),
+        None => crate::store::SqliteStore::open(std::path::Path::new(to)).map(crate::store::LogStore::Embedded),
+    };
+    let destination = match destination {
+        Ok(store) => store,
+        Err(e) => return fail(format!("--to: {e}")),
+    };
+    let mut source = source;
+    let total = match source.head() {
+        Ok(head) => head.position,
+        Err(e) => return fail(format!("--from: {e}")),
+    };
+    let bar = progress(total, "copying");
+    let copied = crate::store::copy_log(source, &*destination.shared(), |p| bar.set_position(p));
+    bar.finish_and_clear();
+    destination.close();
+    match copied {
+        Ok(head) => {
+            println!("copied {} events", head.position);
+            println!("head: {head} (the same on both)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
 /// The log the offline tools read: the schema in PostgreSQL if `--store`
 /// names one, else the data directory's file.
 fn open_log(data_dir: &std::path::Path, store: Option<&crate::store::PostgresTarget>) -> Result<LogFile, StoreError> {

@@ -12,11 +12,13 @@
 //! conformance suite ([`conformance`]).
 
 pub mod conformance;
+mod copy;
 mod memory;
 mod pg;
 mod sqlite;
 mod subscription;
 
+pub use copy::{copy_log, CopyError};
 pub use memory::MemoryStore;
 pub use pg::{PostgresLogReader, PostgresStore, PostgresTarget};
 pub(crate) use sqlite::SNAPSHOT_TABLES;
@@ -61,10 +63,12 @@ impl LogStore {
 }
 
 /// A log opened for reading by the offline tools: a data directory's
-/// file, or a schema in PostgreSQL.
+/// file, or a schema in PostgreSQL. (One per offline tool run: its size
+/// does not matter.)
+#[allow(clippy::large_enum_variant)]
 pub enum LogFile {
     Sqlite(SqliteLogFile),
-    Postgres(Box<PostgresLogReader>),
+    Postgres(PostgresLogReader),
 }
 
 impl From<SqliteLogFile> for LogFile {
@@ -75,7 +79,7 @@ impl From<SqliteLogFile> for LogFile {
 
 impl From<PostgresLogReader> for LogFile {
     fn from(log: PostgresLogReader) -> LogFile {
-        LogFile::Postgres(Box::new(log))
+        LogFile::Postgres(log)
     }
 }
 
