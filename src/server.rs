@@ -18,13 +18,17 @@ use crate::clock::{Clock, SystemClock};
 use crate::control::Control;
 use crate::metrics::{Metrics, ProxyMetrics};
 use crate::snapshot::Snapshots;
-use crate::store::{EventStore, SqliteStore};
+use crate::store::{EventStore, LogStore, PostgresStore, PostgresTarget, SqliteStore};
 
 /// Everything a server is started with.
 #[derive(Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// The node's own files: the embedded log (unless `store` names
+    /// another), snapshots, the admin token's hash.
     pub data_dir: PathBuf,
+    /// The shared log in PostgreSQL; `None`: the embedded one in `data_dir`.
+    pub store: Option<PostgresTarget>,
     pub min_ttl_s: i64,
     pub passivate_after: Duration,
     /// Threads the entity actors run on.
@@ -92,6 +96,7 @@ impl ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             data_dir: data_dir.into(),
+            store: None,
             min_ttl_s: Self::DEFAULT_MIN_TTL_S,
             passivate_after: Duration::from_secs(Self::DEFAULT_PASSIVATE_AFTER_S),
             actor_threads: cores.clamp(1, 4),
@@ -122,7 +127,7 @@ pub struct Running {
     /// Where the proxy terminates TLS, if it does.
     pub proxy_tls_addr: Option<SocketAddr>,
     proxy_runtime: Option<ProxyRuntime>,
-    pub store: SqliteStore,
+    pub store: LogStore,
     /// What happened to snapshots (restored, refused, written).
     pub snapshots: Arc<Snapshots>,
     /// Answered once the snapshot writer has written its last snapshots
@@ -155,16 +160,26 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         }
     };
     let metrics = Metrics::new();
-    let store = SqliteStore::open_with_metrics(&config.data_dir, Some(metrics.store.clone()))
-        .with_context(|| format!("opening the event log in {}", config.data_dir.display()))?;
+    let store = match &config.store {
+        None => LogStore::Embedded(
+            SqliteStore::open_with_metrics(&config.data_dir, Some(metrics.store.clone()))
+                .with_context(|| format!("opening the event log in {}", config.data_dir.display()))?,
+        ),
+        Some(target) => LogStore::Postgres(
+            PostgresStore::open_target(target.clone(), Some(metrics.store.clone()))
+                .with_context(|| format!("opening the event log in PostgreSQL ({target:?})"))?,
+        ),
+    };
     let epoch = config.clock.now();
     let arbiters: Vec<Arbiter> = (0..config.actor_threads.max(1)).map(|_| Arbiter::new()).collect();
     let handles: Vec<_> = arbiters.iter().map(Arbiter::handle).collect();
-    let shared_store: Arc<dyn EventStore> = Arc::new(store.clone());
-    let snapshots = Arc::new(
-        Snapshots::open(&config.data_dir, config.snapshots.clone())
-            .with_context(|| format!("opening the snapshots in {}", config.data_dir.display()))?,
-    );
+    let shared_store: Arc<dyn EventStore> = store.shared();
+    let snapshots = match store {
+        LogStore::Embedded(_) => Snapshots::open(&config.data_dir, config.snapshots.clone()),
+        LogStore::Postgres(_) => Snapshots::open_own(&config.data_dir, config.snapshots.clone()),
+    };
+    let snapshots =
+        Arc::new(snapshots.with_context(|| format!("opening the snapshots in {}", config.data_dir.display()))?);
     // The newest valid snapshot of the projections, then the tail of the log.
     let (restored_position, projections) = match snapshots
         .restore_projections(&shared_store, epoch, &config.domain)
@@ -198,7 +213,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     });
     let (stop, stopped) = watch::channel(false);
 
-    let head = store.head();
+    let head = shared_store.head();
     handles[0].spawn(projector::run(
         Arc::clone(&shared_store),
         Arc::clone(&projections),

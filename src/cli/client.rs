@@ -191,7 +191,7 @@ struct Revision {
 async fn execute(client: &Client, command: Command) -> Result<ExitCode, CliError> {
     let http = &client.http;
     match command {
-        Command::Serve(_) | Command::Replay(_) | Command::Verify(_) => {
+        Command::Serve(_) | Command::Replay(_) | Command::Verify(_) | Command::Store(_) => {
             Err(CliError::Usage("this is not a client command".into()))
         }
         Command::Status { output } => super::history::status(client, output).await,

@@ -46,7 +46,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (HTTP API on --listen, event log in --data-dir).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Grant, keep alive, revoke, inspect and list leases.
     #[command(subcommand)]
     Lease(LeaseCommand),
@@ -132,6 +132,9 @@ pub enum Command {
         #[arg(long)]
         detach: bool,
     },
+    /// Move a whole log between stores (positions and hashes kept).
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// The server's health and the head of its log (POSITION:HASH, for
     /// `verify --expect-head`).
     Status {
@@ -227,6 +230,9 @@ pub struct ReplayArgs {
     /// The data directory whose log to read.
     #[arg(long, env = "TENURE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Read the log in PostgreSQL instead (as `serve --store`).
+    #[arg(long, env = "TENURE_STORE", value_parser = parse_store)]
+    pub store: Option<crate::store::PostgresTarget>,
     /// Stop after this position, or at this time (RFC 3339); the whole log
     /// if absent.
     #[arg(long)]
@@ -241,11 +247,29 @@ pub struct ReplayArgs {
     pub output: OutputFormat,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy every event of one log into another, empty one: a data
+    /// directory or a PostgreSQL URL (postgres://…[?schema=NAME]) on
+    /// either side. Stop the servers on the source first; the copy checks
+    /// that both logs end on the same link of the hash chain.
+    Copy {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The data directory whose log to check.
+    /// The data directory whose log (and snapshots) to check.
     #[arg(long, env = "TENURE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Check the log in PostgreSQL instead (as `serve --store`); a node's
+    /// snapshots are then not compared.
+    #[arg(long, env = "TENURE_STORE", value_parser = parse_store)]
+    pub store: Option<crate::store::PostgresTarget>,
     /// A head recorded earlier (`tenure status`): the log must reach it with
     /// the same link, which also detects a cut-off tail.
     #[arg(long)]
@@ -496,6 +520,12 @@ pub struct ServeArgs {
     /// Where the event log lives (created if missing).
     #[arg(long, env = "TENURE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// The event log in PostgreSQL, shared by several nodes:
+    /// `postgres://USER@HOST:PORT/DB[?schema=NAME]` (schema `tenure` by
+    /// default). Without it the log is the embedded one in --data-dir, which
+    /// then holds only this node's snapshots and admin token hash.
+    #[arg(long, env = "TENURE_STORE", value_parser = parse_store)]
+    pub store: Option<crate::store::PostgresTarget>,
     /// Lease TTLs below this many seconds are raised to it.
     #[arg(long, default_value_t = ServerConfig::DEFAULT_MIN_TTL_S, value_parser = clap::value_parser!(i64).range(1..))]
     pub min_ttl: i64,
@@ -554,6 +584,14 @@ pub struct ServeArgs {
     pub no_snapshot_restore: bool,
 }
 
+/// `--store`: a PostgreSQL URL (the only shared store so far).
+fn parse_store(url: &str) -> Result<crate::store::PostgresTarget, String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("expected a PostgreSQL URL, postgres://USER@HOST:PORT/DB[?schema=NAME]".into());
+    }
+    crate::store::PostgresTarget::parse(url)
+}
+
 /// A test knob, not a setting: after the first chunk of a snapshot the
 /// server creates this file and stops writing (so that a test can kill it
 /// in the middle of a snapshot).
@@ -579,7 +617,8 @@ pub fn main() -> ExitCode {
 /// (flag or environment), not defaulted.
 pub fn run(cli: Cli, endpoint_named: bool) -> ExitCode {
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
+        Command::Store(StoreCommand::Copy { from, to }) => offline::store_copy(&from, &to),
         Command::Replay(args) => offline::replay(args),
         Command::Verify(args) => {
             let server = endpoint_named.then_some(cli.endpoint.as_str());
@@ -592,6 +631,7 @@ pub fn run(cli: Cli, endpoint_named: bool) -> ExitCode {
 fn serve(args: ServeArgs) -> ExitCode {
     crate::logging::init(args.log_format);
     let mut config = ServerConfig::new(args.data_dir);
+    config.store = args.store;
     config.listen = args.listen;
     config.min_ttl_s = args.min_ttl;
     config.passivate_after = Duration::from_secs(args.passivate_after);

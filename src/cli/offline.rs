@@ -13,7 +13,7 @@ use tenure_events::ChainHead;
 use super::{OutputFormat, ReplayArgs, ReplayPart, VerifyArgs};
 use crate::history::replay::{Part, ReplayState, Until};
 use crate::history::{self, ServerDigests, VerifyError};
-use crate::store::SqliteLogFile;
+use crate::store::{LogFile, PostgresLogReader, SqliteLogFile, StoreError};
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("Error: {message}");
@@ -55,7 +55,7 @@ pub(super) fn replay(args: ReplayArgs) -> ExitCode {
             })
             .collect()
     };
-    let log = match SqliteLogFile::open(&args.data_dir) {
+    let mut log = match open_log(&args.data_dir, args.store.as_ref()) {
         Ok(log) => log,
         Err(e) => return fail(e),
     };
@@ -220,14 +220,14 @@ pub(super) fn verify(args: VerifyArgs, server: Option<&str>, token: Option<&str>
         Ok(digests) => digests,
         Err(e) => return fail(e),
     };
-    let log = match SqliteLogFile::open(&args.data_dir) {
+    let mut log = match open_log(&args.data_dir, args.store.as_ref()) {
         Ok(log) => log,
         Err(e) => return fail(e),
     };
     if !log.is_chained() {
         println!(
             "FAILED: {} predates the hash chain; start `tenure serve` on it once to chain it",
-            log.path().display()
+            log.describe()
         );
         return ExitCode::FAILURE;
     }
@@ -235,7 +235,13 @@ pub(super) fn verify(args: VerifyArgs, server: Option<&str>, token: Option<&str>
         Ok(head) => head.position,
         Err(e) => return fail(e),
     };
-    let snapshots = match stored_snapshots(&args.data_dir) {
+    // A node's snapshots belong with an embedded log; against a shared
+    // one, only the log itself (and a server's digests) are checked.
+    let stored = match args.store {
+        None => stored_snapshots(&args.data_dir),
+        Some(_) => Ok(Vec::new()),
+    };
+    let snapshots = match stored {
         Ok(snapshots) => snapshots,
         Err(e) => return fail(e),
     };
@@ -278,6 +284,60 @@ pub(super) fn verify(args: VerifyArgs, server: Option<&str>, token: Option<&str>
             println!("FAILED: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `tenure store copy --from LOG --to LOG`.
+pub(super) fn store_copy(from: &str, to: &str) -> ExitCode {
+    let target = |log: &str| -> Result<Option<crate::store::PostgresTarget>, String> {
+        if log.starts_with("postgres://") || log.starts_with("postgresql://") {
+            super::parse_store(log).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (from_store, to_store) = match (target(from), target(to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(e), _) => return fail(format!("--from: {e}")),
+        (_, Err(e)) => return fail(format!("--to: {e}")),
+    };
+    let source = match open_log(std::path::Path::new(from), from_store.as_ref()) {
+        Ok(log) => log,
+        Err(e) => return fail(format!("--from: {e}")),
+    };
+    let destination = match to_store {
+        Some(target) => crate::store::PostgresStore::open_target(target, None).map(crate::store::LogStore::Postgres),
+        None => crate::store::SqliteStore::open(std::path::Path::new(to)).map(crate::store::LogStore::Embedded),
+    };
+    let destination = match destination {
+        Ok(store) => store,
+        Err(e) => return fail(format!("--to: {e}")),
+    };
+    let mut source = source;
+    let total = match source.head() {
+        Ok(head) => head.position,
+        Err(e) => return fail(format!("--from: {e}")),
+    };
+    let bar = progress(total, "copying");
+    let copied = crate::store::copy_log(source, &*destination.shared(), |p| bar.set_position(p));
+    bar.finish_and_clear();
+    destination.close();
+    match copied {
+        Ok(head) => {
+            println!("copied {} events", head.position);
+            println!("head: {head} (the same on both)");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// The log the offline tools read: the schema in PostgreSQL if `--store`
+/// names one, else the data directory's file.
+fn open_log(data_dir: &std::path::Path, store: Option<&crate::store::PostgresTarget>) -> Result<LogFile, StoreError> {
+    match store {
+        None => SqliteLogFile::open(data_dir).map(LogFile::from),
+        Some(target) => PostgresLogReader::open(target).map(LogFile::from),
     }
 }
 

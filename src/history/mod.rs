@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use tenure_events::{ChainHead, RecordedEvent};
 use tenure_projections::ProjectionSet;
 
-use crate::store::{SqliteLogFile, StoreError};
+use crate::store::{LogFile, StoreError};
 
 /// A query of the log refused: the caller's business (4xx).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,7 +41,8 @@ const PAGES_AHEAD: usize = 4;
 /// (so reading and folding use a core each), handing the pages to `each`
 /// in order. Stops at the end of the log, at the first error, or when
 /// `each` answers `false`.
-pub fn read_log(log: SqliteLogFile, mut each: impl FnMut(&[RecordedEvent]) -> bool) -> Result<(), StoreError> {
+pub fn read_log(log: impl Into<LogFile>, mut each: impl FnMut(&[RecordedEvent]) -> bool) -> Result<(), StoreError> {
+    let log: LogFile = log.into();
     let (pages, received) = std::sync::mpsc::sync_channel::<Result<Vec<RecordedEvent>, StoreError>>(PAGES_AHEAD);
     // Pages go back to the reader to be freed there: memory is then freed
     // by the thread that allocated it, which glibc's allocator does far
@@ -51,7 +52,7 @@ pub fn read_log(log: SqliteLogFile, mut each: impl FnMut(&[RecordedEvent]) -> bo
     let reader = std::thread::Builder::new()
         .name("tenure-log-reader".into())
         .spawn(move || {
-            let mut log = log;
+            let mut log: LogFile = log;
             let mut next = 1;
             loop {
                 while let Ok(page) = used.try_recv() {
@@ -93,7 +94,7 @@ pub fn read_log(log: SqliteLogFile, mut each: impl FnMut(&[RecordedEvent]) -> bo
 /// Folds a log into a [`replay::Replay`] up to `until`; `progress` hears the
 /// position reached after each page.
 pub fn replay_log(
-    log: SqliteLogFile,
+    log: impl Into<LogFile>,
     until: replay::Until,
     domain: &str,
     mut progress: impl FnMut(u64),
@@ -174,7 +175,7 @@ pub enum VerifyError {
 /// Checks a log end to end (see [`verify`]); with a server's digests, also
 /// that the projections folded from the log up to their position equal them.
 pub fn verify_log(
-    log: SqliteLogFile,
+    log: impl Into<LogFile>,
     expect_head: Option<ChainHead>,
     server: Option<&ServerDigests>,
     progress: impl FnMut(u64),
@@ -186,12 +187,13 @@ pub fn verify_log(
 /// fold at its position (the log alone is folded: snapshots are what is
 /// checked, never a starting point).
 pub fn verify_log_and_snapshots(
-    log: SqliteLogFile,
+    log: impl Into<LogFile>,
     expect_head: Option<ChainHead>,
     server: Option<&ServerDigests>,
     snapshots: Vec<StoredSnapshot>,
     mut progress: impl FnMut(u64),
 ) -> Result<Report, VerifyError> {
+    let log: LogFile = log.into();
     let mut verifier = verify::Verifier::new(log.is_chained(), expect_head);
     let mut folded = server.map(|s| ProjectionSet::new(chrono::DateTime::<chrono::Utc>::MIN_UTC, &s.domain));
     let fold_until = server.map_or(0, |s| s.position);

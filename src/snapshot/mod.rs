@@ -150,7 +150,20 @@ impl Snapshots {
     /// Opens the snapshots of `data_dir` (after the store, which creates
     /// the tables) and deletes what a killed process left half written.
     pub fn open(data_dir: &Path, config: SnapshotConfig) -> Result<Snapshots, StoreError> {
-        let mut writer = SnapshotFile::open(data_dir)?;
+        Snapshots::open_with(|| SnapshotFile::open(data_dir), config)
+    }
+
+    /// Opens a node's own snapshot file in `data_dir`, for a log kept
+    /// elsewhere (see [`SnapshotFile::open_own`]).
+    pub fn open_own(data_dir: &Path, config: SnapshotConfig) -> Result<Snapshots, StoreError> {
+        Snapshots::open_with(|| SnapshotFile::open_own(data_dir), config)
+    }
+
+    fn open_with(
+        open: impl Fn() -> Result<SnapshotFile, StoreError>,
+        config: SnapshotConfig,
+    ) -> Result<Snapshots, StoreError> {
+        let mut writer = open()?;
         if config.write {
             let deleted = writer.delete_incomplete()?;
             if deleted > 0 {
@@ -158,7 +171,7 @@ impl Snapshots {
             }
         }
         Ok(Snapshots {
-            reader: Mutex::new(SnapshotFile::open(data_dir)?),
+            reader: Mutex::new(open()?),
             writer: Mutex::new(writer),
             config,
             events: Mutex::new(Vec::new()),

@@ -119,6 +119,31 @@ impl SnapshotFile {
         })
     }
 
+    /// The file of a node's own snapshots when the log is not in the data
+    /// directory (PostgreSQL): snapshots are derived data of one node,
+    /// checked against the shared log's chain like any other, so each node
+    /// keeps its own beside its data. Created with its tables if missing.
+    pub fn open_own(data_dir: &Path) -> Result<SnapshotFile, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Io(format!("cannot create data directory {}: {e}", data_dir.display())))?;
+        let path = data_dir.join(Self::OWN_FILE_NAME);
+        let conn =
+            Connection::open(&path).map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
+        let _mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(io)?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;")
+            .map_err(io)?;
+        conn.execute_batch(crate::store::SNAPSHOT_TABLES).map_err(io)?;
+        Ok(SnapshotFile {
+            conn,
+            pause: CHUNK_PAUSE,
+        })
+    }
+
+    /// See [`SnapshotFile::open_own`].
+    pub const OWN_FILE_NAME: &'static str = "snapshots.sqlite3";
+
     /// Opens them read-only (`tenure verify`): answers `None` for a log
     /// without snapshot tables (schema 2).
     pub fn open_read_only(data_dir: &Path) -> Result<Option<SnapshotFile>, StoreError> {

@@ -6,22 +6,116 @@
 //! entity own its stream. Every event also gets a global position in `$all`,
 //! which projections read and follow live through [`Subscription`].
 //!
-//! Backends: [`SqliteStore`] (embedded, on disk, the default) and
-//! [`MemoryStore`] (a test helper only). Every backend runs the same
+//! Backends: [`SqliteStore`] (embedded, on disk, the default),
+//! [`PostgresStore`] (shared by several nodes) and [`MemoryStore`] (a test
+//! helper only). Every backend runs the same
 //! conformance suite ([`conformance`]).
 
 pub mod conformance;
+mod copy;
 mod memory;
+mod pg;
 mod sqlite;
 mod subscription;
 
+pub use copy::{copy_log, CopyError};
 pub use memory::MemoryStore;
+pub use pg::{PostgresLogReader, PostgresStore, PostgresTarget};
+pub(crate) use sqlite::SNAPSHOT_TABLES;
 pub use sqlite::{SqliteLogFile, SqliteStore, StoreStats};
 pub use subscription::{Batch, Subscription};
 
 use futures::future::BoxFuture;
 use tenure_events::{ChainHead, NewEvent, RecordedEvent, StreamId};
 use uuid::Uuid;
+
+/// The log a server runs on: the embedded one, or a shared one.
+#[derive(Clone)]
+pub enum LogStore {
+    Embedded(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl LogStore {
+    /// The store behind the trait the actors and projections use.
+    pub fn shared(&self) -> std::sync::Arc<dyn EventStore> {
+        match self {
+            LogStore::Embedded(s) => std::sync::Arc::new(s.clone()),
+            LogStore::Postgres(s) => std::sync::Arc::new(s.clone()),
+        }
+    }
+
+    /// The embedded store, if that is the one.
+    pub fn sqlite(&self) -> Option<&SqliteStore> {
+        match self {
+            LogStore::Embedded(s) => Some(s),
+            LogStore::Postgres(_) => None,
+        }
+    }
+
+    /// Lets queued appends finish and stops the store's threads.
+    pub fn close(&self) {
+        match self {
+            LogStore::Embedded(s) => s.close(),
+            LogStore::Postgres(s) => s.close(),
+        }
+    }
+}
+
+/// A log opened for reading by the offline tools: a data directory's
+/// file, or a schema in PostgreSQL. (One per offline tool run: its size
+/// does not matter.)
+#[allow(clippy::large_enum_variant)]
+pub enum LogFile {
+    Sqlite(SqliteLogFile),
+    Postgres(PostgresLogReader),
+}
+
+impl From<SqliteLogFile> for LogFile {
+    fn from(log: SqliteLogFile) -> LogFile {
+        LogFile::Sqlite(log)
+    }
+}
+
+impl From<PostgresLogReader> for LogFile {
+    fn from(log: PostgresLogReader) -> LogFile {
+        LogFile::Postgres(log)
+    }
+}
+
+impl LogFile {
+    /// Which log this is, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            LogFile::Sqlite(log) => log.path().display().to_string(),
+            LogFile::Postgres(log) => log.describe(),
+        }
+    }
+
+    /// Whether the events carry their links (a PostgreSQL log always does).
+    pub fn is_chained(&self) -> bool {
+        match self {
+            LogFile::Sqlite(log) => log.is_chained(),
+            LogFile::Postgres(_) => true,
+        }
+    }
+
+    /// The last position and its link.
+    pub fn head(&mut self) -> Result<ChainHead, StoreError> {
+        match self {
+            LogFile::Sqlite(log) => log.head(),
+            LogFile::Postgres(log) => log.head(),
+        }
+    }
+
+    /// Up to `max` events from position `from` on, in position order.
+    pub fn read_page(&mut self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        match self {
+            LogFile::Sqlite(log) => log.read_page(from, max),
+            LogFile::Postgres(log) => log.read_page(from, max),
+        }
+    }
+}
 
 /// A future the store hands back, independent of the caller's lifetime.
 pub type StoreFuture<T> = BoxFuture<'static, T>;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod pg;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct TestServer {
     _temp: Option<tempfile::TempDir>,
     pub http: reqwest::Client,
     tweak: fn(&mut ServerConfig),
+    /// The shared log this server runs on, if not the embedded one.
+    pub store: Option<tenure::store::PostgresTarget>,
 }
 
 fn no_tweak(_: &mut ServerConfig) {}
@@ -34,6 +37,23 @@ impl TestServer {
     /// A fresh server on a fresh data directory.
     pub async fn start() -> TestServer {
         TestServer::start_with(no_tweak).await
+    }
+
+    /// A fresh server (fresh data directory) on a shared log in PostgreSQL.
+    pub async fn start_on(store: tenure::store::PostgresTarget) -> TestServer {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let mut server = TestServer {
+            running: None,
+            base: String::new(),
+            clock: ManualClock::at_epoch(),
+            dir: temp.path().to_path_buf(),
+            _temp: Some(temp),
+            http: reqwest::Client::new(),
+            tweak: no_tweak,
+            store: Some(store),
+        };
+        server.boot().await;
+        server
     }
 
     /// A server on an existing data directory, with the given clock.
@@ -46,6 +66,7 @@ impl TestServer {
             _temp: None,
             http: reqwest::Client::new(),
             tweak: no_tweak,
+            store: None,
         };
         server.boot().await;
         server
@@ -62,6 +83,7 @@ impl TestServer {
             _temp: None,
             http: reqwest::Client::new(),
             tweak,
+            store: None,
         };
         server.boot().await;
         server
@@ -78,6 +100,7 @@ impl TestServer {
             _temp: Some(temp),
             http: reqwest::Client::new(),
             tweak,
+            store: None,
         };
         server.boot().await;
         server
@@ -91,6 +114,7 @@ impl TestServer {
         config.clock = Arc::new(self.clock.clone());
         config.actor_threads = 2;
         config.http_workers = 2;
+        config.store = self.store.clone();
         (self.tweak)(&mut config);
         let running = server::start(config).await.expect("server starts");
         self.base = format!("http://{}", running.addr);
@@ -114,7 +138,7 @@ impl TestServer {
     }
 
     pub fn store(&self) -> SqliteStore {
-        self.running().store.clone()
+        self.running().store.sqlite().cloned().expect("the embedded store")
     }
 
     /// A request without an `Authorization` header.
@@ -165,13 +189,18 @@ impl TestServer {
 
     /// Every event in the log.
     pub async fn events(&self) -> Vec<RecordedEvent> {
-        self.store().read_all(1, usize::MAX).await.expect("read the log")
+        self.log().read_all(1, usize::MAX).await.expect("read the log")
+    }
+
+    /// The log the server runs on, whichever store holds it.
+    pub fn log(&self) -> Arc<dyn EventStore> {
+        self.running().store.shared()
     }
 
     /// Waits (following the log, not sleeping) until `done` holds for the
     /// events in the log; panics after [`PATIENCE`].
     pub async fn wait_for_log(&self, what: &str, done: impl Fn(&[RecordedEvent]) -> bool) -> Vec<RecordedEvent> {
-        let store = self.store();
+        let store = self.log();
         let mut subscription = store.subscribe_all(1);
         let mut seen = Vec::new();
         let waited = tokio::time::timeout(PATIENCE, async {

@@ -16,6 +16,7 @@ mod rows;
 mod schema;
 
 pub use log_file::SqliteLogFile;
+pub(crate) use schema::SNAPSHOTS as SNAPSHOT_TABLES;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -336,16 +337,24 @@ struct Writer {
     metrics: Option<WriterMetrics>,
 }
 
-/// The writer's metrics, with the counter of each event type resolved once.
-struct WriterMetrics {
-    metrics: StoreMetrics,
+/// The writer's metrics, with the counter of each event type resolved once
+/// (every backend's writer counts with it).
+pub(super) struct WriterMetrics {
+    pub(super) metrics: StoreMetrics,
     by_type: HashMap<String, prometheus::IntCounter, foldhash::fast::RandomState>,
 }
 
 impl WriterMetrics {
+    pub(super) fn new(metrics: StoreMetrics) -> WriterMetrics {
+        WriterMetrics {
+            metrics,
+            by_type: HashMap::default(),
+        }
+    }
+
     /// Counts a committed batch: its events by type (consecutive events of
     /// one type in one add), its size, and its appends' latency.
-    fn committed(&mut self, recorded: &[RecordedEvent], queued: &[std::time::Instant]) {
+    pub(super) fn committed(&mut self, recorded: &[RecordedEvent], queued: &[std::time::Instant]) {
         let mut events = recorded.iter().peekable();
         while let Some(first) = events.next() {
             let mut run = 1;
@@ -365,7 +374,7 @@ impl WriterMetrics {
         self.answered(queued);
     }
 
-    fn answered(&self, queued: &[std::time::Instant]) {
+    pub(super) fn answered(&self, queued: &[std::time::Instant]) {
         let now = std::time::Instant::now();
         for at in queued {
             self.metrics
@@ -401,10 +410,7 @@ impl Writer {
             head,
             live,
             shared,
-            metrics: metrics.map(|metrics| WriterMetrics {
-                metrics,
-                by_type: HashMap::default(),
-            }),
+            metrics: metrics.map(WriterMetrics::new),
         }
     }
 

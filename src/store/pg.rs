@@ -1,0 +1,1029 @@
+//! The shared backend: the log in a PostgreSQL database, for several tenure
+//! nodes on one trusted, replicated database (`tenure serve --store
+//! postgres://…`).
+//!
+//! **Tables.** In a schema of their own (`tenure` unless the URL says
+//! `?schema=NAME`): `streams` (id, name) and `events` (the same columns as
+//! the embedded log's, with the event's link in the hash chain), and
+//! `meta` (the schema version).
+//!
+//! **One writer at a time, gap-free `$all`.** PostgreSQL hands out sequence
+//! values in order but commits transactions in any order, so a follower
+//! that reads "position > last seen" could skip an event committed late
+//! with a smaller position. Here every append batch takes one
+//! transaction-scoped advisory lock (`pg_advisory_xact_lock`, keyed by the
+//! schema) before it reads the head, and holds it until its commit:
+//! batches commit one after another, in position order, and PostgreSQL
+//! makes a commit visible before it releases the transaction's locks. A
+//! reader therefore always sees a prefix of the log. The same lock makes
+//! positions contiguous and lets each batch continue the hash chain from
+//! the head it read, exactly as the embedded log does. It serializes the
+//! writers of all nodes; group commit (one transaction per batch, up to
+//! [`BATCH_EVENTS_MAX`] events) is what keeps that fast.
+//!
+//! **Durability.** A batch is answered after its `COMMIT` returns, which
+//! with PostgreSQL's default `synchronous_commit = on` is after its WAL is
+//! flushed.
+//!
+//! **Following.** Each node broadcasts its own batches as they commit; a
+//! listener thread (`LISTEN`, woken by the `pg_notify` each batch sends,
+//! and polling every [`POLL_EVERY`] in case a notification is lost) reads
+//! what other nodes appended and broadcasts it too. Subscriptions skip what
+//! they saw already and read the log for any gap, as on SQLite.
+//!
+//! **Failures.** A failed batch is answered with [`StoreError::Io`] and the
+//! writer reconnects for the next one. The outcome of a batch whose
+//! `COMMIT` failed on the network is unknown to the caller (it may have
+//! committed); the listener then finds it in the log like another node's.
+//!
+//! The `postgres` crate (the blocking face of `tokio-postgres`) is used on
+//! threads of the store's own, as the embedded store does with SQLite: the
+//! writer, [`READERS`] readers and the listener each own one connection, so
+//! no pool is needed.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::{Client, NoTls};
+use sha2::{Digest, Sha256};
+use tenure_events::{AccountId, ChainHash, ChainHead, NewEvent, RecordedEvent, StreamId};
+use tokio::sync::{broadcast, oneshot};
+use uuid::Uuid;
+
+use super::sqlite::{WriterMetrics, BATCH_EVENTS_MAX};
+use super::subscription::{FetchAll, LiveBatch};
+use super::{
+    AppendCallback, AppendError, Appended, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription,
+};
+use crate::metrics::StoreMetrics;
+
+/// Connections (and threads) serving stream loads and catch-up reads.
+const READERS: usize = 2;
+
+/// How often the listener looks for other nodes' events when no
+/// notification came.
+pub const POLL_EVERY: Duration = Duration::from_millis(200);
+
+/// Live batches a subscriber may fall behind before it reads the log.
+const LIVE_BATCHES_BUFFERED: usize = 1024;
+
+/// Streams the writer remembers (id and version) while it is the only
+/// writer; past this it forgets them and reads them back.
+const STREAM_CACHE_MAX: usize = 1 << 20;
+
+/// The schema this build writes.
+const SCHEMA_VERSION: &str = "1";
+
+/// The schema used when the URL names none.
+pub const DEFAULT_SCHEMA: &str = "tenure";
+
+const COLUMNS: &str = "e.position, s.name, e.version, e.event_id, e.event_type, e.schema_version, e.time_us, \
+                       e.account, e.request_id, e.causation_id, e.payload, e.hash";
+
+/// Inserts a batch (one array per column) and notifies the listeners of
+/// the new head, in one round trip.
+const INSERT: &str = "WITH inserted AS (INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version, \
+                      time_us, account, request_id, causation_id, payload, hash) \
+                      SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::uuid[], $5::text[], \
+                      $6::integer[], $7::bigint[], $8::text[], $9::uuid[], $10::uuid[], $11::text[], $12::bytea[]) RETURNING 1) \
+                      SELECT pg_notify($13, $14), (SELECT COUNT(*) FROM inserted)";
+
+fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+fn sql_int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Where a PostgreSQL log lives: the connection settings and the schema.
+#[derive(Clone)]
+pub struct PostgresTarget {
+    config: postgres::Config,
+    schema: String,
+}
+
+impl std::fmt::Debug for PostgresTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("PostgresTarget")
+            .field("hosts", &self.config.get_hosts())
+            .field("dbname", &self.config.get_dbname())
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+impl PostgresTarget {
+    /// Parses `postgres://user@host:port/db?schema=NAME` (or the key=value
+    /// form). `schema` is ours, every other parameter is libpq's.
+    pub fn parse(url: &str) -> Result<PostgresTarget, String> {
+        let (base, schema) = split_schema(url)?;
+        let config = postgres::Config::from_str(&base).map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+        PostgresTarget::new(config, schema.as_deref().unwrap_or(DEFAULT_SCHEMA))
+    }
+
+    pub fn new(config: postgres::Config, schema: &str) -> Result<PostgresTarget, String> {
+        let valid = !schema.is_empty()
+            && schema.len() <= 63
+            && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(format!(
+                "schema {schema:?}: use 1 to 63 lowercase letters, digits and underscores, not starting with a digit"
+            ));
+        }
+        Ok(PostgresTarget {
+            config,
+            schema: schema.to_owned(),
+        })
+    }
+
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// A connection whose search path is the schema. Blocking: call it on a
+    /// thread of its own, never on an async runtime's.
+    pub fn connect(&self) -> Result<Client, StoreError> {
+        let mut client = self
+            .config
+            .connect(NoTls)
+            .map_err(|e| StoreError::Io(format!("cannot connect to PostgreSQL: {e}")))?;
+        client
+            .batch_execute(&format!("SET search_path TO \"{}\"", self.schema))
+            .map_err(io)?;
+        Ok(client)
+    }
+
+    /// The advisory lock every append batch of this schema holds.
+    fn lock_key(&self) -> i64 {
+        let digest = Sha256::digest(format!("tenure-log:{}", self.schema).as_bytes());
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&digest[..8]);
+        i64::from_be_bytes(bytes)
+    }
+
+    /// The channel the writers notify on.
+    fn channel(&self) -> String {
+        format!("tenure_{}", self.schema)
+    }
+}
+
+/// Takes our `schema` parameter out of a URL's query string.
+fn split_schema(url: &str) -> Result<(String, Option<String>), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_owned(), None));
+    };
+    let mut schema = None;
+    let mut rest = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("schema", value)) => schema = Some(value.to_owned()),
+            _ => rest.push(pair),
+        }
+    }
+    let base = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((base, schema))
+}
+
+/// Creates the schema and its tables if needed and answers the log's head.
+fn prepare(client: &mut Client, target: &PostgresTarget) -> Result<ChainHead, StoreError> {
+    let schema = &target.schema;
+    // Several nodes may start at once: one creates, the others wait.
+    let mut tx = client.transaction().map_err(io)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&target.lock_key()])
+        .map_err(io)?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{schema}\";
+         SET LOCAL search_path TO \"{schema}\";
+         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS streams (
+             id   BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+             name TEXT COLLATE \"C\" NOT NULL UNIQUE
+         );
+         CREATE TABLE IF NOT EXISTS events (
+             position       BIGINT  PRIMARY KEY,
+             stream_id      BIGINT  NOT NULL REFERENCES streams (id),
+             version        BIGINT  NOT NULL,
+             event_id       UUID    NOT NULL,
+             event_type     TEXT    NOT NULL,
+             schema_version INTEGER NOT NULL,
+             time_us        BIGINT  NOT NULL,
+             account        TEXT    NOT NULL,
+             request_id     UUID,
+             causation_id   UUID,
+             payload        TEXT    NOT NULL,
+             hash           BYTEA   NOT NULL,
+             UNIQUE (stream_id, version)
+         );
+         CREATE INDEX IF NOT EXISTS events_by_causation ON events (causation_id) WHERE causation_id IS NOT NULL;
+         INSERT INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}') ON CONFLICT DO NOTHING;"
+    ))
+    .map_err(io)?;
+    let version: String = tx
+        .query_one("SELECT value FROM meta WHERE key = 'schema_version'", &[])
+        .and_then(|r| r.try_get(0))
+        .map_err(io)?;
+    if version != SCHEMA_VERSION {
+        return Err(StoreError::Io(format!(
+            "schema {schema} holds a log of schema version {version}; this build reads {SCHEMA_VERSION}"
+        )));
+    }
+    tx.commit().map_err(io)?;
+    head(client)
+}
+
+const HEAD: &str = "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1";
+
+/// The last event's position and link (or the empty head).
+fn head<C: postgres::GenericClient>(client: &mut C) -> Result<ChainHead, StoreError> {
+    head_of(client.query_opt(HEAD, &[]).map_err(io)?)
+}
+
+/// The head from the row of [`HEAD`].
+fn head_of(row: Option<postgres::Row>) -> Result<ChainHead, StoreError> {
+    let Some(row) = row else {
+        return Ok(ChainHead::EMPTY);
+    };
+    let position: i64 = row.try_get(0).map_err(io)?;
+    let hash: &[u8] = row.try_get(1).map_err(io)?;
+    Ok(ChainHead {
+        position: u64::try_from(position).map_err(|e| StoreError::Corrupt(format!("head position: {e}")))?,
+        hash: ChainHash::try_from(hash)
+            .map_err(|len| StoreError::Corrupt(format!("position {position}: hash of {len} bytes")))?,
+    })
+}
+
+/// Accounts met while reading a page: each parsed once.
+#[derive(Default)]
+struct Accounts(HashMap<String, AccountId>);
+
+impl Accounts {
+    fn get(&mut self, name: &str) -> Result<AccountId, tenure_events::IdError> {
+        if let Some(account) = self.0.get(name) {
+            return Ok(account.clone());
+        }
+        let account: AccountId = name.parse()?;
+        self.0.insert(name.to_owned(), account.clone());
+        Ok(account)
+    }
+}
+
+fn row_to_event(row: &postgres::Row, accounts: &mut Accounts) -> Result<RecordedEvent, StoreError> {
+    let position: i64 = row.try_get(0).map_err(io)?;
+    let corrupt =
+        |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("position {position}: {what}: {e}"));
+    let name: &str = row.try_get(1).map_err(|e| corrupt("stream", &e))?;
+    let version: i64 = row.try_get(2).map_err(|e| corrupt("version", &e))?;
+    let schema_version: i32 = row.try_get(5).map_err(|e| corrupt("schema version", &e))?;
+    let time_us: i64 = row.try_get(6).map_err(|e| corrupt("time", &e))?;
+    let account: &str = row.try_get(7).map_err(|e| corrupt("account", &e))?;
+    let hash: &[u8] = row.try_get(11).map_err(|e| corrupt("hash", &e))?;
+    Ok(RecordedEvent {
+        position: u64::try_from(position).map_err(|e| corrupt("position", &e))?,
+        stream: StreamId::new(name.to_owned()).map_err(|e| corrupt("stream", &e))?,
+        version: u64::try_from(version).map_err(|e| corrupt("version", &e))?,
+        event_id: row.try_get(3).map_err(|e| corrupt("event id", &e))?,
+        event_type: row.try_get(4).map_err(|e| corrupt("event type", &e))?,
+        schema_version: u32::try_from(schema_version).map_err(|e| corrupt("schema version", &e))?,
+        time: chrono::DateTime::from_timestamp_micros(time_us).ok_or_else(|| corrupt("time", &time_us))?,
+        account: accounts.get(account).map_err(|e| corrupt("account", &e))?,
+        request_id: row.try_get(8).map_err(|e| corrupt("request id", &e))?,
+        causation_id: row.try_get(9).map_err(|e| corrupt("causation id", &e))?,
+        payload: row.try_get(10).map_err(|e| corrupt("payload", &e))?,
+        hash: ChainHash::try_from(hash).map_err(|len| corrupt("hash", &format!("{len} bytes instead of 32")))?,
+    })
+}
+
+fn query_events<C: postgres::GenericClient>(
+    client: &mut C,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let rows = client.query(sql, params).map_err(io)?;
+    let mut accounts = Accounts::default();
+    rows.iter().map(|row| row_to_event(row, &mut accounts)).collect()
+}
+
+fn read_page<C: postgres::GenericClient>(
+    client: &mut C,
+    from: u64,
+    max: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events e JOIN streams s ON s.id = e.stream_id \
+         WHERE e.position >= $1 ORDER BY e.position LIMIT $2"
+    );
+    query_events(client, &sql, &[&sql_int(from), &sql_int(max as u64)])
+}
+
+/// A PostgreSQL log opened for reading only, for the offline tools
+/// (`tenure replay`, `tenure verify` with `--store`): it never writes or
+/// creates anything, and reads while servers append. Blocking: use it off
+/// any async runtime.
+pub struct PostgresLogReader {
+    client: Client,
+    target: PostgresTarget,
+}
+
+impl PostgresLogReader {
+    /// Opens the schema's log; an error if it holds none.
+    pub fn open(target: &PostgresTarget) -> Result<PostgresLogReader, StoreError> {
+        let mut client = target.connect()?;
+        let tables: i64 = client
+            .query_one(
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = $1 AND table_name IN ('events', 'streams', 'meta')",
+                &[&target.schema],
+            )
+            .and_then(|r| r.try_get(0))
+            .map_err(io)?;
+        if tables != 3 {
+            return Err(StoreError::Io(format!(
+                "no event log in schema {} of that database",
+                target.schema
+            )));
+        }
+        Ok(PostgresLogReader {
+            client,
+            target: target.clone(),
+        })
+    }
+
+    /// Which log this is, for messages.
+    pub fn describe(&self) -> String {
+        format!("schema {} in PostgreSQL", self.target.schema)
+    }
+
+    pub fn head(&mut self) -> Result<ChainHead, StoreError> {
+        head(&mut self.client)
+    }
+
+    /// Up to `max` events from position `from` on, in position order.
+    pub fn read_page(&mut self, from: u64, max: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        read_page(&mut self.client, from, max)
+    }
+}
+
+/// The PostgreSQL event store. Cheap to clone; [`PostgresStore::close`] (or
+/// dropping the last clone) lets queued appends finish and stops the threads.
+#[derive(Clone)]
+pub struct PostgresStore {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.inner.close();
+    }
+}
+
+struct WriteJob {
+    stream: StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+    reply: AppendCallback,
+    queued: std::time::Instant,
+}
+
+type ReadJob = Box<dyn FnOnce(Result<&mut Client, StoreError>) + Send>;
+
+struct Inner {
+    writer: Mutex<Option<crossbeam_channel::Sender<WriteJob>>>,
+    readers: Mutex<Option<crossbeam_channel::Sender<ReadJob>>>,
+    /// Dropping it stops the listener.
+    listener: Mutex<Option<crossbeam_channel::Sender<()>>>,
+    live: Mutex<Option<broadcast::Sender<LiveBatch>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    shared: Arc<Shared>,
+}
+
+/// What the threads and the handles all see: the newest head known.
+struct Shared {
+    head: AtomicU64,
+    chain: Mutex<ChainHead>,
+}
+
+impl Shared {
+    /// Moves the head forward (never back: the writer and the listener may
+    /// both report the same events).
+    fn advance(&self, to: ChainHead) {
+        let mut chain = self.chain.lock();
+        if to.position > chain.position {
+            *chain = to;
+            self.head.store(to.position, Ordering::Release);
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Opens (creating the schema and tables if needed) the log at `url`.
+    pub fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        let target = PostgresTarget::parse(url).map_err(StoreError::Io)?;
+        PostgresStore::open_target(target, None)
+    }
+
+    /// Opens the log, its writer counting into `metrics` (the server's).
+    pub fn open_target(target: PostgresTarget, metrics: Option<StoreMetrics>) -> Result<PostgresStore, StoreError> {
+        // The blocking client must not run on an async runtime's thread.
+        let setup = target.clone();
+        let chain = std::thread::Builder::new()
+            .name("tenure-pg-setup".into())
+            .spawn(move || -> Result<ChainHead, StoreError> {
+                let mut client = setup.connect()?;
+                prepare(&mut client, &setup)
+            })
+            .map_err(io)?
+            .join()
+            .map_err(|_| StoreError::Io("the PostgreSQL set-up thread panicked".into()))??;
+
+        let (write_tx, write_rx) = crossbeam_channel::unbounded::<WriteJob>();
+        let (read_tx, read_rx) = crossbeam_channel::unbounded::<ReadJob>();
+        let (live_tx, _) = broadcast::channel(LIVE_BATCHES_BUFFERED);
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let shared = Arc::new(Shared {
+            head: AtomicU64::new(chain.position),
+            chain: Mutex::new(chain),
+        });
+        let inner = Arc::new(Inner {
+            writer: Mutex::new(Some(write_tx)),
+            readers: Mutex::new(Some(read_tx)),
+            listener: Mutex::new(Some(stop_tx)),
+            live: Mutex::new(Some(live_tx.clone())),
+            threads: Mutex::new(Vec::new()),
+            shared: Arc::clone(&shared),
+        });
+
+        let mut threads = Vec::new();
+        for i in 0..READERS {
+            let rx = read_rx.clone();
+            let target = target.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("tenure-pg-read-{i}"))
+                    .spawn(move || {
+                        let mut conn: Option<Client> = None;
+                        while let Ok(job) = rx.recv() {
+                            if conn.as_ref().is_none_or(Client::is_closed) {
+                                conn = None;
+                                match target.connect() {
+                                    Ok(c) => conn = Some(c),
+                                    Err(e) => {
+                                        job(Err(e));
+                                        continue;
+                                    }
+                                }
+                            }
+                            if let Some(c) = conn.as_mut() {
+                                job(Ok(c));
+                            }
+                        }
+                    })
+                    .map_err(io)?,
+            );
+        }
+        let listener = Listener {
+            target: target.clone(),
+            live: live_tx.clone(),
+            shared: Arc::clone(&shared),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name("tenure-pg-listen".into())
+                .spawn(move || listener.run(stop_rx))
+                .map_err(io)?,
+        );
+        let writer = Writer {
+            lock_key: target.lock_key(),
+            channel: target.channel(),
+            target,
+            conn: None,
+            streams: HashMap::default(),
+            head: chain,
+            live: live_tx,
+            shared,
+            metrics: metrics.map(WriterMetrics::new),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name("tenure-pg-write".into())
+                .spawn(move || writer.run(write_rx))
+                .map_err(io)?,
+        );
+        *inner.threads.lock() = threads;
+        Ok(PostgresStore {
+            handle: Arc::new(Handle { inner }),
+        })
+    }
+
+    /// Stops accepting appends, lets queued ones finish, and stops the threads.
+    pub fn close(&self) {
+        self.handle.inner.close();
+    }
+}
+
+impl Inner {
+    fn close(&self) {
+        drop(self.writer.lock().take());
+        drop(self.live.lock().take());
+        drop(self.listener.lock().take());
+        drop(self.readers.lock().take());
+        let threads = std::mem::take(&mut *self.threads.lock());
+        for t in threads {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    fn read<T, F>(&self, f: F) -> StoreFuture<Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = tx.send(conn.and_then(f));
+        });
+        let sent = self
+            .readers
+            .lock()
+            .as_ref()
+            .map(|r| r.send(job).is_ok())
+            .unwrap_or(false);
+        Box::pin(async move {
+            if !sent {
+                return Err(StoreError::Closed);
+            }
+            rx.await.unwrap_or(Err(StoreError::Closed))
+        })
+    }
+
+    fn read_all(&self, from_position: u64, max_count: usize) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
+        self.read(move |conn| read_page(conn, from_position, max_count))
+    }
+}
+
+/// Follows what other nodes append (and what this node's writer appended
+/// but could not report) into the live broadcast.
+struct Listener {
+    target: PostgresTarget,
+    live: broadcast::Sender<LiveBatch>,
+    shared: Arc<Shared>,
+}
+
+impl Listener {
+    fn run(self, stop: crossbeam_channel::Receiver<()>) {
+        let mut conn: Option<Client> = None;
+        loop {
+            if let Err(crossbeam_channel::TryRecvError::Disconnected) = stop.try_recv() {
+                return;
+            }
+            if conn.as_ref().is_none_or(Client::is_closed) {
+                conn = self.listen().ok();
+                if conn.is_none() {
+                    // The database is away: try again after a poll period.
+                    if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) = stop.recv_timeout(POLL_EVERY) {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            let Some(client) = conn.as_mut() else { continue };
+            // Wait for a notification or the poll period, whichever first.
+            let woke = client.notifications().timeout_iter(POLL_EVERY).next();
+            if let Err(e) = woke {
+                tracing::warn!(error = %e, "PostgreSQL listener connection failed; reconnecting");
+                conn = None;
+                continue;
+            }
+            // Drain what else is queued: one catch-up serves them all.
+            while let Ok(Some(_)) = client.notifications().iter().next() {}
+            if let Err(e) = self.catch_up(client) {
+                tracing::warn!(error = %e, "PostgreSQL listener could not read the log; reconnecting");
+                conn = None;
+            }
+        }
+    }
+
+    fn listen(&self) -> Result<Client, StoreError> {
+        let mut client = self.target.connect()?;
+        client
+            .batch_execute(&format!("LISTEN \"{}\"", self.target.channel()))
+            .map_err(io)?;
+        Ok(client)
+    }
+
+    /// Broadcasts the events past the newest head this node knows.
+    fn catch_up(&self, client: &mut Client) -> Result<(), StoreError> {
+        loop {
+            let known = self.shared.head.load(Ordering::Acquire);
+            let page = read_page(client, known + 1, 4096)?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            self.shared.advance(ChainHead {
+                position: last.position,
+                hash: last.hash,
+            });
+            let _ = self.live.send(Arc::new(page));
+        }
+    }
+}
+
+/// The writer's statements, prepared once per connection.
+#[derive(Clone)]
+struct Statements {
+    lock: postgres::Statement,
+    head: postgres::Statement,
+    find: postgres::Statement,
+    create: postgres::Statement,
+    insert: postgres::Statement,
+}
+
+impl Statements {
+    fn prepare(client: &mut Client) -> Result<Statements, StoreError> {
+        Ok(Statements {
+            lock: client.prepare("SELECT pg_advisory_xact_lock($1)").map_err(io)?,
+            head: client.prepare(HEAD).map_err(io)?,
+            find: client
+                .prepare(
+                    "SELECT s.id, COALESCE((SELECT MAX(e.version) FROM events e WHERE e.stream_id = s.id), 0) \
+                     FROM streams s WHERE s.name = $1",
+                )
+                .map_err(io)?,
+            create: client
+                .prepare("INSERT INTO streams (name) VALUES ($1) RETURNING id")
+                .map_err(io)?,
+            insert: client.prepare(INSERT).map_err(io)?,
+        })
+    }
+}
+
+type StreamMap = HashMap<StreamId, StreamState, foldhash::fast::RandomState>;
+
+#[derive(Clone, Copy)]
+struct StreamState {
+    id: Option<i64>,
+    version: u64,
+}
+
+type Outcome = Result<Appended, AppendError>;
+
+struct Writer {
+    target: PostgresTarget,
+    lock_key: i64,
+    channel: String,
+    conn: Option<(Client, Statements)>,
+    /// Valid while no other writer appended: checked against the head.
+    streams: StreamMap,
+    /// The head after this writer's last batch (or as last read).
+    head: ChainHead,
+    live: broadcast::Sender<LiveBatch>,
+    shared: Arc<Shared>,
+    metrics: Option<WriterMetrics>,
+}
+
+impl Writer {
+    fn run(mut self, rx: crossbeam_channel::Receiver<WriteJob>) {
+        while let Ok(first) = rx.recv() {
+            let mut events = first.events.len();
+            let mut jobs = vec![first];
+            while events < BATCH_EVENTS_MAX {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        events += job.events.len();
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(jobs);
+        }
+    }
+
+    fn commit(&mut self, jobs: Vec<WriteJob>) {
+        let queued: Vec<std::time::Instant> = jobs.iter().map(|j| j.queued).collect();
+        let (requests, replies): (Vec<_>, Vec<_>) = jobs
+            .into_iter()
+            .map(|j| ((j.stream, j.expected, j.events), j.reply))
+            .unzip();
+        match self.write(requests) {
+            Ok((outcomes, recorded, touched, head)) => {
+                self.head = head;
+                if self.streams.len() + touched.len() > STREAM_CACHE_MAX {
+                    self.streams.clear();
+                }
+                self.streams.extend(touched);
+                self.shared.advance(head);
+                if let Some(metrics) = &mut self.metrics {
+                    metrics.committed(&recorded, &queued);
+                }
+                if !recorded.is_empty() {
+                    let _ = self.live.send(Arc::new(recorded));
+                }
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    reply(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "PostgreSQL append failed; reconnecting for the next batch");
+                self.conn = None;
+                self.streams.clear();
+                if let Some(metrics) = &self.metrics {
+                    metrics.answered(&queued);
+                }
+                for reply in replies {
+                    reply(Err(e.clone().into()));
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn write(
+        &mut self,
+        requests: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
+    ) -> Result<(Vec<Outcome>, Vec<RecordedEvent>, StreamMap, ChainHead), StoreError> {
+        if self.conn.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+            self.conn = None;
+            let mut client = self.target.connect()?;
+            let statements = Statements::prepare(&mut client)?;
+            self.conn = Some((client, statements));
+        }
+        let Some((conn, statements)) = self.conn.as_mut() else {
+            return Err(StoreError::Closed);
+        };
+        let Statements {
+            lock,
+            head: head_stmt,
+            find,
+            create,
+            insert,
+        } = statements.clone();
+        let mut tx = conn.transaction().map_err(io)?;
+        tx.execute(&lock, &[&self.lock_key]).map_err(io)?;
+        let head = head_of(tx.query_opt(&head_stmt, &[]).map_err(io)?)?;
+        if head != self.head {
+            // Another writer appended since this one's last batch: what it
+            // remembers of streams may be stale.
+            self.streams.clear();
+            self.head = head;
+        }
+        let mut touched = StreamMap::default();
+        let mut outcomes = Vec::with_capacity(requests.len());
+        let mut written: Vec<RecordedEvent> = Vec::new();
+        let mut stream_ids: Vec<i64> = Vec::new();
+        let mut position = head.position;
+        let mut link = head.hash;
+        for (stream, expected, events) in requests {
+            let known = touched.get(&stream).or_else(|| self.streams.get(&stream)).copied();
+            let state = match known {
+                Some(state) => state,
+                None => match tx.query_opt(&find, &[&stream.as_str()]).map_err(io)? {
+                    Some(row) => {
+                        let id: i64 = row.try_get(0).map_err(io)?;
+                        let version: i64 = row.try_get(1).map_err(io)?;
+                        StreamState {
+                            id: Some(id),
+                            version: u64::try_from(version).unwrap_or_default(),
+                        }
+                    }
+                    None => StreamState { id: None, version: 0 },
+                },
+            };
+            if let ExpectedVersion::Exact(want) = expected {
+                if want != state.version {
+                    touched.insert(stream, state);
+                    outcomes.push(Err(AppendError::Conflict {
+                        expected,
+                        actual: state.version,
+                    }));
+                    continue;
+                }
+            }
+            let id = match state.id {
+                Some(id) => id,
+                None if events.is_empty() => {
+                    outcomes.push(Ok(Appended {
+                        first_position: position.max(1),
+                        last_position: position,
+                        version: 0,
+                    }));
+                    continue;
+                }
+                None => tx
+                    .query_one(&create, &[&stream.as_str()])
+                    .and_then(|r| r.try_get::<_, i64>(0))
+                    .map_err(io)?,
+            };
+            let first_position = position + 1;
+            let mut version = state.version;
+            for event in events {
+                position += 1;
+                version += 1;
+                let mut recorded = RecordedEvent::from_new(event, stream.clone(), version, position);
+                recorded.chain_after(&link);
+                link = recorded.hash;
+                written.push(recorded);
+                stream_ids.push(id);
+            }
+            outcomes.push(Ok(Appended {
+                first_position: first_position.min(position.max(1)),
+                last_position: position,
+                version,
+            }));
+            touched.insert(stream, StreamState { id: Some(id), version });
+        }
+        if !written.is_empty() {
+            let positions: Vec<i64> = written.iter().map(|e| sql_int(e.position)).collect();
+            let versions: Vec<i64> = written.iter().map(|e| sql_int(e.version)).collect();
+            let event_ids: Vec<Uuid> = written.iter().map(|e| e.event_id).collect();
+            let types: Vec<&str> = written.iter().map(|e| e.event_type.as_str()).collect();
+            let schema_versions: Vec<i32> = written
+                .iter()
+                .map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX))
+                .collect();
+            let times: Vec<i64> = written.iter().map(|e| e.time.timestamp_micros()).collect();
+            let accounts: Vec<&str> = written.iter().map(|e| e.account.as_str()).collect();
+            let requests: Vec<Option<Uuid>> = written.iter().map(|e| e.request_id).collect();
+            let causes: Vec<Option<Uuid>> = written.iter().map(|e| e.causation_id).collect();
+            let payloads: Vec<&str> = written.iter().map(|e| e.payload.as_str()).collect();
+            let hashes: Vec<&[u8]> = written.iter().map(|e| e.hash.0.as_slice()).collect();
+            tx.execute(
+                &insert,
+                &[
+                    &positions,
+                    &stream_ids,
+                    &versions,
+                    &event_ids,
+                    &types,
+                    &schema_versions,
+                    &times,
+                    &accounts,
+                    &requests,
+                    &causes,
+                    &payloads,
+                    &hashes,
+                    &self.channel,
+                    &position.to_string(),
+                ],
+            )
+            .map_err(io)?;
+        }
+        let committing = std::time::Instant::now();
+        tx.commit().map_err(io)?;
+        if let Some(metrics) = &self.metrics {
+            metrics.metrics.fsync.observe(committing.elapsed().as_secs_f64());
+        }
+        Ok((outcomes, written, touched, ChainHead { position, hash: link }))
+    }
+}
+
+impl EventStore for PostgresStore {
+    fn append_then(&self, stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>, done: AppendCallback) {
+        let job = WriteJob {
+            stream,
+            expected,
+            events,
+            reply: done,
+            queued: std::time::Instant::now(),
+        };
+        let refused = match self.handle.inner.writer.lock().as_ref() {
+            Some(writer) => writer.send(job).err().map(|e| e.0),
+            None => Some(job),
+        };
+        if let Some(job) = refused {
+            (job.reply)(Err(StoreError::Closed.into()));
+        }
+    }
+
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        max_count: usize,
+    ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
+        let stream = stream.clone();
+        self.handle.inner.read(move |conn| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM events e JOIN streams s ON s.id = e.stream_id \
+                 WHERE s.name = $1 AND e.version >= $2 ORDER BY e.version LIMIT $3"
+            );
+            query_events(
+                conn,
+                &sql,
+                &[&stream.as_str(), &sql_int(from_version), &sql_int(max_count as u64)],
+            )
+        })
+    }
+
+    fn read_all(&self, from_position: u64, max_count: usize) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
+        self.handle.inner.read_all(from_position, max_count)
+    }
+
+    fn subscribe_all(&self, from_position: u64) -> Subscription {
+        let live = match self.handle.inner.live.lock().as_ref() {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(1);
+                drop(tx);
+                rx
+            }
+        };
+        let inner = Arc::clone(&self.handle.inner);
+        let fetch: FetchAll = Arc::new(move |from, max| inner.read_all(from, max));
+        Subscription::new(from_position, live, fetch)
+    }
+
+    fn head(&self) -> u64 {
+        self.handle.inner.shared.head.load(Ordering::Acquire)
+    }
+
+    fn chain_head(&self) -> ChainHead {
+        *self.handle.inner.shared.chain.lock()
+    }
+
+    fn read_caused_by(&self, causes: Vec<Uuid>) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
+        self.handle.inner.read(move |conn| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM events e JOIN streams s ON s.id = e.stream_id \
+                 WHERE e.causation_id = ANY($1) ORDER BY e.position"
+            );
+            query_events(conn, &sql, &[&causes])
+        })
+    }
+
+    fn stream_names(&self, prefix: &str, max_count: usize) -> StoreFuture<Result<Vec<StreamId>, StoreError>> {
+        let prefix = prefix.to_owned();
+        self.handle.inner.read(move |conn| {
+            // Names sort bytewise (COLLATE "C"): a range scan from the prefix.
+            let rows = conn
+                .query(
+                    "SELECT name FROM streams WHERE name >= $1 ORDER BY name LIMIT $2",
+                    &[&prefix, &sql_int(max_count as u64)],
+                )
+                .map_err(io)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let name: String = row.try_get(0).map_err(io)?;
+                if !name.starts_with(&prefix) {
+                    break;
+                }
+                out.push(StreamId::new(name).map_err(|e| StoreError::Corrupt(format!("stream name: {e}")))?);
+            }
+            Ok(out)
+        })
+    }
+
+    fn health(&self) -> Result<(), StoreError> {
+        if self.handle.inner.writer.lock().is_none() {
+            Err(StoreError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_parameter_is_ours_and_the_rest_is_libpq_s() {
+        let (base, schema) = split_schema("postgres://u@h:5432/db?sslmode=disable&schema=s1").expect("parse");
+        assert_eq!(base, "postgres://u@h:5432/db?sslmode=disable");
+        assert_eq!(schema.as_deref(), Some("s1"));
+        let target = PostgresTarget::parse("postgres://u@h/db").expect("parse");
+        assert_eq!(target.schema(), DEFAULT_SCHEMA);
+        for bad in ["", "1a", "A", "a-b", "a\"b"] {
+            let url = format!("postgres://u@h/db?schema={bad}");
+            assert!(PostgresTarget::parse(&url).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn schemas_lock_apart() {
+        let a = PostgresTarget::parse("postgres://u@h/db?schema=a").expect("a");
+        let b = PostgresTarget::parse("postgres://u@h/db?schema=b").expect("b");
+        assert_ne!(a.lock_key(), b.lock_key());
+        assert_eq!(a.lock_key(), a.clone().lock_key());
+    }
+}
