@@ -32,6 +32,10 @@ struct Args {
     /// Key prefix used for the keys.
     #[arg(long, default_value = "mass/")]
     prefix: String,
+    /// Only grant the leases and put their keys, then exit (for restart
+    /// benchmarks: with a long --lead the leases stay live).
+    #[arg(long)]
+    setup_only: bool,
 }
 
 fn unix_now() -> Duration {
@@ -101,6 +105,9 @@ async fn main() -> anyhow::Result<()> {
     );
     if keys != args.leases as u64 {
         bail!("expected {} keys, found {keys}", args.leases);
+    }
+    if args.setup_only {
+        return Ok(());
     }
     println!("due {}", due.as_secs());
     tokio::time::sleep(due.saturating_sub(unix_now())).await;
