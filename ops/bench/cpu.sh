@@ -16,6 +16,7 @@
 #
 #   flock /tmp/tenure-bench.lock bash ops/bench/cpu.sh
 #   PUTS=50000 GRANTS=20000 ROUNDS=1 NO_APPEND=1 bash ops/bench/cpu.sh
+#   SERVERS=tenure TENURE_ARGS="--actor-threads 2" bash ops/bench/cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -28,6 +29,8 @@ TENURE_PORT=${TENURE_PORT:-17074}
 ETCD_PORT=${ETCD_PORT:-22399}
 ETCD_PEER_PORT=${ETCD_PEER_PORT:-22400}
 BIN=${CARGO_TARGET_DIR:-target}/release
+# Extra arguments to `tenure serve` (e.g. TENURE_ARGS="--actor-threads 2").
+TENURE_ARGS=${TENURE_ARGS:-}
 
 command -v etcd >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
@@ -57,7 +60,7 @@ start() { # etcd|tenure NAME
       --initial-cluster "bench=http://127.0.0.1:$ETCD_PEER_PORT" --log-level error >"$dir.log" 2>&1 &
     PID=$!; URL="http://127.0.0.1:$ETCD_PORT"
   else
-    RUST_LOG=warn "$BIN/tenure" serve --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" --proxy-listen 127.0.0.1:0 >"$dir.log" 2>&1 &
+    RUST_LOG=warn "$BIN/tenure" serve --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" --proxy-listen 127.0.0.1:0 $TENURE_ARGS >"$dir.log" 2>&1 &
     PID=$!; URL="http://127.0.0.1:$TENURE_PORT"
   fi
   wait_ready "$URL"
@@ -65,7 +68,7 @@ start() { # etcd|tenure NAME
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "-" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.1f", a / b; else print "-" }'; }
 
 declare -A R
 for server in $SERVERS; do for load in put grant; do R[$server.$load]=""; R[$server.$load.rps]=""; done; done
@@ -99,13 +102,15 @@ for key in etcd.put etcd.grant etcd.put.rps etcd.grant.rps; do
   [ -n "${R[$key]:-}" ] || R[$key]=" -"
 done
 
-CPU=$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')
-ETCD_VERSION=$(etcd --version | head -1)
+# Whole outputs read (no `head`, no `exit`): under pipefail a writer cut
+# off by SIGPIPE would end the script here.
+CPU=$(lscpu | awk -F: '/Model name/ && !seen++ {gsub(/^ +/, "", $2); print $2}')
+ETCD_VERSION=$(etcd --version | sed -n 1p)
 TABLE=$(cat <<EOT
 
 ### $(date -u +%Y-%m-%d) — \`bash ops/bench/cpu.sh\` (PUTS=$PUTS, GRANTS=$GRANTS, CONCURRENCY=$CONCURRENCY, $ROUNDS rounds)
 
-Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr), load average before the run $LOAD. tenure $(git rev-parse --short HEAD) (release, SQLite WAL synchronous=FULL) and $ETCD_VERSION (fsync on), each fresh for each figure, on the same machine in the same run. Server CPU = utime + stime of the server process from /proc/PID/stat around the measured requests (after 5,000 warm-up requests).
+Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr), load average before the run $LOAD. tenure $(git rev-parse --short HEAD)${TENURE_ARGS:+ (serve $TENURE_ARGS)} (release, SQLite WAL synchronous=FULL) and $ETCD_VERSION (fsync on), each fresh for each figure, on the same machine in the same run. Server CPU = utime + stime of the server process from /proc/PID/stat around the measured requests (after 5,000 warm-up requests).
 
 | server CPU per durable request (median of $ROUNDS) | etcd | tenure | etcd/tenure |
 |---|---|---|---|
