@@ -532,7 +532,7 @@ pub struct ServeArgs {
     /// Seconds an idle entity actor stays in memory.
     #[arg(long, default_value_t = ServerConfig::DEFAULT_PASSIVATE_AFTER_S, value_parser = clap::value_parser!(u64).range(1..))]
     pub passivate_after: u64,
-    /// Threads for entity actors (default: cores, at most 4).
+    /// Threads for entity actors (default: half the cores, 1 to 4).
     #[arg(long)]
     pub actor_threads: Option<usize>,
     /// HTTP worker threads (default: cores).
