@@ -504,7 +504,7 @@ impl Keyspace {
         if revision < 1 {
             return Err(format!("revision {revision} is below 1"));
         }
-        if snapshot.keys.windows(2).any(|pair| pair[0].0 .0 >= pair[1].0 .0) {
+        if snapshot.keys.windows(2).any(|pair| pair[0].0 >= pair[1].0) {
             return Err("keys are not in strictly increasing order".into());
         }
         let mut state = Keyspace {
@@ -513,7 +513,7 @@ impl Keyspace {
         };
         let mut kvs = Vec::with_capacity(snapshot.keys.len());
         for (key, value, create_revision, mod_revision, version, lease) in snapshot.keys {
-            let key = Key::from_vec(key.0);
+            let key = key.0;
             if key.as_slice().is_empty() {
                 return Err("an empty key".into());
             }
@@ -681,7 +681,50 @@ pub struct KeyspaceSnapshot {
 }
 
 /// One key of a [`KeyspaceSnapshot`].
-pub type SnapshotKey = (Blob, Blob, i64, i64, i64, Option<i64>);
+pub type SnapshotKey = (KeyBlob, Blob, i64, i64, i64, Option<i64>);
+
+/// A key in a [`KeyspaceSnapshot`]: encoded as a [`Blob`], decoded straight
+/// into the form a key space keeps (a short key inline), so that a restore
+/// allocates no key only to drop it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KeyBlob(Key);
+
+impl KeyBlob {
+    pub fn as_slice(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+impl From<Vec<u8>> for KeyBlob {
+    fn from(key: Vec<u8>) -> KeyBlob {
+        KeyBlob(Key::from_vec(key))
+    }
+}
+
+impl serde::Serialize for KeyBlob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.as_slice())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KeyBlob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<KeyBlob, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = KeyBlob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<KeyBlob, E> {
+                Ok(KeyBlob(Key::new(v)))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<KeyBlob, E> {
+                Ok(KeyBlob::from(v))
+            }
+        }
+        d.deserialize_byte_buf(Visitor)
+    }
+}
 
 /// A borrowed key space that serializes as a [`KeyspaceSnapshot`].
 pub struct SnapshotOf<'a>(&'a Keyspace);
