@@ -24,6 +24,9 @@
 #   flock /tmp/tenure-bench.lock bash ops/bench/memory.sh              # tenure, 0 and 1 key
 #   SERVERS=etcd KEYS=1 flock /tmp/tenure-bench.lock bash ops/bench/memory.sh
 #   LEASES=100000 bash ops/bench/memory.sh                             # a quick look
+#   PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 KEYS=1 bash ops/bench/memory.sh
+#                                  # tenure on another malloc: how much of the live
+#                                  # figure is memory glibc's malloc keeps
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -32,6 +35,7 @@ TTL=${TTL:-86400}
 KEYS=${KEYS:-0 1}
 SERVERS=${SERVERS:-tenure}
 CONCURRENCY=${CONCURRENCY:-64}
+PRELOAD=${PRELOAD:-}
 TENURE_PORT=${TENURE_PORT:-17370}
 PROXY_PORT=${PROXY_PORT:-17371}
 ETCD_PORT=${ETCD_PORT:-22479}
@@ -69,7 +73,7 @@ start() { # SERVER DIR
     URL="http://127.0.0.1:$ETCD_PORT"
     READY="$URL/health"
   else
-    RUST_LOG=warn "$BIN/tenure" serve --data-dir "$2" --listen "127.0.0.1:$TENURE_PORT" \
+    RUST_LOG=warn LD_PRELOAD=$PRELOAD "$BIN/tenure" serve --data-dir "$2" --listen "127.0.0.1:$TENURE_PORT" \
       --proxy-listen "127.0.0.1:$PROXY_PORT" --passivate-after 1 >>"$2.log" 2>&1 &
     PID=$!
     URL="http://127.0.0.1:$TENURE_PORT"
@@ -140,7 +144,7 @@ printf '%s\n' "${rows[@]}"
   echo "## Memory per live lease ($(git rev-parse --short HEAD), $(date -u +%Y-%m-%d))"
   echo
   echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB; load average before: $LOAD_BEFORE, after: $(cut -d' ' -f1-3 /proc/loadavg)."
-  echo "Command: \`LEASES=$LEASES TTL=$TTL KEYS=\"$KEYS\" SERVERS=\"$SERVERS\" bash ops/bench/memory.sh\`; tenure (release) with \`--passivate-after 1\`$([[ " $SERVERS " == *" etcd "* ]] && echo ", $(etcd --version | head -1)")."
+  echo "Command: \`${PRELOAD:+PRELOAD=$PRELOAD }LEASES=$LEASES TTL=$TTL KEYS=\"$KEYS\" SERVERS=\"$SERVERS\" bash ops/bench/memory.sh\`; tenure (release) with \`--passivate-after 1\`${PRELOAD:+ on LD_PRELOAD=$PRELOAD}$([[ " $SERVERS " == *" etcd "* ]] && echo ", $(etcd --version | head -1)")."
   for k in "${!R[@]}"; do echo "Load ($k): ${R[$k]}"; done
   echo
   echo "| server | keys per lease | empty, MiB | live, MiB | bytes/lease, live | after a restart, MiB | bytes/lease, after a restart | active actors (live) |"
