@@ -1,4 +1,5 @@
 use std::fmt;
+use std::num::NonZeroI64;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -19,14 +20,19 @@ pub enum IdError {
 
 /// A lease's ID: a positive 64-bit integer, shown as 16 hexadecimal digits
 /// (as etcd shows it: `525b80fbbf3b906e`). Zero means "no lease" in etcd's API
-/// and is therefore never a lease ID.
+/// and is therefore never a lease ID, which lets `Option<LeaseId>` take
+/// 8 bytes, not 16 (a key's lease, in every key of every key space).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LeaseId(i64);
+pub struct LeaseId(NonZeroI64);
 
 impl LeaseId {
     /// The ID for a raw etcd lease number, if it is one (positive).
     pub fn new(raw: i64) -> Option<LeaseId> {
-        (raw > 0).then_some(LeaseId(raw))
+        if raw > 0 {
+            NonZeroI64::new(raw).map(LeaseId)
+        } else {
+            None
+        }
     }
 
     /// A fresh random ID (63 random bits, never zero).
@@ -40,7 +46,7 @@ impl LeaseId {
     }
 
     pub fn get(self) -> i64 {
-        self.0
+        self.0.get()
     }
 }
 
@@ -252,6 +258,16 @@ mod tests {
         check("xyz", None);
         check("+1", None);
         check("00000000000000001", None); // 17 digits
+    }
+
+    #[test]
+    fn only_positive_numbers_are_lease_ids_and_an_optional_one_takes_8_bytes() {
+        assert_eq!(LeaseId::new(1).map(LeaseId::get), Some(1));
+        assert_eq!(LeaseId::new(i64::MAX).map(LeaseId::get), Some(i64::MAX));
+        assert_eq!(LeaseId::new(0), None);
+        assert_eq!(LeaseId::new(-5), None);
+        assert_eq!(LeaseId::new(i64::MIN), None);
+        assert_eq!(std::mem::size_of::<Option<LeaseId>>(), 8);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tenure_events::{AccountId, LeaseEvent, LeaseId, RecordedEvent};
@@ -50,20 +50,60 @@ pub enum GrantState {
     Ending,
 }
 
+/// What the queue keeps of a live lease: 40 bytes, beside its 8-byte ID in
+/// its account's map (and a 24-byte heap entry).
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     ttl_s: i64,
     deadline: DateTime<Utc>,
-    /// The stream version of the grant: tells two grants of one ID apart.
-    granted: u64,
     /// The time of the lease's last grant or (old logs) keep-alive event:
     /// what the log says, while the deadline may have moved in memory
     /// since. What a snapshot keeps.
     refreshed: DateTime<Utc>,
-    /// Taken by [`ExpiryQueue::due`]: renewals fail until the log says it
-    /// ended (or the lease actor says it is not due after all).
-    ending: bool,
+    grant: Grant,
 }
+
+/// The stream version of a lease's grant (tells two grants of one ID
+/// apart), with the *ending* mark in its top bit, which a version never
+/// uses (the store keeps versions as SQLite's signed 64-bit integers): the
+/// mark is taken by [`ExpiryQueue::due`], and renewals fail until the log
+/// says the lease ended (or the lease actor says it is not due after all).
+/// Packed so that an [`Entry`] takes 40 bytes, not 48.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Grant(u64);
+
+impl Grant {
+    const ENDING: u64 = 1 << 63;
+
+    /// A live (not ending) grant at stream version `version`, if it fits.
+    fn new(version: u64) -> Option<Grant> {
+        (version < Self::ENDING).then_some(Grant(version))
+    }
+
+    fn version(self) -> u64 {
+        self.0 & !Self::ENDING
+    }
+
+    fn ending(self) -> bool {
+        self.0 & Self::ENDING != 0
+    }
+
+    fn set_ending(&mut self, ending: bool) {
+        self.0 = if ending { self.0 | Self::ENDING } else { self.version() };
+    }
+}
+
+/// An account's live leases, in ID order.
+#[derive(Clone, Debug)]
+struct AccountLeases {
+    account: AccountId,
+    leases: BTreeMap<LeaseId, Entry>,
+}
+
+/// A heap entry: a deadline, the number of the lease's account (its index
+/// in `ExpiryQueue::accounts`) and the lease. 24 bytes, where one holding
+/// the account's name would take 40.
+type Timer = Reverse<(DateTime<Utc>, u32, LeaseId)>;
 
 /// The expiry timers: every live lease with its deadline, in a min-heap keyed
 /// by deadline plus an index by lease (etcd's lease queue, mini-redis's
@@ -84,6 +124,13 @@ struct Entry {
 /// costs one index lookup, and the heap holds about one entry per lease.
 /// There is no rate limit: `due` hands out every lease that is due.
 ///
+/// **Memory.** A live lease costs its entry in its account's B-tree (ID and
+/// [`Entry`], 48 bytes, in nodes between half and wholly full) and its heap
+/// entry (24 bytes); the index is by account, then by ID, so no entry holds
+/// an account name, and the B-tree is also the account's lease list in ID
+/// order (no separate set). Accounts are numbered in the order they are
+/// first seen (numbers are never reused; accounts are few).
+///
 /// **Races.** `due` marks what it hands out *ending*, under the same lock as
 /// [`ExpiryQueue::renew`], after checking the deadline has passed; a renewal
 /// of an ending lease fails. So a lease is never expired once a keep-alive
@@ -98,9 +145,12 @@ struct Entry {
 pub struct ExpiryQueue {
     floor: DateTime<Utc>,
     checkpoint: u64,
-    live: HashMap<LeaseKey, Entry>,
-    by_account: HashMap<AccountId, BTreeSet<LeaseId>>,
-    heap: BinaryHeap<Reverse<(DateTime<Utc>, LeaseKey)>>,
+    /// By account number.
+    accounts: Vec<AccountLeases>,
+    numbers: HashMap<AccountId, u32>,
+    /// Live leases, over all accounts.
+    len: usize,
+    heap: BinaryHeap<Timer>,
 }
 
 impl ExpiryQueue {
@@ -109,42 +159,42 @@ impl ExpiryQueue {
         ExpiryQueue {
             floor,
             checkpoint: 0,
-            live: HashMap::new(),
-            by_account: HashMap::new(),
+            accounts: Vec::new(),
+            numbers: HashMap::new(),
+            len: 0,
             heap: BinaryHeap::new(),
         }
     }
 
     /// The number of live leases.
     pub fn len(&self) -> usize {
-        self.live.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.live.is_empty()
+        self.len == 0
     }
 
     /// A lease the log says is live (its deadline may have passed).
     pub fn get(&self, key: &LeaseKey) -> Option<LiveLease> {
-        self.live.get(key).map(Entry::view)
+        self.entry(key).map(Entry::view)
     }
 
     /// A lease that is live for clients at `now`: live in the log, its
     /// deadline not passed and its expiry not begun. What keep-alive,
     /// time-to-live and puts go by.
     pub fn alive_at(&self, key: &LeaseKey, now: DateTime<Utc>) -> Option<LiveLease> {
-        self.live
-            .get(key)
-            .filter(|e| !e.ending && now < e.deadline)
+        self.entry(key)
+            .filter(|e| !e.grant.ending() && now < e.deadline)
             .map(Entry::view)
     }
 
     /// What the queue says of the grant of `key` recorded at stream version
     /// `granted`.
     pub fn grant(&self, key: &LeaseKey, granted: u64) -> GrantState {
-        match self.live.get(key) {
-            Some(e) if e.granted == granted && e.ending => GrantState::Ending,
-            Some(e) if e.granted == granted => GrantState::Live { deadline: e.deadline },
+        match self.entry(key) {
+            Some(e) if e.grant.version() == granted && e.grant.ending() => GrantState::Ending,
+            Some(e) if e.grant.version() == granted => GrantState::Live { deadline: e.deadline },
             _ => GrantState::Unseen,
         }
     }
@@ -153,8 +203,8 @@ impl ExpiryQueue {
     /// earlier than it was). Answers the granted TTL, or [`NotLive`] if the
     /// lease is not live for clients at `now` (see [`ExpiryQueue::alive_at`]).
     pub fn renew(&mut self, key: &LeaseKey, now: DateTime<Utc>) -> Result<i64, NotLive> {
-        let entry = self.live.get_mut(key).ok_or(NotLive)?;
-        if entry.ending || now >= entry.deadline {
+        let entry = self.entry_mut(key).ok_or(NotLive)?;
+        if entry.grant.ending() || now >= entry.deadline {
             return Err(NotLive);
         }
         entry.deadline = entry.deadline.max(add_seconds(now, entry.ttl_s));
@@ -164,23 +214,22 @@ impl ExpiryQueue {
     /// Every live lease with its TTL, by account and ID (what the log says
     /// is live; deadlines left out).
     pub fn live_leases(&self) -> Vec<(&AccountId, LeaseId, i64)> {
-        let mut leases: Vec<_> = self.live.iter().map(|(k, l)| (&k.account, k.lease, l.ttl_s)).collect();
-        leases.sort_unstable();
+        let mut leases = Vec::with_capacity(self.len);
+        for a in self.by_name() {
+            leases.extend(a.leases.iter().map(|(lease, e)| (&a.account, *lease, e.ttl_s)));
+        }
         leases
     }
 
     /// Every live lease with what the queue knows of it, by account and ID.
-    pub fn iter_live(&self) -> impl Iterator<Item = (&LeaseKey, LiveLease)> {
-        let mut leases: Vec<_> = self.live.iter().map(|(k, e)| (k, e.view())).collect();
-        leases.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        leases.into_iter()
+    pub fn iter_live(&self) -> impl Iterator<Item = (LeaseKey, LiveLease)> + '_ {
+        self.by_name().into_iter().flat_map(AccountLeases::iter)
     }
 
     /// The live leases of an account, in ID order.
     pub fn leases(&self, account: &AccountId) -> Vec<LeaseId> {
-        self.by_account
-            .get(account)
-            .map(|s| s.iter().copied().collect())
+        self.account(account)
+            .map(|a| a.leases.keys().copied().collect())
             .unwrap_or_default()
     }
 
@@ -194,36 +243,28 @@ impl ExpiryQueue {
         offset: usize,
         limit: usize,
     ) -> (usize, Vec<(LeaseKey, LiveLease)>) {
-        let mut accounts: Vec<(&AccountId, &BTreeSet<LeaseId>)> = match account {
-            Some(a) => self.by_account.get_key_value(a).into_iter().collect(),
-            None => self.by_account.iter().collect(),
+        let accounts: Vec<&AccountLeases> = match account {
+            Some(a) => self.account(a).into_iter().collect(),
+            None => self.by_name(),
         };
-        accounts.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let total = accounts.iter().map(|(_, leases)| leases.len()).sum();
+        let total = accounts.iter().map(|a| a.leases.len()).sum();
         let page = accounts
             .into_iter()
-            .flat_map(|(account, leases)| leases.iter().map(move |lease| (account, *lease)))
+            .flat_map(AccountLeases::iter)
             .skip(offset)
             .take(limit)
-            .filter_map(|(account, lease)| {
-                let key = LeaseKey {
-                    account: account.clone(),
-                    lease,
-                };
-                self.get(&key).map(|live| (key, live))
-            })
             .collect();
         (total, page)
     }
 
     /// How many leases of the account are live.
     pub fn count(&self, account: &AccountId) -> usize {
-        self.by_account.get(account).map_or(0, BTreeSet::len)
+        self.account(account).map_or(0, |a| a.leases.len())
     }
 
     /// Is the lease live (granted and neither revoked nor expired in the log)?
     pub fn is_live(&self, key: &LeaseKey) -> bool {
-        self.live.contains_key(key)
+        self.entry(key).is_some()
     }
 
     /// Pops up to `max` leases whose deadline is at or before `now`, earliest
@@ -235,29 +276,34 @@ impl ExpiryQueue {
         let mut out = Vec::new();
         while out.len() < max {
             match self.heap.peek() {
-                Some(Reverse((at, _))) if *at <= now => {}
+                Some(Reverse((at, ..))) if *at <= now => {}
                 _ => break,
             }
-            let Some(Reverse((_, key))) = self.heap.pop() else {
+            let Some(Reverse((_, number, lease))) = self.heap.pop() else {
                 break;
             };
-            let Some(entry) = self.live.get_mut(&key) else {
+            let Some(a) = self.accounts.get_mut(number as usize) else {
+                continue;
+            };
+            let Some(entry) = a.leases.get_mut(&lease) else {
                 continue; // ended
             };
-            if entry.ending {
+            if entry.grant.ending() {
                 continue; // handed out already
             }
             if entry.deadline > now {
                 // Kept alive since this entry was pushed.
-                let deadline = entry.deadline;
-                self.heap.push(Reverse((deadline, key)));
+                self.heap.push(Reverse((entry.deadline, number, lease)));
                 continue;
             }
-            entry.ending = true;
+            entry.grant.set_ending(true);
             out.push(Due {
-                granted: entry.granted,
+                granted: entry.grant.version(),
                 deadline: entry.deadline,
-                key,
+                key: LeaseKey {
+                    account: a.account.clone(),
+                    lease,
+                },
             });
         }
         out
@@ -267,13 +313,14 @@ impl ExpiryQueue {
     /// [`ExpiryQueue::due`]; heap entries of ended leases are dropped and
     /// those of renewed leases moved to their deadline on the way.
     pub fn next_deadline(&mut self) -> Option<DateTime<Utc>> {
-        while let Some(Reverse((at, key))) = self.heap.peek() {
-            match self.live.get(key) {
-                Some(e) if !e.ending && e.deadline == *at => return Some(*at),
-                Some(e) if !e.ending => {
+        while let Some(Reverse((at, number, lease))) = self.heap.peek() {
+            let entry = self.accounts.get(*number as usize).and_then(|a| a.leases.get(lease));
+            match entry {
+                Some(e) if !e.grant.ending() && e.deadline == *at => return Some(*at),
+                Some(e) if !e.grant.ending() => {
                     let deadline = e.deadline;
-                    if let Some(Reverse((_, key))) = self.heap.pop() {
-                        self.heap.push(Reverse((deadline, key)));
+                    if let Some(Reverse((_, number, lease))) = self.heap.pop() {
+                        self.heap.push(Reverse((deadline, number, lease)));
                     }
                 }
                 _ => {
@@ -289,12 +336,15 @@ impl ExpiryQueue {
     /// live again and back in the heap. Does nothing if that grant of the
     /// lease has ended (or was never handed out).
     pub fn reschedule(&mut self, key: &LeaseKey, granted: u64, deadline: DateTime<Utc>) {
-        if let Some(entry) = self.live.get_mut(key) {
-            if entry.granted == granted && entry.ending {
-                entry.ending = false;
+        let Some(&number) = self.numbers.get(&key.account) else {
+            return;
+        };
+        if let Some(entry) = self.entry_mut(key) {
+            if entry.grant.version() == granted && entry.grant.ending() {
+                entry.grant.set_ending(false);
                 entry.deadline = entry.deadline.max(deadline);
                 let at = entry.deadline;
-                self.heap.push(Reverse((at, key.clone())));
+                self.heap.push(Reverse((at, number, key.lease)));
             }
         }
     }
@@ -305,45 +355,83 @@ impl ExpiryQueue {
         self.grant(key, granted) == GrantState::Ending
     }
 
+    fn account(&self, account: &AccountId) -> Option<&AccountLeases> {
+        let number = *self.numbers.get(account)?;
+        self.accounts.get(number as usize)
+    }
+
+    fn entry(&self, key: &LeaseKey) -> Option<&Entry> {
+        self.account(&key.account)?.leases.get(&key.lease)
+    }
+
+    fn entry_mut(&mut self, key: &LeaseKey) -> Option<&mut Entry> {
+        let number = *self.numbers.get(&key.account)?;
+        self.accounts.get_mut(number as usize)?.leases.get_mut(&key.lease)
+    }
+
+    /// The accounts holding live leases, by name.
+    fn by_name(&self) -> Vec<&AccountLeases> {
+        let mut accounts: Vec<&AccountLeases> = self.accounts.iter().filter(|a| !a.leases.is_empty()).collect();
+        accounts.sort_unstable_by(|a, b| a.account.cmp(&b.account));
+        accounts
+    }
+
+    /// The account's number, given one if it has none yet.
+    fn number(&mut self, account: &AccountId) -> u32 {
+        if let Some(&number) = self.numbers.get(account) {
+            return number;
+        }
+        let number = u32::try_from(self.accounts.len()).expect("fewer than 2^32 accounts");
+        self.accounts.push(AccountLeases {
+            account: account.clone(),
+            leases: BTreeMap::new(),
+        });
+        self.numbers.insert(account.clone(), number);
+        number
+    }
+
     fn deadline(&self, time: DateTime<Utc>, ttl_s: i64) -> DateTime<Utc> {
         add_seconds(time.max(self.floor), ttl_s)
     }
 
     fn granted(&mut self, key: LeaseKey, ttl_s: i64, time: DateTime<Utc>, granted: u64) {
+        let Some(grant) = Grant::new(granted) else {
+            tracing::error!(
+                version = granted,
+                "expiry queue skips a grant whose stream version is out of range"
+            );
+            return;
+        };
         let deadline = self.deadline(time, ttl_s);
-        self.by_account
-            .entry(key.account.clone())
-            .or_default()
-            .insert(key.lease);
-        self.heap.push(Reverse((deadline, key.clone())));
-        self.live.insert(
-            key,
-            Entry {
-                ttl_s,
-                deadline,
-                granted,
-                refreshed: time,
-                ending: false,
-            },
-        );
+        let number = self.number(&key.account);
+        self.heap.push(Reverse((deadline, number, key.lease)));
+        let entry = Entry {
+            ttl_s,
+            deadline,
+            refreshed: time,
+            grant,
+        };
+        if self.accounts[number as usize].leases.insert(key.lease, entry).is_none() {
+            self.len += 1;
+        }
     }
 
     /// A `LeaseKeptAlive` of an old log (servers no longer write them).
     fn kept_alive(&mut self, key: &LeaseKey, time: DateTime<Utc>) {
         let floor = self.floor;
-        if let Some(entry) = self.live.get_mut(key) {
+        if let Some(entry) = self.entry_mut(key) {
             entry.refreshed = entry.refreshed.max(time);
             entry.deadline = entry.deadline.max(add_seconds(time.max(floor), entry.ttl_s));
         }
     }
 
     fn end(&mut self, key: &LeaseKey) {
-        if self.live.remove(key).is_some() {
-            if let Some(set) = self.by_account.get_mut(&key.account) {
-                set.remove(&key.lease);
-                if set.is_empty() {
-                    self.by_account.remove(&key.account);
-                }
+        let Some(&number) = self.numbers.get(&key.account) else {
+            return;
+        };
+        if let Some(a) = self.accounts.get_mut(number as usize) {
+            if a.leases.remove(&key.lease).is_some() {
+                self.len -= 1;
             }
         }
     }
@@ -353,25 +441,16 @@ impl ExpiryQueue {
     /// process has run.
     pub fn snapshot(&self) -> ExpirySnapshot {
         let accounts = self
-            .by_account
-            .iter()
-            .map(|(account, leases)| {
-                let leases = leases
-                    .iter()
-                    .filter_map(|lease| {
-                        let key = LeaseKey {
-                            account: account.clone(),
-                            lease: *lease,
-                        };
-                        self.live
-                            .get(&key)
-                            .map(|e| (lease.get(), e.ttl_s, Time::from(e.refreshed), e.granted))
-                    })
-                    .collect();
-                (account.clone(), leases)
-            })
-            .collect::<BTreeMap<_, _>>()
+            .by_name()
             .into_iter()
+            .map(|a| {
+                let leases = a
+                    .leases
+                    .iter()
+                    .map(|(lease, e)| (lease.get(), e.ttl_s, Time::from(e.refreshed), e.grant.version()))
+                    .collect();
+                (a.account.clone(), leases)
+            })
             .collect();
         ExpirySnapshot { accounts }
     }
@@ -388,40 +467,49 @@ impl ExpiryQueue {
         strictly_ordered(&snapshot.accounts, |(a, _)| a.clone(), "accounts of the expiry queue")?;
         let total = snapshot.accounts.iter().map(|(_, leases)| leases.len()).sum();
         let mut heap = Vec::with_capacity(total);
-        queue.live.reserve(total);
         for (account, leases) in snapshot.accounts {
             strictly_ordered(&leases, |(lease, ..)| *lease, "leases of an account")?;
             if leases.is_empty() {
                 return invalid(format!("account {account} has an empty lease set"));
             }
-            let ids = leases
-                .iter()
-                .map(|(lease, ..)| lease_id(*lease))
-                .collect::<Result<_, _>>()?;
-            queue.by_account.insert(account.clone(), ids);
+            let number = queue.number(&account);
+            let mut entries = Vec::with_capacity(leases.len());
             for (lease, ttl_s, refreshed, granted) in leases {
                 let lease = lease_id(lease)?;
                 let refreshed = refreshed.to_datetime()?;
-                let key = LeaseKey {
-                    account: account.clone(),
-                    lease,
+                let Some(grant) = Grant::new(granted) else {
+                    return invalid(format!("lease {lease} has a grant version {granted} out of range"));
                 };
                 let deadline = add_seconds(refreshed.max(floor), ttl_s);
-                heap.push(Reverse((deadline, key.clone())));
-                queue.live.insert(
-                    key,
+                heap.push(Reverse((deadline, number, lease)));
+                entries.push((
+                    lease,
                     Entry {
                         ttl_s,
                         deadline,
-                        granted,
                         refreshed,
-                        ending: false,
+                        grant,
                     },
-                );
+                ));
             }
+            queue.len += entries.len();
+            // In ID order (checked above): built in one pass, its nodes full.
+            queue.accounts[number as usize].leases = entries.into_iter().collect();
         }
         queue.heap = BinaryHeap::from(heap);
         Ok(queue)
+    }
+}
+
+impl AccountLeases {
+    fn iter(&self) -> impl Iterator<Item = (LeaseKey, LiveLease)> + '_ {
+        self.leases.iter().map(|(lease, e)| {
+            let key = LeaseKey {
+                account: self.account.clone(),
+                lease: *lease,
+            };
+            (key, e.view())
+        })
     }
 }
 
@@ -508,16 +596,25 @@ mod tests {
     #[derive(Default)]
     struct Log {
         position: u64,
-        versions: HashMap<i64, u64>,
+        versions: HashMap<(AccountId, i64), u64>,
     }
 
     impl Log {
         fn event(&mut self, lease: i64, e: impl Into<LeaseEvent>, at: DateTime<Utc>) -> RecordedEvent {
-            let account = AccountId::default_account();
+            self.event_of(AccountId::default_account(), lease, e, at)
+        }
+
+        fn event_of(
+            &mut self,
+            account: AccountId,
+            lease: i64,
+            e: impl Into<LeaseEvent>,
+            at: DateTime<Utc>,
+        ) -> RecordedEvent {
             let id = LeaseId::new(lease).expect("positive");
             let e: LeaseEvent = e.into();
             self.position += 1;
-            let version = self.versions.entry(lease).or_default();
+            let version = self.versions.entry((account.clone(), lease)).or_default();
             *version += 1;
             let new = NewEvent::new(&e, &Metadata::new(account.clone()), at);
             RecordedEvent::from_new(new, StreamId::lease(&account, id), *version, self.position)
@@ -729,6 +826,72 @@ mod tests {
         assert_eq!(keys(q.due(t(14), usize::MAX)), vec![key(2)]);
         assert_eq!(keys(q.due(t(15), usize::MAX)), vec![key(1)]);
         assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn accounts_are_listed_by_name_whatever_order_they_came_in() {
+        let account = |name: &str| name.parse::<AccountId>().expect("account name");
+        let of = |name: &str, lease: i64| LeaseKey {
+            account: account(name),
+            lease: id(lease),
+        };
+        let mut log = Log::default();
+        let mut q = ExpiryQueue::new(t(0));
+        for (name, lease, ttl_s) in [("bob", 2, 10), ("alice", 7, 20), ("bob", 1, 30), ("carol", 1, 5)] {
+            q.apply(&log.event_of(account(name), lease, granted(lease, ttl_s), t(0)));
+        }
+        let order = vec![of("alice", 7), of("bob", 1), of("bob", 2), of("carol", 1)];
+        let listed: Vec<LeaseKey> = q.iter_live().map(|(k, _)| k).collect();
+        assert_eq!(listed, order);
+        let ttls: Vec<i64> = q.live_leases().into_iter().map(|(.., ttl_s)| ttl_s).collect();
+        assert_eq!(ttls, vec![20, 30, 10, 5]);
+        assert_eq!(q.leases(&account("bob")), vec![id(1), id(2)]);
+        assert_eq!(
+            (q.count(&account("bob")), q.count(&account("dave")), q.len()),
+            (2, 0, 4)
+        );
+        let (total, page) = q.page(None, 1, 2);
+        assert_eq!(
+            (total, page.into_iter().map(|(k, _)| k).collect::<Vec<_>>()),
+            (4, order[1..3].to_vec())
+        );
+        let (total, page) = q.page(Some(&account("bob")), 1, 5);
+        assert_eq!(
+            (total, page.into_iter().map(|(k, _)| k).collect::<Vec<_>>()),
+            (2, vec![of("bob", 2)])
+        );
+        // Same deadline in two accounts: both come out, each once.
+        assert_eq!(keys(q.due(t(5), usize::MAX)), vec![of("carol", 1)]);
+        assert_eq!(q.grant(&of("carol", 1), 1), GrantState::Ending);
+        assert_eq!(q.grant(&of("bob", 1), 1), GrantState::Live { deadline: t(30) });
+        // An account whose leases all ended is in no list and no snapshot.
+        q.apply(&log.event_of(account("carol"), 1, LeaseRevoked { lease: id(1) }, t(6)));
+        let names: Vec<String> = q.snapshot().accounts.iter().map(|(a, _)| a.to_string()).collect();
+        assert_eq!(names, vec!["alice", "bob"]);
+        assert_eq!(q.page(Some(&account("carol")), 0, 5), (0, vec![]));
+        let restored = ExpiryQueue::restore(q.snapshot(), q.checkpoint(), t(0)).expect("restores");
+        assert_eq!(
+            restored.iter_live().collect::<Vec<_>>(),
+            q.iter_live().collect::<Vec<_>>()
+        );
+        assert_eq!(restored.digest(), q.digest());
+        // Back in a known account, after the others.
+        q.apply(&log.event_of(account("carol"), 3, granted(3, 5), t(6)));
+        assert_eq!(q.iter_live().last().map(|(k, _)| k), Some(of("carol", 3)));
+    }
+
+    #[test]
+    fn the_ending_mark_leaves_the_grant_version_alone() {
+        let mut grant = Grant::new(41).expect("fits");
+        assert!(!grant.ending());
+        grant.set_ending(true);
+        assert!(grant.ending());
+        assert_eq!(grant.version(), 41);
+        grant.set_ending(false);
+        assert_eq!((grant.ending(), grant.version()), (false, 41));
+        assert_eq!(Grant::new(u64::MAX), None);
+        assert_eq!(Grant::new(i64::MAX as u64).map(Grant::version), Some(i64::MAX as u64));
+        assert_eq!(std::mem::size_of::<Entry>(), 40);
     }
 
     #[test]

@@ -4,7 +4,9 @@ use tenure_events::{
     AccountId, BackendMode, InstanceEvent, LeaseId, RecordedEvent, ServiceEvent, ShareEvent, ShareMode,
 };
 
-use crate::snapshot::{lease_id, ordered_map, strictly_ordered, RestoreError, RoutedShareSnapshot, RoutingSnapshot};
+use crate::snapshot::{
+    invalid, lease_id, ordered_map, strictly_ordered, RestoreError, RoutedShareSnapshot, RoutingSnapshot,
+};
 use crate::Projection;
 
 /// Where the frontend sends a host's requests. Built only from events:
@@ -23,7 +25,9 @@ use crate::Projection;
 pub struct RoutingTable {
     checkpoint: u64,
     domain: String,
-    live_leases: BTreeSet<(AccountId, LeaseId)>,
+    /// Leases live in the log, by account (8 bytes a lease in the sets,
+    /// where a set of (account, lease) pairs takes 24).
+    live_leases: BTreeMap<AccountId, BTreeSet<LeaseId>>,
     /// (account, name) → (FQDN, whether plain HTTP redirects to https).
     services: BTreeMap<(AccountId, String), (String, bool)>,
     instances: BTreeMap<(AccountId, String), InstanceEntry>,
@@ -83,7 +87,7 @@ impl RoutingTable {
         RoutingTable {
             checkpoint: 0,
             domain: domain.to_ascii_lowercase(),
-            live_leases: BTreeSet::new(),
+            live_leases: BTreeMap::new(),
             services: BTreeMap::new(),
             instances: BTreeMap::new(),
             shares: BTreeMap::new(),
@@ -97,7 +101,9 @@ impl RoutingTable {
     }
 
     fn live(&self, account: &AccountId, lease: LeaseId) -> bool {
-        self.live_leases.contains(&(account.clone(), lease))
+        self.live_leases
+            .get(account)
+            .is_some_and(|leases| leases.contains(&lease))
     }
 
     /// The routes as they stand.
@@ -136,15 +142,12 @@ impl RoutingTable {
     }
 
     pub fn snapshot(&self) -> RoutingSnapshot {
-        let mut live_leases: Vec<(AccountId, Vec<i64>)> = Vec::new();
-        for (account, lease) in &self.live_leases {
-            match live_leases.last_mut() {
-                Some((last, leases)) if last == account => leases.push(lease.get()),
-                _ => live_leases.push((account.clone(), vec![lease.get()])),
-            }
-        }
         RoutingSnapshot {
-            live_leases,
+            live_leases: self
+                .live_leases
+                .iter()
+                .map(|(account, leases)| (account.clone(), leases.iter().map(|l| l.get()).collect()))
+                .collect(),
             services: self
                 .services
                 .iter()
@@ -185,15 +188,15 @@ impl RoutingTable {
             |(a, _)| a.clone(),
             "accounts of the routing table",
         )?;
-        let mut live = Vec::new();
         for (account, leases) in snapshot.live_leases {
             strictly_ordered(&leases, |l| *l, "leases of the routing table")?;
-            for lease in leases {
-                live.push((account.clone(), lease_id(lease)?));
+            if leases.is_empty() {
+                return invalid(format!("account {account} has no live lease in the routing table"));
             }
+            // In order (checked above): built in one pass.
+            let leases = leases.into_iter().map(lease_id).collect::<Result<_, _>>()?;
+            table.live_leases.insert(account, leases);
         }
-        // In order (checked above): built in one pass.
-        table.live_leases = live.into_iter().collect();
         let services = snapshot
             .services
             .into_iter()
@@ -264,12 +267,17 @@ impl Projection for RoutingTable {
                 match event.event_type.as_str() {
                     "LeaseGranted" => {
                         if let Some(lease) = lease() {
-                            self.live_leases.insert((account.clone(), lease));
+                            self.live_leases.entry(account.clone()).or_default().insert(lease);
                         }
                     }
                     "LeaseRevoked" | "LeaseExpired" => {
                         if let Some(lease) = lease() {
-                            self.live_leases.remove(&(account.clone(), lease));
+                            if let Some(leases) = self.live_leases.get_mut(account) {
+                                leases.remove(&lease);
+                                if leases.is_empty() {
+                                    self.live_leases.remove(account);
+                                }
+                            }
                             if self.lease_in_use(account, lease) {
                                 self.changed = true;
                             }

@@ -8,7 +8,8 @@
 //! Whether a lease is live is not known here: the lease actor checks that
 //! before it forwards a put with a lease (see `actors::lease`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::{Bound, ControlFlow};
 
 use chrono::{DateTime, Utc};
@@ -218,8 +219,150 @@ pub struct RangeResult {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Keyspace {
     revision: i64,
-    kvs: BTreeMap<Bytes, KeyValue>,
-    by_lease: HashMap<LeaseId, BTreeSet<Bytes>>,
+    kvs: BTreeMap<Key, KeyValue>,
+    /// The keys attached to each lease that has some. Most leases hold one
+    /// key (a service instance, a lock): a B-tree set for it would take a
+    /// whole node (~290 bytes) where [`LeaseKeys::One`] takes 24.
+    by_lease: BTreeMap<LeaseId, LeaseKeys>,
+}
+
+/// A key as a key space keeps it: up to [`Key::INLINE_MAX`] bytes in the
+/// value itself, a longer one in one allocation of its exact size. Every
+/// key with a lease is kept twice (in the map and in its lease's keys), and
+/// the keys of a registry are mostly short (`service/web/3`): inline, such
+/// a key costs no allocation, where a `Vec<u8>` costs 32 bytes of heap
+/// beside its 24. Compared and ordered as its bytes.
+#[derive(Clone)]
+enum Key {
+    Inline { len: u8, bytes: [u8; Key::INLINE_MAX] },
+    Heap(Box<[u8]>),
+}
+
+impl Key {
+    /// The longest key kept inline: what fits in 24 bytes with the length
+    /// and the variant's tag.
+    const INLINE_MAX: usize = 22;
+
+    fn new(key: &[u8]) -> Key {
+        match u8::try_from(key.len()) {
+            Ok(len) if key.len() <= Key::INLINE_MAX => {
+                let mut bytes = [0; Key::INLINE_MAX];
+                bytes[..key.len()].copy_from_slice(key);
+                Key::Inline { len, bytes }
+            }
+            _ => Key::Heap(key.into()),
+        }
+    }
+
+    fn from_vec(key: Vec<u8>) -> Key {
+        if key.len() <= Key::INLINE_MAX {
+            Key::new(&key)
+        } else {
+            Key::Heap(key.into_boxed_slice())
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Key::Heap(bytes) => bytes,
+        }
+    }
+
+    fn to_bytes(&self) -> Bytes {
+        Bytes(self.as_slice().to_vec())
+    }
+}
+
+impl Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Key {}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Key) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Key {
+    fn cmp(&self, other: &Key) -> std::cmp::Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_slice()))
+    }
+}
+
+/// The keys of one lease; one key is always `One` (never a set of one),
+/// so that equal key spaces are equal values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum LeaseKeys {
+    One(Key),
+    Many(BTreeSet<Key>),
+}
+
+impl LeaseKeys {
+    fn len(&self) -> usize {
+        match self {
+            LeaseKeys::One(_) => 1,
+            LeaseKeys::Many(keys) => keys.len(),
+        }
+    }
+
+    fn contains(&self, key: &[u8]) -> bool {
+        match self {
+            LeaseKeys::One(one) => one.as_slice() == key,
+            LeaseKeys::Many(keys) => keys.contains(key),
+        }
+    }
+
+    /// In key order.
+    fn to_vec(&self) -> Vec<Bytes> {
+        match self {
+            LeaseKeys::One(one) => vec![one.to_bytes()],
+            LeaseKeys::Many(keys) => keys.iter().map(Key::to_bytes).collect(),
+        }
+    }
+
+    fn insert(&mut self, key: Key) {
+        match self {
+            LeaseKeys::One(one) if *one == key => {}
+            LeaseKeys::One(one) => {
+                let one = std::mem::replace(one, Key::new(&[]));
+                *self = LeaseKeys::Many(BTreeSet::from([one, key]));
+            }
+            LeaseKeys::Many(keys) => {
+                keys.insert(key);
+            }
+        }
+    }
+
+    /// Removes `key`; answers whether no key is left.
+    fn remove(&mut self, key: &[u8]) -> bool {
+        let LeaseKeys::Many(keys) = self else {
+            return matches!(self, LeaseKeys::One(one) if one.as_slice() == key);
+        };
+        keys.remove(key);
+        if keys.len() == 1 {
+            if let Some(last) = keys.pop_first() {
+                *self = LeaseKeys::One(last);
+            }
+        }
+        self.len() == 0
+    }
 }
 
 impl Default for Keyspace {
@@ -227,7 +370,7 @@ impl Default for Keyspace {
         Keyspace {
             revision: 1,
             kvs: BTreeMap::new(),
-            by_lease: HashMap::new(),
+            by_lease: BTreeMap::new(),
         }
     }
 }
@@ -250,7 +393,7 @@ impl Keyspace {
         self.kvs.get(key)
     }
 
-    fn keys_in<'a>(&'a self, range: &KeyRange) -> Box<dyn Iterator<Item = (&'a Bytes, &'a KeyValue)> + 'a> {
+    fn keys_in<'a>(&'a self, range: &KeyRange) -> Box<dyn Iterator<Item = (&'a Key, &'a KeyValue)> + 'a> {
         if range.is_single() {
             return Box::new(self.kvs.get_key_value(range.key.as_slice()).into_iter());
         }
@@ -281,7 +424,7 @@ impl Keyspace {
             }
             kept += 1;
             if sorts.is_some() || result.kvs.len() < limit {
-                result.kvs.push((k.clone(), v.clone()));
+                result.kvs.push((k.to_bytes(), v.clone()));
             }
         }
         if let Some((target, order)) = sorts {
@@ -326,17 +469,12 @@ impl Keyspace {
 
     /// The keys attached to `lease`, in key order.
     pub fn lease_keys(&self, lease: LeaseId) -> Vec<Bytes> {
-        self.by_lease
-            .get(&lease)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default()
+        self.by_lease.get(&lease).map(LeaseKeys::to_vec).unwrap_or_default()
     }
 
     /// Every lease that has at least one key attached.
     pub fn leases_with_keys(&self) -> Vec<LeaseId> {
-        let mut leases: Vec<LeaseId> = self.by_lease.keys().copied().collect();
-        leases.sort();
-        leases
+        self.by_lease.keys().copied().collect()
     }
 
     fn deletions(&self, keys: Vec<Bytes>, cause: DeleteCause) -> Vec<KeyspaceEvent> {
@@ -366,7 +504,7 @@ impl Keyspace {
         if revision < 1 {
             return Err(format!("revision {revision} is below 1"));
         }
-        if snapshot.keys.windows(2).any(|pair| pair[0].0 .0 >= pair[1].0 .0) {
+        if snapshot.keys.windows(2).any(|pair| pair[0].0 >= pair[1].0) {
             return Err("keys are not in strictly increasing order".into());
         }
         let mut state = Keyspace {
@@ -375,8 +513,8 @@ impl Keyspace {
         };
         let mut kvs = Vec::with_capacity(snapshot.keys.len());
         for (key, value, create_revision, mod_revision, version, lease) in snapshot.keys {
-            let key = Bytes(key.0);
-            if key.is_empty() {
+            let key = key.0;
+            if key.as_slice().is_empty() {
                 return Err("an empty key".into());
             }
             if !(1 <= create_revision && create_revision <= mod_revision && mod_revision <= revision && version >= 1) {
@@ -389,7 +527,7 @@ impl Keyspace {
                 None => None,
             };
             if let Some(lease) = lease {
-                state.by_lease.entry(lease).or_default().insert(key.clone());
+                state.attach(key.clone(), lease);
             }
             let kv = KeyValue {
                 value: Bytes(value.0),
@@ -415,10 +553,18 @@ impl Keyspace {
         }
     }
 
-    fn detach(&mut self, key: &Bytes, lease: LeaseId) {
+    fn attach(&mut self, key: Key, lease: LeaseId) {
+        match self.by_lease.entry(lease) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(LeaseKeys::One(key));
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().insert(key),
+        }
+    }
+
+    fn detach(&mut self, key: &[u8], lease: LeaseId) {
         if let Some(keys) = self.by_lease.get_mut(&lease) {
-            keys.remove(key);
-            if keys.is_empty() {
+            if keys.remove(key) {
                 self.by_lease.remove(&lease);
             }
         }
@@ -441,7 +587,7 @@ impl Aggregate for Keyspace {
                 if key.is_empty() {
                     return Err(KeyspaceRejection::EmptyKey);
                 }
-                let current = self.kvs.get(&key);
+                let current = self.kvs.get(key.as_slice());
                 if current.is_none() && !tenure_events::allows_one_more(max_keys, self.kvs.len()) {
                     return Err(KeyspaceRejection::KeyLimitReached { max: max_keys });
                 }
@@ -457,8 +603,8 @@ impl Aggregate for Keyspace {
                 };
                 if let Some(lease) = lease {
                     let held = self.by_lease.get(&lease);
-                    let already = held.is_some_and(|keys| keys.contains(&key));
-                    if !already && held.map_or(0, BTreeSet::len) >= MAX_KEYS_PER_LEASE {
+                    let already = held.is_some_and(|keys| keys.contains(key.as_slice()));
+                    if !already && held.map_or(0, LeaseKeys::len) >= MAX_KEYS_PER_LEASE {
                         return Err(KeyspaceRejection::TooManyKeysForLease {
                             lease,
                             max: MAX_KEYS_PER_LEASE,
@@ -477,7 +623,7 @@ impl Aggregate for Keyspace {
                 if range.key.is_empty() && range.range_end.is_empty() {
                     return Err(KeyspaceRejection::EmptyKey);
                 }
-                let keys = self.keys_in(&range).map(|(k, _)| k.clone()).collect();
+                let keys = self.keys_in(&range).map(|(k, _)| k.to_bytes()).collect();
                 Ok(self.deletions(keys, DeleteCause::Request))
             }
             KeyspaceCommand::DeleteLeaseKeys { lease, cause } => Ok(self.deletions(self.lease_keys(lease), cause)),
@@ -488,11 +634,11 @@ impl Aggregate for Keyspace {
         match event {
             KeyspaceEvent::Put(e) => {
                 assert_eq!(e.revision, self.revision + 1, "a put moves the revision up by one");
-                let previous_lease = self.kvs.get(&e.key).and_then(|kv| kv.lease);
+                let previous_lease = self.kvs.get(e.key.as_slice()).and_then(|kv| kv.lease);
                 if let Some(old) = previous_lease {
-                    self.detach(&e.key, old);
+                    self.detach(e.key.as_slice(), old);
                 }
-                let kv = self.kvs.entry(e.key.clone()).or_insert(KeyValue {
+                let kv = self.kvs.entry(Key::new(e.key.as_slice())).or_insert(KeyValue {
                     value: Bytes::default(),
                     create_revision: e.revision,
                     mod_revision: e.revision,
@@ -504,7 +650,7 @@ impl Aggregate for Keyspace {
                 kv.version += 1;
                 kv.lease = e.lease;
                 if let Some(lease) = e.lease {
-                    self.by_lease.entry(lease).or_default().insert(e.key.clone());
+                    self.attach(Key::new(e.key.as_slice()), lease);
                 }
                 self.revision = e.revision;
             }
@@ -513,9 +659,9 @@ impl Aggregate for Keyspace {
                     e.revision == self.revision || e.revision == self.revision + 1,
                     "deletions share their command's revision"
                 );
-                if let Some(kv) = self.kvs.remove(&e.key) {
+                if let Some(kv) = self.kvs.remove(e.key.as_slice()) {
                     if let Some(lease) = kv.lease {
-                        self.detach(&e.key, lease);
+                        self.detach(e.key.as_slice(), lease);
                     }
                 }
                 self.revision = e.revision;
@@ -535,7 +681,50 @@ pub struct KeyspaceSnapshot {
 }
 
 /// One key of a [`KeyspaceSnapshot`].
-pub type SnapshotKey = (Blob, Blob, i64, i64, i64, Option<i64>);
+pub type SnapshotKey = (KeyBlob, Blob, i64, i64, i64, Option<i64>);
+
+/// A key in a [`KeyspaceSnapshot`]: encoded as a [`Blob`], decoded straight
+/// into the form a key space keeps (a short key inline), so that a restore
+/// allocates no key only to drop it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KeyBlob(Key);
+
+impl KeyBlob {
+    pub fn as_slice(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+impl From<Vec<u8>> for KeyBlob {
+    fn from(key: Vec<u8>) -> KeyBlob {
+        KeyBlob(Key::from_vec(key))
+    }
+}
+
+impl serde::Serialize for KeyBlob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.as_slice())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KeyBlob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<KeyBlob, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = KeyBlob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<KeyBlob, E> {
+                Ok(KeyBlob(Key::new(v)))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<KeyBlob, E> {
+                Ok(KeyBlob::from(v))
+            }
+        }
+        d.deserialize_byte_buf(Visitor)
+    }
+}
 
 /// A borrowed key space that serializes as a [`KeyspaceSnapshot`].
 pub struct SnapshotOf<'a>(&'a Keyspace);
@@ -543,7 +732,7 @@ pub struct SnapshotOf<'a>(&'a Keyspace);
 impl serde::Serialize for SnapshotOf<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        struct Keys<'a>(&'a BTreeMap<Bytes, KeyValue>);
+        struct Keys<'a>(&'a BTreeMap<Key, KeyValue>);
         impl serde::Serialize for Keys<'_> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_seq(self.0.iter().map(|(k, kv)| {
@@ -1007,6 +1196,70 @@ mod tests {
                 cause: DeleteCause::Request,
             })
             .then([]);
+    }
+
+    #[test]
+    fn a_lease_s_keys_read_the_same_folded_or_restored_as_they_grow_and_shrink() {
+        let restored = |ks: &Keyspace| {
+            let bytes = crate::snapshot::encode(&ks.snapshot()).unwrap_or_else(|e| panic!("{e}"));
+            crate::snapshot::keyspace_from(&bytes).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let mut events = vec![put("b", "v", Some(lease(1)), 2)];
+        let mut expect: Vec<Vec<&str>> = vec![vec!["b"]];
+        events.extend([put("a", "v", Some(lease(1)), 3), put("c", "v", Some(lease(1)), 4)]);
+        expect.extend([vec!["a", "b"], vec!["a", "b", "c"]]);
+        events.extend([
+            deleted("a", 5, DeleteCause::Request),
+            put("c", "v", Some(lease(2)), 6),
+            put("b", "v", Some(lease(1)), 7),
+            put("b", "v", None, 8),
+        ]);
+        expect.extend([vec!["b", "c"], vec!["b"], vec!["b"], vec![]]);
+        for (n, keys) in expect.iter().enumerate() {
+            let ks = fold(&events[..n + 1]);
+            let keys: Vec<Bytes> = keys.iter().map(|k| Bytes::from(*k)).collect();
+            assert_eq!(ks.lease_keys(lease(1)), keys, "after {} events", n + 1);
+            assert_eq!(ks.leases_with_keys().contains(&lease(1)), !keys.is_empty());
+            assert_eq!(restored(&ks), ks, "after {} events", n + 1);
+        }
+    }
+
+    #[test]
+    fn short_and_long_keys_are_kept_and_ordered_as_their_bytes() {
+        assert_eq!(std::mem::size_of::<Key>(), 24);
+        let inline = "a".repeat(Key::INLINE_MAX);
+        let long = "a".repeat(Key::INLINE_MAX + 1);
+        let after = format!("{}b", "a".repeat(Key::INLINE_MAX - 1));
+        let ks = fold(&[
+            put(&long, "1", Some(lease(1)), 2),
+            put(&after, "2", Some(lease(1)), 3),
+            put(&inline, "3", Some(lease(1)), 4),
+            put("a", "4", None, 5),
+            put("", "5", None, 6),
+        ]);
+        let order = vec!["", "a", inline.as_str(), long.as_str(), after.as_str()];
+        let listed: Vec<String> = ks
+            .range(&KeyRange::prefix(""), 0)
+            .kvs
+            .iter()
+            .map(|(k, _)| k.to_string_lossy())
+            .collect();
+        assert_eq!(listed, order);
+        let held: Vec<Bytes> = order[2..].iter().map(|k| Bytes::from(*k)).collect();
+        assert_eq!(ks.lease_keys(lease(1)), held);
+        assert_eq!(
+            ks.get(long.as_bytes()).map(|kv| kv.value.clone()),
+            Some(Bytes::from("1"))
+        );
+        assert_eq!(
+            ks.get(&long.as_bytes()[..Key::INLINE_MAX]).map(|kv| kv.value.clone()),
+            Some(Bytes::from("3"))
+        );
+        let range = KeyRange {
+            key: inline.as_str().into(),
+            range_end: after.as_str().into(),
+        };
+        assert_eq!(ks.range(&range, 0).count, 2);
     }
 
     #[test]

@@ -521,7 +521,7 @@ async fn write_keyspace(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::keyspace::{Blob, KeyspaceCommand, LeaseUpdate};
+    use crate::domain::keyspace::{KeyBlob, KeyspaceCommand, LeaseUpdate};
     use crate::domain::Aggregate;
     use tenure_events::LeaseId;
 
@@ -578,7 +578,7 @@ mod tests {
         check(|s| s.revision = 0, "below 1");
         check(|s| s.keys.swap(0, 1), "strictly increasing");
         check(|s| s.keys[1] = s.keys[0].clone(), "strictly increasing");
-        check(|s| s.keys[0].0 = Blob(Vec::new()), "empty key");
+        check(|s| s.keys[0].0 = KeyBlob::from(Vec::new()), "empty key");
         check(|s| s.keys[0].3 = s.revision + 1, "revisions");
         check(|s| s.keys[0].2 = s.keys[0].3 + 1, "revisions");
         check(|s| s.keys[0].4 = 0, "version");
