@@ -64,6 +64,25 @@ impl Subscription {
         }
     }
 
+    /// A subscription to a store's live announcements (`None` once the
+    /// store is closed: the subscription then ends after what the log holds).
+    pub(crate) fn following(
+        from_position: u64,
+        live: Option<&broadcast::Sender<LiveBatch>>,
+        fetch: FetchAll,
+    ) -> Subscription {
+        let live = match live {
+            Some(tx) => tx.subscribe(),
+            None => {
+                // Closed: a receiver whose sender is gone reports Closed at once.
+                let (tx, rx) = broadcast::channel(1);
+                drop(tx);
+                rx
+            }
+        };
+        Subscription::new(from_position, live, fetch)
+    }
+
     /// The next events, in order; `Ok(None)` once the store is closed.
     pub async fn next_batch(&mut self) -> Result<Option<Batch>, StoreError> {
         loop {

@@ -639,18 +639,9 @@ impl EventStore for SqliteStore {
     }
 
     fn subscribe_all(&self, from_position: u64) -> Subscription {
-        let live = match self.handle.inner.live.lock().as_ref() {
-            Some(tx) => tx.subscribe(),
-            None => {
-                // Closed: a receiver whose sender is gone reports Closed at once.
-                let (tx, rx) = broadcast::channel(1);
-                drop(tx);
-                rx
-            }
-        };
         let inner = Arc::clone(&self.handle.inner);
         let fetch: FetchAll = Arc::new(move |from, max| inner.read_all(from, max));
-        Subscription::new(from_position, live, fetch)
+        Subscription::following(from_position, self.handle.inner.live.lock().as_ref(), fetch)
     }
 
     fn head(&self) -> u64 {
