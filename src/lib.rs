@@ -4,6 +4,7 @@ pub mod actors;
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod clock;
 pub mod control;
 pub mod domain;

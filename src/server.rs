@@ -12,7 +12,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use tokio::sync::watch;
 
-use crate::actors::{decommission, expiry, projector, Hub, Projections, Registry, RuntimeConfig};
+use crate::actors::{projector, Hub, Projections, Registry, RuntimeConfig};
 use crate::auth::Authenticator;
 use crate::clock::{Clock, SystemClock};
 use crate::control::Control;
@@ -53,6 +53,9 @@ pub struct ServerConfig {
     pub proxy_backend_timeout: Duration,
     /// When snapshots are written, and whether a start reads them.
     pub snapshots: crate::snapshot::SnapshotConfig,
+    /// Where other nodes of a shared log reach this one's HTTP API
+    /// (`None`: `http://` and the address it listens on).
+    pub advertise_url: Option<String>,
 }
 
 /// The proxy's HTTPS listener.
@@ -114,6 +117,7 @@ impl ServerConfig {
             proxy_tls: None,
             proxy_backend_timeout: crate::proxy::DEFAULT_BACKEND_TIMEOUT,
             snapshots: crate::snapshot::SnapshotConfig::default(),
+            advertise_url: None,
         }
     }
 }
@@ -134,6 +138,8 @@ pub struct Running {
     pub store: LogStore,
     /// What happened to snapshots (restored, refused, written).
     pub snapshots: Arc<Snapshots>,
+    /// This node's candidacy for the timers, on a shared log.
+    election: Option<crate::store::Election>,
     /// Answered once the snapshot writer has written its last snapshots
     /// after the stop signal.
     snapshots_done: Option<tokio::sync::oneshot::Receiver<()>>,
@@ -214,6 +220,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         revisions: Default::default(),
         metrics: metrics.clone(),
         snapshots: Some(Arc::clone(&snapshots)),
+        leading: std::sync::atomic::AtomicBool::new(!shared_store.is_shared()),
     });
     let (stop, stopped) = watch::channel(false);
 
@@ -242,7 +249,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         })
         .collect();
     futures::future::join_all(activated).await;
-    let control = Control::new(Arc::clone(&hub), authenticator);
+    let shared = shared_store.is_shared();
+    let (role_tx, role) = watch::channel(crate::store::Role::default());
+    let mut control = Control::new(Arc::clone(&hub), authenticator);
+    if shared {
+        // Another node may run the timers: until this one does, deadlines
+        // here do not decide (see `crate::cluster`).
+        projections.expiry.lock().follow_timers();
+        control = control.with_cluster(crate::cluster::Cluster::new(role.clone()));
+    }
+    crate::actors::follow::install(&hub);
     let cleaned = control
         .recover_lease_keys()
         .await
@@ -267,9 +283,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     } else {
         None
     };
-    handles[handles.len() - 1].spawn(decommission::run(Arc::clone(&hub), stopped.clone()));
     let stopped_proxy = stopped.clone();
-    handles[handles.len() - 1].spawn(expiry::run(Arc::clone(&hub), stopped));
+    handles[handles.len() - 1].spawn(crate::cluster::run_timers(
+        control.clone(),
+        shared.then_some(role),
+        stopped,
+    ));
 
     let in_flight = Arc::new(crate::proxy::InFlight::default());
     let tls = match &config.proxy_tls {
@@ -306,9 +325,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
                     async move {
                         let started = std::time::Instant::now();
                         let method = req.method().clone();
-                        let res = next.call(req).await;
+                        let res = match crate::api::wait_for_min_position(&req).await {
+                            Ok(()) => next.call(req).await,
+                            Err(refused) => {
+                                let answer = actix_web::ResponseError::error_response(&refused);
+                                Ok(req.into_response(answer))
+                            }
+                        };
                         let mut res = crate::api::count_request(&http_metrics, &method, started, res)?;
                         crate::api::request_id_header(&mut res);
+                        crate::api::position_header(&mut res);
                         crate::api::log_server_error(&res);
                         Ok::<_, actix_web::Error>(res)
                     }
@@ -327,6 +353,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         .first()
         .copied()
         .context("the HTTP server bound no address")?;
+    let election = match &config.store {
+        Some(target) if shared => {
+            let url = config.advertise_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+            Some(crate::store::Election::start(target.clone(), url, role_tx).context("standing for the timers")?)
+        }
+        _ => None,
+    };
     let server = server.run();
     let http = server.handle();
     actix_rt::spawn(server);
@@ -339,6 +372,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         proxy_runtime,
         store,
         snapshots,
+        election,
         snapshots_done,
         http,
         stop,
@@ -460,6 +494,11 @@ impl Running {
         // Live event streams end first, so the graceful stop need not wait for them.
         self.control.close();
         self.http.stop(true).await;
+        // Another node may take the timers over at once.
+        // (Joins its thread, which ends at once: a short block.)
+        if let Some(mut election) = self.election {
+            election.stop();
+        }
         let _ = self.stop.send(true);
         // The snapshot writer takes its last snapshots while the actors
         // still run.

@@ -141,9 +141,18 @@ type Timer = Reverse<(DateTime<Utc>, u32, LeaseId)>;
 /// deadlines are computed from `max(event time, floor) + ttl`, where the floor
 /// is the moment this process started, so after a restart every live lease
 /// gets its full TTL again (etcd does the same when a leader is elected).
+///
+/// **Several nodes.** On a shared log one node runs the timers and gets
+/// every keep-alive; the others fold the same live set but their deadlines
+/// are not moved by those keep-alives, so they do not judge by them
+/// ([`ExpiryQueue::follow_timers`]): a lease live in the log is live for
+/// them. A node that takes the timers over gives every live lease its full
+/// TTL from that moment ([`ExpiryQueue::take_over`]), as after a restart.
 #[derive(Debug, Clone)]
 pub struct ExpiryQueue {
     floor: DateTime<Utc>,
+    /// Whether deadlines decide what is live (this node runs the timers).
+    judging: bool,
     checkpoint: u64,
     /// By account number.
     accounts: Vec<AccountLeases>,
@@ -158,6 +167,7 @@ impl ExpiryQueue {
     pub fn new(floor: DateTime<Utc>) -> ExpiryQueue {
         ExpiryQueue {
             floor,
+            judging: true,
             checkpoint: 0,
             accounts: Vec::new(),
             numbers: HashMap::new(),
@@ -185,8 +195,37 @@ impl ExpiryQueue {
     /// time-to-live and puts go by.
     pub fn alive_at(&self, key: &LeaseKey, now: DateTime<Utc>) -> Option<LiveLease> {
         self.entry(key)
-            .filter(|e| !e.grant.ending() && now < e.deadline)
+            .filter(|e| !e.grant.ending() && (!self.judging || now < e.deadline))
             .map(Entry::view)
+    }
+
+    /// Another node runs the timers: deadlines here no longer decide what
+    /// is live (keep-alives move that node's, not these).
+    pub fn follow_timers(&mut self) {
+        self.judging = false;
+    }
+
+    /// This node takes the timers over at `now`: every live lease gets
+    /// its full TTL from now (never less than it had), no lease is
+    /// *ending*, and later grants count from no earlier than now.
+    pub fn take_over(&mut self, now: DateTime<Utc>) {
+        self.judging = true;
+        self.floor = self.floor.max(now);
+        let mut heap = Vec::with_capacity(self.len);
+        for (number, a) in self.accounts.iter_mut().enumerate() {
+            let number = u32::try_from(number).expect("fewer than 2^32 accounts");
+            for (lease, e) in a.leases.iter_mut() {
+                e.deadline = e.deadline.max(add_seconds(now, e.ttl_s));
+                e.grant.set_ending(false);
+                heap.push(Reverse((e.deadline, number, *lease)));
+            }
+        }
+        self.heap = BinaryHeap::from(heap);
+    }
+
+    /// Whether this queue's deadlines decide (it runs the timers).
+    pub fn is_judging(&self) -> bool {
+        self.judging
     }
 
     /// What the queue says of the grant of `key` recorded at stream version
@@ -194,7 +233,9 @@ impl ExpiryQueue {
     pub fn grant(&self, key: &LeaseKey, granted: u64) -> GrantState {
         match self.entry(key) {
             Some(e) if e.grant.version() == granted && e.grant.ending() => GrantState::Ending,
-            Some(e) if e.grant.version() == granted => GrantState::Live { deadline: e.deadline },
+            Some(e) if e.grant.version() == granted => GrantState::Live {
+                deadline: if self.judging { e.deadline } else { DateTime::<Utc>::MAX_UTC },
+            },
             _ => GrantState::Unseen,
         }
     }
@@ -203,8 +244,9 @@ impl ExpiryQueue {
     /// earlier than it was). Answers the granted TTL, or [`NotLive`] if the
     /// lease is not live for clients at `now` (see [`ExpiryQueue::alive_at`]).
     pub fn renew(&mut self, key: &LeaseKey, now: DateTime<Utc>) -> Result<i64, NotLive> {
+        let judging = self.judging;
         let entry = self.entry_mut(key).ok_or(NotLive)?;
-        if entry.grant.ending() || now >= entry.deadline {
+        if entry.grant.ending() || (judging && now >= entry.deadline) {
             return Err(NotLive);
         }
         entry.deadline = entry.deadline.max(add_seconds(now, entry.ttl_s));

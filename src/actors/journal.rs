@@ -72,6 +72,12 @@ pub struct Journal<A: Actor<Context = Context<A>>> {
     in_flight: VecDeque<(u64, Vec<Continuation<A>>)>,
     held: VecDeque<(u64, Box<dyn FnOnce()>)>,
     failed: bool,
+    /// Whether a batch may be sent while an earlier one is in flight. Not
+    /// on a shared log: there a batch that conflicts (another node wrote
+    /// the stream) must not be followed by one decided on top of it, which
+    /// could still match the stream's version by chance; later commands
+    /// gather in the open batch until the one in flight is answered.
+    pipelined: bool,
     /// Messages handled, compared with the registry's count of messages
     /// routed when the actor asks to passivate.
     handled: u64,
@@ -91,6 +97,7 @@ pub trait Journaled: Actor<Context = Context<Self>> + Handler<AppendDone> {
 impl<A: Actor<Context = Context<A>>> Journal<A> {
     pub fn new(store: Arc<dyn EventStore>, stream: StreamId) -> Journal<A> {
         Journal {
+            pipelined: !store.is_shared(),
             store,
             stream,
             version: 0,
@@ -208,6 +215,9 @@ where
 fn flush<A: Journaled>(act: &mut A, ctx: &mut Context<A>) {
     let addr = ctx.address();
     let journal = act.journal();
+    if !journal.pipelined && !journal.in_flight.is_empty() {
+        return; // sent when the append in flight is answered
+    }
     let Some(batch) = journal.open.take() else { return };
     let seq = batch.seq;
     journal.in_flight.push_back((seq, batch.continuations));
@@ -233,6 +243,9 @@ pub fn completed<A: Journaled>(act: &mut A, ctx: &mut Context<A>, msg: AppendDon
             done(act, ctx, msg.result.clone());
         }
         act.journal().release();
+        if act.journal().open.is_some() && act.journal().in_flight.is_empty() {
+            flush(act, ctx); // the batch held back while this one was in flight
+        }
     } else {
         journal.failed = true;
         tracing::warn!(stream = %journal.stream, error = ?msg.result.as_ref().err(), "append failed; the actor stops");

@@ -130,6 +130,16 @@ pub struct LeaseKeys {
     pub reply: Reply<Vec<Bytes>>,
 }
 
+/// Another node appended to this key space's stream (a shared log), up to
+/// stream version `version`: the actor folds the events it has not seen,
+/// holding its mailbox meanwhile, unless an append of its own is on its
+/// way (that append will conflict, and the actor reload).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Follow {
+    pub version: u64,
+}
+
 /// The keys of each of `leases`, in the same order.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -448,4 +458,62 @@ impl Handler<TakeSnapshot> for KeyspaceActor {
             }
         }
     }
+}
+
+impl Handler<Follow> for KeyspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Follow, ctx: &mut Context<Self>) {
+        self.journal.touch();
+        if msg.version <= self.journal.version() || !self.journal.is_settled() || self.journal.is_failed() {
+            return;
+        }
+        let from = self.journal.version();
+        let state = std::mem::take(&mut self.state);
+        let store = self.journal.store();
+        let loading = load_after(store, self.journal.stream().clone(), state, from, fold);
+        activate_with(self, ctx, loading, |act, state| {
+            act.state = state;
+            act.publish(act.state.revision());
+            act.keys.set(act.state.len());
+        });
+    }
+}
+
+/// Asks the account's key space to delete the keys of an ended `lease`,
+/// answering `reply`. A deletion that conflicted with another node's
+/// append (or whose key space stopped) is sent again to a reloaded key
+/// space, a few times: the lease has ended, so its keys must go.
+pub fn delete_lease_keys(hub: &Arc<Hub>, account: &AccountId, lease: LeaseId, cause: DeleteCause, cmd: Cmd, reply: Reply<Deleted>) {
+    route_deletion(Arc::clone(hub), account.clone(), lease, cause, cmd, reply, 1);
+}
+
+/// Attempts at deleting an ended lease's keys (see [`delete_lease_keys`]).
+const DELETE_ATTEMPTS: u32 = 8;
+
+fn route_deletion(
+    hub: Arc<Hub>,
+    account: AccountId,
+    lease: LeaseId,
+    cause: DeleteCause,
+    cmd: Cmd,
+    reply: Reply<Deleted>,
+    attempt: u32,
+) {
+    let again = (Arc::clone(&hub), account.clone(), cause.clone(), cmd.clone());
+    let answer = Reply::new(move |result: Result<Deleted, CommandError>| match result {
+        Err(e) if e.is_retryable() && attempt < DELETE_ATTEMPTS && again.0.store.health().is_ok() => {
+            let (hub, account, cause, cmd) = again;
+            tracing::debug!(lease = %lease, account = %account, attempt, error = %e, "deleting an ended lease's keys again");
+            route_deletion(hub, account, lease, cause, cmd, reply, attempt + 1);
+        }
+        other => reply.send(other),
+    });
+    let msg = DeleteLeaseKeys {
+        lease,
+        cause,
+        cmd,
+        reply: answer,
+    };
+    hub.keyspaces.route(&hub, &account, Activation::Load, msg);
 }

@@ -241,15 +241,8 @@ impl LeaseActor {
         let mut meta = Metadata::new(self.key.account.clone());
         meta.request_id = ended.request_id;
         meta.causation_id = Some(ended.event_id);
-        let msg = keyspace::DeleteLeaseKeys {
-            lease: self.key.lease,
-            cause,
-            cmd: Cmd { meta, span },
-            reply,
-        };
-        self.hub
-            .keyspaces
-            .route(&self.hub, &self.key.account, Activation::Load, msg);
+        let cmd = Cmd { meta, span };
+        keyspace::delete_lease_keys(&self.hub, &self.key.account, self.key.lease, cause, cmd, reply);
     }
 }
 

@@ -9,6 +9,7 @@ pub mod account;
 pub mod decommission;
 pub mod entity;
 pub mod expiry;
+pub mod follow;
 pub mod journal;
 pub mod keyspace;
 pub mod lease;
@@ -106,6 +107,9 @@ pub struct Hub {
     /// Where key spaces find their snapshots (`None`: they fold their
     /// whole stream).
     pub snapshots: Option<Arc<crate::snapshot::Snapshots>>,
+    /// Whether this node runs the timers (always, on an embedded log; on a
+    /// shared one, while it holds the election's lock).
+    pub leading: std::sync::atomic::AtomicBool,
 }
 
 /// A command refused because the account is at one of its limits.
@@ -171,9 +175,7 @@ impl<T: Send + 'static> Reply<T> {
 impl<T> Drop for Reply<T> {
     fn drop(&mut self) {
         if let Some(send) = self.send.take() {
-            send(Err(CommandError::Unavailable(
-                "the entity stopped before answering; retry".into(),
-            )));
+            send(Err(CommandError::Stopped));
         }
     }
 }
@@ -205,6 +207,16 @@ pub enum CommandError {
     /// Worth retrying: the entity restarted, the server is shutting down.
     #[error("{0}")]
     Unavailable(String),
+    /// The entity's actor stopped before answering (an append of its
+    /// failed, the server is stopping): the command was not carried out,
+    /// except after a store failure (see `Control::call`).
+    #[error("the entity stopped before answering; retry")]
+    Stopped,
+    /// Another writer (another node on a shared log) appended to the
+    /// entity's stream first: nothing was recorded. `Control` retries the
+    /// command on the reloaded entity a few times before answering this.
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -213,7 +225,15 @@ impl CommandError {
     /// A refusal of the caller's command (their business, 4xx), as opposed
     /// to a failure of ours (5xx).
     pub fn is_rejection(&self) -> bool {
-        !matches!(self, CommandError::Unavailable(_) | CommandError::Store(_))
+        !matches!(
+            self,
+            CommandError::Unavailable(_) | CommandError::Stopped | CommandError::Conflict(_) | CommandError::Store(_)
+        )
+    }
+
+    /// Worth carrying out again on the entity reloaded from the log.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CommandError::Stopped | CommandError::Conflict(_))
     }
 }
 
@@ -222,7 +242,7 @@ impl From<AppendError> for CommandError {
         match e {
             AppendError::Store(e) => CommandError::Store(e),
             AppendError::Conflict { .. } => {
-                CommandError::Unavailable("another writer changed this entity at the same time; retry".into())
+                CommandError::Conflict("another writer changed this entity at the same time; retry".into())
             }
         }
     }

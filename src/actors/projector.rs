@@ -48,7 +48,14 @@ pub struct Projections {
     /// Woken after each applied batch with lease events: the expiry driver
     /// may have an earlier deadline to wait for.
     pub lease_events: Notify,
+    /// Called with each batch before the checkpoint moves past it, on a
+    /// shared log (see `actors::follow`).
+    follower: std::sync::OnceLock<Follower>,
 }
+
+/// What the projector tells of each batch it applies, besides the
+/// projections.
+pub type Follower = Box<dyn Fn(&[tenure_events::RecordedEvent]) + Send + Sync>;
 
 impl Projections {
     /// Empty projections; lease deadlines count from no earlier than
@@ -68,6 +75,7 @@ impl Projections {
             checkpoint: watch::Sender::new(0),
             applying: Mutex::new(()),
             lease_events: Notify::new(),
+            follower: std::sync::OnceLock::new(),
         }
     }
 
@@ -89,7 +97,14 @@ impl Projections {
             checkpoint: watch::Sender::new(position),
             applying: Mutex::new(()),
             lease_events: Notify::new(),
+            follower: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Has `follower` told of every batch from now on, before the
+    /// checkpoint moves past it (once; later calls are ignored).
+    pub fn set_follower(&self, follower: Follower) {
+        let _ = self.follower.set(follower);
     }
 
     /// The global position of the last event applied.
@@ -190,6 +205,9 @@ impl Projections {
             for e in events {
                 workloads.apply(e);
             }
+        }
+        if let Some(follower) = self.follower.get() {
+            follower(events);
         }
         let position = last.position;
         self.checkpoint.send_modify(|c| {

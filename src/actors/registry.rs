@@ -90,6 +90,25 @@ impl<A: Entity> Registry<A> {
         slot.addr.do_send(msg);
     }
 
+    /// Queues `msg` for the actor of `key` if one is active; does not
+    /// activate one. Answers whether it was queued.
+    pub fn tell_if_active<M>(&self, key: &A::Key, msg: M) -> bool
+    where
+        A: Handler<M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
+        let mut shard = self.shards[self.hash(key) % SHARDS].lock();
+        match shard.get_mut(key) {
+            Some(slot) if slot.addr.connected() => {
+                slot.routed += 1;
+                slot.addr.do_send(msg);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn start(&self, hash: usize, key: &A::Key, activation: Activation, hub: &Arc<Hub>) -> Slot<A> {
         let arbiter = &self.arbiters[(hash / SHARDS) % self.arbiters.len()];
         let (key, hub) = (key.clone(), Arc::clone(hub));

@@ -150,7 +150,10 @@ impl From<CommandError> for ApiError {
                 HistoryRejection::Invalid(_) => ApiError::bad_request("invalid_query", message),
             },
             CommandError::Limit(_) => ApiError::limit_reached(message),
-            CommandError::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
+            CommandError::Unavailable(_) | CommandError::Stopped => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
+            CommandError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             CommandError::Store(StoreError::Poisoned | StoreError::Closed) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", message)
             }

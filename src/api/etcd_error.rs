@@ -20,6 +20,7 @@ pub(crate) enum Code {
     PermissionDenied = 7,
     ResourceExhausted = 8,
     FailedPrecondition = 9,
+    Aborted = 10,
     OutOfRange = 11,
     Internal = 13,
     Unavailable = 14,
@@ -36,6 +37,7 @@ impl Code {
             Code::Unauthenticated => StatusCode::UNAUTHORIZED,
             Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+            Code::Aborted => StatusCode::CONFLICT,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -128,6 +130,8 @@ impl From<CommandError> for EtcdError {
             CommandError::Instance(r) => EtcdError::invalid(format!("tenure: {r}")),
             CommandError::History(r) => EtcdError::invalid(format!("tenure: {r}")),
             CommandError::Unavailable(m) => EtcdError::new(Code::Unavailable, m),
+            e @ CommandError::Stopped => EtcdError::new(Code::Unavailable, e.to_string()),
+            CommandError::Conflict(m) => EtcdError::new(Code::Aborted, format!("tenure: {m}")),
             CommandError::Store(e @ (StoreError::Poisoned | StoreError::Closed)) => {
                 EtcdError::new(Code::Unavailable, e.to_string())
             }

@@ -22,6 +22,8 @@ pub const MAX_BODY_BYTES: usize = 1536 * 1024;
 pub struct Caller {
     pub account: AccountId,
     pub request_id: Uuid,
+    /// How the request came, for sending it on to another node.
+    pub via: crate::control::Via,
 }
 
 impl Caller {
@@ -43,9 +45,18 @@ impl FromRequest for Caller {
         // The account comes from the authenticated principal, never from
         // the request's path or body.
         let account = super::auth::principal(req).and_then(|p| p.account().map_err(ApiError::from));
+        let headers = req.headers();
+        let via = crate::control::Via {
+            authorization: headers
+                .get(actix_web::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            forwarded: headers.contains_key(crate::cluster::FORWARDED_HEADER),
+        };
         std::future::ready(account.map(|account| Caller {
             account,
             request_id: request_id(req),
+            via,
         }))
     }
 }

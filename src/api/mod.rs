@@ -182,3 +182,62 @@ impl tracing_actix_web::RootSpanBuilder for RootSpan {
         span.record("status", status.as_u16());
     }
 }
+
+/// Read-your-writes across nodes: a request carrying `Tenure-Min-Position:
+/// N` is served once this node's projections (and, through them, its key
+/// spaces) have applied the log up to position N. Every answer carries the
+/// log position this node had reached when it answered in
+/// `Tenure-Position`, so a client passes on to the next node what the last
+/// one told it.
+pub use crate::cluster::{MIN_POSITION_HEADER, POSITION_HEADER};
+/// How long a request waits for its `Tenure-Min-Position` (503 after).
+const MIN_POSITION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits until this node has applied the position the request asks for
+/// (see [`MIN_POSITION_HEADER`]); an answer to send instead if it is
+/// malformed or not reached in time.
+pub async fn wait_for_min_position(req: &actix_web::dev::ServiceRequest) -> Result<(), error::ApiError> {
+    let Some(value) = req.headers().get(MIN_POSITION_HEADER) else {
+        return Ok(());
+    };
+    let position: u64 = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| {
+            error::ApiError::bad_request(
+                "invalid_field",
+                "Tenure-Min-Position: must be a log position (a non-negative integer)",
+            )
+        })?;
+    let Some(control) = req.app_data::<web::Data<Control>>() else {
+        return Ok(());
+    };
+    let projections = &control.hub().projections;
+    tokio::time::timeout(MIN_POSITION_WAIT, projections.caught_up(position))
+        .await
+        .map_err(|_| {
+            error::ApiError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                "not_caught_up",
+                format!(
+                    "Tenure-Min-Position: this node has applied the log up to position {}, not yet {position}; retry",
+                    projections.checkpoint()
+                ),
+            )
+        })
+}
+
+/// Adds the log position this node has reached (see [`POSITION_HEADER`]).
+pub fn position_header(res: &mut actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>) {
+    let head = res
+        .request()
+        .app_data::<web::Data<Control>>()
+        .map(|control| control.hub().store.head());
+    if let Some(head) = head {
+        res.headers_mut().insert(
+            actix_web::http::header::HeaderName::from_static(POSITION_HEADER),
+            HeaderValue::from(head),
+        );
+    }
+}

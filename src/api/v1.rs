@@ -121,7 +121,7 @@ async fn keep_alive(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let lease = lease_id(&id)?;
-    let ttl = control.keep_alive(caller.meta(), lease).await?;
+    let ttl = control.keep_alive_via(caller.meta(), lease, &caller.via).await?;
     Ok(HttpResponse::Ok().json(LeaseTtl { id: lease, ttl }))
 }
 
@@ -191,7 +191,9 @@ async fn time_to_live(
     QueryArgs(query): QueryArgs<TtlQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let lease = lease_id(&id)?;
-    let info = control.time_to_live(&caller.account, lease, query.keys).await?;
+    let info = control
+        .time_to_live_via(&caller.account, lease, query.keys, &caller.via)
+        .await?;
     Ok(HttpResponse::Ok().json(LeaseView {
         id: info.lease,
         granted_ttl: info.granted_ttl_s,

@@ -526,6 +526,11 @@ pub struct ServeArgs {
     /// then holds only this node's snapshots and admin token hash.
     #[arg(long, env = "TENURE_STORE", value_parser = parse_store)]
     pub store: Option<crate::store::PostgresTarget>,
+    /// With --store: where the other nodes reach this one's HTTP API (they
+    /// send it keep-alives while it runs the timers). Default: http:// and
+    /// the --listen address.
+    #[arg(long, env = "TENURE_ADVERTISE_URL", value_parser = parse_advertise_url)]
+    pub advertise_url: Option<String>,
     /// Lease TTLs below this many seconds are raised to it.
     #[arg(long, default_value_t = ServerConfig::DEFAULT_MIN_TTL_S, value_parser = clap::value_parser!(i64).range(1..))]
     pub min_ttl: i64,
@@ -632,6 +637,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     crate::logging::init(args.log_format);
     let mut config = ServerConfig::new(args.data_dir);
     config.store = args.store;
+    config.advertise_url = args.advertise_url;
     config.listen = args.listen;
     config.min_ttl_s = args.min_ttl;
     config.passivate_after = Duration::from_secs(args.passivate_after);
@@ -734,4 +740,13 @@ impl Shutdown {
         }
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// An `http://` or `https://` URL with a host.
+fn parse_advertise_url(s: &str) -> Result<String, String> {
+    let url = url::Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err("use http://HOST:PORT or https://HOST:PORT".into());
+    }
+    Ok(s.trim_end_matches('/').to_owned())
 }

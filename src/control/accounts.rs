@@ -51,8 +51,8 @@ impl Control {
             causation_id: None,
         });
         self.entity_command(&self.hub.accounts, name, Activation::Load, |reply| account::Execute {
-            command,
-            cmd,
+            command: command.clone(),
+            cmd: cmd.clone(),
             reply,
         })
         .await

@@ -32,10 +32,10 @@ impl Control {
             let lease_key = Self::lease_key(&account, id);
             let route = |reply| {
                 let msg = lease::PutWithLease {
-                    key,
-                    value,
+                    key: key.clone(),
+                    value: value.clone(),
                     prev_kv,
-                    cmd,
+                    cmd: cmd.clone(),
                     reply,
                 };
                 hub.leases.route(hub, &lease_key, Activation::Load, msg)
@@ -44,11 +44,11 @@ impl Control {
         }
         let route = |reply| {
             let msg = keyspace::Put {
-                key,
-                value,
+                key: key.clone(),
+                value: value.clone(),
                 lease,
                 prev_kv,
-                cmd,
+                cmd: cmd.clone(),
                 reply,
             };
             hub.keyspaces.route(hub, &account, Activation::Load, msg)
@@ -69,7 +69,11 @@ impl Control {
                 hub,
                 account,
                 Activation::Load,
-                keyspace::Range { range, options, reply },
+                keyspace::Range {
+                    range: range.clone(),
+                    options: options.clone(),
+                    reply,
+                },
             )
         };
         self.call(route).await
@@ -153,9 +157,9 @@ impl Control {
                 &account,
                 Activation::Load,
                 keyspace::DeleteRange {
-                    range,
+                    range: range.clone(),
                     prev_kv,
-                    cmd,
+                    cmd: cmd.clone(),
                     reply,
                 },
             )

@@ -9,7 +9,7 @@ use crate::actors::{Activation, Cmd, CommandError};
 use crate::domain::lease::LeaseRejection;
 use tenure_projections::NotLive;
 
-use super::{Control, Limit, FRESH_ID_ATTEMPTS};
+use super::{Control, Limit, Via, FRESH_ID_ATTEMPTS};
 
 /// A lease as `timetolive` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +45,7 @@ impl Control {
             let cmd = Cmd::new(meta);
             return self
                 .call(|reply| {
+                    let cmd = cmd.clone();
                     hub.leases
                         .route(hub, &key, Activation::Load, lease::Grant { ttl_s, cmd, reply })
                 })
@@ -60,10 +61,19 @@ impl Control {
             };
             let key = Self::lease_key(&meta.account, id);
             let cmd = Cmd::new(meta.clone());
+            // A retry after a conflict loads the lease: its stream exists
+            // (and the grant then answers that it does).
+            let retried = std::sync::atomic::AtomicBool::new(false);
             let granted = self
                 .call(|reply| {
+                    let activation = if retried.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        Activation::Load
+                    } else {
+                        Activation::Fresh
+                    };
+                    let cmd = cmd.clone();
                     hub.leases
-                        .route(hub, &key, Activation::Fresh, lease::Grant { ttl_s, cmd, reply })
+                        .route(hub, &key, activation, lease::Grant { ttl_s, cmd, reply })
                 })
                 .await;
             match granted {
@@ -100,10 +110,69 @@ impl Control {
         }
     }
 
+    /// [`Control::keep_alive`] where the timers run: on the node that
+    /// runs them (this one, when it does; see `crate::cluster`). If that
+    /// node cannot be reached, this one answers.
+    pub async fn keep_alive_via(&self, meta: Metadata, lease: LeaseId, via: &Via) -> Result<i64, CommandError> {
+        if let Some((url, cluster)) = self.leader_elsewhere(via) {
+            let body = serde_json::json!({ "ID": lease.get().to_string() });
+            match forward(cluster, &url, "/v3/lease/keepalive", via, &body, self.hub.store.head()).await {
+                Ok(answer) => {
+                    return match number(&answer, "TTL") {
+                        0 => Err(LeaseRejection::NotFound(lease).into()),
+                        ttl => Ok(ttl),
+                    }
+                }
+                Err(e) => tracing::warn!(leader = %url, error = %e, "the timers' leader did not answer a keep-alive; answering here"),
+            }
+        }
+        self.keep_alive(meta, lease).await
+    }
+
+    /// [`Control::time_to_live`] where the deadlines are kept: on the node
+    /// that runs the timers (see [`Control::keep_alive_via`]).
+    pub async fn time_to_live_via(
+        &self,
+        account: &AccountId,
+        lease: LeaseId,
+        keys: bool,
+        via: &Via,
+    ) -> Result<LeaseInfo, CommandError> {
+        if let Some((url, cluster)) = self.leader_elsewhere(via) {
+            let body = serde_json::json!({ "ID": lease.get().to_string(), "keys": keys });
+            match forward(cluster, &url, "/v3/lease/timetolive", via, &body, self.hub.store.head()).await {
+                Ok(answer) => {
+                    let remaining_s = number(&answer, "TTL");
+                    if remaining_s < 0 {
+                        return Err(LeaseRejection::NotFound(lease).into());
+                    }
+                    let keys = match answer.get("keys").and_then(|k| k.as_array()) {
+                        Some(keys) => keys
+                            .iter()
+                            .filter_map(|k| k.as_str())
+                            .filter_map(|k| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, k).ok())
+                            .map(Bytes::from)
+                            .collect(),
+                        None => Vec::new(),
+                    };
+                    return Ok(LeaseInfo {
+                        lease,
+                        granted_ttl_s: number(&answer, "grantedTTL"),
+                        remaining_s,
+                        keys,
+                    });
+                }
+                Err(e) => tracing::warn!(leader = %url, error = %e, "the timers' leader did not answer a time-to-live; answering here"),
+            }
+        }
+        self.time_to_live(account, lease, keys).await
+    }
+
     /// Revokes the lease; answers once its keys are deleted.
     pub async fn revoke(&self, meta: Metadata, lease: LeaseId) -> Result<Deleted, CommandError> {
         let (hub, key, cmd) = (&self.hub, Self::lease_key(&meta.account, lease), Cmd::new(meta));
         self.call(|reply| {
+            let cmd = cmd.clone();
             hub.leases
                 .route(hub, &key, Activation::Load, lease::Revoke { cmd, reply })
         })
@@ -185,8 +254,8 @@ impl Control {
                     .call(|reply| {
                         let msg = keyspace::DeleteLeaseKeys {
                             lease,
-                            cause,
-                            cmd,
+                            cause: cause.clone(),
+                            cmd: cmd.clone(),
                             reply,
                         };
                         hub.keyspaces.route(hub, &account, Activation::Load, msg)
@@ -198,5 +267,47 @@ impl Control {
             }
         }
         Ok(cleaned)
+    }
+}
+
+/// Sends a `/v3` lease request to the node running the timers, with the
+/// caller's credentials, and answers its `result` object. That node first
+/// applies the log up to `seen`, what this node has seen (a grant
+/// acknowledged here is then known there).
+async fn forward(
+    cluster: &crate::cluster::Cluster,
+    url: &str,
+    path: &str,
+    via: &Via,
+    body: &serde_json::Value,
+    seen: u64,
+) -> Result<serde_json::Value, String> {
+    let mut request = cluster
+        .client()
+        .post(format!("{}{path}", url.trim_end_matches('/')))
+        .header(crate::cluster::FORWARDED_HEADER, "1")
+        .header(crate::cluster::MIN_POSITION_HEADER, seen)
+        .json(body);
+    if let Some(authorization) = &via.authorization {
+        request = request.header("authorization", authorization);
+    }
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{status}: {text}"));
+    }
+    // A keep-alive answers one JSON line per request: {"result": {...}}.
+    let line = text.lines().next().unwrap_or_default();
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    Ok(value.get("result").cloned().unwrap_or(value))
+}
+
+/// An etcd gateway integer (a string, absent when 0).
+fn number(answer: &serde_json::Value, field: &str) -> i64 {
+    match answer.get(field) {
+        Some(serde_json::Value::String(s)) => s.parse().unwrap_or(0),
+        Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(0),
+        _ => 0,
     }
 }

@@ -23,6 +23,7 @@ mod workloads;
 pub use accounts::{IssuedToken, Usage};
 pub use history::{Audit, AuditEntry, EntityRef, EventsPage, Following, EVENTS_PAGE_MAX};
 pub use leases::LeaseInfo;
+
 pub use overview::{AccountEntry, LeasePage, LeaseRow, Overview, ServiceEntry, ShareEntry, LEASE_PAGE_MAX};
 
 use std::sync::Arc;
@@ -38,6 +39,10 @@ use crate::store::StoreError;
 /// Commands and queries in flight at once. Past this, callers wait: this is
 /// the bound behind every actor mailbox and the store's write queue.
 pub const COMMANDS_IN_FLIGHT_MAX: usize = 16_384;
+
+/// How many times a command is carried out at most when it conflicts with
+/// another writer (see [`Control::call`]).
+pub const COMMAND_ATTEMPTS: u64 = 4;
 
 /// How often a server-chosen lease ID is drawn again if it is taken.
 const FRESH_ID_ATTEMPTS: usize = 3;
@@ -83,6 +88,18 @@ pub struct Control {
     closing: Arc<tokio::sync::watch::Sender<bool>>,
     /// Live event streams open at once (see `history::FOLLOWERS_MAX`).
     followers: Arc<Semaphore>,
+    /// The other nodes, on a shared log (`None`: this node is alone).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+}
+
+/// How a request reached this node, for sending it on to the node that
+/// runs the timers (see `crate::cluster`).
+#[derive(Clone, Debug, Default)]
+pub struct Via {
+    /// The request's `Authorization` header, passed on as it came.
+    pub authorization: Option<String>,
+    /// Another node sent it here: answer it here.
+    pub forwarded: bool,
 }
 
 /// Server-chosen lease IDs, increasing like etcd's: the wall-clock
@@ -122,7 +139,24 @@ impl Control {
             gates: Arc::default(),
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
             followers: Arc::new(Semaphore::new(history::FOLLOWERS_MAX)),
+            cluster: None,
         }
+    }
+
+    /// This node shares its log with others (see `crate::cluster`).
+    pub fn with_cluster(mut self, cluster: crate::cluster::Cluster) -> Control {
+        self.cluster = Some(Arc::new(cluster));
+        self
+    }
+
+    /// The URL of the node running the timers, when that is another node
+    /// and the request was not sent here by one.
+    fn leader_elsewhere(&self, via: &Via) -> Option<(String, &crate::cluster::Cluster)> {
+        let cluster = self.cluster.as_deref()?;
+        if via.forwarded {
+            return None;
+        }
+        cluster.leader_elsewhere().map(|url| (url, cluster))
     }
 
     /// Tells long-lived answers (live event streams) to end: the server
@@ -179,13 +213,36 @@ impl Control {
             .map_err(|_| CommandError::Unavailable("the server is shutting down".into()))
     }
 
-    async fn call<T: Send + 'static>(&self, send: impl FnOnce(Reply<T>)) -> Result<T, CommandError> {
+    /// Sends a message built by `send` and waits for its answer. A command
+    /// that conflicted with another writer (another node on a shared log),
+    /// or whose actor stopped before answering, was not carried out: it is
+    /// sent again, to an actor reloaded from the log, up to
+    /// [`COMMAND_ATTEMPTS`] times in all. Not after a store failure (an
+    /// embedded store refuses writes from then on, and a lost `COMMIT`
+    /// answer may hide a commit).
+    async fn call<T: Send + 'static>(&self, send: impl Fn(Reply<T>)) -> Result<T, CommandError> {
         let _permit = self.enter().await?;
-        let (reply, answer) = Reply::oneshot();
-        send(reply);
-        answer
-            .await
-            .map_err(|_| CommandError::Unavailable("the entity stopped before answering; retry".into()))?
+        let mut attempt = 1;
+        loop {
+            let (reply, answer) = Reply::oneshot();
+            send(reply);
+            let answer = answer.await.unwrap_or(Err(CommandError::Stopped));
+            match answer {
+                Err(e) if e.is_retryable() && attempt < COMMAND_ATTEMPTS && self.hub.store.health().is_ok() => {
+                    tracing::debug!(attempt, error = %e, "command sent again");
+                    // A back-off between attempts, not a wait for an event:
+                    // two nodes that conflicted should not collide again.
+                    tokio::time::sleep(std::time::Duration::from_millis(attempt * 3)).await;
+                    attempt += 1;
+                }
+                Err(CommandError::Conflict(_)) => {
+                    return Err(CommandError::Conflict(format!(
+                        "other writers changed this entity at the same time {COMMAND_ATTEMPTS} times in a row; retry"
+                    )))
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Reads the projections once they have applied everything durable
@@ -247,7 +304,7 @@ impl Control {
         registry: &crate::actors::Registry<A>,
         key: &A::Key,
         activation: Activation,
-        message: impl FnOnce(Reply<usize>) -> M,
+        message: impl Fn(Reply<usize>) -> M,
     ) -> Result<usize, CommandError>
     where
         A: crate::actors::registry::Entity + actix::Handler<M>,
@@ -255,8 +312,17 @@ impl Control {
         M::Result: Send,
     {
         let hub = &self.hub;
+        // A retry after a conflict loads the entity: its stream exists.
+        let attempts = std::sync::atomic::AtomicBool::new(false);
         let recorded = self
-            .call(|reply| registry.route(hub, key, activation, message(reply)))
+            .call(|reply| {
+                let activation = if attempts.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    Activation::Load
+                } else {
+                    activation
+                };
+                registry.route(hub, key, activation, message(reply))
+            })
             .await?;
         hub.projections.caught_up(hub.store.head()).await;
         Ok(recorded)

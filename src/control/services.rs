@@ -21,7 +21,11 @@ impl Control {
         let key = (meta.account.clone(), name.to_owned());
         let cmd = Cmd::new(meta);
         self.entity_command(&self.hub.services, &key, Activation::Load, |reply| {
-            crate::actors::service::ExecuteService { command, cmd, reply }
+            crate::actors::service::ExecuteService {
+                command: command.clone(),
+                cmd: cmd.clone(),
+                reply,
+            }
         })
         .await
     }
@@ -35,7 +39,11 @@ impl Control {
         let key = (meta.account.clone(), name.to_owned());
         let cmd = Cmd::new(meta);
         self.entity_command(&self.hub.instances, &key, Activation::Load, |reply| {
-            crate::actors::service::ExecuteInstance { command, cmd, reply }
+            crate::actors::service::ExecuteInstance {
+                command: command.clone(),
+                cmd: cmd.clone(),
+                reply,
+            }
         })
         .await
     }

@@ -15,7 +15,11 @@ impl Control {
         let cmd = Cmd::new(meta);
         let key = token.to_owned();
         self.entity_command(&self.hub.shares, &key, Activation::Load, |reply| {
-            crate::actors::share::Execute { command, cmd, reply }
+            crate::actors::share::Execute {
+                command: command.clone(),
+                cmd: cmd.clone(),
+                reply,
+            }
         })
         .await
     }

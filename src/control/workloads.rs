@@ -20,7 +20,11 @@ impl Control {
     ) -> Result<usize, CommandError> {
         let cmd = Cmd::new(meta);
         self.entity_command(&self.hub.workloads, &id, activation, |reply| {
-            crate::actors::workload::Execute { command, cmd, reply }
+            crate::actors::workload::Execute {
+                command: command.clone(),
+                cmd: cmd.clone(),
+                reply,
+            }
         })
         .await
     }

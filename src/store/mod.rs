@@ -13,12 +13,14 @@
 
 pub mod conformance;
 mod copy;
+mod election;
 mod memory;
 mod pg;
 mod sqlite;
 mod subscription;
 
 pub use copy::{copy_log, CopyError};
+pub use election::{Election, Role};
 pub use memory::MemoryStore;
 pub use pg::{PostgresLogReader, PostgresStore, PostgresTarget};
 pub(crate) use sqlite::SNAPSHOT_TABLES;
@@ -245,4 +247,11 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Whether the store still accepts writes.
     fn health(&self) -> Result<(), StoreError>;
+
+    /// Whether other processes (other tenure nodes) may append to this log
+    /// too: their events then reach this node only through `$all`, and an
+    /// actor's state can be stale (see ARCHITECTURE.md, "Several nodes").
+    fn is_shared(&self) -> bool {
+        false
+    }
 }

@@ -172,6 +172,15 @@ impl PostgresTarget {
         i64::from_be_bytes(bytes)
     }
 
+    /// The session advisory lock held by the node that runs the timers
+    /// (`store::election`); another key than the writers' lock.
+    pub(crate) fn timers_key(&self) -> i64 {
+        let digest = Sha256::digest(format!("tenure-timers:{}", self.schema).as_bytes());
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&digest[..8]);
+        i64::from_be_bytes(bytes)
+    }
+
     /// The channel the writers notify on.
     fn channel(&self) -> String {
         format!("tenure_{}", self.schema)
@@ -228,6 +237,11 @@ fn prepare(client: &mut Client, target: &PostgresTarget) -> Result<ChainHead, St
              payload        TEXT    NOT NULL,
              hash           BYTEA   NOT NULL,
              UNIQUE (stream_id, version)
+         );
+         CREATE TABLE IF NOT EXISTS timers_leader (
+             id    INTEGER PRIMARY KEY CHECK (id = 1),
+             url   TEXT NOT NULL,
+             since TIMESTAMPTZ NOT NULL
          );
          CREATE INDEX IF NOT EXISTS events_by_causation ON events (causation_id) WHERE causation_id IS NOT NULL;
          INSERT INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}') ON CONFLICT DO NOTHING;"
@@ -991,6 +1005,10 @@ impl EventStore for PostgresStore {
         } else {
             Ok(())
         }
+    }
+
+    fn is_shared(&self) -> bool {
+        true
     }
 }
 
