@@ -119,8 +119,14 @@ async fn take_over(control: &Control, hub: &Arc<Hub>) {
     hub.leading.store(true, Ordering::Release);
     match control.recover_lease_keys().await {
         Ok(0) => {}
-        Ok(n) => tracing::warn!(leases = n, "deleted keys left on ended leases when taking the timers over"),
+        Ok(n) => tracing::warn!(
+            leases = n,
+            "deleted keys left on ended leases when taking the timers over"
+        ),
         Err(e) => tracing::error!(error = %e, "cannot delete keys left on ended leases"),
     }
-    tracing::info!(live_leases = hub.projections.expiry.lock().len(), "this node runs the timers");
+    tracing::info!(
+        live_leases = hub.projections.expiry.lock().len(),
+        "this node runs the timers"
+    );
 }

@@ -234,7 +234,11 @@ impl ExpiryQueue {
         match self.entry(key) {
             Some(e) if e.grant.version() == granted && e.grant.ending() => GrantState::Ending,
             Some(e) if e.grant.version() == granted => GrantState::Live {
-                deadline: if self.judging { e.deadline } else { DateTime::<Utc>::MAX_UTC },
+                deadline: if self.judging {
+                    e.deadline
+                } else {
+                    DateTime::<Utc>::MAX_UTC
+                },
             },
             _ => GrantState::Unseen,
         }

@@ -171,7 +171,7 @@ impl<A: Actor<Context = Context<A>>> Journal<A> {
         }
     }
 
-    fn loaded(&mut self, version: u64) {
+    pub(crate) fn loaded(&mut self, version: u64) {
         self.version = version;
     }
 }

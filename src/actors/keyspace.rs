@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use actix::{Actor, Context, Handler, Message};
+use actix::{Actor, AsyncContext, Context, Handler, Message};
 use tenure_events::{AccountId, Bytes, DeleteCause, KeyspaceEvent, LeaseId, NewEvent, StreamId};
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,6 +41,10 @@ pub struct KeyspaceActor {
     /// The stream version of the snapshot this actor started from or last
     /// handed out (0: none).
     snapshot_version: u64,
+    /// The stream version other nodes' appends reached, as the projector
+    /// told ([`Follow`]); while it is past this actor's, messages wait
+    /// for the actor to fold the events it lacks (a shared log only).
+    behind: u64,
 }
 
 /// Asks a key space for a snapshot of itself if its stream has grown by
@@ -170,6 +174,7 @@ impl Entity for KeyspaceActor {
             journal,
             load: activation == Activation::Load,
             snapshot_version: 0,
+            behind: 0,
         }
     }
 }
@@ -322,6 +327,9 @@ impl Handler<Put> for KeyspaceActor {
     type Result = ();
 
     fn handle(&mut self, msg: Put, ctx: &mut Context<Self>) {
+        if !self.ready(ctx) {
+            return self.later(ctx, msg);
+        }
         self.journal.touch();
         let prev = if msg.prev_kv {
             self.state.get(msg.key.as_slice()).cloned()
@@ -358,6 +366,9 @@ impl Handler<DeleteRange> for KeyspaceActor {
     type Result = ();
 
     fn handle(&mut self, msg: DeleteRange, ctx: &mut Context<Self>) {
+        if !self.ready(ctx) {
+            return self.later(ctx, msg);
+        }
         self.journal.touch();
         let prev = if msg.prev_kv {
             self.state.range(&msg.range, 0).kvs
@@ -379,6 +390,9 @@ impl Handler<DeleteLeaseKeys> for KeyspaceActor {
     type Result = ();
 
     fn handle(&mut self, msg: DeleteLeaseKeys, ctx: &mut Context<Self>) {
+        if !self.ready(ctx) {
+            return self.later(ctx, msg);
+        }
         self.journal.touch();
         let command = KeyspaceCommand::DeleteLeaseKeys {
             lease: msg.lease,
@@ -391,7 +405,10 @@ impl Handler<DeleteLeaseKeys> for KeyspaceActor {
 impl Handler<Range> for KeyspaceActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Range, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Range, ctx: &mut Context<Self>) {
+        if !self.ready(ctx) {
+            return self.later(ctx, msg);
+        }
         self.journal.touch();
         let done = RangeDone {
             revision: self.state.revision(),
@@ -404,7 +421,10 @@ impl Handler<Range> for KeyspaceActor {
 impl Handler<LeaseKeys> for KeyspaceActor {
     type Result = ();
 
-    fn handle(&mut self, msg: LeaseKeys, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: LeaseKeys, ctx: &mut Context<Self>) {
+        if !self.ready(ctx) {
+            return self.later(ctx, msg);
+        }
         self.journal.touch();
         let keys = self.state.lease_keys(msg.lease);
         self.journal.reply(msg.reply, Ok(keys));
@@ -414,7 +434,10 @@ impl Handler<LeaseKeys> for KeyspaceActor {
 impl Handler<KeysOfLeases> for KeyspaceActor {
     type Result = ();
 
-    fn handle(&mut self, msg: KeysOfLeases, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: KeysOfLeases, ctx: &mut Context<Self>) {
+        if !self.ready(ctx) {
+            return self.later(ctx, msg);
+        }
         self.journal.touch();
         let keys = msg.leases.iter().map(|lease| self.state.lease_keys(*lease)).collect();
         self.journal.reply(msg.reply, Ok(keys));
@@ -424,7 +447,10 @@ impl Handler<KeysOfLeases> for KeyspaceActor {
 impl Handler<LeasesWithKeys> for KeyspaceActor {
     type Result = ();
 
-    fn handle(&mut self, msg: LeasesWithKeys, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: LeasesWithKeys, ctx: &mut Context<Self>) {
+        if !self.ready(ctx) {
+            return self.later(ctx, msg);
+        }
         self.journal.touch();
         let leases = self.state.leases_with_keys();
         self.journal.reply(msg.reply, Ok(leases));
@@ -465,18 +491,50 @@ impl Handler<Follow> for KeyspaceActor {
 
     fn handle(&mut self, msg: Follow, ctx: &mut Context<Self>) {
         self.journal.touch();
-        if msg.version <= self.journal.version() || !self.journal.is_settled() || self.journal.is_failed() {
-            return;
+        self.behind = self.behind.max(msg.version);
+        self.ready(ctx);
+    }
+}
+
+/// How long a message waits before it is tried again while the actor has
+/// an append in flight and other nodes' events to fold (a shared log).
+const BEHIND_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
+
+impl KeyspaceActor {
+    /// Whether the actor holds every event other nodes appended that it
+    /// has been told of. If not, it starts folding them when it can (no
+    /// append of its own in flight: that one will conflict, or come
+    /// before them) and the caller puts its message back.
+    fn ready(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.behind <= self.journal.version() {
+            return true;
         }
-        let from = self.journal.version();
-        let state = std::mem::take(&mut self.state);
-        let store = self.journal.store();
-        let loading = load_after(store, self.journal.stream().clone(), state, from, fold);
-        activate_with(self, ctx, loading, |act, state| {
-            act.state = state;
-            act.publish(act.state.revision());
-            act.keys.set(act.state.len());
-        });
+        if self.journal.is_settled() && !self.journal.is_failed() {
+            let from = self.journal.version();
+            let state = std::mem::take(&mut self.state);
+            let loading = load_after(self.journal.store(), self.journal.stream().clone(), state, from, fold);
+            activate_with(self, ctx, loading, |act, state| {
+                act.state = state;
+                act.publish(act.state.revision());
+                act.keys.set(act.state.len());
+            });
+        }
+        false
+    }
+
+    /// Puts `msg` back in the mailbox: right behind the fold that
+    /// [`KeyspaceActor::ready`] started (which holds the mailbox), or after
+    /// [`BEHIND_RETRY`] while an append is in flight.
+    fn later<M>(&mut self, ctx: &mut Context<Self>, msg: M)
+    where
+        M: Message<Result = ()> + Send + 'static,
+        Self: Handler<M>,
+    {
+        if self.journal.is_settled() {
+            ctx.notify(msg);
+        } else {
+            ctx.notify_later(msg, BEHIND_RETRY);
+        }
     }
 }
 
@@ -484,7 +542,14 @@ impl Handler<Follow> for KeyspaceActor {
 /// answering `reply`. A deletion that conflicted with another node's
 /// append (or whose key space stopped) is sent again to a reloaded key
 /// space, a few times: the lease has ended, so its keys must go.
-pub fn delete_lease_keys(hub: &Arc<Hub>, account: &AccountId, lease: LeaseId, cause: DeleteCause, cmd: Cmd, reply: Reply<Deleted>) {
+pub fn delete_lease_keys(
+    hub: &Arc<Hub>,
+    account: &AccountId,
+    lease: LeaseId,
+    cause: DeleteCause,
+    cmd: Cmd,
+    reply: Reply<Deleted>,
+) {
     route_deletion(Arc::clone(hub), account.clone(), lease, cause, cmd, reply, 1);
 }
 
@@ -515,5 +580,17 @@ fn route_deletion(
         cmd,
         reply: answer,
     };
-    hub.keyspaces.route(&hub, &account, Activation::Load, msg);
+    if !hub.store.is_shared() {
+        return hub.keyspaces.route(&hub, &account, Activation::Load, msg);
+    }
+    // On a shared log, other nodes' puts with the lease that came before
+    // its end in the log must be in the key space first: the projections
+    // apply everything up to the end (telling the key space of those puts,
+    // `Follow`) before the deletion is sent; puts after it are the timers'
+    // node's to clean up (`actors::follow`).
+    let head = hub.store.head();
+    actix_rt::spawn(async move {
+        hub.projections.caught_up(head).await;
+        hub.keyspaces.route(&hub, &account, Activation::Load, msg);
+    });
 }

@@ -217,10 +217,13 @@ impl LeaseActor {
                     })
                     .collect();
                 let written = new_events.clone();
+                let grants = events.iter().any(|e| matches!(e, LeaseEvent::Granted(_)));
                 submit(self, ctx, new_events, move |act, ctx, result| {
                     let result = result.map(|_| written).map_err(|e| match e {
-                        // A fresh actor's stream existed after all: the ID is taken.
-                        crate::store::AppendError::Conflict { .. } => {
+                        // A grant's stream was written first by someone
+                        // else (a fresh actor's stream existed after all,
+                        // or another node granted the ID): the ID is taken.
+                        crate::store::AppendError::Conflict { .. } if grants => {
                             LeaseRejection::AlreadyExists(act.key.lease).into()
                         }
                         other => CommandError::from(other),

@@ -69,6 +69,9 @@ struct Health {
     /// it elsewhere, and `tenure verify --expect-head` proves later that the
     /// log up to it is intact.
     head: tenure_events::ChainHead,
+    /// `leading` if this node runs the timers (always, on an embedded
+    /// log), `following` if another node of a shared log does.
+    timers: &'static str,
 }
 
 async fn healthz(control: web::Data<Control>) -> Result<HttpResponse, ApiError> {
@@ -80,6 +83,11 @@ async fn healthz(control: web::Data<Control>) -> Result<HttpResponse, ApiError> 
         status: "ok",
         position: head.position,
         head,
+        timers: if control.hub().leading.load(std::sync::atomic::Ordering::Acquire) {
+            "leading"
+        } else {
+            "following"
+        },
     }))
 }
 
@@ -200,16 +208,12 @@ pub async fn wait_for_min_position(req: &actix_web::dev::ServiceRequest) -> Resu
     let Some(value) = req.headers().get(MIN_POSITION_HEADER) else {
         return Ok(());
     };
-    let position: u64 = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .ok_or_else(|| {
-            error::ApiError::bad_request(
-                "invalid_field",
-                "Tenure-Min-Position: must be a log position (a non-negative integer)",
-            )
-        })?;
+    let position: u64 = value.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or_else(|| {
+        error::ApiError::bad_request(
+            "invalid_field",
+            "Tenure-Min-Position: must be a log position (a non-negative integer)",
+        )
+    })?;
     let Some(control) = req.app_data::<web::Data<Control>>() else {
         return Ok(());
     };

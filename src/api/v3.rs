@@ -499,7 +499,10 @@ async fn lease_time_to_live(
     EtcdJson(req): EtcdJson<LeaseRequest>,
 ) -> Result<HttpResponse, EtcdError> {
     let info = match lease_id(req.id) {
-        Some(lease) => match control.time_to_live_via(&caller.account, lease, req.keys, &caller.via).await {
+        Some(lease) => match control
+            .time_to_live_via(&caller.account, lease, req.keys, &caller.via)
+            .await
+        {
             Ok(info) => Some(info),
             Err(CommandError::Lease(LeaseRejection::NotFound(_))) => None,
             Err(e) => return Err(e.into()),

@@ -123,7 +123,9 @@ impl Control {
                         ttl => Ok(ttl),
                     }
                 }
-                Err(e) => tracing::warn!(leader = %url, error = %e, "the timers' leader did not answer a keep-alive; answering here"),
+                Err(e) => {
+                    tracing::warn!(leader = %url, error = %e, "the timers' leader did not answer a keep-alive; answering here")
+                }
             }
         }
         self.keep_alive(meta, lease).await
@@ -162,7 +164,9 @@ impl Control {
                         keys,
                     });
                 }
-                Err(e) => tracing::warn!(leader = %url, error = %e, "the timers' leader did not answer a time-to-live; answering here"),
+                Err(e) => {
+                    tracing::warn!(leader = %url, error = %e, "the timers' leader did not answer a time-to-live; answering here")
+                }
             }
         }
         self.time_to_live(account, lease, keys).await

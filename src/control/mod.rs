@@ -42,7 +42,7 @@ pub const COMMANDS_IN_FLIGHT_MAX: usize = 16_384;
 
 /// How many times a command is carried out at most when it conflicts with
 /// another writer (see [`Control::call`]).
-pub const COMMAND_ATTEMPTS: u64 = 4;
+pub const COMMAND_ATTEMPTS: u64 = 8;
 
 /// How often a server-chosen lease ID is drawn again if it is taken.
 const FRESH_ID_ATTEMPTS: usize = 3;
@@ -230,9 +230,11 @@ impl Control {
             match answer {
                 Err(e) if e.is_retryable() && attempt < COMMAND_ATTEMPTS && self.hub.store.health().is_ok() => {
                     tracing::debug!(attempt, error = %e, "command sent again");
-                    // A back-off between attempts, not a wait for an event:
-                    // two nodes that conflicted should not collide again.
-                    tokio::time::sleep(std::time::Duration::from_millis(attempt * 3)).await;
+                    // A random back-off between attempts, growing, not a
+                    // wait for an event: nodes that conflicted should not
+                    // collide again.
+                    let jitter = uuid::Uuid::new_v4().as_u128() as u64 % (attempt * 4 + 1);
+                    tokio::time::sleep(std::time::Duration::from_millis(1 + jitter)).await;
                     attempt += 1;
                 }
                 Err(CommandError::Conflict(_)) => {
