@@ -382,7 +382,10 @@ async fn healthz_reports_the_log_position_and_the_head_of_its_chain() {
     assert_eq!(status, StatusCode::OK);
     let events = server.events().await;
     let head = format!("1:{}", events[0].hash);
-    assert_eq!(body, json!({"status": "ok", "position": 1, "head": head}));
+    assert_eq!(
+        body,
+        json!({"status": "ok", "position": 1, "head": head, "timers": "leading"})
+    );
 }
 
 /// etcd's base64 of a key or value.
