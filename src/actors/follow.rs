@@ -7,10 +7,13 @@
 //!   tells every active key space it touches the stream version it reached
 //!   ([`keyspace::Follow`]), before the projections' checkpoint moves past
 //!   it. A read that waited for the checkpoint (`min_position`) is queued
-//!   behind that notice, so it sees the write. Other entity actors are not
-//!   told: their reads come from the projections, and a command decided on
-//!   a stale state conflicts on append and is carried out again on the
-//!   entity reloaded (`Control::call`).
+//!   behind that notice, so it sees the write. An active lease actor that
+//!   missed an event of its stream stops ([`lease::Stale`]): it checks
+//!   liveness for puts, and must not vouch for a lease another node ended.
+//!   Other entity actors are not told: their reads come from the
+//!   projections, and a command decided on a stale state conflicts on
+//!   append and is carried out again on the entity reloaded
+//!   (`Control::call`).
 //! - **Keys put on an ended lease go.** The lease actor's check that a
 //!   lease is live and the key space's put are two steps, and on a shared
 //!   log the lease may end on another node in between (its key deletion
@@ -27,6 +30,7 @@ use tenure_events::{AccountId, DeleteCause, KeyspaceEvent, LeaseId, Metadata, Re
 use tenure_projections::LeaseKey;
 
 use super::keyspace::{self, Deleted, Follow};
+use super::lease;
 use super::{Cmd, CommandError, Hub, Reply};
 
 /// Has the projector tell this node's actors of each batch, on a shared log.
@@ -59,6 +63,21 @@ fn follow(hub: &Arc<Hub>, events: &[RecordedEvent]) {
     }
     for (account, version) in heads {
         hub.keyspaces.tell_if_active(account, Follow { version });
+    }
+    for e in events.iter().filter(|e| e.stream.category() == "lease") {
+        let id = e
+            .stream
+            .as_str()
+            .rsplit('/')
+            .next()
+            .and_then(|id| id.parse::<LeaseId>().ok());
+        if let Some(lease) = id {
+            let key = LeaseKey {
+                account: e.account.clone(),
+                lease,
+            };
+            hub.leases.tell_if_active(&key, lease::Stale { version: e.version });
+        }
     }
     if leased.is_empty() {
         return;

@@ -373,3 +373,24 @@ impl Handler<PutWithLease> for LeaseActor {
             .route(&self.hub, &self.key.account, Activation::Load, put);
     }
 }
+
+/// Another node appended to this lease's stream up to `version` (a shared
+/// log): an actor that has not seen it stops, if nothing of its own is in
+/// flight (that would conflict), so the next command loads the lease as
+/// the log has it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stale {
+    pub version: u64,
+}
+
+impl Handler<Stale> for LeaseActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Stale, ctx: &mut Context<Self>) {
+        self.journal.touch();
+        if msg.version > self.journal.version() && self.journal.is_settled() && self.leave_registry(ctx) {
+            actix::ActorContext::stop(ctx);
+        }
+    }
+}
