@@ -14,6 +14,8 @@
 pub mod conformance;
 mod copy;
 mod election;
+#[cfg(feature = "esdb")]
+mod esdb;
 mod memory;
 mod pg;
 mod sqlite;
@@ -21,6 +23,8 @@ mod subscription;
 
 pub use copy::{copy_log, CopyError};
 pub use election::{Election, Role};
+#[cfg(feature = "esdb")]
+pub use esdb::EsdbStore;
 pub use memory::MemoryStore;
 pub use pg::{PostgresLogReader, PostgresStore, PostgresTarget};
 pub(crate) use sqlite::SNAPSHOT_TABLES;
