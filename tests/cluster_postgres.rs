@@ -423,3 +423,64 @@ async fn a_keep_alive_on_any_node_reaches_the_timers_and_a_read_waits_for_its_po
         node.stop().await;
     }
 }
+
+/// Waits (polling `/healthz`) until every node has applied the log as far
+/// as the furthest one.
+async fn in_step(nodes: &[TestServer]) {
+    async fn positions(nodes: &[TestServer]) -> Vec<u64> {
+        let polls = nodes
+            .iter()
+            .map(|n| async move { n.get("/healthz").await.1["position"].as_u64().unwrap_or(0) });
+        futures::future::join_all(polls).await
+    }
+    let target = positions(nodes).await.into_iter().max().unwrap_or(0);
+    let reached = tokio::time::timeout(PATIENCE, async {
+        while positions(nodes).await.into_iter().any(|p| p < target) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    reached.expect("the nodes apply the log");
+}
+
+#[actix_rt::test]
+async fn with_auth_a_keep_alive_is_sent_on_with_the_callers_token() {
+    let schema = Schema::fresh();
+    let mut nodes = Vec::new();
+    for _ in 0..NODES {
+        nodes.push(TestServer::start_on_with(schema.target(), common::with_auth).await);
+    }
+    let leading = leader(&nodes).await;
+    let (follower, other) = ((leading + 1) % NODES, (leading + 2) % NODES);
+    let alice = nodes[follower].account_with_token("alice", json!({})).await;
+    let bob = nodes[follower].account_with_token("bob", json!({})).await;
+    let (status, granted) = nodes[follower]
+        .session(&alice)
+        .post("/v1/leases", json!({ "ttl": 10 }))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{granted}");
+    let lease = granted["id"].as_str().expect("lease ID").to_owned();
+    in_step(&nodes).await;
+
+    // Through the other follower, with alice's token, to the leader: the
+    // lease outlives its TTL on the leader's clock.
+    let path = format!("/v1/leases/{lease}/keepalive");
+    for _ in 0..3 {
+        for node in &nodes {
+            node.clock.advance(std::time::Duration::from_secs(6));
+        }
+        let (status, body) = nodes[other].session(&alice).post(&path, json!({})).await;
+        assert_eq!((status, body["ttl"].as_i64()), (StatusCode::OK, Some(10)), "{body}");
+    }
+    // Bob's token names another account: not his lease, wherever it is
+    // decided. No token: refused where it arrives.
+    let (status, body) = nodes[other].session(&bob).post(&path, json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _) = nodes[other].call(reqwest::Method::POST, &path, Some(json!({}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = nodes[leading].session(&alice).get(&format!("/v1/leases/{lease}")).await;
+    assert_eq!(status, StatusCode::OK, "alive 18 s after a 10 s grant: {body}");
+    for mut node in nodes {
+        node.stop().await;
+    }
+}

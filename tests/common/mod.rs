@@ -41,6 +41,11 @@ impl TestServer {
 
     /// A fresh server (fresh data directory) on a shared log in PostgreSQL.
     pub async fn start_on(store: tenure::store::PostgresTarget) -> TestServer {
+        TestServer::start_on_with(store, no_tweak).await
+    }
+
+    /// [`TestServer::start_on`] with settings.
+    pub async fn start_on_with(store: tenure::store::PostgresTarget, tweak: fn(&mut ServerConfig)) -> TestServer {
         let temp = tempfile::tempdir().expect("temp dir");
         let mut server = TestServer {
             running: None,
@@ -49,7 +54,7 @@ impl TestServer {
             dir: temp.path().to_path_buf(),
             _temp: Some(temp),
             http: reqwest::Client::new(),
-            tweak: no_tweak,
+            tweak,
             store: Some(store),
         };
         server.boot().await;
