@@ -106,30 +106,8 @@ impl Stored {
     }
 }
 
-#[derive(Default)]
-struct Mirror {
-    events: Vec<RecordedEvent>,
-    versions: HashMap<StreamId, u64>,
-}
-
-impl Mirror {
-    fn head(&self) -> ChainHead {
-        self.events.last().map_or(ChainHead::EMPTY, |e| ChainHead {
-            position: e.position,
-            hash: e.hash,
-        })
-    }
-
-    fn push(&mut self, e: RecordedEvent) {
-        self.versions.insert(e.stream.clone(), e.version);
-        self.events.push(e);
-    }
-
-    fn read_all(&self, from_position: u64, max_count: usize) -> Vec<RecordedEvent> {
-        let start = usize::try_from(from_position.max(1) - 1).unwrap_or(usize::MAX);
-        self.events.iter().skip(start).take(max_count).cloned().collect()
-    }
-}
+/// The log as this node has read it (see the module's documentation).
+type Mirror = super::memory::State;
 
 struct Job {
     stream: StreamId,
@@ -439,14 +417,7 @@ impl EventStore for EsdbStore {
         from_version: u64,
         max_count: usize,
     ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
-        let mirror = self.shared.mirror.lock();
-        let events = mirror
-            .events
-            .iter()
-            .filter(|e| &e.stream == stream && e.version >= from_version)
-            .take(max_count)
-            .cloned()
-            .collect();
+        let events = self.shared.mirror.lock().read_stream(stream, from_version, max_count);
         Box::pin(futures::future::ready(Ok(events)))
     }
 
@@ -473,26 +444,12 @@ impl EventStore for EsdbStore {
     }
 
     fn read_caused_by(&self, causes: Vec<Uuid>) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
-        let mirror = self.shared.mirror.lock();
-        let events = mirror
-            .events
-            .iter()
-            .filter(|e| e.causation_id.is_some_and(|c| causes.contains(&c)))
-            .cloned()
-            .collect();
+        let events = self.shared.mirror.lock().caused_by(&causes);
         Box::pin(futures::future::ready(Ok(events)))
     }
 
     fn stream_names(&self, prefix: &str, max_count: usize) -> StoreFuture<Result<Vec<StreamId>, StoreError>> {
-        let mirror = self.shared.mirror.lock();
-        let mut names: Vec<StreamId> = mirror
-            .versions
-            .keys()
-            .filter(|s| s.as_str().starts_with(prefix))
-            .cloned()
-            .collect();
-        names.sort();
-        names.truncate(max_count);
+        let names = self.shared.mirror.lock().stream_names(prefix, max_count);
         Box::pin(futures::future::ready(Ok(names)))
     }
 

@@ -15,10 +15,61 @@ use super::{
     AppendCallback, AppendError, Appended, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription,
 };
 
+/// A whole log held in memory, with the reads every backend answers: the
+/// state of [`MemoryStore`], and the mirror of the log an EventStoreDB node
+/// reads from.
 #[derive(Default)]
-struct State {
-    events: Vec<RecordedEvent>,
-    versions: HashMap<StreamId, u64>,
+pub(crate) struct State {
+    pub(crate) events: Vec<RecordedEvent>,
+    pub(crate) versions: HashMap<StreamId, u64>,
+}
+
+impl State {
+    pub(crate) fn head(&self) -> ChainHead {
+        self.events.last().map_or(ChainHead::EMPTY, |e| ChainHead {
+            position: e.position,
+            hash: e.hash,
+        })
+    }
+
+    pub(crate) fn push(&mut self, e: RecordedEvent) {
+        self.versions.insert(e.stream.clone(), e.version);
+        self.events.push(e);
+    }
+
+    pub(crate) fn read_all(&self, from_position: u64, max_count: usize) -> Vec<RecordedEvent> {
+        let start = usize::try_from(from_position.max(1) - 1).unwrap_or(usize::MAX);
+        self.events.iter().skip(start).take(max_count).cloned().collect()
+    }
+
+    pub(crate) fn read_stream(&self, stream: &StreamId, from_version: u64, max_count: usize) -> Vec<RecordedEvent> {
+        self.events
+            .iter()
+            .filter(|e| &e.stream == stream && e.version >= from_version)
+            .take(max_count)
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn caused_by(&self, causes: &[Uuid]) -> Vec<RecordedEvent> {
+        self.events
+            .iter()
+            .filter(|e| e.causation_id.is_some_and(|c| causes.contains(&c)))
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn stream_names(&self, prefix: &str, max_count: usize) -> Vec<StreamId> {
+        let mut names: Vec<StreamId> = self
+            .versions
+            .keys()
+            .filter(|s| s.as_str().starts_with(prefix))
+            .cloned()
+            .collect();
+        names.sort();
+        names.truncate(max_count);
+        names
+    }
 }
 
 #[derive(Clone)]
@@ -43,9 +94,7 @@ impl MemoryStore {
 }
 
 fn read_all(state: &Mutex<State>, from_position: u64, max_count: usize) -> Vec<RecordedEvent> {
-    let state = state.lock();
-    let start = usize::try_from(from_position.max(1) - 1).unwrap_or(usize::MAX);
-    state.events.iter().skip(start).take(max_count).cloned().collect()
+    state.lock().read_all(from_position, max_count)
 }
 
 impl EventStore for MemoryStore {
@@ -78,8 +127,9 @@ impl EventStore for MemoryStore {
             last_position,
             version,
         };
-        state.versions.insert(stream, version);
-        state.events.extend(batch.iter().cloned());
+        for e in &batch {
+            state.push(e.clone());
+        }
         drop(state);
         if !batch.is_empty() {
             let _ = self.live.send(Arc::new(batch));
@@ -93,14 +143,7 @@ impl EventStore for MemoryStore {
         from_version: u64,
         max_count: usize,
     ) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
-        let state = self.state.lock();
-        let events = state
-            .events
-            .iter()
-            .filter(|e| &e.stream == stream && e.version >= from_version)
-            .take(max_count)
-            .cloned()
-            .collect();
+        let events = self.state.lock().read_stream(stream, from_version, max_count);
         Box::pin(futures::future::ready(Ok(events)))
     }
 
@@ -125,34 +168,16 @@ impl EventStore for MemoryStore {
     }
 
     fn chain_head(&self) -> ChainHead {
-        let state = self.state.lock();
-        state.events.last().map_or(ChainHead::EMPTY, |e| ChainHead {
-            position: e.position,
-            hash: e.hash,
-        })
+        self.state.lock().head()
     }
 
     fn read_caused_by(&self, causes: Vec<Uuid>) -> StoreFuture<Result<Vec<RecordedEvent>, StoreError>> {
-        let state = self.state.lock();
-        let events = state
-            .events
-            .iter()
-            .filter(|e| e.causation_id.is_some_and(|c| causes.contains(&c)))
-            .cloned()
-            .collect();
+        let events = self.state.lock().caused_by(&causes);
         Box::pin(futures::future::ready(Ok(events)))
     }
 
     fn stream_names(&self, prefix: &str, max_count: usize) -> StoreFuture<Result<Vec<StreamId>, StoreError>> {
-        let state = self.state.lock();
-        let mut names: Vec<StreamId> = state
-            .versions
-            .keys()
-            .filter(|s| s.as_str().starts_with(prefix))
-            .cloned()
-            .collect();
-        names.sort();
-        names.truncate(max_count);
+        let names = self.state.lock().stream_names(prefix, max_count);
         Box::pin(futures::future::ready(Ok(names)))
     }
 
