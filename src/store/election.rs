@@ -127,7 +127,7 @@ impl Candidate {
 
     fn step(&mut self) -> Result<Role, StoreError> {
         if self.conn.as_ref().is_none_or(Client::is_closed) {
-            self.conn = Some(self.target.connect()?);
+            self.conn = Some(self.target.connect_watchful(Election::EVERY * 4)?);
             self.leading = false;
         }
         let Some(conn) = self.conn.as_mut() else {

@@ -154,8 +154,26 @@ impl PostgresTarget {
     /// A connection whose search path is the schema. Blocking: call it on a
     /// thread of its own, never on an async runtime's.
     pub fn connect(&self) -> Result<Client, StoreError> {
-        let mut client = self
-            .config
+        self.connect_with(&self.config)
+    }
+
+    /// A connection like [`PostgresTarget::connect`]'s that fails within
+    /// `timeout` when the server stops answering (connecting, or a request
+    /// unacknowledged that long: TCP user timeout), rather than after the
+    /// kernel's minutes: the timers' election must notice a lost session
+    /// quickly.
+    pub(crate) fn connect_watchful(&self, timeout: std::time::Duration) -> Result<Client, StoreError> {
+        let mut config = self.config.clone();
+        config
+            .connect_timeout(timeout)
+            .tcp_user_timeout(timeout)
+            .keepalives(true)
+            .keepalives_idle(timeout);
+        self.connect_with(&config)
+    }
+
+    fn connect_with(&self, config: &postgres::Config) -> Result<Client, StoreError> {
+        let mut client = config
             .connect(NoTls)
             .map_err(|e| StoreError::Io(format!("cannot connect to PostgreSQL: {e}")))?;
         client
