@@ -158,7 +158,7 @@ impl Entity for KeyspaceActor {
             published,
             keys,
             journal,
-            load: activation == Activation::Load,
+            load: activation != Activation::Fresh,
             snapshot_version: 0,
         }
     }
