@@ -37,9 +37,15 @@ use super::lease::Expire;
 use super::{Activation, CommandError, Hub, Reply};
 use crate::domain::lease::LeaseRejection;
 
-/// Expiries awaiting an answer at once. Large enough that a mass expiry is
-/// never throttled by it in practice; it exists so memory stays bounded.
-pub const EXPIRIES_IN_FLIGHT_MAX: usize = 262_144;
+/// Expiries awaiting an answer at once: it bounds memory, and keeps a mass
+/// expiry flowing. Each in flight is a lease actor alive until its keys are
+/// deleted; with 262,144 of them a million expiries went in waves (every
+/// actor started, then every append, then every deletion) through a heap
+/// of a quarter million actors, and took longer (measured: 200,000 leases
+/// 6.4 s -> 5.9 s after the last deadline with 16,384; see
+/// `ops/bench/RESULTS.md`). Still enough to fill the store's largest
+/// batches.
+pub const EXPIRIES_IN_FLIGHT_MAX: usize = 16_384;
 
 /// How long to wait before trying again to expire a lease whose expiry failed.
 const RETRY_AFTER: TimeDelta = TimeDelta::seconds(1);
