@@ -180,6 +180,82 @@ async fn passivated_actors_are_activated_again_from_the_log() {
     assert_eq!(server.value("k").await, None);
 }
 
+/// The expiry driver starts a passivated lease actor from what the expiry
+/// queue knows (its grant) instead of reading its stream. A stream holding
+/// more than the grant (here an old log's `LeaseKeptAlive`) makes that
+/// first `LeaseExpired` append conflict; the driver then tries again at
+/// once from the stream, and the lease ends once, at the deadline the
+/// keep-alive set, its keys with it.
+#[actix_rt::test]
+async fn an_expiry_from_the_queue_s_grant_falls_back_to_the_stream_when_it_holds_more() {
+    let server = TestServer::start_with(|c| c.passivate_after = Duration::from_millis(20)).await;
+    let lease = server.grant(10).await;
+    let kept = server.grant(10).await;
+    server.put_key("k", "v", Some(&lease)).await;
+    server.put_key("kept", "v", Some(&kept)).await;
+    let hub = server.running().control.hub().clone();
+    wait_until("the lease actors to passivate", || hub.leases.is_empty()).await;
+
+    // An old server's keep-alive of `kept` at t=5: deadline t=15.
+    let account = AccountId::default_account();
+    let id: LeaseId = kept.parse().expect("lease id");
+    let at = server.clock.now() + TimeDelta::seconds(5);
+    let event = NewEvent::new(
+        &LeaseEvent::from(tenure_events::LeaseKeptAlive { lease: id }),
+        &Metadata::new(account.clone()),
+        at,
+    );
+    server
+        .log()
+        .append(StreamId::lease(&account, id), ExpectedVersion::Exact(1), vec![event])
+        .await
+        .expect("append");
+
+    server.clock.advance(Duration::from_secs(10));
+    server
+        .wait_for_log("the first lease's key to go", |es| count_type(es, "KeyDeleted") == 1)
+        .await;
+    assert_eq!(server.value("kept").await.as_deref(), Some("v"));
+    server.clock.advance(Duration::from_secs(5));
+    let events = server
+        .wait_for_log("the second lease's key to go", |es| count_type(es, "KeyDeleted") == 2)
+        .await;
+    let expired: Vec<(String, u64, LeaseEvent)> = events
+        .iter()
+        .filter(|e| e.event_type == "LeaseExpired")
+        .map(|e| {
+            let Ok(Event::Lease(event)) = e.decode() else {
+                panic!("a lease event")
+            };
+            (e.stream.to_string(), e.version, event)
+        })
+        .collect();
+    let start = server.clock.now() - TimeDelta::seconds(15);
+    assert_eq!(
+        expired,
+        vec![
+            (
+                format!("lease/{account}/{lease}"),
+                2,
+                LeaseEvent::from(LeaseExpired {
+                    lease: lease.parse().expect("lease id"),
+                    deadline: start + TimeDelta::seconds(10),
+                })
+            ),
+            (
+                format!("lease/{account}/{kept}"),
+                3,
+                LeaseEvent::from(LeaseExpired {
+                    lease: id,
+                    deadline: start + TimeDelta::seconds(15),
+                })
+            ),
+        ]
+    );
+    assert_eq!(server.value("k").await, None);
+    assert_eq!(server.value("kept").await, None);
+}
+
 /// Passivation runs on wall time (it is about memory, not about the
 /// domain), so this polls for it.
 async fn wait_until(what: &str, done: impl Fn() -> bool) {

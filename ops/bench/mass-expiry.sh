@@ -19,6 +19,7 @@
 #   flock /tmp/tenure-bench.lock bash ops/bench/mass-expiry.sh          # 1M / 100k
 #   LEASES=100000 ETCD_LEASES=20000 bash ops/bench/mass-expiry.sh
 #   SERVERS=tenure bash ops/bench/mass-expiry.sh                      # one server
+#   TENURE_ARGS="--passivate-after 5" ...   # extra flags for tenure serve
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -34,6 +35,7 @@ TENURE_PORT=${TENURE_PORT:-17080}
 ETCD_PORT=${ETCD_PORT:-22479}
 ETCD_PEER_PORT=${ETCD_PEER_PORT:-22480}
 RECORD=${RECORD:-1}
+TENURE_ARGS=${TENURE_ARGS:-}
 
 command -v etcd >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
@@ -67,7 +69,7 @@ start() { # etcd|tenure
     URL="http://127.0.0.1:$ETCD_PORT"
   else
     RUST_LOG=warn "$BIN/tenure" serve --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" \
-      --proxy-listen "127.0.0.1:$((TENURE_PORT + 1))" >"$dir.log" 2>&1 &
+      --proxy-listen "127.0.0.1:$((TENURE_PORT + 1))" $TENURE_ARGS >"$dir.log" 2>&1 &
     PID=$!
     URL="http://127.0.0.1:$TENURE_PORT"
   fi

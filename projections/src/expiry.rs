@@ -30,6 +30,13 @@ pub struct Due {
     /// Which grant of this ID (the stream version of its `LeaseGranted`).
     pub granted: u64,
     pub deadline: DateTime<Utc>,
+    /// The granted TTL.
+    pub ttl_s: i64,
+    /// The time of the lease's grant (or of its last keep-alive event, in
+    /// an old log): with `granted` and `ttl_s`, what folding its stream up
+    /// to the grant gives, so a passivated lease actor can start from it
+    /// instead of reading its stream.
+    pub refreshed: DateTime<Utc>,
 }
 
 /// A keep-alive found no lease to renew: it is not live in the log, its
@@ -346,6 +353,8 @@ impl ExpiryQueue {
             out.push(Due {
                 granted: entry.grant.version(),
                 deadline: entry.deadline,
+                ttl_s: entry.ttl_s,
+                refreshed: entry.refreshed,
                 key: LeaseKey {
                     account: a.account.clone(),
                     lease,
@@ -705,7 +714,9 @@ mod tests {
             Due {
                 key: key(2),
                 granted: 1,
-                deadline: t(10)
+                deadline: t(10),
+                ttl_s: 10,
+                refreshed: t(0),
             }
         );
         assert_eq!(keys(due), vec![key(2), key(3)]);
@@ -808,7 +819,9 @@ mod tests {
             vec![Due {
                 key: key(1),
                 granted: 1,
-                deadline: t(18)
+                deadline: t(18),
+                ttl_s: 10,
+                refreshed: t(8),
             }]
         );
     }

@@ -15,6 +15,12 @@
 //! queue). A failed expiry is tried again after [`RETRY_AFTER`], the lease
 //! staying *ending* meanwhile. All answers come back on one channel.
 //!
+//! A passivated lease actor is activated for its expiry from what the queue
+//! knows of the grant ([`Activation::Given`]), not from its stream: a mass
+//! expiry reads no lease stream. If the stream holds more than the grant,
+//! the actor's append conflicts and the expiry is tried again at once by an
+//! actor that reads its stream (see `lease::Expire`).
+//!
 //! [`ExpiryQueue::due`]: tenure_projections::ExpiryQueue::due
 
 use std::cmp::Reverse;
@@ -31,14 +37,21 @@ use super::lease::Expire;
 use super::{Activation, CommandError, Hub, Reply};
 use crate::domain::lease::LeaseRejection;
 
-/// Expiries awaiting an answer at once. Large enough that a mass expiry is
-/// never throttled by it in practice; it exists so memory stays bounded.
-pub const EXPIRIES_IN_FLIGHT_MAX: usize = 262_144;
+/// Expiries awaiting an answer at once: it bounds memory, and keeps a mass
+/// expiry flowing. Each in flight is a lease actor alive until its keys are
+/// deleted; with 262,144 of them a million expiries went in waves (every
+/// actor started, then every append, then every deletion) through a heap
+/// of a quarter million actors, and took longer (measured: 200,000 leases
+/// 6.4 s -> 5.9 s after the last deadline with 16,384; see
+/// `ops/bench/RESULTS.md`). Still enough to fill the store's largest
+/// batches.
+pub const EXPIRIES_IN_FLIGHT_MAX: usize = 16_384;
 
 /// How long to wait before trying again to expire a lease whose expiry failed.
 const RETRY_AFTER: TimeDelta = TimeDelta::seconds(1);
 
-type Answer = (Due, Result<Deleted, CommandError>);
+/// An expiry's answer, with how its lease actor was to be activated.
+type Answer = (Due, Activation, Result<Deleted, CommandError>);
 
 /// Expiries that failed, by when to try them again.
 type Retries = BinaryHeap<Reverse<(DateTime<Utc>, Due)>>;
@@ -54,6 +67,24 @@ fn take_retries(retries: &mut Retries, now: DateTime<Utc>, max: usize) -> Vec<Du
     out
 }
 
+/// Hands `due` to its lease actor. A first attempt activates a passivated
+/// actor from what the queue knows of the lease ([`Activation::Given`]), so
+/// a mass expiry reads no lease stream; a retry has it read its stream.
+fn send(hub: &Arc<Hub>, answers: &mpsc::UnboundedSender<Answer>, due: Due, activation: Activation) {
+    let tx = answers.clone();
+    let key = due.key.clone();
+    let expire = Expire {
+        granted: due.granted,
+        deadline: due.deadline,
+        ttl_s: due.ttl_s,
+        refreshed: due.refreshed,
+        reply: Reply::new(move |result| {
+            let _ = tx.send((due, activation, result));
+        }),
+    };
+    hub.leases.route(hub, &key, activation, expire);
+}
+
 /// Runs until `stop` fires.
 pub async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     let (answers_tx, mut answers) = mpsc::unbounded_channel::<Answer>();
@@ -61,30 +92,23 @@ pub async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     let mut retries = Retries::new();
     loop {
         let now = hub.clock.now();
-        let (due, next) = {
+        let (retried, due, next) = {
             let mut queue = hub.projections.expiry.lock();
             // Retried only while the expiry is still under way: the lease may
             // have ended some other way since.
-            let mut due: Vec<Due> = take_retries(&mut retries, now, EXPIRIES_IN_FLIGHT_MAX - in_flight)
+            let retried: Vec<Due> = take_retries(&mut retries, now, EXPIRIES_IN_FLIGHT_MAX - in_flight)
                 .into_iter()
                 .filter(|d| queue.is_ending(&d.key, d.granted))
                 .collect();
-            due.extend(queue.due(now, EXPIRIES_IN_FLIGHT_MAX - in_flight - due.len()));
-            (due, queue.next_deadline())
+            let due = queue.due(now, EXPIRIES_IN_FLIGHT_MAX - in_flight - retried.len());
+            (retried, due, queue.next_deadline())
         };
+        in_flight += retried.len() + due.len();
+        for due in retried {
+            send(&hub, &answers_tx, due, Activation::Load);
+        }
         for due in due {
-            in_flight += 1;
-            let tx = answers_tx.clone();
-            let (key, granted, deadline) = (due.key.clone(), due.granted, due.deadline);
-            let reply = Reply::new(move |result| {
-                let _ = tx.send((due, result));
-            });
-            let expire = Expire {
-                granted,
-                deadline,
-                reply,
-            };
-            hub.leases.route(&hub, &key, Activation::Load, expire);
+            send(&hub, &answers_tx, due, Activation::Given);
         }
         let next = match (next, retries.peek().map(|Reverse((at, _))| *at)) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -110,7 +134,7 @@ pub async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-fn settle(hub: &Hub, retries: &mut Retries, (due, result): Answer) {
+fn settle(hub: &Hub, retries: &mut Retries, (due, activation, result): Answer) {
     match result {
         Ok(_) => {}
         // The clock went back between the driver and the actor.
@@ -122,6 +146,12 @@ fn settle(hub: &Hub, retries: &mut Retries, (due, result): Answer) {
         }
         // Ended some other way; the log will say so and the queue drops it.
         Err(CommandError::Lease(LeaseRejection::NotFound(_))) => {}
+        // The append conflicted: the stream held more than the queue knew
+        // (an end not yet applied, an old log's keep-alive). At once, this
+        // time reading the stream.
+        Err(CommandError::Lease(LeaseRejection::AlreadyExists(_))) if activation == Activation::Given => {
+            retries.push(Reverse((hub.clock.now(), due)));
+        }
         Err(e) => {
             tracing::warn!(lease = %due.key.lease, account = %due.key.account, error = %e, "expiry failed; retrying");
             retries.push(Reverse((hub.clock.now() + RETRY_AFTER, due)));

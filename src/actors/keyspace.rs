@@ -172,7 +172,7 @@ impl Entity for KeyspaceActor {
             published,
             keys,
             journal,
-            load: activation == Activation::Load,
+            load: activation != Activation::Fresh,
             snapshot_version: 0,
             behind: 0,
         }

@@ -49,6 +49,12 @@ pub struct LeaseActor {
     granted: Option<u64>,
     journal: Journal<Self>,
     load: bool,
+    /// Activated with [`Activation::Given`]: its first message, an
+    /// [`Expire`], brings its state.
+    awaiting_given: bool,
+    /// Its state was given (from the expiry queue), not read from its
+    /// stream, and no append has confirmed it yet.
+    unverified: bool,
 }
 
 /// A grant's answer.
@@ -77,11 +83,21 @@ pub struct Revoke {
 /// version `granted`, whose deadline (keep-alives included) has passed. The
 /// driver has marked it *ending* in the expiry queue, so it cannot be
 /// renewed any more.
+///
+/// It also carries what the queue folded of that grant (`ttl_s`,
+/// `refreshed`): an actor activated by it with [`Activation::Given`]
+/// starts from that, its stream taken to be at version `granted`, instead
+/// of reading the stream. That is what reading it gives whenever the
+/// stream ends with that grant; if it holds more (a revoke not yet
+/// applied to the queue, an old log's keep-alive), the `LeaseExpired`
+/// append, expecting version `granted`, conflicts and nothing is written.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Expire {
     pub granted: u64,
     pub deadline: DateTime<Utc>,
+    pub ttl_s: i64,
+    pub refreshed: DateTime<Utc>,
     pub reply: Reply<Deleted>,
 }
 
@@ -109,6 +125,8 @@ impl Entity for LeaseActor {
             granted: None,
             journal,
             load: activation == Activation::Load,
+            awaiting_given: activation == Activation::Given,
+            unverified: false,
         }
     }
 }
@@ -119,26 +137,7 @@ impl Actor for LeaseActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         entity::schedule_passivation(self, ctx);
         if self.load {
-            let floor = self.hub.config.epoch;
-            activate_from_log(
-                self,
-                ctx,
-                (Lease::default(), None),
-                |(state, granted), e| {
-                    if let Some(event) = e.decode_as::<LeaseEvent>()? {
-                        if matches!(event, LeaseEvent::Granted(_)) {
-                            *granted = Some(e.version);
-                        }
-                        state.evolve(&event, e.time);
-                    }
-                    Ok(())
-                },
-                move |act, (mut state, granted)| {
-                    state.resume(floor);
-                    act.state = state;
-                    act.granted = granted;
-                },
-            );
+            self.load_from_log(ctx);
         }
     }
 }
@@ -164,6 +163,48 @@ impl Passivating for LeaseActor {
 impl LeaseActor {
     fn passivate_if_idle(&mut self, ctx: &mut Context<Self>) {
         entity::passivate_if_idle(self, ctx);
+    }
+
+    /// Reads the stream and folds it into the state, holding the mailbox
+    /// until it is in place.
+    fn load_from_log(&mut self, ctx: &mut Context<Self>) {
+        let floor = self.hub.config.epoch;
+        activate_from_log(
+            self,
+            ctx,
+            (Lease::default(), None),
+            |(state, granted), e| {
+                if let Some(event) = e.decode_as::<LeaseEvent>()? {
+                    if matches!(event, LeaseEvent::Granted(_)) {
+                        *granted = Some(e.version);
+                    }
+                    state.evolve(&event, e.time);
+                }
+                Ok(())
+            },
+            move |act, (mut state, granted)| {
+                state.resume(floor);
+                act.state = state;
+                act.granted = granted;
+                act.unverified = false;
+            },
+        );
+    }
+
+    /// Takes the state `msg` brings, as folding the stream up to the grant
+    /// at version `msg.granted` would give it (see [`Expire`]).
+    fn take_given(&mut self, msg: &Expire) {
+        self.awaiting_given = false;
+        let mut state = Lease::Live {
+            id: self.key.lease,
+            ttl_s: msg.ttl_s,
+            refreshed_at: msg.refreshed,
+        };
+        state.resume(self.hub.config.epoch);
+        self.state = state;
+        self.granted = Some(msg.granted);
+        self.journal.given(msg.granted);
+        self.unverified = true;
     }
 
     /// Live for clients at `now` (a put with the lease is accepted): the
@@ -309,6 +350,9 @@ impl Handler<Expire> for LeaseActor {
 
     fn handle(&mut self, msg: Expire, ctx: &mut Context<Self>) {
         self.journal.touch();
+        if self.awaiting_given {
+            self.take_given(&msg);
+        }
         let lease = self.key.lease;
         let meta = Metadata::new(self.key.account.clone());
         let span = tracing::info_span!("command", command = "expire", entity = %self.journal.stream());
@@ -328,7 +372,7 @@ impl Handler<Expire> for LeaseActor {
                 deadline: msg.deadline,
             },
             &meta,
-            move |act, _, result| match result {
+            move |act, ctx, result| match result {
                 Ok(events) => {
                     tracing::debug!(parent: &span, outcome = "expired");
                     let leases = &act.hub.metrics.leases;
@@ -340,9 +384,19 @@ impl Handler<Expire> for LeaseActor {
                     if let Some(ended) = events.first() {
                         act.delete_keys(ended, DeleteCause::LeaseExpired { lease }, span, reply);
                     }
+                    // The append expected the version given: the state was right.
+                    act.unverified = false;
                     None
                 }
-                Err(e) => Some((reply, Err(e))),
+                Err(e) => {
+                    if act.unverified && !act.journal.is_failed() {
+                        // Not due after all (nothing was appended): the
+                        // given state must not outlive this expiry, so the
+                        // messages after it find the stream's own.
+                        act.load_from_log(ctx);
+                    }
+                    Some((reply, Err(e)))
+                }
             },
         );
     }

@@ -42,7 +42,7 @@ impl Entity for WorkloadActor {
             id,
             state: WorkloadState::default(),
             journal,
-            load: activation == Activation::Load,
+            load: activation != Activation::Fresh,
         }
     }
 }
