@@ -149,7 +149,7 @@ fn settle(hub: &Hub, retries: &mut Retries, (due, activation, result): Answer) {
         // The append conflicted: the stream held more than the queue knew
         // (an end not yet applied, an old log's keep-alive). At once, this
         // time reading the stream.
-        Err(CommandError::Lease(LeaseRejection::AlreadyExists(_))) if activation == Activation::Given => {
+        Err(CommandError::Conflict(_)) if activation == Activation::Given => {
             retries.push(Reverse((hub.clock.now(), due)));
         }
         Err(e) => {
