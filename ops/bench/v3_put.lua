@@ -19,9 +19,13 @@ local keys = {}
 for i = 0, 9999 do keys[i] = base64("bench/" .. i) end
 local value = base64("some value of about forty bytes, like etcd")
 local counter = 0
+-- Under --auth: the account's bearer token from WRK_TOKEN.
+local headers = { ["Content-Type"] = "application/json" }
+local token = os.getenv("WRK_TOKEN")
+if token and token ~= "" then headers["Authorization"] = "Bearer " .. token end
 
 request = function()
   counter = (counter + 1) % 10000
   local body = '{"key": "' .. keys[counter] .. '", "value": "' .. value .. '"}'
-  return wrk.format("POST", "/v3/kv/put", { ["Content-Type"] = "application/json" }, body)
+  return wrk.format("POST", "/v3/kv/put", headers, body)
 end
