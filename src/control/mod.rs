@@ -223,10 +223,12 @@ impl Control {
     async fn call<T: Send + 'static>(&self, send: impl Fn(Reply<T>)) -> Result<T, CommandError> {
         let _permit = self.enter().await?;
         let mut attempt = 1;
+        let mut conflicted = false;
         loop {
             let (reply, answer) = Reply::oneshot();
             send(reply);
             let answer = answer.await.unwrap_or(Err(CommandError::Stopped));
+            conflicted |= matches!(answer, Err(CommandError::Conflict(_)));
             match answer {
                 Err(e) if e.is_retryable() && attempt < COMMAND_ATTEMPTS && self.hub.store.health().is_ok() => {
                     tracing::debug!(attempt, error = %e, "command sent again");
@@ -237,7 +239,9 @@ impl Control {
                     tokio::time::sleep(std::time::Duration::from_millis(1 + jitter)).await;
                     attempt += 1;
                 }
-                Err(CommandError::Conflict(_)) => {
+                // The last attempt may have found the actor stopped by
+                // another command's conflict: still a conflict.
+                Err(CommandError::Conflict(_) | CommandError::Stopped) if conflicted => {
                     return Err(CommandError::Conflict(format!(
                         "other writers changed this entity at the same time {COMMAND_ATTEMPTS} times in a row; retry"
                     )))
