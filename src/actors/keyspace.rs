@@ -136,8 +136,8 @@ pub struct LeaseKeys {
 
 /// Another node appended to this key space's stream (a shared log), up to
 /// stream version `version`: the actor folds the events it has not seen,
-/// holding its mailbox meanwhile, unless an append of its own is on its
-/// way (that append will conflict, and the actor reload).
+/// holding its mailbox meanwhile (once no append of its own is in flight),
+/// and until then puts every other message back (`KeyspaceActor::ready`).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Follow {

@@ -96,21 +96,17 @@ impl<A: Entity> Registry<A> {
     }
 
     /// Queues `msg` for the actor of `key` if one is active; does not
-    /// activate one. Answers whether it was queued.
-    pub fn tell_if_active<M>(&self, key: &A::Key, msg: M) -> bool
+    /// activate one.
+    pub fn tell_if_active<M>(&self, key: &A::Key, msg: M)
     where
         A: Handler<M>,
         M: Message + Send + 'static,
         M::Result: Send,
     {
         let mut shard = self.shards[self.hash(key) % SHARDS].lock();
-        match shard.get_mut(key) {
-            Some(slot) if slot.addr.connected() => {
-                slot.routed += 1;
-                slot.addr.do_send(msg);
-                true
-            }
-            _ => false,
+        if let Some(slot) = shard.get_mut(key).filter(|slot| slot.addr.connected()) {
+            slot.routed += 1;
+            slot.addr.do_send(msg);
         }
     }
 

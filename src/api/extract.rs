@@ -22,8 +22,6 @@ pub const MAX_BODY_BYTES: usize = 1536 * 1024;
 pub struct Caller {
     pub account: AccountId,
     pub request_id: Uuid,
-    /// How the request came, for sending it on to another node.
-    pub via: crate::control::Via,
 }
 
 impl Caller {
@@ -45,18 +43,27 @@ impl FromRequest for Caller {
         // The account comes from the authenticated principal, never from
         // the request's path or body.
         let account = super::auth::principal(req).and_then(|p| p.account().map_err(ApiError::from));
+        std::future::ready(account.map(|account| Caller {
+            account,
+            request_id: request_id(req),
+        }))
+    }
+}
+
+/// How the request came, for the handlers that may send it on to the node
+/// running the timers (keep-alive, time-to-live); the others never copy it.
+impl FromRequest for crate::control::Via {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<crate::control::Via, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let headers = req.headers();
-        let via = crate::control::Via {
+        std::future::ready(Ok(crate::control::Via {
             authorization: headers
                 .get(actix_web::http::header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
             forwarded: headers.contains_key(crate::cluster::FORWARDED_HEADER),
-        };
-        std::future::ready(account.map(|account| Caller {
-            account,
-            request_id: request_id(req),
-            via,
         }))
     }
 }

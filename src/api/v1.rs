@@ -118,10 +118,11 @@ async fn grant(
 async fn keep_alive(
     control: web::Data<Control>,
     caller: Caller,
+    via: crate::control::Via,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let lease = lease_id(&id)?;
-    let ttl = control.keep_alive_via(caller.meta(), lease, &caller.via).await?;
+    let ttl = control.keep_alive_via(caller.meta(), lease, &via).await?;
     Ok(HttpResponse::Ok().json(LeaseTtl { id: lease, ttl }))
 }
 
@@ -187,12 +188,13 @@ struct LeaseView {
 async fn time_to_live(
     control: web::Data<Control>,
     caller: Caller,
+    via: crate::control::Via,
     id: web::Path<String>,
     QueryArgs(query): QueryArgs<TtlQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let lease = lease_id(&id)?;
     let info = control
-        .time_to_live_via(&caller.account, lease, query.keys, &caller.via)
+        .time_to_live_via(&caller.account, lease, query.keys, &via)
         .await?;
     Ok(HttpResponse::Ok().json(LeaseView {
         id: info.lease,

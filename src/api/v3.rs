@@ -466,6 +466,7 @@ async fn lease_revoke(
 async fn lease_keepalive(
     control: web::Data<Control>,
     caller: Caller,
+    via: crate::control::Via,
     RawBody(body): RawBody,
 ) -> Result<HttpResponse, EtcdError> {
     #[derive(Serialize)]
@@ -477,7 +478,7 @@ async fn lease_keepalive(
         let request = request.map_err(|e| EtcdError::invalid(e.to_string()))?;
         let ttl = match lease_id(request.id) {
             None => 0,
-            Some(lease) => match control.keep_alive_via(caller.meta(), lease, &caller.via).await {
+            Some(lease) => match control.keep_alive_via(caller.meta(), lease, &via).await {
                 Ok(ttl) => ttl,
                 Err(CommandError::Lease(LeaseRejection::NotFound(_))) => 0,
                 Err(e) => return Err(e.into()),
@@ -496,13 +497,11 @@ async fn lease_keepalive(
 async fn lease_time_to_live(
     control: web::Data<Control>,
     caller: Caller,
+    via: crate::control::Via,
     EtcdJson(req): EtcdJson<LeaseRequest>,
 ) -> Result<HttpResponse, EtcdError> {
     let info = match lease_id(req.id) {
-        Some(lease) => match control
-            .time_to_live_via(&caller.account, lease, req.keys, &caller.via)
-            .await
-        {
+        Some(lease) => match control.time_to_live_via(&caller.account, lease, req.keys, &via).await {
             Ok(info) => Some(info),
             Err(CommandError::Lease(LeaseRejection::NotFound(_))) => None,
             Err(e) => return Err(e.into()),

@@ -9,7 +9,7 @@ use crate::actors::{Activation, Cmd, CommandError};
 use crate::domain::lease::LeaseRejection;
 use tenure_projections::NotLive;
 
-use super::{Control, Limit, Via, FRESH_ID_ATTEMPTS};
+use super::{Activations, Control, Limit, Via, FRESH_ID_ATTEMPTS};
 
 /// A lease as `timetolive` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,16 +61,11 @@ impl Control {
             };
             let key = Self::lease_key(&meta.account, id);
             let cmd = Cmd::new(meta.clone());
-            // A retry after a conflict loads the lease: its stream exists
-            // (and the grant then answers that it does).
-            let retried = std::sync::atomic::AtomicBool::new(false);
+            // A retry loads the lease (and the grant then answers if it exists).
+            let activations = Activations::first(Activation::Fresh);
             let granted = self
                 .call(|reply| {
-                    let activation = if retried.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                        Activation::Load
-                    } else {
-                        Activation::Fresh
-                    };
+                    let activation = activations.next();
                     let cmd = cmd.clone();
                     hub.leases
                         .route(hub, &key, activation, lease::Grant { ttl_s, cmd, reply })

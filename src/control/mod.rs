@@ -102,6 +102,31 @@ pub struct Via {
     pub forwarded: bool,
 }
 
+/// How each attempt of a command (see [`Control::call`]) activates its
+/// actor: the first as asked, every later one from the log (after a
+/// conflict the stream exists, whatever the first assumed).
+struct Activations {
+    first: Activation,
+    sent: std::sync::atomic::AtomicBool,
+}
+
+impl Activations {
+    fn first(first: Activation) -> Activations {
+        Activations {
+            first,
+            sent: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn next(&self) -> Activation {
+        if self.sent.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            Activation::Load
+        } else {
+            self.first
+        }
+    }
+}
+
 /// Server-chosen lease IDs, increasing like etcd's: the wall-clock
 /// millisecond at start-up in the high bits, a counter in the low 20. New
 /// lease streams then sort after the existing ones, so creating one appends
@@ -318,17 +343,9 @@ impl Control {
         M::Result: Send,
     {
         let hub = &self.hub;
-        // A retry after a conflict loads the entity: its stream exists.
-        let attempts = std::sync::atomic::AtomicBool::new(false);
+        let activations = Activations::first(activation);
         let recorded = self
-            .call(|reply| {
-                let activation = if attempts.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    Activation::Load
-                } else {
-                    activation
-                };
-                registry.route(hub, key, activation, message(reply))
-            })
+            .call(|reply| registry.route(hub, key, activations.next(), message(reply)))
             .await?;
         hub.projections.caught_up(hub.store.head()).await;
         Ok(recorded)
