@@ -260,6 +260,10 @@ pub fn completed<A: Journaled>(act: &mut A, ctx: &mut Context<A>, msg: AppendDon
     } else {
         journal.failed = true;
         tracing::warn!(stream = %journal.stream, error = ?msg.result.as_ref().err(), "append failed; the actor stops");
+        // Out of the registry before anyone hears of the failure: a caller
+        // that tries again at once must reach a fresh actor that reads the
+        // stream, not this one on its way out (which would answer Stopped).
+        act.journal_failed(ctx);
         for done in continuations {
             done(act, ctx, msg.result.clone());
         }
@@ -269,7 +273,6 @@ pub fn completed<A: Journaled>(act: &mut A, ctx: &mut Context<A>, msg: AppendDon
         journal.held.clear();
         journal.open = None;
         journal.in_flight.clear();
-        act.journal_failed(ctx);
     }
 }
 
