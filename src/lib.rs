@@ -8,6 +8,7 @@ pub mod clock;
 pub mod cluster;
 pub mod control;
 pub mod domain;
+pub mod etcd;
 pub mod history;
 pub mod logging;
 pub mod metrics;

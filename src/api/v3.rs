@@ -28,10 +28,9 @@ use tenure_events::{AccountId, Bytes, LeaseId};
 
 use super::etcd_error::{Code, EtcdError};
 use super::extract::{read_body, BodyError, Caller};
-use crate::actors::CommandError;
 use crate::control::Control;
-use crate::domain::keyspace::{KeyRange, KeyValue, LeaseUpdate, RangeOptions, SortOrder, SortTarget};
-use crate::domain::lease::LeaseRejection;
+use crate::domain::keyspace::{KeyValue, RangeOptions, SortOrder, SortTarget};
+use crate::etcd;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     // One static resource a path (aliases included): a resource with several
@@ -294,18 +293,13 @@ struct Header {
 }
 
 /// FNV-1a: a fixed hash, so an account's cluster ID is the same every time.
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 fn header(account: &AccountId, revision: i64) -> Header {
+    let id = crate::etcd::Identity::of(account);
     Header {
-        cluster_id: fnv1a(&format!("tenure/cluster/{account}")),
-        member_id: fnv1a("tenure/member"),
+        cluster_id: id.cluster_id,
+        member_id: id.member_id,
         revision,
-        raft_term: 1,
+        raft_term: id.raft_term,
     }
 }
 
@@ -413,37 +407,12 @@ fn ok<T: Serialize>(body: T) -> Result<HttpResponse, EtcdError> {
 }
 
 /// The keys a range request names; etcd refuses one without a key.
-fn key_range(key: Vec<u8>, range_end: Vec<u8>) -> Result<KeyRange, EtcdError> {
-    if key.is_empty() && range_end.is_empty() {
-        return Err(EtcdError::invalid("etcdserver: key is not provided"));
-    }
-    Ok(KeyRange {
-        key: Bytes(key),
-        range_end: Bytes(range_end),
-    })
-}
-
-/// A positive lease ID, or None for IDs no lease can have.
-fn lease_id(raw: i64) -> Option<LeaseId> {
-    LeaseId::new(raw)
-}
-
-fn count(n: usize) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-// Handlers.
-
 async fn lease_grant(
     control: web::Data<Control>,
     caller: Caller,
     EtcdJson(req): EtcdJson<GrantRequest>,
 ) -> Result<HttpResponse, EtcdError> {
-    let id = match req.id {
-        0 => None,
-        raw => Some(lease_id(raw).ok_or_else(|| EtcdError::invalid("tenure: a lease ID must be positive"))?),
-    };
-    let granted = control.grant(caller.meta(), id, req.ttl).await?;
+    let granted = etcd::grant(&control, caller.meta(), req.id, req.ttl).await?;
     let header = header(&caller.account, control.revision(&caller.account));
     ok(LeaseReply::new(header, granted.lease.get(), granted.ttl_s))
 }
@@ -453,8 +422,7 @@ async fn lease_revoke(
     caller: Caller,
     EtcdJson(req): EtcdJson<LeaseRequest>,
 ) -> Result<HttpResponse, EtcdError> {
-    let lease = lease_id(req.id).ok_or_else(EtcdError::lease_not_found)?;
-    let deleted = control.revoke(caller.meta(), lease).await?;
+    let deleted = etcd::revoke(&control, caller.meta(), req.id).await?;
     ok(HeaderOnly {
         header: header(&caller.account, deleted.revision),
     })
@@ -476,14 +444,7 @@ async fn lease_keepalive(
     let mut out = Vec::new();
     for request in serde_json::Deserializer::from_slice(&body).into_iter::<LeaseRequest>() {
         let request = request.map_err(|e| EtcdError::invalid(e.to_string()))?;
-        let ttl = match lease_id(request.id) {
-            None => 0,
-            Some(lease) => match control.keep_alive_via(caller.meta(), lease, &via).await {
-                Ok(ttl) => ttl,
-                Err(CommandError::Lease(LeaseRejection::NotFound(_))) => 0,
-                Err(e) => return Err(e.into()),
-            },
-        };
+        let ttl = etcd::keep_alive(&control, caller.meta(), request.id, &via).await?;
         let header = header(&caller.account, control.revision(&caller.account));
         let line = Line {
             result: LeaseReply::new(header, request.id, ttl),
@@ -500,14 +461,7 @@ async fn lease_time_to_live(
     via: crate::control::Via,
     EtcdJson(req): EtcdJson<LeaseRequest>,
 ) -> Result<HttpResponse, EtcdError> {
-    let info = match lease_id(req.id) {
-        Some(lease) => match control.time_to_live_via(&caller.account, lease, req.keys, &via).await {
-            Ok(info) => Some(info),
-            Err(CommandError::Lease(LeaseRejection::NotFound(_))) => None,
-            Err(e) => return Err(e.into()),
-        },
-        None => None,
-    };
+    let info = etcd::time_to_live(&control, &caller.account, req.id, req.keys, &via).await?;
     let header = header(&caller.account, control.revision(&caller.account));
     match info {
         Some(info) => ok(LeaseReply {
@@ -538,30 +492,18 @@ async fn kv_put(
     caller: Caller,
     EtcdJson(req): EtcdJson<PutRequest>,
 ) -> Result<HttpResponse, EtcdError> {
-    // etcd's checks, in etcd's order.
-    if req.key.is_empty() {
-        return Err(EtcdError::invalid("etcdserver: key is not provided"));
-    }
-    if req.ignore_value && !req.value.is_empty() {
-        return Err(EtcdError::invalid("etcdserver: value is provided"));
-    }
-    if req.ignore_lease && req.lease != 0 {
-        return Err(EtcdError::invalid("etcdserver: lease is provided"));
-    }
-    let lease = match (req.ignore_lease, req.lease) {
-        (true, _) => LeaseUpdate::Keep,
-        (false, 0) => LeaseUpdate::Set(None),
-        (false, raw) => LeaseUpdate::Set(Some(lease_id(raw).ok_or_else(EtcdError::lease_not_found)?)),
+    let put = etcd::Put {
+        key: req.key,
+        value: req.value,
+        lease: req.lease,
+        prev_kv: req.prev_kv,
+        ignore_value: req.ignore_value,
+        ignore_lease: req.ignore_lease,
     };
-    let value = (!req.ignore_value).then_some(Bytes(req.value));
-    let key = Bytes(req.key);
-    let done = control
-        .put(caller.meta(), key.clone(), value, lease, req.prev_kv)
-        .await?;
-    let prev_kv = done.prev.map(|kv| Kv::new(key, kv));
+    let (key, done) = etcd::put(&control, caller.meta(), put).await?;
     ok(PutReply {
         header: header(&caller.account, done.revision),
-        prev_kv,
+        prev_kv: done.prev.map(|kv| Kv::new(key, kv)),
     })
 }
 
@@ -570,7 +512,7 @@ async fn kv_range(
     caller: Caller,
     EtcdJson(req): EtcdJson<RangeRequest>,
 ) -> Result<HttpResponse, EtcdError> {
-    let range = key_range(req.key, req.range_end)?;
+    let range = etcd::key_range(req.key, req.range_end)?;
     let options = RangeOptions {
         // A negative limit is no limit, as in etcd.
         limit: usize::try_from(req.limit).unwrap_or(0),
@@ -583,22 +525,14 @@ async fn kv_range(
         min_create_revision: req.min_create_revision,
         max_create_revision: req.max_create_revision,
     };
-    // A past revision reads the key space as it was then; the header keeps
-    // the current revision, as etcd's does.
-    let done = control.range_at(&caller.account, range, options, req.revision).await?;
-    if req.revision > done.revision {
-        return Err(EtcdError::new(
-            Code::OutOfRange,
-            "etcdserver: mvcc: required revision is a future revision",
-        ));
-    }
+    let done = etcd::range(&control, &caller.account, range, options, req.revision).await?;
     let header = header(&caller.account, done.revision);
     let result = done.result;
     ok(RangeReply {
         header,
         kvs: result.kvs.into_iter().map(|(k, kv)| Kv::new(k, kv)).collect(),
         more: result.more,
-        count: count(result.count),
+        count: etcd::count(result.count),
     })
 }
 
@@ -607,11 +541,11 @@ async fn kv_delete_range(
     caller: Caller,
     EtcdJson(req): EtcdJson<DeleteRangeRequest>,
 ) -> Result<HttpResponse, EtcdError> {
-    let range = key_range(req.key, req.range_end)?;
-    let done = control.delete_range(caller.meta(), range, req.prev_kv).await?;
+    let range = etcd::key_range(req.key, req.range_end)?;
+    let done = etcd::delete_range(&control, caller.meta(), range, req.prev_kv).await?;
     ok(DeleteRangeReply {
         header: header(&caller.account, done.revision),
-        deleted: count(done.count),
+        deleted: etcd::count(done.count),
         prev_kvs: done.prev_kvs.into_iter().map(|(k, kv)| Kv::new(k, kv)).collect(),
     })
 }
@@ -619,7 +553,9 @@ async fn kv_delete_range(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actors::CommandError;
     use crate::domain::keyspace::KeyspaceRejection;
+    use crate::domain::lease::LeaseRejection;
     use actix_web::ResponseError;
 
     #[test]
