@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod control;
 pub mod domain;
 pub mod etcd;
+pub mod grpc;
 pub mod history;
 pub mod logging;
 pub mod metrics;

@@ -45,6 +45,9 @@ pub struct ServerConfig {
     pub frontend_port: u16,
     /// Where the data-plane proxy listens (plain HTTP); `None`: no proxy.
     pub proxy_listen: Option<SocketAddr>,
+    /// Where etcd's gRPC API listens (`crate::grpc`); `None`: not served.
+    /// `tenure serve` serves it on 127.0.0.1:2379, etcd's client port.
+    pub grpc_listen: Option<SocketAddr>,
     /// Threads of the proxy's runtime.
     pub proxy_threads: usize,
     /// Where the proxy terminates TLS, with which certificate and key.
@@ -113,6 +116,7 @@ impl ServerConfig {
             domain: Self::DEFAULT_DOMAIN.into(),
             frontend_port: Self::DEFAULT_FRONTEND_PORT,
             proxy_listen: Some(SocketAddr::from(([127, 0, 0, 1], Self::DEFAULT_FRONTEND_PORT))),
+            grpc_listen: None,
             proxy_threads: cores,
             proxy_tls: None,
             proxy_backend_timeout: crate::proxy::DEFAULT_BACKEND_TIMEOUT,
@@ -134,6 +138,8 @@ pub struct Running {
     pub proxy_addr: Option<SocketAddr>,
     /// Where the proxy terminates TLS, if it does.
     pub proxy_tls_addr: Option<SocketAddr>,
+    /// Where etcd's gRPC API listens, if it is served.
+    pub grpc_addr: Option<SocketAddr>,
     proxy_runtime: Option<ProxyRuntime>,
     pub store: LogStore,
     /// What happened to snapshots (restored, refused, written).
@@ -154,6 +160,7 @@ pub struct Running {
 pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let addresses = std::iter::once(config.listen)
         .chain(config.proxy_listen)
+        .chain(config.grpc_listen)
         .chain(config.proxy_tls.as_ref().map(|t| t.listen));
     for address in addresses {
         if config.auth.is_none() && !address.ip().is_loopback() {
@@ -360,6 +367,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         }
         _ => None,
     };
+    let grpc_addr = match config.grpc_listen {
+        Some(listen) => {
+            let listener =
+                std::net::TcpListener::bind(listen).with_context(|| format!("listening on {listen} (gRPC)"))?;
+            Some(crate::grpc::start(control.clone(), listener)?)
+        }
+        None => None,
+    };
     let server = server.run();
     let http = server.handle();
     actix_rt::spawn(server);
@@ -369,6 +384,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         generated_admin_token,
         proxy_addr,
         proxy_tls_addr,
+        grpc_addr,
         proxy_runtime,
         store,
         snapshots,

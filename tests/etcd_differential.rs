@@ -7,113 +7,22 @@
 //! match). Lists etcd gives in map order (leases, a lease's keys) are
 //! compared as sets.
 //!
-//! etcd comes from Debian's `etcd-server` package, which `.ci/run` installs.
-//! Without an `etcd` binary the test says so and skips, unless
-//! `TENURE_REQUIRE_ETCD=1` (as in CI), where a missing etcd fails it.
+//! etcd comes from Debian's `etcd-server` package (see `common::etcd`).
 
 mod common;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use common::etcd::start_etcd;
 use common::{TestServer, PATIENCE};
 use serde_json::{json, Value};
 use tenure::clock::SystemClock;
 
 fn b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-struct Etcd {
-    child: Child,
-    endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts a single-member etcd on loopback, or None (with the reason
-/// printed) when there is no etcd binary and CI does not require one.
-async fn start_etcd() -> Option<Etcd> {
-    let found = Command::new("etcd")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("TENURE_REQUIRE_ETCD").as_deref() != Ok("1"),
-            "TENURE_REQUIRE_ETCD=1 but there is no etcd binary (apt-get install etcd-server)"
-        );
-        eprintln!("SKIPPED: no etcd binary on PATH; install Debian's etcd-server to run the etcd differential test");
-        return None;
-    }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (client, peer) = (free_port(), free_port());
-    let endpoint = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let child = Command::new("etcd")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args([
-            "--name",
-            "default",
-            "--listen-client-urls",
-            &endpoint,
-            "--advertise-client-urls",
-            &endpoint,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-        ])
-        .args([
-            "--initial-cluster",
-            &format!("default={peer_url}"),
-            "--log-level",
-            "error",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start etcd");
-    let etcd = Etcd {
-        child,
-        endpoint,
-        _dir: dir,
-    };
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    loop {
-        let ready = http
-            .post(format!("{}/v3/kv/range", etcd.endpoint))
-            .body(r#"{"key":"AA=="}"#)
-            .send()
-            .await;
-        if ready.is_ok_and(|r| r.status().is_success()) {
-            return Some(etcd);
-        }
-        assert!(started.elapsed() < PATIENCE, "etcd did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// One server under test, with the lease IDs it picked, by placeholder.

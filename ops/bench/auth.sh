@@ -25,7 +25,7 @@ head -c 32 /dev/urandom | base64 | tr -d '/+=' >"$WORK/admin"
 
 start() { # NAME [serve args...]
   local name=$1; shift
-  RUST_LOG=warn target/release/tenure serve --data-dir "$WORK/$name" --listen "127.0.0.1:$PORT" "$@" >"$WORK/$name.log" 2>&1 &
+  RUST_LOG=warn target/release/tenure serve --grpc-listen off --data-dir "$WORK/$name" --listen "127.0.0.1:$PORT" "$@" >"$WORK/$name.log" 2>&1 &
   PID=$!
   for _ in $(seq 1 200); do curl -fs "$URL/healthz" >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "tenure did not start" >&2; exit 1

@@ -52,7 +52,7 @@ start() { # etcd|tenure NAME
       --initial-cluster "bench=http://127.0.0.1:$ETCD_PEER_PORT" --log-level error >"$dir.log" 2>&1 &
     PID=$!; URL="http://127.0.0.1:$ETCD_PORT"
   else
-    RUST_LOG=warn target/release/tenure serve --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" >"$dir.log" 2>&1 &
+    RUST_LOG=warn target/release/tenure serve --grpc-listen off --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" >"$dir.log" 2>&1 &
     PID=$!; URL="http://127.0.0.1:$TENURE_PORT"
   fi
   wait_ready "$URL"

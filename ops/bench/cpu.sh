@@ -60,7 +60,7 @@ start() { # etcd|tenure NAME
       --initial-cluster "bench=http://127.0.0.1:$ETCD_PEER_PORT" --log-level error >"$dir.log" 2>&1 &
     PID=$!; URL="http://127.0.0.1:$ETCD_PORT"
   else
-    RUST_LOG=warn "$BIN/tenure" serve --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" --proxy-listen 127.0.0.1:0 $TENURE_ARGS >"$dir.log" 2>&1 &
+    RUST_LOG=warn "$BIN/tenure" serve --grpc-listen off --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" --proxy-listen 127.0.0.1:0 $TENURE_ARGS >"$dir.log" 2>&1 &
     PID=$!; URL="http://127.0.0.1:$TENURE_PORT"
   fi
   wait_ready "$URL"

@@ -87,7 +87,7 @@ run_load() { # BINARY -> events/s
 }
 run_wrk() { # TENURE SCRIPT -> requests/s, on a fresh server
   rm -rf "$WORK/e2e"
-  "$1" serve --data-dir "$WORK/e2e" --listen "127.0.0.1:$PORT" --proxy-listen 127.0.0.1:0 >/dev/null 2>&1 &
+  "$1" serve --grpc-listen off --data-dir "$WORK/e2e" --listen "127.0.0.1:$PORT" --proxy-listen 127.0.0.1:0 >/dev/null 2>&1 &
   local pid=$!
   for _ in $(seq 1 100); do
     curl -fs -X POST "http://127.0.0.1:$PORT/v3/kv/range" -d '{"key":"AA=="}' >/dev/null 2>&1 && break

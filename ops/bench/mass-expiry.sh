@@ -68,7 +68,7 @@ start() { # etcd|tenure
     PID=$!
     URL="http://127.0.0.1:$ETCD_PORT"
   else
-    RUST_LOG=warn "$BIN/tenure" serve --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" \
+    RUST_LOG=warn "$BIN/tenure" serve --grpc-listen off --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" \
       --proxy-listen "127.0.0.1:$((TENURE_PORT + 1))" $TENURE_ARGS >"$dir.log" 2>&1 &
     PID=$!
     URL="http://127.0.0.1:$TENURE_PORT"

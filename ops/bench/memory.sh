@@ -73,7 +73,7 @@ start() { # SERVER DIR
     URL="http://127.0.0.1:$ETCD_PORT"
     READY="$URL/health"
   else
-    RUST_LOG=warn LD_PRELOAD=$PRELOAD "$BIN/tenure" serve --data-dir "$2" --listen "127.0.0.1:$TENURE_PORT" \
+    RUST_LOG=warn LD_PRELOAD=$PRELOAD "$BIN/tenure" serve --grpc-listen off --data-dir "$2" --listen "127.0.0.1:$TENURE_PORT" \
       --proxy-listen "127.0.0.1:$PROXY_PORT" --passivate-after 1 >>"$2.log" 2>&1 &
     PID=$!
     URL="http://127.0.0.1:$TENURE_PORT"

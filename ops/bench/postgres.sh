@@ -94,7 +94,7 @@ start() {
       PIDS+=($!); URLS=("http://127.0.0.1:$ETCD_PORT"); TOKENS=("")
       wait_etcd "${URLS[0]}"; return ;;
     sqlite)
-      RUST_LOG=warn "$BIN/tenure" serve --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" \
+      RUST_LOG=warn "$BIN/tenure" serve --grpc-listen off --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" \
         --proxy-listen 127.0.0.1:0 >"$dir.log" 2>&1 &
       PIDS+=($!); URLS=("http://127.0.0.1:$TENURE_PORT"); TOKENS=("") ;;
     pg1|pg3|pg3acc)
@@ -104,7 +104,7 @@ start() {
       [ "$1" = pg3acc ] && auth=(--auth --admin-token-file "$WORK/admin-token")
       for i in $(seq 1 "$nodes"); do
         local port=$((TENURE_PORT + i - 1))
-        RUST_LOG=warn "$BIN/tenure" serve --data-dir "$dir-node$i" --store "$PG_URL?schema=$schema" \
+        RUST_LOG=warn "$BIN/tenure" serve --grpc-listen off --data-dir "$dir-node$i" --store "$PG_URL?schema=$schema" \
           --listen "127.0.0.1:$port" --advertise-url "http://127.0.0.1:$port" --proxy-listen 127.0.0.1:0 \
           "${auth[@]}" >"$dir-node$i.log" 2>&1 &
         PIDS+=($!); URLS+=("http://127.0.0.1:$port"); TOKENS+=("")

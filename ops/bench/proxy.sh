@@ -83,7 +83,7 @@ PIDS+=($!)
 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" &
 PIDS+=($!)
 
-RUST_LOG=warn target/release/tenure serve --data-dir "$WORK/tenure" --listen "127.0.0.1:$TENURE_API_PORT" \
+RUST_LOG=warn target/release/tenure serve --grpc-listen off --data-dir "$WORK/tenure" --listen "127.0.0.1:$TENURE_API_PORT" \
   --proxy-listen "127.0.0.1:$TENURE_PROXY_PORT" >"$WORK/tenure.log" 2>&1 &
 PIDS+=($!)
 export TENURE_ENDPOINT="http://127.0.0.1:$TENURE_API_PORT"

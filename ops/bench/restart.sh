@@ -66,7 +66,7 @@ start() {
   : >"$out"
   local t0
   t0=$(date +%s.%N)
-  RUST_LOG=${RUST_LOG:-warn} "$BIN/tenure" serve --data-dir "$LOG" --listen "127.0.0.1:$PORT" \
+  RUST_LOG=${RUST_LOG:-warn} "$BIN/tenure" serve --grpc-listen off --data-dir "$LOG" --listen "127.0.0.1:$PORT" \
     --proxy-listen "127.0.0.1:$PROXY_PORT" "$@" >"$out" 2>"$WORK/serve.err" &
   PID=$!
   until grep -q "tenure listening" "$out"; do

@@ -567,6 +567,9 @@ pub struct ServeArgs {
     /// Threads of the proxy (default: cores).
     #[arg(long)]
     pub proxy_threads: Option<usize>,
+    /// Where etcd's gRPC API listens (etcdctl, clientv3); `off`: not served.
+    #[arg(long, default_value = "127.0.0.1:2379", value_parser = parse_grpc_listen)]
+    pub grpc_listen: GrpcListen,
     /// Where the proxy terminates TLS (needs --tls-cert and --tls-key).
     #[arg(long, requires_all = ["tls_cert", "tls_key"])]
     pub proxy_tls_listen: Option<SocketAddr>,
@@ -587,6 +590,19 @@ pub struct ServeArgs {
     /// written).
     #[arg(long)]
     pub no_snapshot_restore: bool,
+}
+
+/// `--grpc-listen`: an address, or `off`.
+#[derive(Clone, Debug)]
+pub struct GrpcListen(pub Option<SocketAddr>);
+
+fn parse_grpc_listen(s: &str) -> Result<GrpcListen, String> {
+    if s == "off" {
+        return Ok(GrpcListen(None));
+    }
+    s.parse()
+        .map(|a| GrpcListen(Some(a)))
+        .map_err(|e| format!("{e}: expected an address such as 127.0.0.1:2379, or off"))
 }
 
 /// `--store`: a PostgreSQL URL (the only shared store so far).
@@ -644,6 +660,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     config.domain = args.domain;
     config.frontend_port = args.frontend_port;
     config.proxy_listen = Some(args.proxy_listen);
+    config.grpc_listen = args.grpc_listen.0;
     if let Some(n) = args.proxy_threads {
         config.proxy_threads = n.max(1);
     }
@@ -688,6 +705,9 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
         if let Some(proxy) = running.proxy_tls_addr {
             println!("tenure proxy listening on https://{proxy}");
+        }
+        if let Some(grpc) = running.grpc_addr {
+            println!("tenure gRPC listening on {grpc}");
         }
         // Tests and scripts read this line to learn the port.
         println!("tenure listening on http://{}", running.addr);

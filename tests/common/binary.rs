@@ -12,6 +12,8 @@ pub struct ServerProcess {
     pub endpoint: String,
     /// The data-plane proxy's address (`http://127.0.0.1:PORT`).
     pub proxy: Option<String>,
+    /// etcd's gRPC API (`127.0.0.1:PORT`, as etcdctl's `--endpoints` takes it).
+    pub grpc: Option<String>,
     /// Everything the server printed on stdout so far (read by a thread).
     pub stdout: Arc<Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
@@ -38,6 +40,8 @@ impl ServerProcess {
                 "127.0.0.1:0",
                 "--proxy-listen",
                 "127.0.0.1:0",
+                "--grpc-listen",
+                "127.0.0.1:0",
                 "--data-dir",
             ])
             .arg(data_dir)
@@ -51,6 +55,7 @@ impl ServerProcess {
         let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
         let printed = Arc::new(Mutex::new(String::new()));
         let mut proxy = None;
+        let mut grpc = None;
         let endpoint = loop {
             let mut line = String::new();
             let n = reader.read_line(&mut line).expect("read the server's stdout");
@@ -58,6 +63,9 @@ impl ServerProcess {
             printed.lock().expect("not poisoned").push_str(&line);
             if let Some(address) = line.trim().strip_prefix("tenure proxy listening on http://") {
                 proxy = Some(format!("http://{address}"));
+            }
+            if let Some(address) = line.trim().strip_prefix("tenure gRPC listening on ") {
+                grpc = Some(address.to_owned());
             }
             if let Some(endpoint) = line.trim().strip_prefix("tenure listening on ") {
                 break endpoint.to_owned();
@@ -75,6 +83,7 @@ impl ServerProcess {
             child,
             endpoint,
             proxy,
+            grpc,
             stdout: printed,
             reader: Some(reader),
         }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod etcd;
 pub mod pg;
 
 use std::path::PathBuf;
