@@ -99,6 +99,10 @@ fn main() {
             ],
         ),
         service(
+            "Watch",
+            &[("watch", "Watch", "WatchRequest", "WatchResponse", true, true)],
+        ),
+        service(
             "Maintenance",
             &[("status", "Status", "StatusRequest", "StatusResponse", false, false)],
         ),

@@ -17,3 +17,4 @@ pub mod proxy;
 pub mod server;
 pub mod snapshot;
 pub mod store;
+pub mod watch;

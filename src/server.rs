@@ -317,6 +317,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         (None, None, None)
     };
 
+    let watches = crate::watch::Watches::start(store.shared(), control.closing());
+    let app_watches = web::Data::new(watches.clone());
     let app_control = control.clone();
     let app_in_flight = web::Data::from(in_flight);
     let http_metrics = metrics.http.clone();
@@ -324,6 +326,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         let http_metrics = http_metrics.clone();
         App::new()
             .app_data(web::Data::new(app_control.clone()))
+            .app_data(app_watches.clone())
             .app_data(app_in_flight.clone())
             .wrap(actix_web::middleware::from_fn(
                 move |req: actix_web::dev::ServiceRequest,
@@ -371,7 +374,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         Some(listen) => {
             let listener =
                 std::net::TcpListener::bind(listen).with_context(|| format!("listening on {listen} (gRPC)"))?;
-            Some(crate::grpc::start(control.clone(), listener)?)
+            Some(crate::grpc::start(control.clone(), watches.clone(), listener)?)
         }
         None => None,
     };

@@ -198,6 +198,57 @@ const TRANSCRIPT: &[&str] = &[
 
 const SORTED: &[&str] = &["lease list"];
 
+/// `etcdctl watch` running beside the transcript, its output collected.
+struct Watching {
+    child: std::process::Child,
+    printed: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Watching {
+    fn start(address: &str, args: &[&str]) -> Watching {
+        let mut child = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={address}"))
+            .arg("watch")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run etcdctl watch");
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = std::sync::Arc::clone(&printed);
+        let mut stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n @ 1..) = std::io::Read::read(&mut stdout, &mut buffer) {
+                sink.lock()
+                    .expect("not poisoned")
+                    .push_str(&String::from_utf8_lossy(&buffer[..n]));
+            }
+        });
+        Watching { child, printed }
+    }
+
+    /// Waits until the watch printed `line`, then stops it; answers what
+    /// it printed.
+    fn until(mut self, line: &str) -> String {
+        let started = Instant::now();
+        loop {
+            let printed = self.printed.lock().expect("not poisoned").clone();
+            if printed.lines().any(|l| l == line) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return printed;
+            }
+            assert!(
+                started.elapsed() < PATIENCE,
+                "the watch never printed {line:?}; it printed {printed:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcdctl_prints_the_same_against_tenure_and_etcd() {
     if !etcdctl_found() {
@@ -216,6 +267,19 @@ async fn etcdctl_prints_the_same_against_tenure_and_etcd() {
         address: etcd.address().to_owned(),
         leases: Vec::new(),
     };
+    // Two watches beside it, from the first revision (so they miss nothing
+    // whenever they start): with the values before each change, and of
+    // one key.
+    let watch_args: [&[&str]; 2] = [&["--prefix", "key", "--rev=1", "--prev-kv"], &["key5", "--rev=1"]];
+    let watches: Vec<(Watching, Watching)> = watch_args
+        .iter()
+        .map(|args| {
+            (
+                Watching::start(&reference.address, args),
+                Watching::start(&tenure.address, args),
+            )
+        })
+        .collect();
     let mut seen = Vec::new();
     for step in TRANSCRIPT {
         if let Some(key) = step.strip_prefix("WAIT ") {
@@ -232,6 +296,27 @@ async fn etcdctl_prints_the_same_against_tenure_and_etcd() {
         eprintln!("etcdctl {step}\n  {ours:?}");
         seen.push((step, ours));
     }
+    // The watches saw the same changes, deletes by revoke and expiry too.
+    for side in [&mut reference, &mut tenure] {
+        side.run("put key5 the-end");
+    }
+    let mut printed_by_watches = Vec::new();
+    for (theirs, ours) in watches {
+        let (theirs, ours) = (theirs.until("the-end"), ours.until("the-end"));
+        let normalize = |side: &Side, printed: &str| printed.lines().map(|l| side.normalize(l)).collect::<Vec<_>>();
+        assert_eq!(
+            normalize(&tenure, &ours),
+            normalize(&reference, &theirs),
+            "etcdctl watch"
+        );
+        printed_by_watches.push(ours);
+    }
+    let prefix_watch = &printed_by_watches[0];
+    assert!(
+        prefix_watch.contains("DELETE\nkey8\nshort\n"),
+        "the expiry is a DELETE with the value before: {prefix_watch}"
+    );
+
     // The comparison means something only if the commands did things.
     let printed = |step: &str| {
         seen.iter()

@@ -88,7 +88,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for EtcdJson<T> {
 }
 
 /// The raw body, for keep-alive's stream of requests.
-struct RawBody(web::BytesMut);
+pub(super) struct RawBody(pub(super) web::BytesMut);
 
 impl FromRequest for RawBody {
     type Error = EtcdError;
@@ -103,7 +103,7 @@ impl FromRequest for RawBody {
 // Requests. Every field has its zero value when absent or null.
 
 /// etcd's int64: a number or a string of one.
-fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+pub(super) fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     struct Visitor;
     impl de::Visitor<'_> for Visitor {
         type Value = i64;
@@ -129,12 +129,12 @@ fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     d.deserialize_any(Visitor)
 }
 
-fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+pub(super) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
 }
 
 /// etcd's bytes: base64 (standard, or URL-safe), like Go's decoder.
-fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+pub(super) fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     use base64::engine::general_purpose::{STANDARD, URL_SAFE};
     let Some(text) = Option::<String>::deserialize(d)? else {
         return Ok(Vec::new());
@@ -149,7 +149,7 @@ fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
 }
 
 /// A proto enum: its name or its number.
-fn enum_value<'de, D: Deserializer<'de>>(d: D, names: &[&str]) -> Result<usize, D::Error> {
+pub(super) fn enum_value<'de, D: Deserializer<'de>>(d: D, names: &[&str]) -> Result<usize, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -261,11 +261,11 @@ struct DeleteRangeRequest {
 
 // Replies.
 
-fn string<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn string<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 
-fn zero(v: &i64) -> bool {
+pub(super) fn zero(v: &i64) -> bool {
     *v == 0
 }
 

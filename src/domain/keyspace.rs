@@ -58,6 +58,13 @@ impl KeyRange {
         self.range_end.is_empty()
     }
 
+    /// Whether `key` is in the range (what a watch of the range sees).
+    pub fn contains(&self, key: &[u8]) -> bool {
+        use std::ops::RangeBounds;
+        self.bounds()
+            .is_some_and(|bounds| RangeBounds::<&[u8]>::contains(&bounds, &key))
+    }
+
     fn bounds(&self) -> Option<KeyBounds<'_>> {
         let start = Bound::Included(self.key.as_slice());
         match self.range_end.as_slice() {

@@ -8,7 +8,7 @@ use super::{pb, Etcd};
 use crate::domain::keyspace::{KeyValue, RangeOptions, SortOrder, SortTarget};
 use crate::etcd::{self, Code, EtcdError};
 
-fn kv(key: Bytes, kv: KeyValue) -> pb::KeyValue {
+pub(super) fn kv(key: Bytes, kv: KeyValue) -> pb::KeyValue {
     pb::KeyValue {
         key: key.0,
         create_revision: kv.create_revision,

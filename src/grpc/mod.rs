@@ -4,8 +4,8 @@
 //! builder), the messages are in [`pb`], and every call goes through
 //! `crate::etcd`, the semantics the JSON gateway (`/v3`) shares.
 //!
-//! Served: `KV` (Range, Put, DeleteRange, Compact), `Lease` (Grant, Revoke,
-//! the KeepAlive stream, TimeToLive, Leases), `Maintenance.Status`,
+//! Served: `KV` (Range, Put, DeleteRange, Compact), `Watch`, `Lease`
+//! (Grant, Revoke, the KeepAlive stream, TimeToLive, Leases), `Maintenance.Status`,
 //! `Cluster.MemberList` and `Auth.Authenticate`; any other method answers
 //! `Unimplemented`, as a gRPC server does for a method it does not know.
 //!
@@ -21,6 +21,9 @@ pub mod pb;
 mod kv;
 mod lease;
 mod member;
+mod watch;
+
+pub use watch::session as watch_session;
 
 use std::net::SocketAddr;
 
@@ -31,11 +34,13 @@ use tonic::Status;
 use crate::auth::AuthError;
 use crate::control::{Control, Via};
 use crate::etcd::{EtcdError, Identity};
+use crate::watch::Watches;
 
 mod generated {
     #![allow(clippy::all, clippy::pedantic, missing_docs, unused_qualifications)]
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.KV.rs"));
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Lease.rs"));
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Watch.rs"));
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Maintenance.rs"));
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Cluster.rs"));
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Auth.rs"));
@@ -45,6 +50,7 @@ mod generated {
 #[derive(Clone)]
 pub struct Etcd {
     control: Control,
+    watches: Watches,
     /// Where clients reach this server (the member's client URL).
     url: String,
 }
@@ -100,8 +106,8 @@ fn authorization(metadata: &MetadataMap) -> Result<Option<String>, EtcdError> {
 }
 
 impl Etcd {
-    pub fn new(control: Control, url: String) -> Etcd {
-        Etcd { control, url }
+    pub fn new(control: Control, watches: Watches, url: String) -> Etcd {
+        Etcd { control, watches, url }
     }
 
     async fn caller(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
@@ -140,11 +146,11 @@ impl Etcd {
 /// Serves etcd's gRPC API on `listener` (already bound, so the caller
 /// knows the port) from a thread of its own, until the control plane
 /// closes (`Control::close`, the first step of a server's stop).
-pub fn start(control: Control, listener: std::net::TcpListener) -> anyhow::Result<SocketAddr> {
+pub fn start(control: Control, watches: Watches, listener: std::net::TcpListener) -> anyhow::Result<SocketAddr> {
     use anyhow::Context as _;
     let addr = listener.local_addr().context("the gRPC listener's address")?;
     listener.set_nonblocking(true).context("a non-blocking gRPC listener")?;
-    let etcd = Etcd::new(control.clone(), format!("http://{addr}"));
+    let etcd = Etcd::new(control.clone(), watches, format!("http://{addr}"));
     let mut closing = control.closing();
     std::thread::Builder::new()
         .name("tenure-grpc".into())
@@ -174,6 +180,7 @@ pub fn start(control: Control, listener: std::net::TcpListener) -> anyhow::Resul
                 let served = tonic::transport::Server::builder()
                     .add_service(generated::k_v_server::KVServer::new(etcd.clone()))
                     .add_service(generated::lease_server::LeaseServer::new(etcd.clone()))
+                    .add_service(generated::watch_server::WatchServer::new(etcd.clone()))
                     .add_service(generated::maintenance_server::MaintenanceServer::new(etcd.clone()))
                     .add_service(generated::cluster_server::ClusterServer::new(etcd.clone()))
                     .add_service(generated::auth_server::AuthServer::new(etcd))

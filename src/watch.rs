@@ -1,0 +1,433 @@
+//! Watches (etcd's Watch), fed by the log. The gRPC `Watch` stream and the
+//! gateway's `/v3/watch` both run [`Watcher`]s; this module knows nothing
+//! of their wire formats.
+//!
+//! **One reader of the log for every watch.** [`Watches`] is a task that
+//! follows `$all` (on a shared log: every node's writes) and keeps, for each
+//! account somebody watches, that account's key space folded from its
+//! stream, so it can turn each `KeyPut`/`KeyDeleted` into the event etcd
+//! would send (the key's version and create revision, the value before).
+//! It hands each batch of an account's events to that account's watchers
+//! as one shared `Arc`, over a bounded channel per watcher; each watcher
+//! filters for its range.
+//!
+//! **History.** A watch from a past revision replays the account's stream
+//! from the log (tenure compacts nothing, so every revision is there) up
+//! to where the task stood when the watcher joined it, then takes the
+//! task's batches: the join is a point in the stream, so nothing is missed
+//! or sent twice (events are delivered by stream version, each once).
+//!
+//! **Slow watchers cost bounded memory.** A watcher that falls
+//! [`HUB_BUFFER`] batches behind the task is dropped by it, as etcd moves
+//! a slow watcher to its unsynced set; when its client reads again it
+//! catches up from the log the same way as a watch from the past. A client
+//! that never reads holds one full channel and what its transport buffers,
+//! nothing more.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tenure_events::{AccountId, Bytes, KeyspaceEvent, RecordedEvent, StreamId};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::keyspace::{revision_of, KeyRange, KeyValue, Keyspace};
+use crate::domain::Aggregate;
+use crate::store::{EventStore, StoreError};
+
+/// Batches a watcher may lag behind the log's reader before it is dropped
+/// from it (and catches up from the log when it is read again).
+pub const HUB_BUFFER: usize = 256;
+
+/// Events of the log read at a time, and events a replay answers at most
+/// at once.
+const PAGE: usize = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change of a key, as a watcher sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchEvent {
+    pub kind: EventKind,
+    pub key: Bytes,
+    /// After a put, the key; after a delete, only its `mod_revision` (the
+    /// delete's revision) is set, as in etcd.
+    pub kv: KeyValue,
+    /// The key before the change, if it existed.
+    pub prev: Option<KeyValue>,
+    /// The event's version in the key space's stream (the cursor of
+    /// delivery: each version is delivered once).
+    pub version: u64,
+}
+
+impl WatchEvent {
+    pub fn revision(&self) -> i64 {
+        self.kv.mod_revision
+    }
+}
+
+/// Applies `event` (version `version` of the stream) to `state` and
+/// answers the watch event it is.
+fn apply(state: &mut Keyspace, event: &KeyspaceEvent, version: u64, at: DateTime<Utc>) -> WatchEvent {
+    let (kind, key) = match event {
+        KeyspaceEvent::Put(e) => (EventKind::Put, e.key.clone()),
+        KeyspaceEvent::Deleted(e) => (EventKind::Delete, e.key.clone()),
+    };
+    let prev = state.get(key.as_slice()).cloned();
+    state.evolve(event, at);
+    let deleted = || KeyValue {
+        value: Bytes::default(),
+        create_revision: 0,
+        mod_revision: revision_of(event),
+        version: 0,
+        lease: None,
+    };
+    let kv = match kind {
+        EventKind::Put => state.get(key.as_slice()).cloned().unwrap_or_else(deleted),
+        EventKind::Delete => deleted(),
+    };
+    WatchEvent {
+        kind,
+        key,
+        kv,
+        prev,
+        version,
+    }
+}
+
+/// The key space event `recorded` holds, if it is one.
+fn decode(recorded: &RecordedEvent) -> Result<Option<KeyspaceEvent>, StoreError> {
+    recorded
+        .decode_as::<KeyspaceEvent>()
+        .map_err(|e| StoreError::Corrupt(format!("event at position {} does not decode: {e}", recorded.position)))
+}
+
+type Batch = Arc<Vec<WatchEvent>>;
+
+/// A watcher's place at the log reader.
+struct Joined {
+    /// The stream version the reader has applied for the account: the
+    /// channel brings every event after it.
+    version: u64,
+    /// The account's revision at that version.
+    revision: i64,
+    events: mpsc::Receiver<Batch>,
+}
+
+struct Join {
+    account: AccountId,
+    reply: oneshot::Sender<Result<Joined, StoreError>>,
+}
+
+/// The log's reader for every watch of this node (see the module doc).
+#[derive(Clone)]
+pub struct Watches {
+    joins: mpsc::UnboundedSender<Join>,
+    store: Arc<dyn EventStore>,
+}
+
+/// An account somebody watches, as the reader keeps it.
+struct Watched {
+    state: Keyspace,
+    version: u64,
+    watchers: Vec<mpsc::Sender<Batch>>,
+}
+
+impl Watches {
+    /// Starts the reader on the current runtime, from the log's head; it
+    /// ends when `closing` turns true.
+    pub fn start(store: Arc<dyn EventStore>, closing: tokio::sync::watch::Receiver<bool>) -> Watches {
+        let (joins, requests) = mpsc::unbounded_channel();
+        tokio::spawn(run(Arc::clone(&store), requests, closing));
+        Watches { joins, store }
+    }
+
+    async fn join(&self, account: &AccountId) -> Result<Joined, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let join = Join {
+            account: account.clone(),
+            reply,
+        };
+        self.joins.send(join).map_err(|_| StoreError::Closed)?;
+        answer.await.unwrap_or(Err(StoreError::Closed))
+    }
+}
+
+/// Folds `account`'s key space from its stream, up to log position `upto`.
+async fn load(store: &dyn EventStore, account: &AccountId, upto: u64) -> Result<Watched, StoreError> {
+    let stream = StreamId::keyspace(account);
+    let mut state = Keyspace::default();
+    let mut version = 0;
+    loop {
+        let page = store.read_stream(&stream, version + 1, PAGE).await?;
+        for recorded in &page {
+            if recorded.position > upto {
+                return Ok(Watched {
+                    state,
+                    version,
+                    watchers: Vec::new(),
+                });
+            }
+            if let Some(event) = decode(recorded)? {
+                state.evolve(&event, recorded.time);
+            }
+            version = recorded.version;
+        }
+        if page.len() < PAGE {
+            return Ok(Watched {
+                state,
+                version,
+                watchers: Vec::new(),
+            });
+        }
+    }
+}
+
+async fn run(
+    store: Arc<dyn EventStore>,
+    mut joins: mpsc::UnboundedReceiver<Join>,
+    mut closing: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut position = store.head();
+    let mut log = store.subscribe_all(position + 1);
+    let mut watched: HashMap<AccountId, Watched> = HashMap::new();
+    loop {
+        tokio::select! {
+            join = joins.recv() => {
+                let Some(join) = join else { return };
+                if !watched.contains_key(&join.account) {
+                    match load(store.as_ref(), &join.account, position).await {
+                        Ok(loaded) => {
+                            watched.insert(join.account.clone(), loaded);
+                        }
+                        Err(e) => {
+                            let _ = join.reply.send(Err(e));
+                            continue;
+                        }
+                    }
+                }
+                if let Some(account) = watched.get_mut(&join.account) {
+                    let (tx, events) = mpsc::channel(HUB_BUFFER);
+                    account.watchers.push(tx);
+                    let joined = Joined {
+                        version: account.version,
+                        revision: account.state.revision(),
+                        events,
+                    };
+                    let _ = join.reply.send(Ok(joined));
+                }
+            }
+            batch = log.next_batch() => {
+                let batch = match batch {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::error!(error = %e, "watches cannot read the log; they end");
+                        return;
+                    }
+                };
+                let mut changed: HashMap<AccountId, Vec<WatchEvent>> = HashMap::new();
+                for recorded in batch.iter() {
+                    position = recorded.position;
+                    let Some(account) = watched.get_mut(&recorded.account) else { continue };
+                    if recorded.version <= account.version || recorded.stream != StreamId::keyspace(&recorded.account) {
+                        continue;
+                    }
+                    match decode(recorded) {
+                        Ok(Some(event)) => {
+                            let seen = apply(&mut account.state, &event, recorded.version, recorded.time);
+                            changed.entry(recorded.account.clone()).or_default().push(seen);
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(error = %e, "a key space event does not decode; watches skip it"),
+                    }
+                    account.version = recorded.version;
+                }
+                for (account, events) in changed {
+                    let events: Batch = Arc::new(events);
+                    if let Some(entry) = watched.get_mut(&account) {
+                        // A full channel drops its watcher, which catches up
+                        // from the log when it is read again.
+                        entry.watchers.retain(|tx| tx.try_send(Arc::clone(&events)).is_ok());
+                        if entry.watchers.is_empty() {
+                            watched.remove(&account);
+                        }
+                    }
+                }
+            }
+            _ = closed(&mut closing) => return,
+        }
+    }
+}
+
+/// Resolves once `closing` turns true (or its sender is gone).
+pub async fn closed(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = closing.wait_for(|closed| *closed).await;
+}
+
+/// What a watch sees: a range of keys, minus the kinds it filters out.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    pub range: KeyRange,
+    pub no_put: bool,
+    pub no_delete: bool,
+}
+
+impl Filter {
+    fn admits(&self, event: &WatchEvent) -> bool {
+        let kind_wanted = match event.kind {
+            EventKind::Put => !self.no_put,
+            EventKind::Delete => !self.no_delete,
+        };
+        kind_wanted && self.range.contains(event.key.as_slice())
+    }
+}
+
+enum Phase {
+    /// Not joined to the reader (dropped as too slow): join again.
+    Detached,
+    /// Reading the stream from the log up to `until`, where the reader
+    /// stood at the join; then `events`.
+    Replay {
+        state: Keyspace,
+        next_version: u64,
+        until: u64,
+        events: mpsc::Receiver<Batch>,
+    },
+    Live(mpsc::Receiver<Batch>),
+}
+
+/// One watch: [`Watcher::next`] answers its events in order, each once.
+pub struct Watcher {
+    watches: Watches,
+    account: AccountId,
+    pub filter: Filter,
+    /// Events below this revision are not wanted (the watch's start).
+    start_revision: i64,
+    /// The stream version of the last event delivered or passed over.
+    delivered: u64,
+    phase: Phase,
+}
+
+impl Watcher {
+    /// Starts a watch of `account` from `start_revision` (0: from now,
+    /// meaning after `now`, the revision of every change acknowledged
+    /// before this call); answers it with the revision it started at.
+    pub async fn start(
+        watches: &Watches,
+        account: AccountId,
+        filter: Filter,
+        start_revision: i64,
+        now: i64,
+    ) -> Result<(Watcher, i64), StoreError> {
+        let joined = watches.join(&account).await?;
+        let current = joined.revision.max(now);
+        let start_revision = if start_revision > 0 {
+            start_revision
+        } else {
+            current + 1
+        };
+        let phase = if start_revision > joined.revision {
+            // Nothing the reader passed is wanted.
+            Phase::Live(joined.events)
+        } else {
+            Phase::Replay {
+                state: Keyspace::default(),
+                next_version: 1,
+                until: joined.version,
+                events: joined.events,
+            }
+        };
+        let watcher = Watcher {
+            watches: watches.clone(),
+            account,
+            filter,
+            start_revision,
+            delivered: 0,
+            phase,
+        };
+        Ok((watcher, current))
+    }
+
+    fn wanted(&self, event: &WatchEvent) -> bool {
+        event.version > self.delivered && event.revision() >= self.start_revision && self.filter.admits(event)
+    }
+
+    /// The next events of the watch (never empty), as soon as there are
+    /// some; an error when the log cannot be read or the server stops.
+    pub async fn next(&mut self) -> Result<Vec<WatchEvent>, StoreError> {
+        loop {
+            match std::mem::replace(&mut self.phase, Phase::Detached) {
+                Phase::Detached => {
+                    let joined = self.watches.join(&self.account).await?;
+                    self.phase = Phase::Replay {
+                        state: Keyspace::default(),
+                        next_version: 1,
+                        until: joined.version,
+                        events: joined.events,
+                    };
+                }
+                Phase::Replay {
+                    mut state,
+                    mut next_version,
+                    until,
+                    events,
+                } => {
+                    if next_version > until {
+                        self.phase = Phase::Live(events);
+                        continue;
+                    }
+                    let stream = StreamId::keyspace(&self.account);
+                    let page = self.watches.store.read_stream(&stream, next_version, PAGE).await?;
+                    let mut out = Vec::new();
+                    for recorded in page.iter().take_while(|r| r.version <= until) {
+                        if let Some(event) = decode(recorded)? {
+                            let seen = apply(&mut state, &event, recorded.version, recorded.time);
+                            if self.wanted(&seen) {
+                                out.push(seen);
+                            }
+                        }
+                        next_version = recorded.version + 1;
+                    }
+                    if page.len() < PAGE {
+                        // The reader's version is durable: the stream holds it.
+                        next_version = next_version.max(until + 1);
+                    }
+                    if next_version > until {
+                        self.delivered = self.delivered.max(until);
+                    } else if let Some(last) = out.last() {
+                        self.delivered = last.version;
+                    }
+                    self.phase = Phase::Replay {
+                        state,
+                        next_version,
+                        until,
+                        events,
+                    };
+                    if !out.is_empty() {
+                        return Ok(out);
+                    }
+                }
+                Phase::Live(mut events) => match events.recv().await {
+                    Some(batch) => {
+                        let out: Vec<WatchEvent> = batch.iter().filter(|e| self.wanted(e)).cloned().collect();
+                        if let Some(last) = batch.last() {
+                            self.delivered = self.delivered.max(last.version);
+                        }
+                        self.phase = Phase::Live(events);
+                        if !out.is_empty() {
+                            return Ok(out);
+                        }
+                    }
+                    // Dropped as too slow (or the reader ended: joining
+                    // again says which).
+                    None => self.phase = Phase::Detached,
+                },
+            }
+        }
+    }
+}
