@@ -206,15 +206,21 @@ struct Watching {
 
 impl Watching {
     fn start(address: &str, args: &[&str]) -> Watching {
-        let mut child = Command::new("etcdctl")
+        let mut command = Command::new("etcdctl");
+        command
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={address}"))
             .arg("watch")
-            .args(args)
+            .args(args);
+        Watching::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Watching {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("run etcdctl watch");
+            .expect("run a watch");
         let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let sink = std::sync::Arc::clone(&printed);
         let mut stdout = child.stdout.take().expect("stdout");
@@ -419,5 +425,42 @@ fn with_auth_etcdctl_logs_in_with_the_account_and_its_token() {
             said.contains("authentication failed, invalid user ID or password") || said.contains("user name is empty"),
             "{user:?}: {said}"
         );
+    }
+}
+
+#[test]
+fn tenure_watch_prints_what_etcdctl_watch_prints() {
+    if !etcdctl_found() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ServerProcess::start(dir.path(), &[]);
+    let address = server.grpc.clone().expect("tenure serves gRPC");
+    let run = |args: &[&str]| {
+        let out = etcdctl(&address, None, args);
+        assert!(out.status.success(), "etcdctl {args:?}: {}", text(&out.stderr));
+    };
+    run(&["put", "app/a", "1"]);
+    run(&["put", "app/b", "2"]);
+    run(&["put", "other", "x"]);
+    run(&["del", "app/a"]);
+    let lease = text(&etcdctl(&address, None, &["lease", "grant", "60"]).stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    run(&["put", "app/c", "3", &format!("--lease={lease}")]);
+    run(&["lease", "revoke", &lease]);
+    run(&["put", "app/b", "the-end"]);
+
+    for args in [
+        &["app/", "--prefix", "--rev=1", "--prev-kv"][..],
+        &["app/b", "--rev=1"][..],
+    ] {
+        let theirs = Watching::start(&address, args).until("the-end");
+        let mut command = Command::new(common::binary::BIN);
+        command.arg("watch").args(args).env("TENURE_ENDPOINT", &server.endpoint);
+        let ours = Watching::spawn(command).until("the-end");
+        assert_eq!(ours, theirs, "tenure watch {args:?}");
     }
 }

@@ -290,6 +290,12 @@ async fn execute(client: &Client, command: Command) -> Result<ExitCode, CliError
             Ok(ExitCode::SUCCESS)
         }
         Command::Account(command) => account(client, command).await,
+        Command::Watch {
+            key,
+            prefix,
+            rev,
+            prev_kv,
+        } => super::etcd::watch(client, &key, prefix, rev, prev_kv).await,
         Command::Reserve {
             mode,
             target,

@@ -3,6 +3,7 @@
 //! an etcd user's habits carry over. Errors go to stderr with exit code 1.
 
 mod client;
+mod etcd;
 mod history;
 mod offline;
 pub mod output;
@@ -74,6 +75,19 @@ pub enum Command {
         /// Every key starting with KEY.
         #[arg(long)]
         prefix: bool,
+    },
+    /// Print a key's changes as they happen (etcdctl's `watch`), until Ctrl-C.
+    Watch {
+        key: String,
+        /// Every key starting with KEY.
+        #[arg(long)]
+        prefix: bool,
+        /// From this revision on (history first); 0: from now.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
+        rev: i64,
+        /// Also print each key's value before the change.
+        #[arg(long)]
+        prev_kv: bool,
     },
     /// Manage accounts (admin token) or inspect your own (account token).
     #[command(subcommand)]
