@@ -129,5 +129,7 @@ fn main() {
             )],
         ),
     ];
-    Builder::new().build_client(false).compile(&services);
+    // Clients too: the gRPC load generator (`ops/bench`) and the tests
+    // speak to etcd and to tenure with them.
+    Builder::new().build_client(true).compile(&services);
 }

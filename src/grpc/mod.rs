@@ -46,6 +46,17 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/etcdserverpb.Auth.rs"));
 }
 
+/// Clients of etcd's services (of etcd or of tenure): the gRPC load
+/// generator in `ops/bench` uses them.
+pub mod client {
+    pub use super::generated::auth_client::AuthClient;
+    pub use super::generated::cluster_client::ClusterClient;
+    pub use super::generated::k_v_client::KVClient;
+    pub use super::generated::lease_client::LeaseClient;
+    pub use super::generated::maintenance_client::MaintenanceClient;
+    pub use super::generated::watch_client::WatchClient;
+}
+
 /// The gRPC services: one value serves them all.
 #[derive(Clone)]
 pub struct Etcd {
