@@ -5,7 +5,13 @@
 //! - **put with a lease** comes here first; the actor checks the lease is
 //!   live and forwards the put to the key space. Because the actor handles
 //!   one message at a time, no revoke or expiry can slip between the check
-//!   and the forward;
+//!   and the forward. A **txn** whose puts name this lease comes here the
+//!   same way ([`TxnWithLease`]); it is forwarded whether or not the lease
+//!   is live, with the answer, because only the key space knows which
+//!   branch runs (etcd refuses a dead lease only on the chosen path). A txn
+//!   naming two leases or more is refused before it reaches any actor: a
+//!   chain of lease actors would not hold the first one's check until the
+//!   key space has the txn;
 //! - **revoke and expiry** append `LeaseRevoked`/`LeaseExpired`, and once that
 //!   is durable forward `DeleteLeaseKeys` to the key space, which answers the
 //!   caller after the deletions are durable. Puts this actor forwarded
@@ -399,6 +405,37 @@ impl Handler<Expire> for LeaseActor {
                 }
             },
         );
+    }
+}
+
+/// A txn whose puts attach keys to this lease (and to no other): forwarded
+/// to the key space with whether the lease is live.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TxnWithLease {
+    pub txn: crate::domain::keyspace::txn::Txn,
+    pub cmd: Cmd,
+    pub reply: Reply<keyspace::TxnDone>,
+}
+
+impl Handler<TxnWithLease> for LeaseActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: TxnWithLease, ctx: &mut Context<Self>) {
+        self.journal.touch();
+        let live = self.is_live(self.hub.clock.now());
+        let txn = keyspace::Txn {
+            txn: msg.txn,
+            live_lease: live.then_some(self.key.lease),
+            cmd: msg.cmd,
+            reply: msg.reply,
+        };
+        self.hub
+            .keyspaces
+            .route(&self.hub, &self.key.account, Activation::Load, txn);
+        if !live {
+            self.passivate_if_idle(ctx);
+        }
     }
 }
 

@@ -10,13 +10,22 @@
 //! grpc-gateway v1 gives it (not found 404/5, lease exists 412/9, bad request
 //! 400/3, out of range 400/11).
 //!
+//! Served: `kv/put`, `kv/range`, `kv/deleterange`, `kv/txn` (compares on
+//! every target, nested txns, all of a txn's writes at one revision) and
+//! the lease calls (`lease/grant`, `keepalive`, `revoke`, `timetolive`,
+//! `leases`, with etcd's `kv/lease/...` aliases).
+//!
 //! Deliberate differences from etcd (the differential test checks ours):
 //! - lease IDs must be positive (etcd also accepts negative ones);
 //! - nothing is ever compacted: a range at any past `revision` is served
 //!   from the log (the key space folded up to that revision), and there is
 //!   no `compact` call;
 //! - a lease holds at most 10,000 keys (429, code 8);
-//! - expired leases are not revoked at a limited rate.
+//! - expired leases are not revoked at a limited rate;
+//! - a txn may attach keys to one lease at most (400, code 3): its puts go
+//!   through that lease's actor, which vouches for the lease (see
+//!   `actors::lease`); a put with a negative lease ID in a txn is refused
+//!   with "lease not found" even on the branch that does not run.
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
@@ -30,7 +39,10 @@ use super::etcd_error::{Code, EtcdError};
 use super::extract::{read_body, BodyError, Caller};
 use crate::actors::CommandError;
 use crate::control::Control;
-use crate::domain::keyspace::{KeyRange, KeyValue, LeaseUpdate, RangeOptions, SortOrder, SortTarget};
+use crate::domain::keyspace::txn::{
+    Compare, CompareResult, CompareTarget, OpOutcome, Txn, TxnOp, TxnOutcome, MAX_TXN_OPS,
+};
+use crate::domain::keyspace::{KeyRange, KeyValue, LeaseUpdate, RangeOptions, RangeResult, SortOrder, SortTarget};
 use crate::domain::lease::LeaseRejection;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -49,6 +61,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(post("/kv/put", kv_put))
         .service(post("/kv/range", kv_range))
         .service(post("/kv/deleterange", kv_delete_range))
+        .service(post("/kv/txn", kv_txn))
         .service(post("/lease/grant", lease_grant))
         .service(post("/lease/keepalive", lease_keepalive))
         .service(post("/lease/revoke", lease_revoke))
@@ -260,6 +273,207 @@ struct DeleteRangeRequest {
     prev_kv: bool,
 }
 
+/// A list that may be absent or null.
+fn list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct TxnRequest {
+    #[serde(deserialize_with = "list")]
+    compare: Vec<CompareRequest>,
+    #[serde(deserialize_with = "list")]
+    success: Vec<RequestOp>,
+    #[serde(deserialize_with = "list")]
+    failure: Vec<RequestOp>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct CompareRequest {
+    #[serde(deserialize_with = "compare_result")]
+    result: CompareResult,
+    /// VERSION, CREATE, MOD, VALUE or LEASE, by position.
+    #[serde(deserialize_with = "compare_target")]
+    target: usize,
+    #[serde(deserialize_with = "bytes")]
+    key: Vec<u8>,
+    #[serde(alias = "rangeEnd", deserialize_with = "bytes")]
+    range_end: Vec<u8>,
+    #[serde(deserialize_with = "int64")]
+    version: i64,
+    #[serde(alias = "createRevision", deserialize_with = "int64")]
+    create_revision: i64,
+    #[serde(alias = "modRevision", deserialize_with = "int64")]
+    mod_revision: i64,
+    #[serde(deserialize_with = "bytes")]
+    value: Vec<u8>,
+    #[serde(deserialize_with = "int64")]
+    lease: i64,
+}
+
+fn compare_result<'de, D: Deserializer<'de>>(d: D) -> Result<CompareResult, D::Error> {
+    let results = [
+        CompareResult::Equal,
+        CompareResult::Greater,
+        CompareResult::Less,
+        CompareResult::NotEqual,
+    ];
+    Ok(results[enum_value(d, &["EQUAL", "GREATER", "LESS", "NOT_EQUAL"])?])
+}
+
+fn compare_target<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    enum_value(d, &["VERSION", "CREATE", "MOD", "VALUE", "LEASE"])
+}
+
+/// One operation of a txn: the first request it holds.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RequestOp {
+    #[serde(alias = "requestRange")]
+    request_range: Option<RangeRequest>,
+    #[serde(alias = "requestPut")]
+    request_put: Option<PutRequest>,
+    #[serde(alias = "requestDeleteRange")]
+    request_delete_range: Option<DeleteRangeRequest>,
+    #[serde(alias = "requestTxn")]
+    request_txn: Option<TxnRequest>,
+}
+
+/// A put request, checked.
+struct PutOp {
+    key: Bytes,
+    value: Option<Bytes>,
+    lease: LeaseUpdate,
+    prev_kv: bool,
+}
+
+/// etcd's checks of a put, in etcd's order.
+fn put_op(req: PutRequest) -> Result<PutOp, EtcdError> {
+    if req.key.is_empty() {
+        return Err(EtcdError::invalid("etcdserver: key is not provided"));
+    }
+    if req.ignore_value && !req.value.is_empty() {
+        return Err(EtcdError::invalid("etcdserver: value is provided"));
+    }
+    if req.ignore_lease && req.lease != 0 {
+        return Err(EtcdError::invalid("etcdserver: lease is provided"));
+    }
+    let lease = match (req.ignore_lease, req.lease) {
+        (true, _) => LeaseUpdate::Keep,
+        (false, 0) => LeaseUpdate::Set(None),
+        (false, raw) => LeaseUpdate::Set(Some(lease_id(raw).ok_or_else(EtcdError::lease_not_found)?)),
+    };
+    Ok(PutOp {
+        key: Bytes(req.key),
+        value: (!req.ignore_value).then_some(Bytes(req.value)),
+        lease,
+        prev_kv: req.prev_kv,
+    })
+}
+
+fn range_op(req: &RangeRequest) -> Result<(KeyRange, RangeOptions), EtcdError> {
+    let range = key_range(req.key.clone(), req.range_end.clone())?;
+    let options = RangeOptions {
+        // A negative limit is no limit, as in etcd.
+        limit: usize::try_from(req.limit).unwrap_or(0),
+        sort_order: req.sort_order,
+        sort_target: req.sort_target,
+        count_only: req.count_only,
+        keys_only: req.keys_only,
+        min_mod_revision: req.min_mod_revision,
+        max_mod_revision: req.max_mod_revision,
+        min_create_revision: req.min_create_revision,
+        max_create_revision: req.max_create_revision,
+    };
+    Ok((range, options))
+}
+
+/// A txn request checked as etcd's `checkTxnRequest` does, in its order:
+/// the number of compares and of each branch's operations (at most
+/// `max_ops`; a nested txn gets what its parent leaves), the compares'
+/// keys, then each operation.
+fn txn_of(req: TxnRequest, max_ops: usize) -> Result<Txn, EtcdError> {
+    let ops = req.compare.len().max(req.success.len()).max(req.failure.len());
+    if ops > max_ops {
+        return Err(EtcdError::invalid("etcdserver: too many operations in txn request"));
+    }
+    if req.compare.iter().any(|c| c.key.is_empty()) {
+        return Err(EtcdError::invalid("etcdserver: key is not provided"));
+    }
+    let compare = req
+        .compare
+        .into_iter()
+        .map(|c| {
+            // The operand is the field of the target; another one set
+            // leaves it at its zero value, as in etcd.
+            let target = match c.target {
+                0 => CompareTarget::Version(c.version),
+                1 => CompareTarget::Create(c.create_revision),
+                2 => CompareTarget::Mod(c.mod_revision),
+                3 => CompareTarget::Value(Bytes(c.value)),
+                _ => CompareTarget::Lease(c.lease),
+            };
+            Compare {
+                range: KeyRange {
+                    key: Bytes(c.key),
+                    range_end: Bytes(c.range_end),
+                },
+                target,
+                result: c.result,
+            }
+        })
+        .collect();
+    let left = max_ops - ops;
+    let ops_of = |ops: Vec<RequestOp>| {
+        ops.into_iter()
+            .map(|op| txn_op(op, left))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(Txn {
+        compare,
+        success: ops_of(req.success)?,
+        failure: ops_of(req.failure)?,
+    })
+}
+
+fn txn_op(op: RequestOp, max_ops: usize) -> Result<TxnOp, EtcdError> {
+    if let Some(req) = op.request_range {
+        let (range, options) = range_op(&req)?;
+        return Ok(TxnOp::Range {
+            range,
+            options,
+            revision: req.revision,
+        });
+    }
+    if let Some(req) = op.request_put {
+        let PutOp {
+            key,
+            value,
+            lease,
+            prev_kv,
+        } = put_op(req)?;
+        return Ok(TxnOp::Put {
+            key,
+            value,
+            lease,
+            prev_kv,
+        });
+    }
+    if let Some(req) = op.request_delete_range {
+        return Ok(TxnOp::DeleteRange {
+            range: key_range(req.key, req.range_end)?,
+            prev_kv: req.prev_kv,
+        });
+    }
+    if let Some(req) = op.request_txn {
+        return Ok(TxnOp::Txn(txn_of(req, max_ops)?));
+    }
+    // An operation with no request: etcd answers this.
+    Err(EtcdError::invalid("etcdserver: key not found"))
+}
+
 // Replies.
 
 fn string<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -382,15 +596,15 @@ struct LeasesReply {
 }
 
 #[derive(Serialize)]
-struct PutReply {
-    header: Header,
+struct PutReply<H = Header> {
+    header: H,
     #[serde(skip_serializing_if = "Option::is_none")]
     prev_kv: Option<Kv>,
 }
 
 #[derive(Serialize)]
-struct RangeReply {
-    header: Header,
+struct RangeReply<H = Header> {
+    header: H,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     kvs: Vec<Kv>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -400,12 +614,96 @@ struct RangeReply {
 }
 
 #[derive(Serialize)]
-struct DeleteRangeReply {
-    header: Header,
+struct DeleteRangeReply<H = Header> {
+    header: H,
     #[serde(serialize_with = "string", skip_serializing_if = "zero")]
     deleted: i64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     prev_kvs: Vec<Kv>,
+}
+
+impl<H> RangeReply<H> {
+    fn new(header: H, result: RangeResult) -> RangeReply<H> {
+        RangeReply {
+            header,
+            kvs: result.kvs.into_iter().map(|(k, kv)| Kv::new(k, kv)).collect(),
+            more: result.more,
+            count: count(result.count),
+        }
+    }
+}
+
+impl<H> DeleteRangeReply<H> {
+    fn new(header: H, deleted: usize, prev_kvs: Vec<(Bytes, KeyValue)>) -> DeleteRangeReply<H> {
+        DeleteRangeReply {
+            header,
+            deleted: count(deleted),
+            prev_kvs: prev_kvs.into_iter().map(|(k, kv)| Kv::new(k, kv)).collect(),
+        }
+    }
+}
+
+/// The header of an answer inside a txn: etcd sets only its revision (and
+/// not even that in a nested txn's).
+#[derive(Serialize)]
+struct InnerHeader {
+    #[serde(serialize_with = "string", skip_serializing_if = "zero")]
+    revision: i64,
+}
+
+#[derive(Serialize)]
+struct TxnReply<H = Header> {
+    header: H,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    succeeded: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    responses: Vec<ResponseOp>,
+}
+
+/// One answer of a txn, named as etcd's `ResponseOp` fields are.
+#[derive(Serialize)]
+enum ResponseOp {
+    #[serde(rename = "response_range")]
+    Range(RangeReply<InnerHeader>),
+    #[serde(rename = "response_put")]
+    Put(PutReply<InnerHeader>),
+    #[serde(rename = "response_delete_range")]
+    DeleteRange(DeleteRangeReply<InnerHeader>),
+    #[serde(rename = "response_txn")]
+    Txn(TxnReply<InnerHeader>),
+}
+
+impl<H> TxnReply<H> {
+    fn new(header: H, outcome: TxnOutcome) -> TxnReply<H> {
+        let inner = |revision| InnerHeader { revision };
+        let responses = outcome
+            .responses
+            .into_iter()
+            .map(|response| match response {
+                OpOutcome::Range { revision, result } => ResponseOp::Range(RangeReply::new(inner(revision), result)),
+                // Control reads these from the log before answering; the
+                // current revision is what a range in a txn answers.
+                OpOutcome::RangeAt { revision, .. } => {
+                    ResponseOp::Range(RangeReply::new(inner(revision), RangeResult::default()))
+                }
+                OpOutcome::Put { revision, key, prev } => ResponseOp::Put(PutReply {
+                    header: inner(revision),
+                    prev_kv: prev.map(|kv| Kv::new(key, kv)),
+                }),
+                OpOutcome::DeleteRange {
+                    revision,
+                    deleted,
+                    prev_kvs,
+                } => ResponseOp::DeleteRange(DeleteRangeReply::new(inner(revision), deleted, prev_kvs)),
+                OpOutcome::Txn(nested) => ResponseOp::Txn(TxnReply::new(inner(0), nested)),
+            })
+            .collect();
+        TxnReply {
+            header,
+            succeeded: outcome.succeeded,
+            responses,
+        }
+    }
 }
 
 fn ok<T: Serialize>(body: T) -> Result<HttpResponse, EtcdError> {
@@ -538,26 +836,13 @@ async fn kv_put(
     caller: Caller,
     EtcdJson(req): EtcdJson<PutRequest>,
 ) -> Result<HttpResponse, EtcdError> {
-    // etcd's checks, in etcd's order.
-    if req.key.is_empty() {
-        return Err(EtcdError::invalid("etcdserver: key is not provided"));
-    }
-    if req.ignore_value && !req.value.is_empty() {
-        return Err(EtcdError::invalid("etcdserver: value is provided"));
-    }
-    if req.ignore_lease && req.lease != 0 {
-        return Err(EtcdError::invalid("etcdserver: lease is provided"));
-    }
-    let lease = match (req.ignore_lease, req.lease) {
-        (true, _) => LeaseUpdate::Keep,
-        (false, 0) => LeaseUpdate::Set(None),
-        (false, raw) => LeaseUpdate::Set(Some(lease_id(raw).ok_or_else(EtcdError::lease_not_found)?)),
-    };
-    let value = (!req.ignore_value).then_some(Bytes(req.value));
-    let key = Bytes(req.key);
-    let done = control
-        .put(caller.meta(), key.clone(), value, lease, req.prev_kv)
-        .await?;
+    let PutOp {
+        key,
+        value,
+        lease,
+        prev_kv,
+    } = put_op(req)?;
+    let done = control.put(caller.meta(), key.clone(), value, lease, prev_kv).await?;
     let prev_kv = done.prev.map(|kv| Kv::new(key, kv));
     ok(PutReply {
         header: header(&caller.account, done.revision),
@@ -570,19 +855,7 @@ async fn kv_range(
     caller: Caller,
     EtcdJson(req): EtcdJson<RangeRequest>,
 ) -> Result<HttpResponse, EtcdError> {
-    let range = key_range(req.key, req.range_end)?;
-    let options = RangeOptions {
-        // A negative limit is no limit, as in etcd.
-        limit: usize::try_from(req.limit).unwrap_or(0),
-        sort_order: req.sort_order,
-        sort_target: req.sort_target,
-        count_only: req.count_only,
-        keys_only: req.keys_only,
-        min_mod_revision: req.min_mod_revision,
-        max_mod_revision: req.max_mod_revision,
-        min_create_revision: req.min_create_revision,
-        max_create_revision: req.max_create_revision,
-    };
+    let (range, options) = range_op(&req)?;
     // A past revision reads the key space as it was then; the header keeps
     // the current revision, as etcd's does.
     let done = control.range_at(&caller.account, range, options, req.revision).await?;
@@ -593,13 +866,7 @@ async fn kv_range(
         ));
     }
     let header = header(&caller.account, done.revision);
-    let result = done.result;
-    ok(RangeReply {
-        header,
-        kvs: result.kvs.into_iter().map(|(k, kv)| Kv::new(k, kv)).collect(),
-        more: result.more,
-        count: count(result.count),
-    })
+    ok(RangeReply::new(header, done.result))
 }
 
 async fn kv_delete_range(
@@ -609,11 +876,21 @@ async fn kv_delete_range(
 ) -> Result<HttpResponse, EtcdError> {
     let range = key_range(req.key, req.range_end)?;
     let done = control.delete_range(caller.meta(), range, req.prev_kv).await?;
-    ok(DeleteRangeReply {
-        header: header(&caller.account, done.revision),
-        deleted: count(done.count),
-        prev_kvs: done.prev_kvs.into_iter().map(|(k, kv)| Kv::new(k, kv)).collect(),
-    })
+    ok(DeleteRangeReply::new(
+        header(&caller.account, done.revision),
+        done.count,
+        done.prev_kvs,
+    ))
+}
+
+async fn kv_txn(
+    control: web::Data<Control>,
+    caller: Caller,
+    EtcdJson(req): EtcdJson<TxnRequest>,
+) -> Result<HttpResponse, EtcdError> {
+    let txn = txn_of(req, MAX_TXN_OPS)?;
+    let done = control.txn(caller.meta(), txn).await?;
+    ok(TxnReply::new(header(&caller.account, done.revision), done.outcome))
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
-//! Keys: put, range and delete in an account's key space.
+//! Keys: put, range, delete and txn in an account's key space.
 
 use tenure_events::{AccountId, Bytes, KeyspaceEvent, Metadata, StreamId};
 
-use crate::actors::keyspace::{self, Deleted, PutDone, RangeDone};
+use crate::actors::keyspace::{self, Deleted, PutDone, RangeDone, TxnDone};
 use crate::actors::lease;
 use crate::actors::{Activation, Cmd, CommandError};
-use crate::domain::keyspace::{KeyRange, Keyspace, LeaseUpdate, RangeOptions};
+use crate::domain::keyspace::txn::{OpOutcome, Txn, TxnOutcome};
+use crate::domain::keyspace::{KeyRange, Keyspace, KeyspaceRejection, LeaseUpdate, RangeOptions};
 use crate::store::StoreError;
 
 use super::Control;
@@ -165,6 +166,76 @@ impl Control {
             )
         })
         .await
+    }
+
+    /// etcd's Txn, atomic on the account's key space. A txn whose puts
+    /// name a lease goes through that lease's actor, which tells the key
+    /// space whether the lease is live (as a put with a lease does); one
+    /// naming two leases or more is refused (see `actors::lease`). Ranges
+    /// in it at a revision before the txn's are read from the log after.
+    pub async fn txn(&self, meta: Metadata, txn: Txn) -> Result<TxnDone, CommandError> {
+        txn.check_keys()?;
+        let leases = txn.leases();
+        if leases.len() > 1 {
+            return Err(KeyspaceRejection::TooManyLeases.into());
+        }
+        let hub = &self.hub;
+        let account = meta.account.clone();
+        let cmd = Cmd::new(meta);
+        let mut done: TxnDone = match leases.first() {
+            Some(&id) => {
+                let lease_key = Self::lease_key(&account, id);
+                self.call(|reply| {
+                    let msg = lease::TxnWithLease {
+                        txn: txn.clone(),
+                        cmd: cmd.clone(),
+                        reply,
+                    };
+                    hub.leases.route(hub, &lease_key, Activation::Load, msg)
+                })
+                .await?
+            }
+            None => {
+                self.call(|reply| {
+                    let msg = keyspace::Txn {
+                        txn: txn.clone(),
+                        live_lease: None,
+                        cmd: cmd.clone(),
+                        reply,
+                    };
+                    hub.keyspaces.route(hub, &account, Activation::Load, msg)
+                })
+                .await?
+            }
+        };
+        self.read_past_ranges(&account, &mut done.outcome).await?;
+        Ok(done)
+    }
+
+    /// Answers the ranges of a txn at revisions before it from the log.
+    async fn read_past_ranges(&self, account: &AccountId, outcome: &mut TxnOutcome) -> Result<(), CommandError> {
+        let mut pending = vec![outcome];
+        while let Some(outcome) = pending.pop() {
+            for response in &mut outcome.responses {
+                match response {
+                    OpOutcome::RangeAt {
+                        revision,
+                        range,
+                        options,
+                        at,
+                    } => {
+                        let past = self.keyspace_at(account, *at).await?;
+                        *response = OpOutcome::Range {
+                            revision: *revision,
+                            result: past.range_with(range, options),
+                        };
+                    }
+                    OpOutcome::Txn(inner) => pending.push(inner),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The account's key space revision (etcd's header revision): at least
