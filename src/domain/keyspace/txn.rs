@@ -544,3 +544,385 @@ impl Overlay<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::testing::{given, t};
+    use crate::domain::keyspace::KeyspaceCommand;
+    use crate::domain::Aggregate;
+
+    fn lease(n: i64) -> LeaseId {
+        LeaseId::new(n).expect("positive")
+    }
+
+    fn put(key: &str, value: &str, lease: Option<LeaseId>, revision: i64) -> KeyspaceEvent {
+        KeyPut {
+            key: key.into(),
+            value: value.into(),
+            lease,
+            revision,
+        }
+        .into()
+    }
+
+    fn deleted(key: &str, revision: i64) -> KeyspaceEvent {
+        KeyDeleted {
+            key: key.into(),
+            revision,
+            cause: DeleteCause::Request,
+        }
+        .into()
+    }
+
+    fn op_put(key: &str, value: &str) -> TxnOp {
+        TxnOp::Put {
+            key: key.into(),
+            value: Some(value.into()),
+            lease: LeaseUpdate::Set(None),
+            prev_kv: false,
+        }
+    }
+
+    fn op_put_lease(key: &str, lease: LeaseId) -> TxnOp {
+        TxnOp::Put {
+            key: key.into(),
+            value: Some("v".into()),
+            lease: LeaseUpdate::Set(Some(lease)),
+            prev_kv: false,
+        }
+    }
+
+    fn op_get(key: &str) -> TxnOp {
+        TxnOp::Range {
+            range: KeyRange::single(key),
+            options: RangeOptions::default(),
+            revision: 0,
+        }
+    }
+
+    fn op_delete(range: KeyRange) -> TxnOp {
+        TxnOp::DeleteRange { range, prev_kv: true }
+    }
+
+    fn value_is(key: &str, value: &str) -> Compare {
+        Compare {
+            range: KeyRange::single(key),
+            target: CompareTarget::Value(value.into()),
+            result: CompareResult::Equal,
+        }
+    }
+
+    fn command(txn: Txn, live_leases: Vec<LeaseId>) -> KeyspaceCommand {
+        KeyspaceCommand::Txn {
+            txn,
+            context: TxnContext {
+                live_leases,
+                max_keys: tenure_events::UNLIMITED,
+            },
+        }
+    }
+
+    fn when_then(compare: Vec<Compare>, success: Vec<TxnOp>, failure: Vec<TxnOp>) -> Txn {
+        Txn {
+            compare,
+            success,
+            failure,
+        }
+    }
+
+    fn fold(events: &[KeyspaceEvent]) -> Keyspace {
+        let mut ks = Keyspace::default();
+        for e in events {
+            ks.evolve(e, t(0));
+        }
+        ks
+    }
+
+    fn run(events: &[KeyspaceEvent], txn: &Txn) -> (Vec<KeyspaceEvent>, TxnOutcome) {
+        let context = TxnContext {
+            live_leases: Vec::new(),
+            max_keys: tenure_events::UNLIMITED,
+        };
+        fold(events).txn(txn, &context).expect("runs")
+    }
+
+    #[test]
+    fn compare_and_swap_writes_only_when_the_value_matches() {
+        let cas = when_then(vec![value_is("a", "1")], vec![op_put("a", "2")], vec![op_get("a")]);
+        given::<Keyspace>([put("a", "1", None, 2)])
+            .when(command(cas.clone(), vec![]))
+            .then([put("a", "2", None, 3)]);
+        given::<Keyspace>([put("a", "9", None, 2)])
+            .when(command(cas.clone(), vec![]))
+            .then([]);
+        // A value compare over no key fails, even against the empty value.
+        given::<Keyspace>([])
+            .when(command(
+                when_then(vec![value_is("a", "")], vec![op_put("a", "2")], vec![]),
+                vec![],
+            ))
+            .then([]);
+    }
+
+    #[test]
+    fn create_if_absent_compares_a_missing_key_at_zero() {
+        let create = |key: &str| Compare {
+            range: KeyRange::single(key),
+            target: CompareTarget::Create(0),
+            result: CompareResult::Equal,
+        };
+        let txn = when_then(vec![create("k")], vec![op_put("k", "x")], vec![]);
+        given::<Keyspace>([])
+            .when(command(txn.clone(), vec![]))
+            .then([put("k", "x", None, 2)]);
+        given::<Keyspace>([put("k", "y", None, 2)])
+            .when(command(txn, vec![]))
+            .then([]);
+    }
+
+    #[test]
+    fn a_compare_over_a_range_holds_for_every_key_of_it() {
+        let events = [
+            put("p/a", "1", None, 2),
+            put("p/b", "1", None, 3),
+            put("p/b", "2", None, 4),
+        ];
+        let version = |result, v| Compare {
+            range: KeyRange::prefix("p/"),
+            target: CompareTarget::Version(v),
+            result,
+        };
+        let holds = |c: Compare| run(&events, &when_then(vec![c], vec![], vec![])).1.succeeded;
+        assert!(holds(version(CompareResult::Greater, 0)));
+        assert!(!holds(version(CompareResult::Greater, 1)));
+        assert!(holds(version(CompareResult::Less, 3)));
+        assert!(holds(version(CompareResult::NotEqual, 3)));
+        let modified = Compare {
+            range: KeyRange::single("p/b"),
+            target: CompareTarget::Mod(4),
+            result: CompareResult::Equal,
+        };
+        assert!(holds(modified));
+    }
+
+    #[test]
+    fn every_write_of_a_txn_shares_the_next_revision_and_folds() {
+        let events = [put("a", "1", None, 2), put("gone", "1", None, 3)];
+        let txn = when_then(
+            vec![],
+            vec![
+                op_put("a", "2"),
+                op_put("b", "1"),
+                op_delete(KeyRange::single("gone")),
+                op_get("b"),
+            ],
+            vec![],
+        );
+        let (recorded, outcome) = run(&events, &txn);
+        assert_eq!(
+            recorded,
+            vec![put("a", "2", None, 4), put("b", "1", None, 4), deleted("gone", 4)]
+        );
+        // The range sees the txn's own writes, at its revision.
+        let OpOutcome::Range { revision, result } = &outcome.responses[3] else {
+            panic!("a range: {outcome:?}")
+        };
+        assert_eq!((*revision, result.kvs[0].1.mod_revision), (4, 4));
+        // The events fold, at one revision, into what the txn answered.
+        let mut ks = fold(&events);
+        for e in &recorded {
+            ks.evolve(e, t(0));
+        }
+        assert_eq!(ks.revision(), 4);
+        assert_eq!(ks.get(b"b"), Some(&result.kvs[0].1));
+        assert_eq!(ks.get(b"a").map(|kv| (kv.version, kv.create_revision)), Some((2, 2)));
+        assert!(ks.get(b"gone").is_none());
+    }
+
+    #[test]
+    fn a_txn_that_writes_nothing_records_nothing() {
+        let txn = when_then(vec![], vec![op_get("a"), op_delete(KeyRange::single("zzz"))], vec![]);
+        let (recorded, outcome) = run(&[put("a", "1", None, 2)], &txn);
+        assert!(recorded.is_empty());
+        assert!(matches!(
+            outcome.responses[1],
+            OpOutcome::DeleteRange {
+                revision: 2,
+                deleted: 0,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn nested_compares_see_the_key_space_before_the_txn() {
+        let absent = Compare {
+            range: KeyRange::single("f"),
+            target: CompareTarget::Create(0),
+            result: CompareResult::Equal,
+        };
+        let nested = when_then(vec![absent], vec![op_put("g", "1")], vec![op_put("h", "1")]);
+        let txn = when_then(vec![], vec![op_put("f", "1"), TxnOp::Txn(nested)], vec![]);
+        let (recorded, outcome) = run(&[], &txn);
+        assert_eq!(recorded, vec![put("f", "1", None, 2), put("g", "1", None, 2)]);
+        assert!(matches!(&outcome.responses[1], OpOutcome::Txn(inner) if inner.succeeded));
+    }
+
+    #[test]
+    fn a_key_is_not_put_twice_nor_put_and_deleted_in_one_txn() {
+        let check = |success: Vec<TxnOp>| when_then(vec![], success, vec![]).check_keys();
+        assert_eq!(
+            check(vec![op_put("x", "1"), op_put("x", "2")]),
+            Err(KeyspaceRejection::DuplicateKey)
+        );
+        assert_eq!(
+            check(vec![op_delete(KeyRange::prefix("")), op_put("x", "1")]),
+            Err(KeyspaceRejection::DuplicateKey)
+        );
+        let nested = |t: Vec<TxnOp>, f: Vec<TxnOp>| TxnOp::Txn(when_then(vec![], t, f));
+        assert_eq!(
+            check(vec![op_put("x", "1"), nested(vec![op_put("x", "2")], vec![])]),
+            Err(KeyspaceRejection::DuplicateKey)
+        );
+        assert_eq!(
+            check(vec![
+                op_put("x", "1"),
+                nested(vec![op_delete(KeyRange::single("x"))], vec![])
+            ]),
+            Err(KeyspaceRejection::DuplicateKey)
+        );
+        // The branches of a nested txn exclude each other; so do a txn's.
+        assert_eq!(
+            check(vec![nested(vec![op_put("x", "1")], vec![op_put("x", "2")])]),
+            Ok(())
+        );
+        assert_eq!(
+            when_then(vec![], vec![op_put("x", "1")], vec![op_put("x", "2")]).check_keys(),
+            Ok(())
+        );
+        // Deletes may overlap.
+        assert_eq!(
+            check(vec![op_delete(KeyRange::prefix("")), op_delete(KeyRange::single("x"))]),
+            Ok(())
+        );
+        given::<Keyspace>([])
+            .when(command(
+                when_then(vec![], vec![op_put("x", "1"), op_put("x", "1")], vec![]),
+                vec![],
+            ))
+            .then_rejects(KeyspaceRejection::DuplicateKey);
+    }
+
+    #[test]
+    fn a_lease_must_be_live_only_on_the_path_that_runs() {
+        let txn = when_then(
+            vec![value_is("a", "1")],
+            vec![op_put_lease("k", lease(7))],
+            vec![op_get("a")],
+        );
+        let events = [put("a", "1", None, 2)];
+        given::<Keyspace>(events.clone())
+            .when(command(txn.clone(), vec![]))
+            .then_rejects(KeyspaceRejection::LeaseNotFound(lease(7)));
+        given::<Keyspace>(events.clone())
+            .when(command(txn.clone(), vec![lease(7)]))
+            .then([put("k", "v", Some(lease(7)), 3)]);
+        // Not on the path: no matter.
+        given::<Keyspace>([put("a", "2", None, 2)])
+            .when(command(txn.clone(), vec![]))
+            .then([]);
+        assert_eq!(txn.leases(), BTreeSet::from([lease(7)]));
+    }
+
+    #[test]
+    fn a_range_at_the_revision_before_the_txn_does_not_see_its_writes() {
+        let txn = when_then(
+            vec![],
+            vec![
+                op_put("a", "2"),
+                TxnOp::Range {
+                    range: KeyRange::single("a"),
+                    options: RangeOptions::default(),
+                    revision: 2,
+                },
+                TxnOp::Range {
+                    range: KeyRange::single("a"),
+                    options: RangeOptions::default(),
+                    revision: 1,
+                },
+            ],
+            vec![],
+        );
+        let (_, outcome) = run(&[put("a", "1", None, 2)], &txn);
+        let OpOutcome::Range { revision: 3, result } = &outcome.responses[1] else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(result.kvs[0].1.value, Bytes::from("1"));
+        assert!(matches!(
+            outcome.responses[2],
+            OpOutcome::RangeAt { at: 1, revision: 3, .. }
+        ));
+        let future = when_then(
+            vec![],
+            vec![TxnOp::Range {
+                range: KeyRange::single("a"),
+                options: RangeOptions::default(),
+                revision: 3,
+            }],
+            vec![],
+        );
+        given::<Keyspace>([put("a", "1", None, 2)])
+            .when(command(future, vec![]))
+            .then_rejects(KeyspaceRejection::FutureRevision);
+    }
+
+    #[test]
+    fn events_share_a_revision_only_after_a_change_and_never_for_one_key() {
+        let ks = fold(&[put("a", "1", None, 2)]);
+        assert!(ks.can_follow(&put("b", "1", None, 2)));
+        assert!(ks.can_follow(&put("a", "1", None, 3)));
+        assert!(
+            !ks.can_follow(&put("a", "1", None, 2)),
+            "a key put twice at one revision"
+        );
+        assert!(!ks.can_follow(&put("b", "1", None, 4)));
+        assert!(
+            !Keyspace::default().can_follow(&put("a", "1", None, 1)),
+            "revision 1 is the empty space's"
+        );
+    }
+
+    #[test]
+    fn a_fold_up_to_a_revision_takes_a_txn_whole_or_not_at_all() {
+        let events = [put("a", "1", None, 2), put("b", "1", None, 3), put("c", "1", None, 3)];
+        let mut ks = Keyspace::default();
+        let applied = events
+            .iter()
+            .take_while(|e| ks.evolve_up_to(2, e, t(0)).is_continue())
+            .count();
+        assert_eq!((applied, ks.len()), (1, 1));
+        let mut ks = Keyspace::default();
+        let applied = events
+            .iter()
+            .take_while(|e| ks.evolve_up_to(3, e, t(0)).is_continue())
+            .count();
+        assert_eq!((applied, ks.len(), ks.revision()), (3, 3, 3));
+    }
+
+    #[test]
+    fn limits_count_the_keys_the_txn_creates() {
+        let context = TxnContext {
+            live_leases: vec![],
+            max_keys: 2,
+        };
+        let ks = fold(&[put("a", "1", None, 2)]);
+        let two = when_then(vec![], vec![op_put("b", "1"), op_put("c", "1")], vec![]);
+        assert_eq!(
+            ks.txn(&two, &context).err(),
+            Some(KeyspaceRejection::KeyLimitReached { max: 2 })
+        );
+        let swap = when_then(vec![], vec![op_delete(KeyRange::single("a")), op_put("b", "1")], vec![]);
+        assert!(ks.txn(&swap, &context).is_ok());
+    }
+}
