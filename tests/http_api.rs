@@ -537,3 +537,98 @@ async fn a_past_revision_of_a_key_space_not_yet_loaded_is_read_from_the_log() {
     assert_eq!(v3_kvs(&body), [("k".to_owned(), "old".to_owned(), 2, 2, 1, 0)]);
     assert_eq!(body["header"]["revision"], "3");
 }
+
+/// A txn's writes share one revision in the log and in replies; they are
+/// read back the same at every revision, after a restart too; a txn puts
+/// keys with one lease at most, which must be live, and those keys go with
+/// the lease.
+#[actix_rt::test]
+async fn a_txn_writes_at_one_revision_that_replays_and_its_lease_is_checked() {
+    let mut server = TestServer::start().await;
+    server.put_key("a", "1", None).await; // 2
+    let put = |key: &str, value: &str| json!({"request_put": {"key": b64(key), "value": b64(value)}});
+    let cas = json!({
+        "compare": [{"key": b64("a"), "target": "VALUE", "result": "EQUAL", "value": b64("1")}],
+        "success": [put("a", "2"), put("b", "1"), {"request_delete_range": {"key": b64("zzz")}}],
+        "failure": [{"request_range": {"key": b64("a")}}],
+    });
+    let (status, body) = server.post("/v3/kv/txn", cas.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["succeeded"], true);
+    assert_eq!(body["header"]["revision"], "3");
+    assert_eq!(
+        body["responses"][0],
+        json!({"response_put": {"header": {"revision": "3"}}})
+    );
+    let puts: Vec<i64> = server
+        .events()
+        .await
+        .iter()
+        .filter(|e| e.event_type == "KeyPut")
+        .map(|e| {
+            serde_json::from_str::<Value>(&e.payload).expect("JSON")["revision"]
+                .as_i64()
+                .expect("revision")
+        })
+        .collect();
+    assert_eq!(puts, [2, 3, 3]);
+    // Again: the compare fails, nothing is written, the revision stays.
+    let (status, body) = server.post("/v3/kv/txn", cas).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.get("succeeded").is_none(), "false is left out: {body}");
+    assert_eq!(body["header"]["revision"], "3");
+    assert_eq!(v3_kvs(&body["responses"][0]["response_range"])[0].1, "2");
+
+    let kv = |k: &str, v: &str, create: i64, modified: i64, version: i64| {
+        (k.to_owned(), v.to_owned(), create, modified, version, 0)
+    };
+    let expected = vec![kv("a", "2", 2, 3, 2), kv("b", "1", 3, 3, 1)];
+    assert_eq!(v3_kvs(&v3_all_at(&server, 3).await.1), expected);
+    assert_eq!(v3_kvs(&v3_all_at(&server, 2).await.1), vec![kv("a", "1", 2, 2, 1)]);
+    server.restart().await;
+    assert_eq!(v3_kvs(&v3_all_at(&server, 0).await.1), expected);
+    assert_eq!(v3_kvs(&v3_all_at(&server, 2).await.1), vec![kv("a", "1", 2, 2, 1)]);
+
+    // Leases: one live lease is fine; its keys go with it.
+    let on = |key: &str, lease: &str| {
+        let id = i64::from_str_radix(lease, 16).expect("a hex lease ID");
+        json!({"request_put": {"key": b64(key), "value": b64("v"), "lease": id}})
+    };
+    let (l1, l2) = (server.grant(60).await, server.grant(60).await);
+    let (status, body) = server
+        .post("/v3/kv/txn", json!({"success": [on("l/1", &l1), on("l/2", &l1)]}))
+        .await;
+    assert_eq!(
+        (status, &body["header"]["revision"]),
+        (StatusCode::OK, &json!("4")),
+        "{body}"
+    );
+    let (status, body) = server
+        .post("/v3/kv/txn", json!({"success": [on("l/3", &l1), on("l/4", &l2)]}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_i64()),
+        (StatusCode::BAD_REQUEST, Some(3)),
+        "{body}"
+    );
+    server.delete(&format!("/v1/leases/{l1}")).await;
+    assert_eq!(server.value("l/1").await, None);
+    assert_eq!(server.value("l/2").await, None);
+    let (status, body) = server.post("/v3/kv/txn", json!({"success": [on("l/1", &l1)]})).await;
+    assert_eq!(
+        (status, body["code"].as_i64()),
+        (StatusCode::NOT_FOUND, Some(5)),
+        "{body}"
+    );
+    assert_eq!(body["message"], "etcdserver: requested lease not found");
+
+    // Too many operations, as etcd counts them.
+    let many: Vec<Value> = (0..129).map(|i| put(&format!("m/{i}"), "x")).collect();
+    let (status, body) = server.post("/v3/kv/txn", json!({"success": many})).await;
+    assert_eq!(
+        (status, body["code"].as_i64()),
+        (StatusCode::BAD_REQUEST, Some(3)),
+        "{body}"
+    );
+    assert_eq!(body["message"], "etcdserver: too many operations in txn request");
+}

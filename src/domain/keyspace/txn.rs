@@ -548,8 +548,8 @@ impl Overlay<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::testing::{given, t};
     use crate::domain::keyspace::KeyspaceCommand;
+    use crate::domain::testing::{given, t};
     use crate::domain::Aggregate;
 
     fn lease(n: i64) -> LeaseId {
