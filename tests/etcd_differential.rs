@@ -1131,6 +1131,54 @@ async fn txns(d: &mut Diff) {
             "a key put twice on the branch that does not run",
             txn("", &get("a"), &format!("{}, {}", put("x", "1"), put("x", "2"))),
         ),
+        (
+            "a delete to the end of the key space, then a put it covers",
+            txn(
+                "",
+                &format!(
+                    r#"{{"request_delete_range": {{"key": "{}", "range_end": "AA=="}}}}, {}"#,
+                    t("y"),
+                    put("y", "1")
+                ),
+                "",
+            ),
+        ),
+        (
+            "a put, then a delete to the end of the key space",
+            txn(
+                "",
+                &format!(
+                    r#"{}, {{"request_delete_range": {{"key": "{}", "range_end": "AA==", "prev_kv": true}}}}"#,
+                    put("y", "2"),
+                    t("y")
+                ),
+                "",
+            ),
+        ),
+        (
+            "a nested txn gets the operations its parent leaves",
+            txn(
+                "",
+                &format!(
+                    r#"{}, {{"request_txn": {}}}"#,
+                    get("a"),
+                    txn("", &vec![get("a"); 127].join(", "), "")
+                ),
+                "",
+            ),
+        ),
+        (
+            "a nested txn within what its parent leaves",
+            txn(
+                "",
+                &format!(
+                    r#"{}, {{"request_txn": {}}}"#,
+                    get("a"),
+                    txn("", &vec![get("a"); 126].join(", "), "")
+                ),
+                "",
+            ),
+        ),
         ("an operation with no request", txn("", "{}", "")),
         ("a compare without a key", txn(r#"{"target": "VALUE"}"#, "", "")),
         (

@@ -9,10 +9,10 @@
 //! **The events of one command share its revision.** A command's first
 //! event carries the next revision; every other event it records carries
 //! the same one. So an event's revision is either the state's (it belongs to
-//! the same command as the event before it) or the next; a put never
-//! shares a revision with a change of the same key (etcd refuses a txn that
-//! touches a key twice), and nothing shares revision 1, the empty key
-//! space's. Logs written before txns (each put one revision up, deletions
+//! the same command as the event before it) or the next; no key is put
+//! twice at one revision (etcd refuses such a txn; it does let one delete
+//! a key and put it, or put it and delete it: see `txn`), and nothing
+//! shares revision 1, the empty key space's. Logs written before txns (each put one revision up, deletions
 //! of one command sharing one) follow this rule as they are.
 //!
 //! Whether a lease is live is not known here: the lease actor checks that
@@ -540,8 +540,8 @@ impl Keyspace {
     }
 
     /// Whether `event` can follow this state: it takes the next revision,
-    /// or shares this one (see the module's doc), a put only with changes
-    /// of other keys. [`Aggregate::evolve`] asserts it; a key space
+    /// or shares this one (see the module's doc), a put only if it did
+    /// not put the same key at this revision already. [`Aggregate::evolve`] asserts it; a key space
     /// restored from a snapshot checks it first.
     pub fn can_follow(&self, event: &KeyspaceEvent) -> bool {
         let revision = revision_of(event);

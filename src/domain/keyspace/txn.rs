@@ -11,8 +11,10 @@
 //!   then fails;
 //! - a txn that writes moves the revision up by one, and every event it
 //!   records carries that revision; one that writes nothing records nothing;
-//! - no key is put twice, or put and deleted, in one txn ([`Txn::check_keys`]),
-//!   so each key has at most one event per revision.
+//! - no key is put twice in one txn, nor put and deleted
+//!   ([`Txn::check_keys`]), except by a delete whose `range_end` is `"\0"`,
+//!   which etcd's check does not see: such a txn may delete a key and put
+//!   it, or put it and delete it, at one revision (and etcd does so).
 //!
 //! The results are computed on an overlay of the txn's changes over the
 //! key space, which is never copied.
@@ -190,7 +192,13 @@ fn check_intervals(ops: &[TxnOp]) -> Result<(BTreeSet<Bytes>, Vec<KeyRange>), Ke
             _ => None,
         })
         .collect();
-    let hits = |dels: &[KeyRange], key: &Bytes| dels.iter().any(|r| r.contains(key.as_slice()));
+    // etcd's interval tree takes a `range_end` of "\0" (every key from
+    // `key` on) literally, as the end "\0": such a delete covers no key
+    // here, and etcd lets the txn put keys it deletes.
+    let hits = |dels: &[KeyRange], key: &Bytes| {
+        dels.iter()
+            .any(|r| r.range_end.as_slice() != [0] && r.contains(key.as_slice()))
+    };
     let mut puts: BTreeSet<Bytes> = BTreeSet::new();
     for op in ops {
         let TxnOp::Txn(inner) = op else { continue };
@@ -777,7 +785,7 @@ mod tests {
             Err(KeyspaceRejection::DuplicateKey)
         );
         assert_eq!(
-            check(vec![op_delete(KeyRange::prefix("")), op_put("x", "1")]),
+            check(vec![op_delete(KeyRange::prefix("x")), op_put("x", "1")]),
             Err(KeyspaceRejection::DuplicateKey)
         );
         let nested = |t: Vec<TxnOp>, f: Vec<TxnOp>| TxnOp::Txn(when_then(vec![], t, f));
@@ -801,6 +809,29 @@ mod tests {
             when_then(vec![], vec![op_put("x", "1")], vec![op_put("x", "2")]).check_keys(),
             Ok(())
         );
+        // etcd's check misses a delete to the end of the key space.
+        let to_the_end = KeyRange {
+            key: "a".into(),
+            range_end: Bytes(vec![0]),
+        };
+        assert_eq!(check(vec![op_delete(to_the_end.clone()), op_put("x", "1")]), Ok(()));
+        let (recorded, _) = run(
+            &[put("x", "0", None, 2)],
+            &when_then(
+                vec![],
+                vec![op_delete(to_the_end.clone()), op_put("x", "1"), op_delete(to_the_end)],
+                vec![],
+            ),
+        );
+        assert_eq!(recorded, vec![deleted("x", 3), put("x", "1", None, 3), deleted("x", 3)]);
+        assert!(fold(
+            &[put("x", "0", None, 2)]
+                .iter()
+                .chain(&recorded)
+                .cloned()
+                .collect::<Vec<_>>()
+        )
+        .is_empty());
         // Deletes may overlap.
         assert_eq!(
             check(vec![op_delete(KeyRange::prefix("")), op_delete(KeyRange::single("x"))]),
