@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use base64::Engine;
 use common::binary::{stdout, ServerProcess, BIN};
 use common::TestServer;
 use reqwest::StatusCode;
 use rusqlite::{params, Connection};
 use serde_json::json;
-use base64::Engine;
 use tenure::snapshot::store::{Header, SnapshotFile};
 use tenure::snapshot::{decode, encode, FORMAT_VERSION};
 use tenure_projections::snapshot::SetSnapshot;
