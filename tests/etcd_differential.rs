@@ -1257,13 +1257,21 @@ async fn txns(d: &mut Diff) {
 
     // Leases in a txn.
     let lease = d.grant("txn: a lease", 600).await;
-    let on_lease = |key: &str| {
+    let other = d.grant("txn: another lease", 600).await;
+    let on = |key: &str, lease: &str| {
         format!(
             r#"{{"request_put": {{"key": "{}", "value": "{}", "lease": "{lease}"}}}}"#,
             t(key),
             b64("v")
         )
     };
+    let on_lease = |key: &str| on(key, &lease);
+    d.check(
+        "txn: puts with two leases",
+        "/v3/kv/txn",
+        &txn("", &format!("{}, {}", on("m1", &other), on_lease("m2")), ""),
+    )
+    .await;
     d.check(
         "txn: puts with a lease",
         "/v3/kv/txn",
@@ -1302,6 +1310,18 @@ async fn txns(d: &mut Diff) {
         "txn: a put with the revoked lease",
         "/v3/kv/txn",
         &txn("", &on_lease("l3"), ""),
+    )
+    .await;
+    d.check(
+        "txn: the revoked lease beside a live one",
+        "/v3/kv/txn",
+        &txn("", &format!("{}, {}", on("l4", &other), on_lease("l5")), ""),
+    )
+    .await;
+    d.check(
+        "txn: the other lease's keys",
+        "/v3/lease/timetolive",
+        &format!(r#"{{"ID": "{other}", "keys": true}}"#),
     )
     .await;
     d.check(

@@ -366,6 +366,12 @@ async fn simulate(seed: u64, steps: usize, passivate: bool) {
                 } else {
                     pick_lease(&mut rng, &ever_granted)
                 };
+                // Now and then k2 with a lease too, maybe another.
+                let lease2 = if rng.below(3) == 0 {
+                    pick_lease(&mut rng, &ever_granted)
+                } else {
+                    None
+                };
                 let (value, other) = (format!("t{step}"), format!("f{step}"));
                 let put = |key: &str, value: &str, lease: Option<LeaseId>| TxnOp::Put {
                     key: key.into(),
@@ -381,7 +387,7 @@ async fn simulate(seed: u64, steps: usize, passivate: bool) {
                     }],
                     success: vec![
                         put(k1, &value, lease),
-                        put(k2, &value, None),
+                        put(k2, &value, lease2),
                         TxnOp::DeleteRange {
                             range: KeyRange::single(k3),
                             prev_kv: false,
@@ -392,8 +398,9 @@ async fn simulate(seed: u64, steps: usize, passivate: bool) {
                 let revision = control.revision(&account);
                 let result = control.txn(meta(), txn).await;
                 let holds = model.keys.get(k1).is_some_and(|(v, _)| *v == expected);
-                match lease {
-                    Some(l) if holds && !model.live(l) => {
+                let dead = [lease, lease2].into_iter().flatten().find(|l| !model.live(*l));
+                match dead {
+                    Some(l) if holds => {
                         assert_eq!(
                             result.map(|_| ()),
                             Err(CommandError::Keyspace(KeyspaceRejection::LeaseNotFound(l))),
@@ -406,14 +413,14 @@ async fn simulate(seed: u64, steps: usize, passivate: bool) {
                         assert_eq!(done.revision, revision + 1, "seed {seed} step {step}: one revision");
                         if holds {
                             model.keys.insert(k1.to_owned(), (value.clone(), lease));
-                            model.keys.insert(k2.to_owned(), (value, None));
+                            model.keys.insert(k2.to_owned(), (value, lease2));
                             model.keys.remove(k3);
                         } else {
                             model.keys.insert(k2.to_owned(), (other, None));
                         }
                     }
                 }
-                format!("txn {k1} = {expected:?}: put {k1} (lease {lease:?}), {k2}, delete {k3}")
+                format!("txn {k1} = {expected:?}: put {k1} (lease {lease:?}), {k2} (lease {lease2:?}), delete {k3}")
             }
             70..=74 => {
                 let key = keys[rng.below(keys.len() as u64) as usize];

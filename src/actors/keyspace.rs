@@ -102,13 +102,13 @@ pub struct Put {
     pub reply: Reply<PutDone>,
 }
 
-/// etcd's Txn. Only the lease actor sends one whose puts name a lease,
-/// with `live_lease` saying whether it found that lease live.
+/// etcd's Txn. Only lease actors send one whose puts name leases, with
+/// `live_leases` the ones they found live (and hold live till it is done).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Txn {
     pub txn: crate::domain::keyspace::txn::Txn,
-    pub live_lease: Option<LeaseId>,
+    pub live_leases: Vec<LeaseId>,
     pub cmd: Cmd,
     pub reply: Reply<TxnDone>,
 }
@@ -401,7 +401,7 @@ impl Handler<Txn> for KeyspaceActor {
         self.journal.touch();
         let span = command_span(&msg.cmd, "txn", self.journal.stream());
         let context = TxnContext {
-            live_leases: msg.live_lease.into_iter().collect(),
+            live_leases: msg.live_leases,
             max_keys: self.hub.projections.directory.read().limits(&self.account).max_keys,
         };
         let reply = msg.reply;

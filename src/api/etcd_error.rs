@@ -130,7 +130,6 @@ impl From<CommandError> for EtcdError {
                 Code::OutOfRange,
                 "etcdserver: mvcc: required revision is a future revision",
             ),
-            CommandError::Keyspace(r @ KeyspaceRejection::TooManyLeases) => EtcdError::invalid(format!("tenure: {r}")),
             CommandError::Keyspace(
                 r @ (KeyspaceRejection::TooManyKeysForLease { .. } | KeyspaceRejection::KeyLimitReached { .. }),
             ) => EtcdError::new(Code::ResourceExhausted, format!("tenure: {r}")),

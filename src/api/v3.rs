@@ -22,10 +22,8 @@
 //!   no `compact` call;
 //! - a lease holds at most 10,000 keys (429, code 8);
 //! - expired leases are not revoked at a limited rate;
-//! - a txn may attach keys to one lease at most (400, code 3): its puts go
-//!   through that lease's actor, which vouches for the lease (see
-//!   `actors::lease`); a put with a negative lease ID in a txn is refused
-//!   with "lease not found" even on the branch that does not run.
+//! - a put with a negative lease ID in a txn is refused with "lease not
+//!   found" even on the branch that does not run.
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};

@@ -1,12 +1,12 @@
 //! Keys: put, range, delete and txn in an account's key space.
 
-use tenure_events::{AccountId, Bytes, KeyspaceEvent, Metadata, StreamId};
+use tenure_events::{AccountId, Bytes, KeyspaceEvent, LeaseId, Metadata, StreamId};
 
 use crate::actors::keyspace::{self, Deleted, PutDone, RangeDone, TxnDone};
 use crate::actors::lease;
 use crate::actors::{Activation, Cmd, CommandError};
 use crate::domain::keyspace::txn::{OpOutcome, Txn, TxnOutcome};
-use crate::domain::keyspace::{KeyRange, Keyspace, KeyspaceRejection, LeaseUpdate, RangeOptions};
+use crate::domain::keyspace::{KeyRange, Keyspace, LeaseUpdate, RangeOptions};
 use crate::store::StoreError;
 
 use super::Control;
@@ -169,25 +169,24 @@ impl Control {
     }
 
     /// etcd's Txn, atomic on the account's key space. A txn whose puts
-    /// name a lease goes through that lease's actor, which tells the key
-    /// space whether the lease is live (as a put with a lease does); one
-    /// naming two leases or more is refused (see `actors::lease`). Ranges
-    /// in it at a revision before the txn's are read from the log after.
+    /// name leases goes through those leases' actors, which tell the key
+    /// space which of them are live and keep them so until it is done
+    /// (see `actors::lease`). Ranges in it at a revision before the txn's
+    /// are read from the log after.
     pub async fn txn(&self, meta: Metadata, txn: Txn) -> Result<TxnDone, CommandError> {
         txn.check_keys()?;
-        let leases = txn.leases();
-        if leases.len() > 1 {
-            return Err(KeyspaceRejection::TooManyLeases.into());
-        }
+        let leases: Vec<LeaseId> = txn.leases().into_iter().collect();
         let hub = &self.hub;
         let account = meta.account.clone();
         let cmd = Cmd::new(meta);
         let mut done: TxnDone = match leases.first() {
-            Some(&id) => {
-                let lease_key = Self::lease_key(&account, id);
+            Some(&first) => {
+                let lease_key = Self::lease_key(&account, first);
                 self.call(|reply| {
-                    let msg = lease::TxnWithLease {
+                    let msg = lease::TxnWithLeases {
                         txn: txn.clone(),
+                        leases: leases.clone(),
+                        live: Vec::new(),
                         cmd: cmd.clone(),
                         reply,
                     };
@@ -199,7 +198,7 @@ impl Control {
                 self.call(|reply| {
                     let msg = keyspace::Txn {
                         txn: txn.clone(),
-                        live_lease: None,
+                        live_leases: Vec::new(),
                         cmd: cmd.clone(),
                         reply,
                     };

@@ -168,9 +168,6 @@ pub enum KeyspaceRejection {
     /// A range of a txn asks for a revision after the key space's.
     #[error("required revision is a future revision")]
     FutureRevision,
-    /// A txn puts keys with more than one lease (see `actors::lease`).
-    #[error("a txn may put keys with one lease at most")]
-    TooManyLeases,
 }
 
 /// How a range read orders its keys (etcd's `sort_order`).
