@@ -10,10 +10,13 @@
 //! grpc-gateway v1 gives it (not found 404/5, lease exists 412/9, bad request
 //! 400/3, out of range 400/11).
 //!
-//! Served: `kv/put`, `kv/range`, `kv/deleterange`, `kv/txn` (compares on
-//! every target, nested txns, all of a txn's writes at one revision) and
-//! the lease calls (`lease/grant`, `keepalive`, `revoke`, `timetolive`,
-//! `leases`, with etcd's `kv/lease/...` aliases).
+//! Served: `kv/put`, `kv/range`, `kv/deleterange`, `kv/txn` (in `v3_txn`:
+//! compares on every target, nested txns, all of a txn's writes at one
+//! revision, puts with leases) and the lease calls (`lease/grant`,
+//! `keepalive`, `revoke`, `timetolive`, `leases`, with etcd's
+//! `kv/lease/...` aliases). The shapes here (requests, replies, headers)
+//! are shared with `v3_txn`, which imports them; this module does not
+//! import it.
 //!
 //! Deliberate differences from etcd (the differential test checks ours):
 //! - lease IDs must be positive (etcd also accepts negative ones);
@@ -37,29 +40,26 @@ use super::etcd_error::{Code, EtcdError};
 use super::extract::{read_body, BodyError, Caller};
 use crate::actors::CommandError;
 use crate::control::Control;
-use crate::domain::keyspace::txn::{
-    Compare, CompareResult, CompareTarget, OpOutcome, Txn, TxnOp, TxnOutcome, MAX_TXN_OPS,
-};
 use crate::domain::keyspace::{KeyRange, KeyValue, LeaseUpdate, RangeOptions, RangeResult, SortOrder, SortTarget};
 use crate::domain::lease::LeaseRejection;
 
+/// One POST resource (one static path a resource, aliases included: a
+/// resource with several patterns is matched with a regex on every request).
+pub(super) fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(super::method_not_allowed))
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    // One static resource a path (aliases included): a resource with several
-    // patterns is matched with a regex on every request.
-    fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
-    where
-        F: actix_web::Handler<Args>,
-        Args: FromRequest + 'static,
-        F::Output: actix_web::Responder + 'static,
-    {
-        web::resource(path)
-            .route(web::post().to(handler))
-            .default_service(web::to(super::method_not_allowed))
-    }
     cfg.service(post("/kv/put", kv_put))
         .service(post("/kv/range", kv_range))
         .service(post("/kv/deleterange", kv_delete_range))
-        .service(post("/kv/txn", kv_txn))
         .service(post("/lease/grant", lease_grant))
         .service(post("/lease/keepalive", lease_keepalive))
         .service(post("/lease/revoke", lease_revoke))
@@ -71,7 +71,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A JSON request body as the gateway reads it: empty means `{}`.
-struct EtcdJson<T>(T);
+pub(super) struct EtcdJson<T>(pub(super) T);
 
 fn body_error(e: BodyError) -> EtcdError {
     match e {
@@ -115,7 +115,7 @@ impl FromRequest for RawBody {
 // Requests. Every field has its zero value when absent or null.
 
 /// etcd's int64: a number or a string of one.
-fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+pub(super) fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     struct Visitor;
     impl de::Visitor<'_> for Visitor {
         type Value = i64;
@@ -141,12 +141,12 @@ fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     d.deserialize_any(Visitor)
 }
 
-fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+pub(super) fn boolean<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Ok(Option::<bool>::deserialize(d)?.unwrap_or(false))
 }
 
 /// etcd's bytes: base64 (standard, or URL-safe), like Go's decoder.
-fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+pub(super) fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
     use base64::engine::general_purpose::{STANDARD, URL_SAFE};
     let Some(text) = Option::<String>::deserialize(d)? else {
         return Ok(Vec::new());
@@ -161,7 +161,7 @@ fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
 }
 
 /// A proto enum: its name or its number.
-fn enum_value<'de, D: Deserializer<'de>>(d: D, names: &[&str]) -> Result<usize, D::Error> {
+pub(super) fn enum_value<'de, D: Deserializer<'de>>(d: D, names: &[&str]) -> Result<usize, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -216,139 +216,71 @@ struct LeaseRequest {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct PutRequest {
+pub(super) struct PutRequest {
     #[serde(deserialize_with = "bytes")]
-    key: Vec<u8>,
+    pub(super) key: Vec<u8>,
     #[serde(deserialize_with = "bytes")]
-    value: Vec<u8>,
+    pub(super) value: Vec<u8>,
     #[serde(deserialize_with = "int64")]
-    lease: i64,
+    pub(super) lease: i64,
     #[serde(alias = "prevKv", deserialize_with = "boolean")]
-    prev_kv: bool,
+    pub(super) prev_kv: bool,
     #[serde(alias = "ignoreValue", deserialize_with = "boolean")]
-    ignore_value: bool,
+    pub(super) ignore_value: bool,
     #[serde(alias = "ignoreLease", deserialize_with = "boolean")]
-    ignore_lease: bool,
+    pub(super) ignore_lease: bool,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct RangeRequest {
+pub(super) struct RangeRequest {
     #[serde(deserialize_with = "bytes")]
-    key: Vec<u8>,
+    pub(super) key: Vec<u8>,
     #[serde(alias = "rangeEnd", deserialize_with = "bytes")]
-    range_end: Vec<u8>,
+    pub(super) range_end: Vec<u8>,
     #[serde(deserialize_with = "int64")]
-    limit: i64,
+    pub(super) limit: i64,
     #[serde(deserialize_with = "int64")]
-    revision: i64,
+    pub(super) revision: i64,
     #[serde(alias = "sortOrder", deserialize_with = "sort_order")]
-    sort_order: SortOrder,
+    pub(super) sort_order: SortOrder,
     #[serde(alias = "sortTarget", deserialize_with = "sort_target")]
-    sort_target: SortTarget,
+    pub(super) sort_target: SortTarget,
     #[serde(alias = "keysOnly", deserialize_with = "boolean")]
-    keys_only: bool,
+    pub(super) keys_only: bool,
     #[serde(alias = "countOnly", deserialize_with = "boolean")]
-    count_only: bool,
+    pub(super) count_only: bool,
     #[serde(alias = "minModRevision", deserialize_with = "int64")]
-    min_mod_revision: i64,
+    pub(super) min_mod_revision: i64,
     #[serde(alias = "maxModRevision", deserialize_with = "int64")]
-    max_mod_revision: i64,
+    pub(super) max_mod_revision: i64,
     #[serde(alias = "minCreateRevision", deserialize_with = "int64")]
-    min_create_revision: i64,
+    pub(super) min_create_revision: i64,
     #[serde(alias = "maxCreateRevision", deserialize_with = "int64")]
-    max_create_revision: i64,
+    pub(super) max_create_revision: i64,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct DeleteRangeRequest {
+pub(super) struct DeleteRangeRequest {
     #[serde(deserialize_with = "bytes")]
-    key: Vec<u8>,
+    pub(super) key: Vec<u8>,
     #[serde(alias = "rangeEnd", deserialize_with = "bytes")]
-    range_end: Vec<u8>,
+    pub(super) range_end: Vec<u8>,
     #[serde(alias = "prevKv", deserialize_with = "boolean")]
-    prev_kv: bool,
-}
-
-/// A list that may be absent or null.
-fn list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
-    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct TxnRequest {
-    #[serde(deserialize_with = "list")]
-    compare: Vec<CompareRequest>,
-    #[serde(deserialize_with = "list")]
-    success: Vec<RequestOp>,
-    #[serde(deserialize_with = "list")]
-    failure: Vec<RequestOp>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct CompareRequest {
-    #[serde(deserialize_with = "compare_result")]
-    result: CompareResult,
-    /// VERSION, CREATE, MOD, VALUE or LEASE, by position.
-    #[serde(deserialize_with = "compare_target")]
-    target: usize,
-    #[serde(deserialize_with = "bytes")]
-    key: Vec<u8>,
-    #[serde(alias = "rangeEnd", deserialize_with = "bytes")]
-    range_end: Vec<u8>,
-    #[serde(deserialize_with = "int64")]
-    version: i64,
-    #[serde(alias = "createRevision", deserialize_with = "int64")]
-    create_revision: i64,
-    #[serde(alias = "modRevision", deserialize_with = "int64")]
-    mod_revision: i64,
-    #[serde(deserialize_with = "bytes")]
-    value: Vec<u8>,
-    #[serde(deserialize_with = "int64")]
-    lease: i64,
-}
-
-fn compare_result<'de, D: Deserializer<'de>>(d: D) -> Result<CompareResult, D::Error> {
-    let results = [
-        CompareResult::Equal,
-        CompareResult::Greater,
-        CompareResult::Less,
-        CompareResult::NotEqual,
-    ];
-    Ok(results[enum_value(d, &["EQUAL", "GREATER", "LESS", "NOT_EQUAL"])?])
-}
-
-fn compare_target<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-    enum_value(d, &["VERSION", "CREATE", "MOD", "VALUE", "LEASE"])
-}
-
-/// One operation of a txn: the first request it holds.
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct RequestOp {
-    #[serde(alias = "requestRange")]
-    request_range: Option<RangeRequest>,
-    #[serde(alias = "requestPut")]
-    request_put: Option<PutRequest>,
-    #[serde(alias = "requestDeleteRange")]
-    request_delete_range: Option<DeleteRangeRequest>,
-    #[serde(alias = "requestTxn")]
-    request_txn: Option<TxnRequest>,
+    pub(super) prev_kv: bool,
 }
 
 /// A put request, checked.
-struct PutOp {
-    key: Bytes,
-    value: Option<Bytes>,
-    lease: LeaseUpdate,
-    prev_kv: bool,
+pub(super) struct PutOp {
+    pub(super) key: Bytes,
+    pub(super) value: Option<Bytes>,
+    pub(super) lease: LeaseUpdate,
+    pub(super) prev_kv: bool,
 }
 
 /// etcd's checks of a put, in etcd's order.
-fn put_op(req: PutRequest) -> Result<PutOp, EtcdError> {
+pub(super) fn put_op(req: PutRequest) -> Result<PutOp, EtcdError> {
     if req.key.is_empty() {
         return Err(EtcdError::invalid("etcdserver: key is not provided"));
     }
@@ -371,7 +303,7 @@ fn put_op(req: PutRequest) -> Result<PutOp, EtcdError> {
     })
 }
 
-fn range_op(req: &RangeRequest) -> Result<(KeyRange, RangeOptions), EtcdError> {
+pub(super) fn range_op(req: &RangeRequest) -> Result<(KeyRange, RangeOptions), EtcdError> {
     let range = key_range(req.key.clone(), req.range_end.clone())?;
     let options = RangeOptions {
         // A negative limit is no limit, as in etcd.
@@ -388,97 +320,13 @@ fn range_op(req: &RangeRequest) -> Result<(KeyRange, RangeOptions), EtcdError> {
     Ok((range, options))
 }
 
-/// A txn request checked as etcd's `checkTxnRequest` does, in its order:
-/// the number of compares and of each branch's operations (at most
-/// `max_ops`; a nested txn gets what its parent leaves), the compares'
-/// keys, then each operation.
-fn txn_of(req: TxnRequest, max_ops: usize) -> Result<Txn, EtcdError> {
-    let ops = req.compare.len().max(req.success.len()).max(req.failure.len());
-    if ops > max_ops {
-        return Err(EtcdError::invalid("etcdserver: too many operations in txn request"));
-    }
-    if req.compare.iter().any(|c| c.key.is_empty()) {
-        return Err(EtcdError::invalid("etcdserver: key is not provided"));
-    }
-    let compare = req
-        .compare
-        .into_iter()
-        .map(|c| {
-            // The operand is the field of the target; another one set
-            // leaves it at its zero value, as in etcd.
-            let target = match c.target {
-                0 => CompareTarget::Version(c.version),
-                1 => CompareTarget::Create(c.create_revision),
-                2 => CompareTarget::Mod(c.mod_revision),
-                3 => CompareTarget::Value(Bytes(c.value)),
-                _ => CompareTarget::Lease(c.lease),
-            };
-            Compare {
-                range: KeyRange {
-                    key: Bytes(c.key),
-                    range_end: Bytes(c.range_end),
-                },
-                target,
-                result: c.result,
-            }
-        })
-        .collect();
-    let left = max_ops - ops;
-    let ops_of = |ops: Vec<RequestOp>| {
-        ops.into_iter()
-            .map(|op| txn_op(op, left))
-            .collect::<Result<Vec<_>, _>>()
-    };
-    Ok(Txn {
-        compare,
-        success: ops_of(req.success)?,
-        failure: ops_of(req.failure)?,
-    })
-}
-
-fn txn_op(op: RequestOp, max_ops: usize) -> Result<TxnOp, EtcdError> {
-    if let Some(req) = op.request_range {
-        let (range, options) = range_op(&req)?;
-        return Ok(TxnOp::Range {
-            range,
-            options,
-            revision: req.revision,
-        });
-    }
-    if let Some(req) = op.request_put {
-        let PutOp {
-            key,
-            value,
-            lease,
-            prev_kv,
-        } = put_op(req)?;
-        return Ok(TxnOp::Put {
-            key,
-            value,
-            lease,
-            prev_kv,
-        });
-    }
-    if let Some(req) = op.request_delete_range {
-        return Ok(TxnOp::DeleteRange {
-            range: key_range(req.key, req.range_end)?,
-            prev_kv: req.prev_kv,
-        });
-    }
-    if let Some(req) = op.request_txn {
-        return Ok(TxnOp::Txn(txn_of(req, max_ops)?));
-    }
-    // An operation with no request: etcd answers this.
-    Err(EtcdError::invalid("etcdserver: key not found"))
-}
-
 // Replies.
 
-fn string<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn string<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 
-fn zero(v: &i64) -> bool {
+pub(super) fn zero(v: &i64) -> bool {
     *v == 0
 }
 
@@ -494,15 +342,15 @@ fn b64_list<S: Serializer>(v: &[Bytes], s: S) -> Result<S::Ok, S::Error> {
 }
 
 #[derive(Serialize)]
-struct Header {
+pub(super) struct Header {
     #[serde(serialize_with = "string")]
-    cluster_id: u64,
+    pub(super) cluster_id: u64,
     #[serde(serialize_with = "string")]
-    member_id: u64,
+    pub(super) member_id: u64,
     #[serde(serialize_with = "string")]
-    revision: i64,
+    pub(super) revision: i64,
     #[serde(serialize_with = "string")]
-    raft_term: u64,
+    pub(super) raft_term: u64,
 }
 
 /// FNV-1a: a fixed hash, so an account's cluster ID is the same every time.
@@ -512,7 +360,7 @@ fn fnv1a(text: &str) -> u64 {
     })
 }
 
-fn header(account: &AccountId, revision: i64) -> Header {
+pub(super) fn header(account: &AccountId, revision: i64) -> Header {
     Header {
         cluster_id: fnv1a(&format!("tenure/cluster/{account}")),
         member_id: fnv1a("tenure/member"),
@@ -522,23 +370,23 @@ fn header(account: &AccountId, revision: i64) -> Header {
 }
 
 #[derive(Serialize)]
-struct Kv {
+pub(super) struct Kv {
     #[serde(serialize_with = "b64")]
-    key: Bytes,
+    pub(super) key: Bytes,
     #[serde(serialize_with = "string", skip_serializing_if = "zero")]
-    create_revision: i64,
+    pub(super) create_revision: i64,
     #[serde(serialize_with = "string", skip_serializing_if = "zero")]
-    mod_revision: i64,
+    pub(super) mod_revision: i64,
     #[serde(serialize_with = "string", skip_serializing_if = "zero")]
-    version: i64,
+    pub(super) version: i64,
     #[serde(serialize_with = "b64", skip_serializing_if = "Bytes::is_empty")]
-    value: Bytes,
+    pub(super) value: Bytes,
     #[serde(serialize_with = "string", skip_serializing_if = "zero")]
-    lease: i64,
+    pub(super) lease: i64,
 }
 
 impl Kv {
-    fn new(key: Bytes, kv: KeyValue) -> Kv {
+    pub(super) fn new(key: Bytes, kv: KeyValue) -> Kv {
         Kv {
             key,
             create_revision: kv.create_revision,
@@ -594,14 +442,14 @@ struct LeasesReply {
 }
 
 #[derive(Serialize)]
-struct PutReply<H = Header> {
-    header: H,
+pub(super) struct PutReply<H = Header> {
+    pub(super) header: H,
     #[serde(skip_serializing_if = "Option::is_none")]
-    prev_kv: Option<Kv>,
+    pub(super) prev_kv: Option<Kv>,
 }
 
 #[derive(Serialize)]
-struct RangeReply<H = Header> {
+pub(super) struct RangeReply<H = Header> {
     header: H,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     kvs: Vec<Kv>,
@@ -612,7 +460,7 @@ struct RangeReply<H = Header> {
 }
 
 #[derive(Serialize)]
-struct DeleteRangeReply<H = Header> {
+pub(super) struct DeleteRangeReply<H = Header> {
     header: H,
     #[serde(serialize_with = "string", skip_serializing_if = "zero")]
     deleted: i64,
@@ -621,7 +469,7 @@ struct DeleteRangeReply<H = Header> {
 }
 
 impl<H> RangeReply<H> {
-    fn new(header: H, result: RangeResult) -> RangeReply<H> {
+    pub(super) fn new(header: H, result: RangeResult) -> RangeReply<H> {
         RangeReply {
             header,
             kvs: result.kvs.into_iter().map(|(k, kv)| Kv::new(k, kv)).collect(),
@@ -632,7 +480,7 @@ impl<H> RangeReply<H> {
 }
 
 impl<H> DeleteRangeReply<H> {
-    fn new(header: H, deleted: usize, prev_kvs: Vec<(Bytes, KeyValue)>) -> DeleteRangeReply<H> {
+    pub(super) fn new(header: H, deleted: usize, prev_kvs: Vec<(Bytes, KeyValue)>) -> DeleteRangeReply<H> {
         DeleteRangeReply {
             header,
             deleted: count(deleted),
@@ -641,75 +489,12 @@ impl<H> DeleteRangeReply<H> {
     }
 }
 
-/// The header of an answer inside a txn: etcd sets only its revision (and
-/// not even that in a nested txn's).
-#[derive(Serialize)]
-struct InnerHeader {
-    #[serde(serialize_with = "string", skip_serializing_if = "zero")]
-    revision: i64,
-}
-
-#[derive(Serialize)]
-struct TxnReply<H = Header> {
-    header: H,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    succeeded: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    responses: Vec<ResponseOp>,
-}
-
-/// One answer of a txn, named as etcd's `ResponseOp` fields are.
-#[derive(Serialize)]
-enum ResponseOp {
-    #[serde(rename = "response_range")]
-    Range(RangeReply<InnerHeader>),
-    #[serde(rename = "response_put")]
-    Put(PutReply<InnerHeader>),
-    #[serde(rename = "response_delete_range")]
-    DeleteRange(DeleteRangeReply<InnerHeader>),
-    #[serde(rename = "response_txn")]
-    Txn(TxnReply<InnerHeader>),
-}
-
-impl<H> TxnReply<H> {
-    fn new(header: H, outcome: TxnOutcome) -> TxnReply<H> {
-        let inner = |revision| InnerHeader { revision };
-        let responses = outcome
-            .responses
-            .into_iter()
-            .map(|response| match response {
-                OpOutcome::Range { revision, result } => ResponseOp::Range(RangeReply::new(inner(revision), result)),
-                // Control reads these from the log before answering; the
-                // current revision is what a range in a txn answers.
-                OpOutcome::RangeAt { revision, .. } => {
-                    ResponseOp::Range(RangeReply::new(inner(revision), RangeResult::default()))
-                }
-                OpOutcome::Put { revision, key, prev } => ResponseOp::Put(PutReply {
-                    header: inner(revision),
-                    prev_kv: prev.map(|kv| Kv::new(key, kv)),
-                }),
-                OpOutcome::DeleteRange {
-                    revision,
-                    deleted,
-                    prev_kvs,
-                } => ResponseOp::DeleteRange(DeleteRangeReply::new(inner(revision), deleted, prev_kvs)),
-                OpOutcome::Txn(nested) => ResponseOp::Txn(TxnReply::new(inner(0), nested)),
-            })
-            .collect();
-        TxnReply {
-            header,
-            succeeded: outcome.succeeded,
-            responses,
-        }
-    }
-}
-
-fn ok<T: Serialize>(body: T) -> Result<HttpResponse, EtcdError> {
+pub(super) fn ok<T: Serialize>(body: T) -> Result<HttpResponse, EtcdError> {
     Ok(HttpResponse::Ok().json(body))
 }
 
 /// The keys a range request names; etcd refuses one without a key.
-fn key_range(key: Vec<u8>, range_end: Vec<u8>) -> Result<KeyRange, EtcdError> {
+pub(super) fn key_range(key: Vec<u8>, range_end: Vec<u8>) -> Result<KeyRange, EtcdError> {
     if key.is_empty() && range_end.is_empty() {
         return Err(EtcdError::invalid("etcdserver: key is not provided"));
     }
@@ -720,11 +505,11 @@ fn key_range(key: Vec<u8>, range_end: Vec<u8>) -> Result<KeyRange, EtcdError> {
 }
 
 /// A positive lease ID, or None for IDs no lease can have.
-fn lease_id(raw: i64) -> Option<LeaseId> {
+pub(super) fn lease_id(raw: i64) -> Option<LeaseId> {
     LeaseId::new(raw)
 }
 
-fn count(n: usize) -> i64 {
+pub(super) fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
@@ -879,16 +664,6 @@ async fn kv_delete_range(
         done.count,
         done.prev_kvs,
     ))
-}
-
-async fn kv_txn(
-    control: web::Data<Control>,
-    caller: Caller,
-    EtcdJson(req): EtcdJson<TxnRequest>,
-) -> Result<HttpResponse, EtcdError> {
-    let txn = txn_of(req, MAX_TXN_OPS)?;
-    let done = control.txn(caller.meta(), txn).await?;
-    ok(TxnReply::new(header(&caller.account, done.revision), done.outcome))
 }
 
 #[cfg(test)]
