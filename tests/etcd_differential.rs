@@ -1254,6 +1254,13 @@ async fn txns(d: &mut Diff) {
         .0,
     );
     assert_eq!(before, after, "a txn without writes keeps the revision");
+    let at_before = |key: &str| format!(r#"{{"request_range": {{"key": "{}", "revision": {after}}}}}"#, t(key));
+    d.check(
+        "txn: a range at the revision before the txn, after its put",
+        "/v3/kv/txn",
+        &txn("", &format!("{}, {}, {}", put("a", "10"), at_before("a"), get("a")), ""),
+    )
+    .await;
 
     // Leases in a txn.
     let lease = d.grant("txn: a lease", 600).await;
