@@ -617,6 +617,7 @@ async fn tenure_answers_like_etcd() {
     .await;
 
     history(&mut d, &key1).await;
+    txns(&mut d).await;
 
     // Where tenure differs on purpose, check tenure's behaviour.
     // 1. Lease IDs must be positive: etcd accepts -3, tenure refuses it.
@@ -803,4 +804,446 @@ async fn history(d: &mut Diff, key1: &str) {
         .await;
     assert_eq!(first.1[0]["count"], "1", "{first:?}");
     assert_eq!(last.1[0]["count"], "2", "{last:?}");
+}
+
+/// Txns: compares of every target, both branches, nested txns, ranges
+/// and deletes inside, leases, and the errors etcd gives before running one.
+async fn txns(d: &mut Diff) {
+    let t = |key: &str| b64(&format!("t/{key}"));
+    let put = |key: &str, value: &str| {
+        format!(
+            r#"{{"request_put": {{"key": "{}", "value": "{}"}}}}"#,
+            t(key),
+            b64(value)
+        )
+    };
+    let get = |key: &str| format!(r#"{{"request_range": {{"key": "{}"}}}}"#, t(key));
+    let txn = |compare: &str, success: &str, failure: &str| {
+        format!(r#"{{"compare": [{compare}], "success": [{success}], "failure": [{failure}]}}"#)
+    };
+    let cmp = |key: &str, target: &str, result: &str, field: &str| {
+        format!(
+            r#"{{"key": "{}", "target": "{target}", "result": "{result}", {field}}}"#,
+            t(key)
+        )
+    };
+    let value_is = |key: &str, value: &str| cmp(key, "VALUE", "EQUAL", &format!(r#""value": "{}""#, b64(value)));
+    let cases: Vec<(&str, String)> = vec![
+        ("a plain put first", txn("", &put("a", "1"), "")),
+        (
+            "compare-and-swap that holds",
+            txn(
+                &value_is("a", "1"),
+                &format!("{}, {}", put("a", "2"), get("a")),
+                &get("a"),
+            ),
+        ),
+        (
+            "compare-and-swap that fails",
+            txn(&value_is("a", "1"), &put("a", "3"), &get("a")),
+        ),
+        (
+            "create if absent",
+            txn(
+                &cmp("new", "CREATE", "EQUAL", r#""create_revision": "0""#),
+                &put("new", "x"),
+                &get("new"),
+            ),
+        ),
+        (
+            "create if absent, again: it exists",
+            txn(
+                &cmp("new", "CREATE", "EQUAL", r#""create_revision": "0""#),
+                &put("new", "y"),
+                &get("new"),
+            ),
+        ),
+        (
+            "version greater, by numbers",
+            txn(
+                &format!(r#"{{"key": "{}", "target": 0, "result": 1, "version": 1}}"#, t("a")),
+                &get("a"),
+                "",
+            ),
+        ),
+        (
+            "mod revision less than a large one, and not equal to 0",
+            txn(
+                &format!(
+                    "{}, {}",
+                    cmp("a", "MOD", "LESS", r#""mod_revision": "100000""#),
+                    cmp("a", "MOD", "NOT_EQUAL", r#""mod_revision": 0"#)
+                ),
+                &get("a"),
+                &get("new"),
+            ),
+        ),
+        (
+            "a value compare on a missing key fails",
+            txn(&value_is("missing", ""), &get("a"), &get("missing")),
+        ),
+        (
+            "a version compare on a missing key sees 0",
+            txn(&cmp("missing", "VERSION", "EQUAL", r#""version": 0"#), &get("a"), ""),
+        ),
+        (
+            "a lease compare: no lease is 0",
+            txn(&cmp("a", "LEASE", "EQUAL", r#""lease": "0""#), &get("a"), ""),
+        ),
+        (
+            "a compare over a range holds for every key",
+            txn(
+                &format!(
+                    r#"{{"key": "{}", "range_end": "{}", "target": "VERSION", "result": "GREATER", "version": 0}}"#,
+                    t(""),
+                    b64("t0")
+                ),
+                &get("a"),
+                "",
+            ),
+        ),
+        (
+            "a compare over a range fails on one key",
+            txn(
+                &format!(
+                    r#"{{"key": "{}", "range_end": "{}", "target": "VERSION", "result": "GREATER", "version": 1}}"#,
+                    t(""),
+                    b64("t0")
+                ),
+                "",
+                &get("new"),
+            ),
+        ),
+        (
+            "two puts and a range see one revision",
+            txn(
+                "",
+                &format!(
+                    r#"{}, {}, {{"request_range": {{"key": "{}", "range_end": "{}"}}}}"#,
+                    put("c", "1"),
+                    put("d", "1"),
+                    t(""),
+                    b64("t0")
+                ),
+                "",
+            ),
+        ),
+        (
+            "a range before the puts sees the key space before them",
+            txn("", &format!("{}, {}, {}", get("e"), put("e", "1"), get("e")), ""),
+        ),
+        (
+            "a nested txn's compares see the key space before the txn",
+            txn(
+                "",
+                &format!(
+                    r#"{}, {{"request_txn": {}}}"#,
+                    put("f", "1"),
+                    txn(
+                        &cmp("f", "CREATE", "EQUAL", r#""create_revision": 0"#),
+                        &format!("{}, {}", get("f"), put("g", "1")),
+                        &get("a")
+                    )
+                ),
+                "",
+            ),
+        ),
+        (
+            "a nested txn on the failure branch, failing too",
+            txn(
+                &value_is("a", "nope"),
+                "",
+                &format!(
+                    r#"{{"request_txn": {}}}"#,
+                    txn(&value_is("a", "nope"), &put("h", "1"), &get("g"))
+                ),
+            ),
+        ),
+        (
+            "both branches of a nested txn may put one key",
+            txn(
+                "",
+                &format!(
+                    r#"{{"request_txn": {}}}"#,
+                    txn(&value_is("a", "2"), &put("i", "1"), &put("i", "2"))
+                ),
+                "",
+            ),
+        ),
+        (
+            "delete a range inside a txn, with the previous keys",
+            txn(
+                "",
+                &format!(
+                    r#"{{"request_delete_range": {{"key": "{}", "range_end": "{}", "prev_kv": true}}}}, {}"#,
+                    t("c"),
+                    t("e"),
+                    get("c")
+                ),
+                "",
+            ),
+        ),
+        (
+            "delete nothing inside a txn that writes nothing",
+            txn(
+                "",
+                &format!(r#"{{"request_delete_range": {{"key": "{}"}}}}"#, t("zzz")),
+                "",
+            ),
+        ),
+        (
+            "a put with prev_kv and one keeping the value",
+            txn(
+                "",
+                &format!(
+                    r#"{{"request_put": {{"key": "{}", "value": "{}", "prev_kv": true}}}}, {{"request_put": {{"key": "{}", "ignore_value": true}}}}"#,
+                    t("a"),
+                    b64("9"),
+                    t("new")
+                ),
+                "",
+            ),
+        ),
+        ("a txn with no writes", txn("", &get("a"), "")),
+        ("an empty txn", "{}".to_owned()),
+        ("an empty body", String::new()),
+        (
+            "a key put twice",
+            txn("", &format!("{}, {}", put("x", "1"), put("x", "2")), ""),
+        ),
+        (
+            "a key deleted and put",
+            txn(
+                "",
+                &format!(
+                    r#"{{"request_delete_range": {{"key": "{}", "range_end": "{}"}}}}, {}"#,
+                    t(""),
+                    b64("t0"),
+                    put("x", "1")
+                ),
+                "",
+            ),
+        ),
+        (
+            "a key put here and in a nested txn",
+            txn(
+                "",
+                &format!(
+                    r#"{}, {{"request_txn": {}}}"#,
+                    put("x", "1"),
+                    txn("", &put("x", "2"), "")
+                ),
+                "",
+            ),
+        ),
+        (
+            "a key put twice on the branch that does not run",
+            txn("", &get("a"), &format!("{}, {}", put("x", "1"), put("x", "2"))),
+        ),
+        (
+            "a delete to the end of the key space, then a put it covers",
+            txn(
+                "",
+                &format!(
+                    r#"{{"request_delete_range": {{"key": "{}", "range_end": "AA=="}}}}, {}"#,
+                    t("y"),
+                    put("y", "1")
+                ),
+                "",
+            ),
+        ),
+        (
+            "a put, then a delete to the end of the key space",
+            txn(
+                "",
+                &format!(
+                    r#"{}, {{"request_delete_range": {{"key": "{}", "range_end": "AA==", "prev_kv": true}}}}"#,
+                    put("y", "2"),
+                    t("y")
+                ),
+                "",
+            ),
+        ),
+        (
+            "a nested txn gets the operations its parent leaves",
+            txn(
+                "",
+                &format!(
+                    r#"{}, {{"request_txn": {}}}"#,
+                    get("a"),
+                    txn("", &vec![get("a"); 127].join(", "), "")
+                ),
+                "",
+            ),
+        ),
+        (
+            "a nested txn within what its parent leaves",
+            txn(
+                "",
+                &format!(
+                    r#"{}, {{"request_txn": {}}}"#,
+                    get("a"),
+                    txn("", &vec![get("a"); 126].join(", "), "")
+                ),
+                "",
+            ),
+        ),
+        ("an operation with no request", txn("", "{}", "")),
+        ("a compare without a key", txn(r#"{"target": "VALUE"}"#, "", "")),
+        (
+            "a put keeping the value of a missing key",
+            txn(
+                "",
+                &format!(
+                    r#"{{"request_put": {{"key": "{}", "ignore_value": true}}}}"#,
+                    t("missing")
+                ),
+                "",
+            ),
+        ),
+        (
+            "a range at a future revision",
+            txn(
+                "",
+                &format!(r#"{{"request_range": {{"key": "{}", "revision": 100000}}}}"#, t("a")),
+                "",
+            ),
+        ),
+        (
+            "a range at a past revision",
+            txn(
+                "",
+                &format!(r#"{{"request_range": {{"key": "{}", "revision": 2}}}}"#, b64("key1")),
+                "",
+            ),
+        ),
+        (
+            "too many compares",
+            txn(&vec![value_is("a", "1"); 129].join(", "), "", ""),
+        ),
+        (
+            "as many operations as allowed",
+            txn("", &vec![get("a"); 128].join(", "), ""),
+        ),
+        (
+            "the keys at the end",
+            txn(
+                "",
+                &format!(
+                    r#"{{"request_range": {{"key": "{}", "range_end": "{}"}}}}"#,
+                    t(""),
+                    b64("t0")
+                ),
+                "",
+            ),
+        ),
+    ];
+    for (what, body) in &cases {
+        d.check(&format!("txn: {what}"), "/v3/kv/txn", body).await;
+    }
+
+    // A txn without writes leaves the revision.
+    let before = header_revision(
+        &d.check(
+            "txn: the revision before",
+            "/v3/kv/range",
+            &format!(r#"{{"key": "{}"}}"#, t("a")),
+        )
+        .await
+        .0,
+    );
+    d.check("txn: read only", "/v3/kv/txn", &txn("", &get("a"), "")).await;
+    let after = header_revision(
+        &d.check(
+            "txn: the revision after",
+            "/v3/kv/range",
+            &format!(r#"{{"key": "{}"}}"#, t("a")),
+        )
+        .await
+        .0,
+    );
+    assert_eq!(before, after, "a txn without writes keeps the revision");
+    let at_before = |key: &str| format!(r#"{{"request_range": {{"key": "{}", "revision": {after}}}}}"#, t(key));
+    d.check(
+        "txn: a range at the revision before the txn, after its put",
+        "/v3/kv/txn",
+        &txn("", &format!("{}, {}, {}", put("a", "10"), at_before("a"), get("a")), ""),
+    )
+    .await;
+
+    // Leases in a txn.
+    let lease = d.grant("txn: a lease", 600).await;
+    let other = d.grant("txn: another lease", 600).await;
+    let on = |key: &str, lease: &str| {
+        format!(
+            r#"{{"request_put": {{"key": "{}", "value": "{}", "lease": "{lease}"}}}}"#,
+            t(key),
+            b64("v")
+        )
+    };
+    let on_lease = |key: &str| on(key, &lease);
+    d.check(
+        "txn: puts with two leases",
+        "/v3/kv/txn",
+        &txn("", &format!("{}, {}", on("m1", &other), on_lease("m2")), ""),
+    )
+    .await;
+    d.check(
+        "txn: puts with a lease",
+        "/v3/kv/txn",
+        &txn("", &format!("{}, {}", on_lease("l1"), on_lease("l2")), ""),
+    )
+    .await;
+    d.check(
+        "txn: the lease compare",
+        "/v3/kv/txn",
+        &txn(
+            &cmp("l1", "LEASE", "EQUAL", &format!(r#""lease": "{lease}""#)),
+            &get("l1"),
+            "",
+        ),
+    )
+    .await;
+    d.check(
+        "txn: the lease's keys",
+        "/v3/lease/timetolive",
+        &format!(r#"{{"ID": "{lease}", "keys": true}}"#),
+    )
+    .await;
+    d.check(
+        "txn: revoke the lease",
+        "/v3/lease/revoke",
+        &format!(r#"{{"ID": "{lease}"}}"#),
+    )
+    .await;
+    d.check(
+        "txn: its keys went",
+        "/v3/kv/txn",
+        &txn("", &format!("{}, {}", get("l1"), get("l2")), ""),
+    )
+    .await;
+    d.check(
+        "txn: a put with the revoked lease",
+        "/v3/kv/txn",
+        &txn("", &on_lease("l3"), ""),
+    )
+    .await;
+    d.check(
+        "txn: the revoked lease beside a live one",
+        "/v3/kv/txn",
+        &txn("", &format!("{}, {}", on("l4", &other), on_lease("l5")), ""),
+    )
+    .await;
+    d.check(
+        "txn: the other lease's keys",
+        "/v3/lease/timetolive",
+        &format!(r#"{{"ID": "{other}", "keys": true}}"#),
+    )
+    .await;
+    d.check(
+        "txn: the revoked lease on the branch that does not run",
+        "/v3/kv/txn",
+        &txn("", &get("a"), &on_lease("l3")),
+    )
+    .await;
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use base64::Engine;
 use common::binary::{stdout, ServerProcess, BIN};
 use common::TestServer;
 use reqwest::StatusCode;
@@ -64,6 +65,17 @@ async fn scripted_history(server: &TestServer) -> String {
         .await;
     let (status, _) = server.delete(&format!("/v1/leases/{other}")).await;
     assert_eq!(status, StatusCode::OK);
+    // A txn: two puts (one with a lease) and a deletion at one revision.
+    let last = server.grant(100).await;
+    let last_id = i64::from_str_radix(&last, 16).expect("a hex lease ID");
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let txn = json!({"success": [
+        {"request_put": {"key": b64("t/1"), "value": b64("v"), "lease": last_id}},
+        {"request_put": {"key": b64("t/2"), "value": b64("v")}},
+        {"request_delete_range": {"key": b64("plain")}},
+    ]});
+    let (status, body) = server.post("/v3/kv/txn", txn).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
     let (_, health) = server.get("/healthz").await;
     health["head"].as_str().expect("a head").to_owned()
 }

@@ -537,3 +537,169 @@ async fn a_past_revision_of_a_key_space_not_yet_loaded_is_read_from_the_log() {
     assert_eq!(v3_kvs(&body), [("k".to_owned(), "old".to_owned(), 2, 2, 1, 0)]);
     assert_eq!(body["header"]["revision"], "3");
 }
+
+/// A txn's writes share one revision in the log and in replies; they are
+/// read back the same at every revision, after a restart too; a txn puts
+/// keys with leases that must be live, and those keys go with their lease.
+#[actix_rt::test]
+async fn a_txn_writes_at_one_revision_that_replays_and_its_lease_is_checked() {
+    let mut server = TestServer::start().await;
+    server.put_key("a", "1", None).await; // 2
+    let put = |key: &str, value: &str| json!({"request_put": {"key": b64(key), "value": b64(value)}});
+    let cas = json!({
+        "compare": [{"key": b64("a"), "target": "VALUE", "result": "EQUAL", "value": b64("1")}],
+        "success": [put("a", "2"), put("b", "1"), {"request_delete_range": {"key": b64("zzz")}}],
+        "failure": [{"request_range": {"key": b64("a")}}],
+    });
+    let (status, body) = server.post("/v3/kv/txn", cas.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["succeeded"], true);
+    assert_eq!(body["header"]["revision"], "3");
+    assert_eq!(
+        body["responses"][0],
+        json!({"response_put": {"header": {"revision": "3"}}})
+    );
+    let puts: Vec<i64> = server
+        .events()
+        .await
+        .iter()
+        .filter(|e| e.event_type == "KeyPut")
+        .map(|e| {
+            serde_json::from_str::<Value>(&e.payload).expect("JSON")["revision"]
+                .as_i64()
+                .expect("revision")
+        })
+        .collect();
+    assert_eq!(puts, [2, 3, 3]);
+    // Again: the compare fails, nothing is written, the revision stays.
+    let (status, body) = server.post("/v3/kv/txn", cas).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.get("succeeded").is_none(), "false is left out: {body}");
+    assert_eq!(body["header"]["revision"], "3");
+    assert_eq!(v3_kvs(&body["responses"][0]["response_range"])[0].1, "2");
+
+    let kv = |k: &str, v: &str, create: i64, modified: i64, version: i64| {
+        (k.to_owned(), v.to_owned(), create, modified, version, 0)
+    };
+    let expected = vec![kv("a", "2", 2, 3, 2), kv("b", "1", 3, 3, 1)];
+    assert_eq!(v3_kvs(&v3_all_at(&server, 3).await.1), expected);
+    assert_eq!(v3_kvs(&v3_all_at(&server, 2).await.1), vec![kv("a", "1", 2, 2, 1)]);
+    server.restart().await;
+    assert_eq!(v3_kvs(&v3_all_at(&server, 0).await.1), expected);
+    assert_eq!(v3_kvs(&v3_all_at(&server, 2).await.1), vec![kv("a", "1", 2, 2, 1)]);
+
+    // Leases: one live lease is fine; its keys go with it.
+    let on = |key: &str, lease: &str| {
+        let id = i64::from_str_radix(lease, 16).expect("a hex lease ID");
+        json!({"request_put": {"key": b64(key), "value": b64("v"), "lease": id}})
+    };
+    let (l1, l2) = (server.grant(60).await, server.grant(60).await);
+    let (status, body) = server
+        .post("/v3/kv/txn", json!({"success": [on("l/1", &l1), on("l/2", &l1)]}))
+        .await;
+    assert_eq!(
+        (status, &body["header"]["revision"]),
+        (StatusCode::OK, &json!("4")),
+        "{body}"
+    );
+    // Two leases: each key on its own; each lease's end takes its keys.
+    let (status, body) = server
+        .post("/v3/kv/txn", json!({"success": [on("l/3", &l1), on("l/4", &l2)]}))
+        .await;
+    assert_eq!(
+        (status, &body["header"]["revision"]),
+        (StatusCode::OK, &json!("5")),
+        "{body}"
+    );
+    server.delete(&format!("/v1/leases/{l1}")).await;
+    for key in ["l/1", "l/2", "l/3"] {
+        assert_eq!(server.value(key).await, None, "{key} went with its lease");
+    }
+    assert_eq!(server.value("l/4").await.as_deref(), Some("v"));
+    // An ended lease: refused on the branch that runs, whatever the other.
+    for leases in [vec![&l1], vec![&l1, &l2], vec![&l2, &l1]] {
+        let puts: Vec<Value> = leases
+            .iter()
+            .enumerate()
+            .map(|(i, l)| on(&format!("l/x{i}"), l))
+            .collect();
+        let (status, body) = server.post("/v3/kv/txn", json!({ "success": puts })).await;
+        assert_eq!(
+            (status, body["code"].as_i64()),
+            (StatusCode::NOT_FOUND, Some(5)),
+            "{body}"
+        );
+        assert_eq!(body["message"], "etcdserver: requested lease not found");
+    }
+    let (status, body) = server
+        .post(
+            "/v3/kv/txn",
+            json!({"success": [on("l/5", &l2)], "failure": [on("l/6", &l1)]}),
+        )
+        .await;
+    assert_eq!((status, &body["succeeded"]), (StatusCode::OK, &json!(true)), "{body}");
+    server.delete(&format!("/v1/leases/{l2}")).await;
+    assert_eq!(server.value("l/4").await, None);
+    assert_eq!(server.value("l/5").await, None);
+
+    // Too many operations, as etcd counts them.
+    let many: Vec<Value> = (0..129).map(|i| put(&format!("m/{i}"), "x")).collect();
+    let (status, body) = server.post("/v3/kv/txn", json!({"success": many})).await;
+    assert_eq!(
+        (status, body["code"].as_i64()),
+        (StatusCode::BAD_REQUEST, Some(3)),
+        "{body}"
+    );
+    assert_eq!(body["message"], "etcdserver: too many operations in txn request");
+}
+
+/// Txns putting keys with two leases race the revoke of each: whichever
+/// wins, no key is left on a revoked lease (the first lease's actor holds
+/// its revoke until the txn it vouched for is in the key space). The
+/// window the pin closes is narrow: with the pin taken out, a few runs of
+/// this test did not hit it, so it guards the outcome, and the argument
+/// for the pin is in `actors::lease`.
+#[actix_rt::test]
+async fn txns_with_two_leases_racing_their_revokes_leave_no_key_on_an_ended_lease() {
+    // Lease actors passivated at once: the second lease's actor then reads
+    // its stream before it forwards, which widens the window the pin closes.
+    let server = TestServer::start_with(|c| c.passivate_after = std::time::Duration::ZERO).await;
+    for round in 0..8 {
+        let (l1, l2) = (server.grant(60).await, server.grant(60).await);
+        let id = |lease: &str| i64::from_str_radix(lease, 16).expect("a hex lease ID");
+        let (i1, i2) = (id(&l1), id(&l2));
+        let txns = (0..24).map(|i| {
+            let server = &server;
+            async move {
+                let body = json!({"success": [
+                    {"request_put": {"key": b64(&format!("r{round}/a{i}")), "value": b64("v"), "lease": i1}},
+                    {"request_put": {"key": b64(&format!("r{round}/b{i}")), "value": b64("v"), "lease": i2}},
+                ]});
+                let (status, body) = server.post("/v3/kv/txn", body).await;
+                assert!(
+                    status == StatusCode::OK || status == StatusCode::NOT_FOUND,
+                    "{status}: {body}"
+                );
+            }
+        });
+        let revoked = if round % 2 == 0 { &l1 } else { &l2 };
+        let revoke = async {
+            let (status, body) = server.delete(&format!("/v1/leases/{revoked}")).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        };
+        let mut all: Vec<futures::future::LocalBoxFuture<'_, ()>> = txns
+            .map(|f| Box::pin(f) as futures::future::LocalBoxFuture<'_, ()>)
+            .collect();
+        all.insert(12, Box::pin(revoke));
+        futures::future::join_all(all).await;
+        let (_, body) = server
+            .post(
+                "/v3/kv/range",
+                json!({"key": b64(&format!("r{round}/")), "range_end": b64(&format!("r{round}0"))}),
+            )
+            .await;
+        let gone = id(revoked);
+        let on_revoked = v3_kvs(&body).into_iter().filter(|kv| kv.5 == gone).count();
+        assert_eq!(on_revoked, 0, "round {round}: keys left on the revoked lease: {body}");
+    }
+}

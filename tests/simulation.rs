@@ -1,4 +1,4 @@
-//! A seeded simulation: random commands, clock jumps and restarts against a
+//! A seeded simulation: random commands (txns among them), clock jumps and restarts against a
 //! real server (SQLite on disk, manual clock), checked after every step
 //! against a small model of etcd's lease and key rules. It finds what the
 //! example tests miss: ordering between leases and keys, expiry, restarts.
@@ -26,7 +26,8 @@ use std::time::Duration;
 use common::{count_type, TestServer};
 use tenure::actors::CommandError;
 use tenure::clock::Clock;
-use tenure::domain::keyspace::{KeyRange, LeaseUpdate, RangeOptions};
+use tenure::domain::keyspace::txn::{Compare, CompareResult, CompareTarget, Txn, TxnOp};
+use tenure::domain::keyspace::{KeyRange, KeyspaceRejection, LeaseUpdate, RangeOptions};
 use tenure::domain::lease::LeaseRejection;
 use tenure::server::ServerConfig;
 use tenure::snapshot::SnapshotEvent;
@@ -346,7 +347,82 @@ async fn simulate(seed: u64, steps: usize, passivate: bool) {
                 }
                 format!("put {key} lease {lease:?}")
             }
-            70..=77 => {
+            75..=77 => {
+                // A txn: if k1 holds the value the model expects (or, now
+                // and then, one it cannot hold), put k1 (maybe with a
+                // lease) and k2 and delete k3 at one revision; else put k2.
+                let pick = |rng: &mut Rng| keys[rng.below(keys.len() as u64) as usize];
+                let k1 = pick(&mut rng);
+                let others: Vec<&str> = keys.iter().copied().filter(|k| *k != k1).collect();
+                let k2 = others[rng.below(others.len() as u64) as usize];
+                let rest: Vec<&str> = others.iter().copied().filter(|k| *k != k2).collect();
+                let k3 = rest[rng.below(rest.len() as u64) as usize];
+                let expected = match model.keys.get(k1) {
+                    Some((value, _)) if rng.below(4) != 0 => value.clone(),
+                    _ => "nope".to_owned(),
+                };
+                let lease = if rng.below(2) == 0 {
+                    None
+                } else {
+                    pick_lease(&mut rng, &ever_granted)
+                };
+                // Now and then k2 with a lease too, maybe another.
+                let lease2 = if rng.below(3) == 0 {
+                    pick_lease(&mut rng, &ever_granted)
+                } else {
+                    None
+                };
+                let (value, other) = (format!("t{step}"), format!("f{step}"));
+                let put = |key: &str, value: &str, lease: Option<LeaseId>| TxnOp::Put {
+                    key: key.into(),
+                    value: Some(value.into()),
+                    lease: LeaseUpdate::Set(lease),
+                    prev_kv: false,
+                };
+                let txn = Txn {
+                    compare: vec![Compare {
+                        range: KeyRange::single(k1),
+                        target: CompareTarget::Value(expected.as_str().into()),
+                        result: CompareResult::Equal,
+                    }],
+                    success: vec![
+                        put(k1, &value, lease),
+                        put(k2, &value, lease2),
+                        TxnOp::DeleteRange {
+                            range: KeyRange::single(k3),
+                            prev_kv: false,
+                        },
+                    ],
+                    failure: vec![put(k2, &other, None)],
+                };
+                let revision = control.revision(&account);
+                let result = control.txn(meta(), txn).await;
+                let holds = model.keys.get(k1).is_some_and(|(v, _)| *v == expected);
+                let dead = [lease, lease2].into_iter().flatten().find(|l| !model.live(*l));
+                match dead {
+                    Some(l) if holds => {
+                        assert_eq!(
+                            result.map(|_| ()),
+                            Err(CommandError::Keyspace(KeyspaceRejection::LeaseNotFound(l))),
+                            "seed {seed} step {step}: txn with ended {l}"
+                        );
+                    }
+                    _ => {
+                        let done = result.expect("txn");
+                        assert_eq!(done.outcome.succeeded, holds, "seed {seed} step {step}: txn compare");
+                        assert_eq!(done.revision, revision + 1, "seed {seed} step {step}: one revision");
+                        if holds {
+                            model.keys.insert(k1.to_owned(), (value.clone(), lease));
+                            model.keys.insert(k2.to_owned(), (value, lease2));
+                            model.keys.remove(k3);
+                        } else {
+                            model.keys.insert(k2.to_owned(), (other, None));
+                        }
+                    }
+                }
+                format!("txn {k1} = {expected:?}: put {k1} (lease {lease:?}), {k2} (lease {lease2:?}), delete {k3}")
+            }
+            70..=74 => {
                 let key = keys[rng.below(keys.len() as u64) as usize];
                 let deleted = control
                     .delete_range(meta(), KeyRange::single(key), false)

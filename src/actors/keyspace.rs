@@ -22,7 +22,8 @@ use super::journal::{activate_with, journaled, load, load_after, submit, Journal
 use super::registry::{Activation, Entity};
 use super::{command_span, log_outcome, Cmd, CommandError, Hub, LimitReached, Reply};
 use crate::domain::keyspace::{
-    KeyRange, KeyValue, Keyspace, KeyspaceCommand, KeyspaceRejection, LeaseUpdate, RangeOptions, RangeResult,
+    txn::TxnContext, KeyRange, KeyValue, Keyspace, KeyspaceCommand, KeyspaceRejection, LeaseUpdate, RangeOptions,
+    RangeResult,
 };
 use crate::domain::Aggregate;
 use crate::snapshot::Snapshots;
@@ -99,6 +100,24 @@ pub struct Put {
     pub prev_kv: bool,
     pub cmd: Cmd,
     pub reply: Reply<PutDone>,
+}
+
+/// etcd's Txn. Only lease actors send one whose puts name leases, with
+/// `live_leases` the ones they found live (and hold live till it is done).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Txn {
+    pub txn: crate::domain::keyspace::txn::Txn,
+    pub live_leases: Vec<LeaseId>,
+    pub cmd: Cmd,
+    pub reply: Reply<TxnDone>,
+}
+
+/// A txn's answer: the revision after it (its header's) and what it did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnDone {
+    pub revision: i64,
+    pub outcome: crate::domain::keyspace::txn::TxnOutcome,
 }
 
 #[derive(Message)]
@@ -267,13 +286,23 @@ impl KeyspaceActor {
         done: impl FnOnce(Result<i64, CommandError>) + 'static,
     ) {
         let now = self.hub.clock.now();
-        let events = match self.state.decide(command, now) {
-            Ok(events) => events,
-            Err(rejection) => {
-                self.journal.after_durable(move || done(Err(rejection.into())));
-                return;
-            }
-        };
+        match self.state.decide(command, now) {
+            Ok(events) => self.record(ctx, events, cmd, done),
+            Err(rejection) => self.journal.after_durable(move || done(Err(rejection.into()))),
+        }
+    }
+
+    /// Applies and appends `events`; `done` gets the revision after them
+    /// once they are durable (at once, after earlier appends, when there
+    /// are none).
+    fn record(
+        &mut self,
+        ctx: &mut Context<Self>,
+        events: Vec<KeyspaceEvent>,
+        cmd: &Cmd,
+        done: impl FnOnce(Result<i64, CommandError>) + 'static,
+    ) {
+        let now = self.hub.clock.now();
         if events.is_empty() {
             let revision = self.state.revision();
             self.journal.after_durable(move || done(Ok(revision)));
@@ -309,7 +338,7 @@ impl KeyspaceActor {
         let count = match &command {
             KeyspaceCommand::DeleteRange { range } => self.state.range(range, 0).count,
             KeyspaceCommand::DeleteLeaseKeys { lease, .. } => self.state.lease_keys(*lease).len(),
-            KeyspaceCommand::Put { .. } => 0,
+            KeyspaceCommand::Put { .. } | KeyspaceCommand::Txn { .. } => 0,
         };
         self.execute(ctx, command, &cmd, move |result| {
             let result = result.map(|revision| Deleted {
@@ -356,6 +385,46 @@ impl Handler<Put> for KeyspaceActor {
                 .into(),
                 other => other,
             });
+            log_outcome(&span, &result);
+            reply.send(result);
+        });
+    }
+}
+
+impl Handler<Txn> for KeyspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Txn, ctx: &mut Context<Self>) {
+        if !self.ready(ctx) {
+            return self.later(ctx, msg);
+        }
+        self.journal.touch();
+        let span = command_span(&msg.cmd, "txn", self.journal.stream());
+        let context = TxnContext {
+            live_leases: msg.live_leases,
+            max_keys: self.hub.projections.directory.read().limits(&self.account).max_keys,
+        };
+        let reply = msg.reply;
+        let decided = msg.txn.check_keys().and_then(|()| self.state.txn(&msg.txn, &context));
+        let (events, outcome) = match decided {
+            Ok(decided) => decided,
+            Err(rejection) => {
+                let result = Err(match rejection {
+                    KeyspaceRejection::KeyLimitReached { max } => LimitReached {
+                        account: self.account.clone(),
+                        limit: "max_keys",
+                        what: "keys",
+                        max,
+                    }
+                    .into(),
+                    other => other.into(),
+                });
+                log_outcome(&span, &result);
+                return self.journal.reply(reply, result);
+            }
+        };
+        self.record(ctx, events, &msg.cmd, move |result| {
+            let result = result.map(|revision| TxnDone { revision, outcome });
             log_outcome(&span, &result);
             reply.send(result);
         });

@@ -5,7 +5,15 @@
 //! - **put with a lease** comes here first; the actor checks the lease is
 //!   live and forwards the put to the key space. Because the actor handles
 //!   one message at a time, no revoke or expiry can slip between the check
-//!   and the forward;
+//!   and the forward. A **txn** whose puts name this lease comes here the
+//!   same way ([`TxnWithLeases`]); it is forwarded whether or not the lease
+//!   is live, with the answer, because only the key space knows which
+//!   branch runs (etcd refuses a dead lease only on the chosen path). A txn
+//!   naming several leases visits their actors one after another; each but
+//!   the last, having found its lease live, is *pinned* until the txn is
+//!   answered: it holds revokes and expiries (and txns behind them) back
+//!   till then, so no lease ends between its check and the key space
+//!   having the txn;
 //! - **revoke and expiry** append `LeaseRevoked`/`LeaseExpired`, and once that
 //!   is durable forward `DeleteLeaseKeys` to the key space, which answers the
 //!   caller after the deletions are durable. Puts this actor forwarded
@@ -55,6 +63,21 @@ pub struct LeaseActor {
     /// Its state was given (from the expiry queue), not read from its
     /// stream, and no append has confirmed it yet.
     unverified: bool,
+    /// Txns this actor found the lease live for and forwarded, not yet
+    /// answered ([`TxnWithLeases`]): while any is, the lease cannot end.
+    pins: usize,
+    /// Revokes and expiries that came while pinned, handled once unpinned.
+    deferred: Vec<Deferred>,
+    /// A [`Stale`] notice that came while pinned (its version).
+    stale_while_pinned: Option<u64>,
+}
+
+/// A message that would end the lease, held while the lease is pinned.
+enum Deferred {
+    Revoke(Revoke),
+    Expire(Expire),
+    /// A txn that came after one of those.
+    Txn(TxnWithLeases),
 }
 
 /// A grant's answer.
@@ -127,6 +150,9 @@ impl Entity for LeaseActor {
             load: activation == Activation::Load,
             awaiting_given: activation == Activation::Given,
             unverified: false,
+            pins: 0,
+            deferred: Vec::new(),
+            stale_while_pinned: None,
         }
     }
 }
@@ -155,6 +181,9 @@ impl Passivating for LeaseActor {
     }
 
     fn leave_registry(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.pins > 0 {
+            return false;
+        }
         let handled = self.journal.handled();
         self.hub.leases.try_passivate(&self.key, &ctx.address(), handled)
     }
@@ -320,6 +349,9 @@ impl Handler<Revoke> for LeaseActor {
 
     fn handle(&mut self, msg: Revoke, ctx: &mut Context<Self>) {
         self.journal.touch();
+        if self.pins > 0 {
+            return self.deferred.push(Deferred::Revoke(msg));
+        }
         let (span, reply) = (command_span(&msg.cmd, "revoke", self.journal.stream()), msg.reply);
         let lease = self.key.lease;
         self.execute(
@@ -350,6 +382,9 @@ impl Handler<Expire> for LeaseActor {
 
     fn handle(&mut self, msg: Expire, ctx: &mut Context<Self>) {
         self.journal.touch();
+        if self.pins > 0 {
+            return self.deferred.push(Deferred::Expire(msg));
+        }
         if self.awaiting_given {
             self.take_given(&msg);
         }
@@ -402,6 +437,109 @@ impl Handler<Expire> for LeaseActor {
     }
 }
 
+/// A txn whose puts attach keys to `leases` (this one first): each lease's
+/// actor in turn checks its lease, and the last forwards the txn to the
+/// key space with the leases found live. Each actor that found its lease
+/// live is **pinned** until the txn is answered: it holds any revoke or
+/// expiry back till then, so that lease's key deletion comes after the
+/// txn in the key space's mailbox, as a put's does (a single lease's
+/// actor forwards to the key space itself, so the pin costs nothing more).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TxnWithLeases {
+    pub txn: crate::domain::keyspace::txn::Txn,
+    /// The leases still to check, in order (each of this account).
+    pub leases: Vec<LeaseId>,
+    /// The leases found live so far.
+    pub live: Vec<LeaseId>,
+    pub cmd: Cmd,
+    pub reply: Reply<keyspace::TxnDone>,
+}
+
+/// A txn this actor was pinned for has been answered.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Unpin;
+
+impl Handler<TxnWithLeases> for LeaseActor {
+    type Result = ();
+
+    fn handle(&mut self, mut msg: TxnWithLeases, ctx: &mut Context<Self>) {
+        self.journal.touch();
+        if !self.deferred.is_empty() {
+            // A revoke or expiry is waiting: the txn comes after it (and
+            // cannot keep it waiting for ever).
+            return self.deferred.push(Deferred::Txn(msg));
+        }
+        let mut reply = msg.reply;
+        let next = msg.leases.iter().position(|l| *l != self.key.lease);
+        if self.is_live(self.hub.clock.now()) {
+            msg.live.push(self.key.lease);
+            // The last actor forwards to the key space itself: its
+            // mailbox keeps the order, as for a put.
+            if next.is_some() {
+                self.pins += 1;
+                let me = ctx.address();
+                // Sent when the txn is answered, or its reply dropped.
+                reply = Reply::new(move |result| {
+                    me.do_send(Unpin);
+                    reply.send(result);
+                });
+            }
+        }
+        let account = self.key.account.clone();
+        match next {
+            Some(next) => {
+                let next_key = LeaseKey {
+                    account: account.clone(),
+                    lease: msg.leases[next],
+                };
+                let forward = TxnWithLeases {
+                    txn: msg.txn,
+                    leases: msg.leases.split_off(next),
+                    live: msg.live,
+                    cmd: msg.cmd,
+                    reply,
+                };
+                self.hub.leases.route(&self.hub, &next_key, Activation::Load, forward);
+            }
+            None => {
+                let txn = keyspace::Txn {
+                    txn: msg.txn,
+                    live_leases: msg.live,
+                    cmd: msg.cmd,
+                    reply,
+                };
+                self.hub.keyspaces.route(&self.hub, &account, Activation::Load, txn);
+            }
+        }
+        if self.pins == 0 {
+            self.passivate_if_idle(ctx);
+        }
+    }
+}
+
+impl Handler<Unpin> for LeaseActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Unpin, ctx: &mut Context<Self>) {
+        self.pins = self.pins.saturating_sub(1);
+        if self.pins > 0 {
+            return;
+        }
+        for deferred in std::mem::take(&mut self.deferred) {
+            match deferred {
+                Deferred::Revoke(msg) => ctx.notify(msg),
+                Deferred::Expire(msg) => ctx.notify(msg),
+                Deferred::Txn(msg) => ctx.notify(msg),
+            }
+        }
+        if let Some(version) = self.stale_while_pinned.take() {
+            ctx.notify(Stale { version });
+        }
+    }
+}
+
 impl Handler<PutWithLease> for LeaseActor {
     type Result = ();
 
@@ -443,6 +581,10 @@ impl Handler<Stale> for LeaseActor {
 
     fn handle(&mut self, msg: Stale, ctx: &mut Context<Self>) {
         self.journal.touch();
+        if self.pins > 0 {
+            self.stale_while_pinned = self.stale_while_pinned.max(Some(msg.version));
+            return;
+        }
         if msg.version > self.journal.version() && self.journal.is_settled() && self.leave_registry(ctx) {
             actix::ActorContext::stop(ctx);
         }

@@ -96,6 +96,10 @@ impl From<CommandError> for ApiError {
                     ApiError::new(StatusCode::CONFLICT, "too_many_keys_for_lease", message)
                 }
                 KeyspaceRejection::KeyLimitReached { .. } => ApiError::limit_reached(message),
+                KeyspaceRejection::LeaseNotFound(_) => ApiError::not_found("lease_not_found", message),
+                KeyspaceRejection::DuplicateKey | KeyspaceRejection::TooManyOps | KeyspaceRejection::FutureRevision => {
+                    ApiError::bad_request("invalid_txn", message)
+                }
             },
             CommandError::Account(r) => match r {
                 AccountRejection::AlreadyExists(_) => ApiError::new(StatusCode::CONFLICT, "account_exists", message),

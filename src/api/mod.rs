@@ -16,6 +16,7 @@ pub mod services;
 pub mod shares;
 pub mod v1;
 pub mod v3;
+pub mod v3_txn;
 pub mod v3_watch;
 pub mod workloads;
 
@@ -57,6 +58,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/v3")
             .wrap(actix_web::middleware::from_fn(auth::v3))
             .configure(v3::configure)
+            .configure(v3_txn::configure)
             .configure(v3_watch::configure),
     )
     .default_service(web::to(not_found));

@@ -10,13 +10,23 @@
 //! grpc-gateway v1 gives it (not found 404/5, lease exists 412/9, bad request
 //! 400/3, out of range 400/11).
 //!
+//! Served: `kv/put`, `kv/range`, `kv/deleterange`, `kv/txn` (in `v3_txn`:
+//! compares on every target, nested txns, all of a txn's writes at one
+//! revision, puts with leases) and the lease calls (`lease/grant`,
+//! `keepalive`, `revoke`, `timetolive`, `leases`, with etcd's
+//! `kv/lease/...` aliases). The shapes here (requests, replies, headers)
+//! are shared with `v3_txn`, which imports them; this module does not
+//! import it.
+//!
 //! Deliberate differences from etcd (the differential test checks ours):
 //! - lease IDs must be positive (etcd also accepts negative ones);
 //! - nothing is ever compacted: a range at any past `revision` is served
 //!   from the log (the key space folded up to that revision), and there is
 //!   no `compact` call;
 //! - a lease holds at most 10,000 keys (429, code 8);
-//! - expired leases are not revoked at a limited rate.
+//! - expired leases are not revoked at a limited rate;
+//! - a put with a negative lease ID in a txn is refused with "lease not
+//!   found" even on the branch that does not run.
 
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
@@ -29,22 +39,24 @@ use tenure_events::{AccountId, Bytes, LeaseId};
 use super::etcd_error::{Code, EtcdError};
 use super::extract::{read_body, BodyError, Caller};
 use crate::control::Control;
-use crate::domain::keyspace::{KeyValue, RangeOptions, SortOrder, SortTarget};
+use crate::domain::keyspace::{KeyRange, KeyValue, RangeOptions, RangeResult, SortOrder, SortTarget};
 use crate::etcd;
+pub(super) use crate::etcd::{count, key_range, PutOp};
+
+/// One POST resource (one static path a resource, aliases included: a
+/// resource with several patterns is matched with a regex on every request).
+pub(super) fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(super::method_not_allowed))
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    // One static resource a path (aliases included): a resource with several
-    // patterns is matched with a regex on every request.
-    fn post<F, Args>(path: &str, handler: F) -> actix_web::Resource
-    where
-        F: actix_web::Handler<Args>,
-        Args: FromRequest + 'static,
-        F::Output: actix_web::Responder + 'static,
-    {
-        web::resource(path)
-            .route(web::post().to(handler))
-            .default_service(web::to(super::method_not_allowed))
-    }
     cfg.service(post("/kv/put", kv_put))
         .service(post("/kv/range", kv_range))
         .service(post("/kv/deleterange", kv_delete_range))
@@ -59,7 +71,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A JSON request body as the gateway reads it: empty means `{}`.
-struct EtcdJson<T>(T);
+pub(super) struct EtcdJson<T>(pub(super) T);
 
 fn body_error(e: BodyError) -> EtcdError {
     match e {
@@ -204,59 +216,88 @@ struct LeaseRequest {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct PutRequest {
+pub(super) struct PutRequest {
     #[serde(deserialize_with = "bytes")]
-    key: Vec<u8>,
+    pub(super) key: Vec<u8>,
     #[serde(deserialize_with = "bytes")]
-    value: Vec<u8>,
+    pub(super) value: Vec<u8>,
     #[serde(deserialize_with = "int64")]
-    lease: i64,
+    pub(super) lease: i64,
     #[serde(alias = "prevKv", deserialize_with = "boolean")]
-    prev_kv: bool,
+    pub(super) prev_kv: bool,
     #[serde(alias = "ignoreValue", deserialize_with = "boolean")]
-    ignore_value: bool,
+    pub(super) ignore_value: bool,
     #[serde(alias = "ignoreLease", deserialize_with = "boolean")]
-    ignore_lease: bool,
+    pub(super) ignore_lease: bool,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct RangeRequest {
+pub(super) struct RangeRequest {
     #[serde(deserialize_with = "bytes")]
-    key: Vec<u8>,
+    pub(super) key: Vec<u8>,
     #[serde(alias = "rangeEnd", deserialize_with = "bytes")]
-    range_end: Vec<u8>,
+    pub(super) range_end: Vec<u8>,
     #[serde(deserialize_with = "int64")]
-    limit: i64,
+    pub(super) limit: i64,
     #[serde(deserialize_with = "int64")]
-    revision: i64,
+    pub(super) revision: i64,
     #[serde(alias = "sortOrder", deserialize_with = "sort_order")]
-    sort_order: SortOrder,
+    pub(super) sort_order: SortOrder,
     #[serde(alias = "sortTarget", deserialize_with = "sort_target")]
-    sort_target: SortTarget,
+    pub(super) sort_target: SortTarget,
     #[serde(alias = "keysOnly", deserialize_with = "boolean")]
-    keys_only: bool,
+    pub(super) keys_only: bool,
     #[serde(alias = "countOnly", deserialize_with = "boolean")]
-    count_only: bool,
+    pub(super) count_only: bool,
     #[serde(alias = "minModRevision", deserialize_with = "int64")]
-    min_mod_revision: i64,
+    pub(super) min_mod_revision: i64,
     #[serde(alias = "maxModRevision", deserialize_with = "int64")]
-    max_mod_revision: i64,
+    pub(super) max_mod_revision: i64,
     #[serde(alias = "minCreateRevision", deserialize_with = "int64")]
-    min_create_revision: i64,
+    pub(super) min_create_revision: i64,
     #[serde(alias = "maxCreateRevision", deserialize_with = "int64")]
-    max_create_revision: i64,
+    pub(super) max_create_revision: i64,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct DeleteRangeRequest {
+pub(super) struct DeleteRangeRequest {
     #[serde(deserialize_with = "bytes")]
-    key: Vec<u8>,
+    pub(super) key: Vec<u8>,
     #[serde(alias = "rangeEnd", deserialize_with = "bytes")]
-    range_end: Vec<u8>,
+    pub(super) range_end: Vec<u8>,
     #[serde(alias = "prevKv", deserialize_with = "boolean")]
-    prev_kv: bool,
+    pub(super) prev_kv: bool,
+}
+
+/// etcd's checks of a put (`etcd::put_op`).
+pub(super) fn put_op(req: PutRequest) -> Result<PutOp, EtcdError> {
+    etcd::put_op(etcd::Put {
+        key: req.key,
+        value: req.value,
+        lease: req.lease,
+        prev_kv: req.prev_kv,
+        ignore_value: req.ignore_value,
+        ignore_lease: req.ignore_lease,
+    })
+}
+
+pub(super) fn range_op(req: &RangeRequest) -> Result<(KeyRange, RangeOptions), EtcdError> {
+    let range = key_range(req.key.clone(), req.range_end.clone())?;
+    let options = RangeOptions {
+        // A negative limit is no limit, as in etcd.
+        limit: usize::try_from(req.limit).unwrap_or(0),
+        sort_order: req.sort_order,
+        sort_target: req.sort_target,
+        count_only: req.count_only,
+        keys_only: req.keys_only,
+        min_mod_revision: req.min_mod_revision,
+        max_mod_revision: req.max_mod_revision,
+        min_create_revision: req.min_create_revision,
+        max_create_revision: req.max_create_revision,
+    };
+    Ok((range, options))
 }
 
 // Replies.
@@ -281,20 +322,20 @@ fn b64_list<S: Serializer>(v: &[Bytes], s: S) -> Result<S::Ok, S::Error> {
 }
 
 #[derive(Serialize)]
-struct Header {
+pub(super) struct Header {
     #[serde(serialize_with = "string")]
-    cluster_id: u64,
+    pub(super) cluster_id: u64,
     #[serde(serialize_with = "string")]
-    member_id: u64,
+    pub(super) member_id: u64,
     #[serde(serialize_with = "string")]
-    revision: i64,
+    pub(super) revision: i64,
     #[serde(serialize_with = "string")]
-    raft_term: u64,
+    pub(super) raft_term: u64,
 }
 
-/// FNV-1a: a fixed hash, so an account's cluster ID is the same every time.
-fn header(account: &AccountId, revision: i64) -> Header {
-    let id = crate::etcd::Identity::of(account);
+/// A reply header: the account's identity (`etcd::Identity`) and `revision`.
+pub(super) fn header(account: &AccountId, revision: i64) -> Header {
+    let id = etcd::Identity::of(account);
     Header {
         cluster_id: id.cluster_id,
         member_id: id.member_id,
@@ -304,23 +345,23 @@ fn header(account: &AccountId, revision: i64) -> Header {
 }
 
 #[derive(Serialize)]
-struct Kv {
+pub(super) struct Kv {
     #[serde(serialize_with = "b64")]
-    key: Bytes,
+    pub(super) key: Bytes,
     #[serde(serialize_with = "string", skip_serializing_if = "zero")]
-    create_revision: i64,
+    pub(super) create_revision: i64,
     #[serde(serialize_with = "string", skip_serializing_if = "zero")]
-    mod_revision: i64,
+    pub(super) mod_revision: i64,
     #[serde(serialize_with = "string", skip_serializing_if = "zero")]
-    version: i64,
+    pub(super) version: i64,
     #[serde(serialize_with = "b64", skip_serializing_if = "Bytes::is_empty")]
-    value: Bytes,
+    pub(super) value: Bytes,
     #[serde(serialize_with = "string", skip_serializing_if = "zero")]
-    lease: i64,
+    pub(super) lease: i64,
 }
 
 impl Kv {
-    fn new(key: Bytes, kv: KeyValue) -> Kv {
+    pub(super) fn new(key: Bytes, kv: KeyValue) -> Kv {
         Kv {
             key,
             create_revision: kv.create_revision,
@@ -376,15 +417,15 @@ struct LeasesReply {
 }
 
 #[derive(Serialize)]
-struct PutReply {
-    header: Header,
+pub(super) struct PutReply<H = Header> {
+    pub(super) header: H,
     #[serde(skip_serializing_if = "Option::is_none")]
-    prev_kv: Option<Kv>,
+    pub(super) prev_kv: Option<Kv>,
 }
 
 #[derive(Serialize)]
-struct RangeReply {
-    header: Header,
+pub(super) struct RangeReply<H = Header> {
+    header: H,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     kvs: Vec<Kv>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -394,19 +435,41 @@ struct RangeReply {
 }
 
 #[derive(Serialize)]
-struct DeleteRangeReply {
-    header: Header,
+pub(super) struct DeleteRangeReply<H = Header> {
+    header: H,
     #[serde(serialize_with = "string", skip_serializing_if = "zero")]
     deleted: i64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     prev_kvs: Vec<Kv>,
 }
 
-fn ok<T: Serialize>(body: T) -> Result<HttpResponse, EtcdError> {
+impl<H> RangeReply<H> {
+    pub(super) fn new(header: H, result: RangeResult) -> RangeReply<H> {
+        RangeReply {
+            header,
+            kvs: result.kvs.into_iter().map(|(k, kv)| Kv::new(k, kv)).collect(),
+            more: result.more,
+            count: count(result.count),
+        }
+    }
+}
+
+impl<H> DeleteRangeReply<H> {
+    pub(super) fn new(header: H, deleted: usize, prev_kvs: Vec<(Bytes, KeyValue)>) -> DeleteRangeReply<H> {
+        DeleteRangeReply {
+            header,
+            deleted: count(deleted),
+            prev_kvs: prev_kvs.into_iter().map(|(k, kv)| Kv::new(k, kv)).collect(),
+        }
+    }
+}
+
+pub(super) fn ok<T: Serialize>(body: T) -> Result<HttpResponse, EtcdError> {
     Ok(HttpResponse::Ok().json(body))
 }
 
-/// The keys a range request names; etcd refuses one without a key.
+// Handlers.
+
 async fn lease_grant(
     control: web::Data<Control>,
     caller: Caller,
@@ -512,28 +575,9 @@ async fn kv_range(
     caller: Caller,
     EtcdJson(req): EtcdJson<RangeRequest>,
 ) -> Result<HttpResponse, EtcdError> {
-    let range = etcd::key_range(req.key, req.range_end)?;
-    let options = RangeOptions {
-        // A negative limit is no limit, as in etcd.
-        limit: usize::try_from(req.limit).unwrap_or(0),
-        sort_order: req.sort_order,
-        sort_target: req.sort_target,
-        count_only: req.count_only,
-        keys_only: req.keys_only,
-        min_mod_revision: req.min_mod_revision,
-        max_mod_revision: req.max_mod_revision,
-        min_create_revision: req.min_create_revision,
-        max_create_revision: req.max_create_revision,
-    };
+    let (range, options) = range_op(&req)?;
     let done = etcd::range(&control, &caller.account, range, options, req.revision).await?;
-    let header = header(&caller.account, done.revision);
-    let result = done.result;
-    ok(RangeReply {
-        header,
-        kvs: result.kvs.into_iter().map(|(k, kv)| Kv::new(k, kv)).collect(),
-        more: result.more,
-        count: etcd::count(result.count),
-    })
+    ok(RangeReply::new(header(&caller.account, done.revision), done.result))
 }
 
 async fn kv_delete_range(
@@ -541,13 +585,13 @@ async fn kv_delete_range(
     caller: Caller,
     EtcdJson(req): EtcdJson<DeleteRangeRequest>,
 ) -> Result<HttpResponse, EtcdError> {
-    let range = etcd::key_range(req.key, req.range_end)?;
+    let range = key_range(req.key, req.range_end)?;
     let done = etcd::delete_range(&control, caller.meta(), range, req.prev_kv).await?;
-    ok(DeleteRangeReply {
-        header: header(&caller.account, done.revision),
-        deleted: etcd::count(done.count),
-        prev_kvs: done.prev_kvs.into_iter().map(|(k, kv)| Kv::new(k, kv)).collect(),
-    })
+    ok(DeleteRangeReply::new(
+        header(&caller.account, done.revision),
+        done.count,
+        done.prev_kvs,
+    ))
 }
 
 #[cfg(test)]

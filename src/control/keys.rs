@@ -1,10 +1,11 @@
-//! Keys: put, range and delete in an account's key space.
+//! Keys: put, range, delete and txn in an account's key space.
 
-use tenure_events::{AccountId, Bytes, KeyspaceEvent, Metadata, StreamId};
+use tenure_events::{AccountId, Bytes, KeyspaceEvent, LeaseId, Metadata, StreamId};
 
-use crate::actors::keyspace::{self, Deleted, PutDone, RangeDone};
+use crate::actors::keyspace::{self, Deleted, PutDone, RangeDone, TxnDone};
 use crate::actors::lease;
 use crate::actors::{Activation, Cmd, CommandError};
+use crate::domain::keyspace::txn::{OpOutcome, Txn, TxnOutcome};
 use crate::domain::keyspace::{KeyRange, Keyspace, LeaseUpdate, RangeOptions};
 use crate::store::StoreError;
 
@@ -165,6 +166,75 @@ impl Control {
             )
         })
         .await
+    }
+
+    /// etcd's Txn, atomic on the account's key space. A txn whose puts
+    /// name leases goes through those leases' actors, which tell the key
+    /// space which of them are live and keep them so until it is done
+    /// (see `actors::lease`). Ranges in it at a revision before the txn's
+    /// are read from the log after.
+    pub async fn txn(&self, meta: Metadata, txn: Txn) -> Result<TxnDone, CommandError> {
+        txn.check_keys()?;
+        let leases: Vec<LeaseId> = txn.leases().into_iter().collect();
+        let hub = &self.hub;
+        let account = meta.account.clone();
+        let cmd = Cmd::new(meta);
+        let mut done: TxnDone = match leases.first() {
+            Some(&first) => {
+                let lease_key = Self::lease_key(&account, first);
+                self.call(|reply| {
+                    let msg = lease::TxnWithLeases {
+                        txn: txn.clone(),
+                        leases: leases.clone(),
+                        live: Vec::new(),
+                        cmd: cmd.clone(),
+                        reply,
+                    };
+                    hub.leases.route(hub, &lease_key, Activation::Load, msg)
+                })
+                .await?
+            }
+            None => {
+                self.call(|reply| {
+                    let msg = keyspace::Txn {
+                        txn: txn.clone(),
+                        live_leases: Vec::new(),
+                        cmd: cmd.clone(),
+                        reply,
+                    };
+                    hub.keyspaces.route(hub, &account, Activation::Load, msg)
+                })
+                .await?
+            }
+        };
+        self.read_past_ranges(&account, &mut done.outcome).await?;
+        Ok(done)
+    }
+
+    /// Answers the ranges of a txn at revisions before it from the log.
+    async fn read_past_ranges(&self, account: &AccountId, outcome: &mut TxnOutcome) -> Result<(), CommandError> {
+        let mut pending = vec![outcome];
+        while let Some(outcome) = pending.pop() {
+            for response in &mut outcome.responses {
+                match response {
+                    OpOutcome::RangeAt {
+                        revision,
+                        range,
+                        options,
+                        at,
+                    } => {
+                        let past = self.keyspace_at(account, *at).await?;
+                        *response = OpOutcome::Range {
+                            revision: *revision,
+                            result: past.range_with(range, options),
+                        };
+                    }
+                    OpOutcome::Txn(inner) => pending.push(inner),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The account's key space revision (etcd's header revision): at least

@@ -3,10 +3,23 @@
 //!
 //! Revisions follow etcd: an empty key space is at revision 1; every put, and
 //! every delete that removes at least one key, moves it up by one; all the
-//! keys one command deletes (a range, a lease's keys) share one revision.
+//! keys one command deletes (a range, a lease's keys) share one revision,
+//! and so do all the changes of one txn (`txn`).
+//!
+//! **The events of one command share its revision.** A command's first
+//! event carries the next revision; every other event it records carries
+//! the same one. So an event's revision is either the state's (it belongs to
+//! the same command as the event before it) or the next; no key is put
+//! twice at one revision (etcd refuses such a txn; it does let one delete
+//! a key and put it, or put it and delete it: see `txn`), and nothing
+//! shares revision 1, the empty key space's. Logs written before txns (each put one revision up, deletions
+//! of one command sharing one) follow this rule as they are.
 //!
 //! Whether a lease is live is not known here: the lease actor checks that
-//! before it forwards a put with a lease (see `actors::lease`).
+//! before it forwards a put with a lease, or a txn with one (see
+//! `actors::lease`).
+
+pub mod txn;
 
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -56,13 +69,6 @@ impl KeyRange {
 
     fn is_single(&self) -> bool {
         self.range_end.is_empty()
-    }
-
-    /// Whether `key` is in the range (what a watch of the range sees).
-    pub fn contains(&self, key: &[u8]) -> bool {
-        use std::ops::RangeBounds;
-        self.bounds()
-            .is_some_and(|bounds| RangeBounds::<&[u8]>::contains(&bounds, &key))
     }
 
     fn bounds(&self) -> Option<KeyBounds<'_>> {
@@ -131,6 +137,11 @@ pub enum KeyspaceCommand {
         lease: LeaseId,
         cause: DeleteCause,
     },
+    /// etcd's Txn (`Keyspace::txn` also gives its answer).
+    Txn {
+        txn: txn::Txn,
+        context: txn::TxnContext,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -145,6 +156,18 @@ pub enum KeyspaceRejection {
     /// The account holds as many keys as its `max_keys` limit allows.
     #[error("the account has reached its limit of {max} keys (max_keys)")]
     KeyLimitReached { max: i64 },
+    /// A txn puts a key twice, or puts and deletes it.
+    #[error("duplicate key given in txn request")]
+    DuplicateKey,
+    /// A txn has more compares, or operations in a branch, than allowed.
+    #[error("too many operations in txn request")]
+    TooManyOps,
+    /// A put of a txn names a lease that is not live.
+    #[error("requested lease {0} not found")]
+    LeaseNotFound(LeaseId),
+    /// A range of a txn asks for a revision after the key space's.
+    #[error("required revision is a future revision")]
+    FutureRevision,
 }
 
 /// How a range read orders its keys (etcd's `sort_order`).
@@ -420,44 +443,7 @@ impl Keyspace {
     /// decide which of them are returned, and `more` says the limit left
     /// some out.
     pub fn range_with(&self, range: &KeyRange, options: &RangeOptions) -> RangeResult {
-        let limit = if options.limit == 0 { usize::MAX } else { options.limit };
-        let mut result = RangeResult::default();
-        let sorts = options.sorts();
-        let mut kept = 0;
-        for (k, v) in self.keys_in(range) {
-            result.count += 1;
-            if options.count_only || !options.keeps(v) {
-                continue;
-            }
-            kept += 1;
-            if sorts.is_some() || result.kvs.len() < limit {
-                result.kvs.push((k.to_bytes(), v.clone()));
-            }
-        }
-        if let Some((target, order)) = sorts {
-            result.kvs.sort_by(|(ka, a), (kb, b)| {
-                let ordering = match target {
-                    SortTarget::Key => ka.cmp(kb),
-                    SortTarget::Version => a.version.cmp(&b.version),
-                    SortTarget::Create => a.create_revision.cmp(&b.create_revision),
-                    SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
-                    SortTarget::Value => a.value.cmp(&b.value),
-                };
-                if order == SortOrder::Descend {
-                    ordering.reverse()
-                } else {
-                    ordering
-                }
-            });
-            result.kvs.truncate(limit);
-        }
-        result.more = kept > result.kvs.len() && !options.count_only;
-        if options.keys_only {
-            for (_, kv) in &mut result.kvs {
-                kv.value = Bytes::default();
-            }
-        }
-        result
+        range_from(self.keys_in(range).map(|(k, v)| (k.as_slice(), v)), options)
     }
 
     /// One step of reading the key space as it was at `revision` (etcd's
@@ -550,13 +536,21 @@ impl Keyspace {
         Ok(state)
     }
 
-    /// Whether `event` can follow this state: a put takes the next
-    /// revision, a deletion this one or the next. [`Aggregate::evolve`]
-    /// asserts it; a key space restored from a snapshot checks it first.
+    /// Whether `event` can follow this state: it takes the next revision,
+    /// or shares this one (see the module's doc), a put only if it did
+    /// not put the same key at this revision already. [`Aggregate::evolve`] asserts it; a key space
+    /// restored from a snapshot checks it first.
     pub fn can_follow(&self, event: &KeyspaceEvent) -> bool {
+        let revision = revision_of(event);
+        let shares = revision == self.revision && self.revision > 1;
+        let changed_already = |key: &Bytes| {
+            self.kvs
+                .get(key.as_slice())
+                .is_some_and(|kv| kv.mod_revision == revision)
+        };
         match event {
-            KeyspaceEvent::Put(e) => e.revision == self.revision + 1,
-            KeyspaceEvent::Deleted(e) => e.revision == self.revision || e.revision == self.revision + 1,
+            KeyspaceEvent::Put(e) => revision == self.revision + 1 || (shares && !changed_already(&e.key)),
+            KeyspaceEvent::Deleted(_) => revision == self.revision + 1 || shares,
         }
     }
 
@@ -576,6 +570,50 @@ impl Keyspace {
             }
         }
     }
+}
+
+/// etcd's Range over `keys` (in key order): `count` is every key; the
+/// revision filters, then the sort, then the limit decide which are
+/// returned, and `more` says the limit left some out.
+fn range_from<'a>(keys: impl Iterator<Item = (&'a [u8], &'a KeyValue)>, options: &RangeOptions) -> RangeResult {
+    let limit = if options.limit == 0 { usize::MAX } else { options.limit };
+    let mut result = RangeResult::default();
+    let sorts = options.sorts();
+    let mut kept = 0;
+    for (k, v) in keys {
+        result.count += 1;
+        if options.count_only || !options.keeps(v) {
+            continue;
+        }
+        kept += 1;
+        if sorts.is_some() || result.kvs.len() < limit {
+            result.kvs.push((Bytes(k.to_vec()), v.clone()));
+        }
+    }
+    if let Some((target, order)) = sorts {
+        result.kvs.sort_by(|(ka, a), (kb, b)| {
+            let ordering = match target {
+                SortTarget::Key => ka.cmp(kb),
+                SortTarget::Version => a.version.cmp(&b.version),
+                SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                SortTarget::Value => a.value.cmp(&b.value),
+            };
+            if order == SortOrder::Descend {
+                ordering.reverse()
+            } else {
+                ordering
+            }
+        });
+        result.kvs.truncate(limit);
+    }
+    result.more = kept > result.kvs.len() && !options.count_only;
+    if options.keys_only {
+        for (_, kv) in &mut result.kvs {
+            kv.value = Bytes::default();
+        }
+    }
+    result
 }
 
 impl Aggregate for Keyspace {
@@ -634,13 +672,20 @@ impl Aggregate for Keyspace {
                 Ok(self.deletions(keys, DeleteCause::Request))
             }
             KeyspaceCommand::DeleteLeaseKeys { lease, cause } => Ok(self.deletions(self.lease_keys(lease), cause)),
+            KeyspaceCommand::Txn { txn, context } => {
+                txn.check_keys()?;
+                self.txn(&txn, &context).map(|(events, _)| events)
+            }
         }
     }
 
     fn evolve(&mut self, event: &KeyspaceEvent, _at: DateTime<Utc>) {
         match event {
             KeyspaceEvent::Put(e) => {
-                assert_eq!(e.revision, self.revision + 1, "a put moves the revision up by one");
+                assert!(
+                    self.can_follow(event),
+                    "a put moves the revision up by one or shares its command's"
+                );
                 let previous_lease = self.kvs.get(e.key.as_slice()).and_then(|kv| kv.lease);
                 if let Some(old) = previous_lease {
                     self.detach(e.key.as_slice(), old);
@@ -662,10 +707,7 @@ impl Aggregate for Keyspace {
                 self.revision = e.revision;
             }
             KeyspaceEvent::Deleted(e) => {
-                assert!(
-                    e.revision == self.revision || e.revision == self.revision + 1,
-                    "deletions share their command's revision"
-                );
+                assert!(self.can_follow(event), "deletions share their command's revision");
                 if let Some(kv) = self.kvs.remove(e.key.as_slice()) {
                     if let Some(lease) = kv.lease {
                         self.detach(e.key.as_slice(), lease);

@@ -76,6 +76,17 @@ impl From<CommandError> for EtcdError {
                 EtcdError::invalid("etcdserver: key is not provided")
             }
             CommandError::Keyspace(KeyspaceRejection::KeyNotFound) => EtcdError::invalid("etcdserver: key not found"),
+            CommandError::Keyspace(KeyspaceRejection::LeaseNotFound(_)) => EtcdError::lease_not_found(),
+            CommandError::Keyspace(KeyspaceRejection::DuplicateKey) => {
+                EtcdError::invalid("etcdserver: duplicate key given in txn request")
+            }
+            CommandError::Keyspace(KeyspaceRejection::TooManyOps) => {
+                EtcdError::invalid("etcdserver: too many operations in txn request")
+            }
+            CommandError::Keyspace(KeyspaceRejection::FutureRevision) => EtcdError::new(
+                Code::OutOfRange,
+                "etcdserver: mvcc: required revision is a future revision",
+            ),
             CommandError::Keyspace(
                 r @ (KeyspaceRejection::TooManyKeysForLease { .. } | KeyspaceRejection::KeyLimitReached { .. }),
             ) => EtcdError::new(Code::ResourceExhausted, format!("tenure: {r}")),

@@ -80,9 +80,16 @@ pub struct Put {
     pub ignore_lease: bool,
 }
 
-/// Puts a key; answers the key and the put's outcome.
-pub async fn put(control: &Control, meta: Metadata, req: Put) -> Result<(Bytes, PutDone), EtcdError> {
-    // etcd's checks, in etcd's order.
+/// A put, checked: what the key space is asked to do.
+pub struct PutOp {
+    pub key: Bytes,
+    pub value: Option<Bytes>,
+    pub lease: LeaseUpdate,
+    pub prev_kv: bool,
+}
+
+/// etcd's checks of a put, in etcd's order (also a put inside a txn).
+pub fn put_op(req: Put) -> Result<PutOp, EtcdError> {
     if req.key.is_empty() {
         return Err(EtcdError::invalid("etcdserver: key is not provided"));
     }
@@ -97,10 +104,21 @@ pub async fn put(control: &Control, meta: Metadata, req: Put) -> Result<(Bytes, 
         (false, 0) => LeaseUpdate::Set(None),
         (false, raw) => LeaseUpdate::Set(Some(lease_id(raw).ok_or_else(EtcdError::lease_not_found)?)),
     };
-    let value = (!req.ignore_value).then_some(Bytes(req.value));
-    let key = Bytes(req.key);
-    let done = control.put(meta, key.clone(), value, lease, req.prev_kv).await?;
-    Ok((key, done))
+    Ok(PutOp {
+        key: Bytes(req.key),
+        value: (!req.ignore_value).then_some(Bytes(req.value)),
+        lease,
+        prev_kv: req.prev_kv,
+    })
+}
+
+/// Puts a key; answers the key and the put's outcome.
+pub async fn put(control: &Control, meta: Metadata, req: Put) -> Result<(Bytes, PutDone), EtcdError> {
+    let op = put_op(req)?;
+    let done = control
+        .put(meta, op.key.clone(), op.value, op.lease, op.prev_kv)
+        .await?;
+    Ok((op.key, done))
 }
 
 /// Reads a range, at a past `revision` if asked (tenure compacts nothing);
