@@ -43,6 +43,7 @@ fn main() {
                     false,
                     false,
                 ),
+                ("txn", "Txn", "TxnRequest", "TxnResponse", false, false),
                 (
                     "compact",
                     "Compact",

@@ -56,6 +56,11 @@ struct Printed {
 }
 
 fn etcdctl(address: &str, user: Option<&str>, args: &[&str]) -> Output {
+    etcdctl_with_input(address, user, args, "")
+}
+
+/// etcdctl with `input` on its stdin (`txn` reads its requests there).
+fn etcdctl_with_input(address: &str, user: Option<&str>, args: &[&str], input: &str) -> Output {
     let mut command = Command::new("etcdctl");
     command
         .env("ETCDCTL_API", "3")
@@ -64,7 +69,17 @@ fn etcdctl(address: &str, user: Option<&str>, args: &[&str]) -> Output {
     if let Some(user) = user {
         command.arg(format!("--user={user}"));
     }
-    command.args(args).output().expect("run etcdctl")
+    let mut child = command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run etcdctl");
+    if let Some(mut stdin) = child.stdin.take() {
+        std::io::Write::write_all(&mut stdin, input.as_bytes()).expect("write etcdctl's stdin");
+    }
+    child.wait_with_output().expect("run etcdctl")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -74,7 +89,12 @@ fn text(bytes: &[u8]) -> String {
 impl Side {
     /// Runs `template` (words; `$L1` is the first lease granted) and
     /// answers what it printed, normalized.
+    /// `template`'s words are the arguments; after a `|`, what etcdctl
+    /// reads on stdin, `;` standing for a line break.
     fn run(&mut self, template: &str) -> Printed {
+        let (template, input) = template.split_once('|').unwrap_or((template, ""));
+        let mut input = input.trim().replace(';', "\n");
+        input.push('\n');
         let mut args: Vec<String> = template.split_whitespace().map(str::to_owned).collect();
         for arg in &mut args {
             for (i, lease) in self.leases.iter().enumerate().rev() {
@@ -82,7 +102,10 @@ impl Side {
             }
         }
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = etcdctl(&self.address, None, &argv);
+        for (i, lease) in self.leases.iter().enumerate().rev() {
+            input = input.replace(&format!("$L{}", i + 1), lease);
+        }
+        let out = etcdctl_with_input(&self.address, None, &argv, &input);
         let stdout = text(&out.stdout);
         if template.starts_with("lease grant") {
             if let Some(id) = stdout.split_whitespace().nth(1).filter(|_| out.status.success()) {
@@ -112,6 +135,8 @@ impl Side {
         // Who the cluster and member are, and the raft term, differ.
         let identity = regex_lite::Regex::new(r#""(ClusterID|MemberID|RaftTerm)" : \d+"#).expect("regex");
         line = identity.replace_all(&line, "\"$1\" : ID").into_owned();
+        let identity = regex_lite::Regex::new(r#""(cluster_id|member_id|raft_term)":\d+"#).expect("regex");
+        line = identity.replace_all(&line, "\"$1\":ID").into_owned();
         // Asked a moment apart, the two may differ by a second or two.
         let remaining = regex_lite::Regex::new(r"remaining\((\d+)s\)").expect("regex");
         line = remaining.replace_all(&line, "remaining(N)").into_owned();
@@ -167,6 +192,16 @@ const TRANSCRIPT: &[&str] = &[
     "get key --prefix --sort-by=MODIFY --order=ASCEND",
     "get key1 --print-value-only",
     "get key3 --from-key --keys-only",
+    // Txns, in etcdctl's interactive format: compares, a blank line, the
+    // operations on success, a blank line, those on failure.
+    "txn | value(\"key5\") = \"hehe\";;put key5 swapped;get key1;;put key5 never;;",
+    "txn | value(\"key5\") = \"hehe\";;put key5 never;;del key6 --prev-kv;get key5;;",
+    "txn | create(\"fresh\") = \"0\";version(\"key1\") > \"0\";;put fresh new --lease=$L4;;;",
+    "txn | mod(\"key1\") < \"1000\";;get key --prefix --keys-only;;;",
+    "txn -w json | create(\"fresh\") = \"0\";;;put other x;;",
+    "txn | value(\"key5\") = \"swapped\";;put dup 1;put dup 2;;;",
+    "get fresh -w fields",
+    "put key6 hihi --lease=$L4",
     "put key5 again --prev-kv",
     "put key5 again --ignore-lease",
     "get key5 --rev=7",
@@ -238,20 +273,46 @@ impl Watching {
     /// Waits until the watch printed `line`, then stops it; answers what
     /// it printed.
     fn until(mut self, line: &str) -> String {
+        let printed = self.wait_for(|l| l == line);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        printed
+    }
+
+    /// Waits until the process printed a line for which `wanted` holds;
+    /// answers what it printed so far.
+    fn wait_for(&self, wanted: impl Fn(&str) -> bool) -> String {
         let started = Instant::now();
         loop {
-            let printed = self.printed.lock().expect("not poisoned").clone();
-            if printed.lines().any(|l| l == line) {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
+            let printed = self.printed();
+            if printed.lines().any(&wanted) {
                 return printed;
             }
             assert!(
                 started.elapsed() < PATIENCE,
-                "the watch never printed {line:?}; it printed {printed:?}"
+                "the process never printed the line awaited; it printed {printed:?}"
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+
+    fn printed(&self) -> String {
+        self.printed.lock().expect("not poisoned").clone()
+    }
+
+    /// Stops the process with SIGTERM (etcdctl then unlocks, resigns) and
+    /// answers everything it printed.
+    fn terminate(mut self) -> String {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+        // The reader thread reaches the end of the pipe once the process is gone.
+        let started = Instant::now();
+        let mut printed = self.printed();
+        while started.elapsed() < std::time::Duration::from_millis(200) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            printed = self.printed();
+        }
+        printed
     }
 }
 
@@ -462,5 +523,237 @@ fn tenure_watch_prints_what_etcdctl_watch_prints() {
         command.arg("watch").args(args).env("TENURE_ENDPOINT", &server.endpoint);
         let ours = Watching::spawn(command).until("the-end");
         assert_eq!(ours, theirs, "tenure watch {args:?}");
+    }
+}
+
+/// Lock and election keys end in the session's lease ID, which each
+/// server picks.
+fn without_ids(printed: &str) -> String {
+    let id = regex_lite::Regex::new(r"/[0-9a-f]{16}\b").expect("regex");
+    id.replace_all(printed, "/ID").into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_lock_and_elect_print_the_same_against_tenure_and_etcd() {
+    if !etcdctl_found() {
+        return;
+    }
+    let Some(etcd) = start_etcd().await else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ServerProcess::start(dir.path(), &[]);
+    let tenure = server.grpc.clone().expect("tenure serves gRPC");
+    let mut printed = Vec::new();
+    for address in [etcd.address().to_owned(), tenure] {
+        let start = |args: &[&str]| {
+            let mut command = Command::new("etcdctl");
+            command
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={address}"))
+                .args(args);
+            Watching::spawn(command)
+        };
+        // A lock with a command: run while held, with the lock's key and
+        // revision in its environment, then released.
+        let out = etcdctl(
+            &address,
+            None,
+            &[
+                "lock",
+                "job",
+                "--",
+                "sh",
+                "-c",
+                "echo \"running with $ETCD_LOCK_KEY at $ETCD_LOCK_REV\"",
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let with_command = text(&out.stdout);
+        // A lock held until SIGTERM: its key printed, then released.
+        let held = start(&["lock", "job"]);
+        held.wait_for(|l| l.starts_with("job/"));
+        let held = held.terminate();
+        let after = text(&etcdctl(&address, None, &["get", "job", "--prefix", "--keys-only"]).stdout);
+        // An election: the campaigner prints its key and proposal once
+        // leader; an observer prints the leader's proposal.
+        let campaign = start(&["elect", "office", "p1"]);
+        campaign.wait_for(|l| l == "p1");
+        let observer = start(&["elect", "-l", "office"]);
+        observer.wait_for(|l| l == "p1");
+        let (observed, campaigned) = (observer.terminate(), campaign.terminate());
+        printed.push([with_command, held, after, campaigned, observed].map(|p| without_ids(&p)));
+    }
+    let (theirs, ours) = (&printed[0], &printed[1]);
+    assert_eq!(ours, theirs, "tenure (left) and etcd (right) differ");
+    assert!(ours[0].starts_with("running with job/ID at "), "{}", ours[0]);
+    assert_eq!(ours[2], "", "the lock was released");
+}
+
+/// The lock of a holder killed with SIGKILL passes to the next one once
+/// the holder's lease runs out, and not before; `tenure lock` and
+/// `etcdctl lock` contend for the same lock.
+#[test]
+fn a_lock_passes_on_when_its_holder_is_killed() {
+    if !etcdctl_found() {
+        return;
+    }
+    const TTL_S: u64 = 3;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = ServerProcess::start(dir.path(), &[]);
+    let address = server.grpc.clone().expect("tenure serves gRPC");
+    let lock = |tenure_cli: bool| {
+        let mut command = if tenure_cli {
+            let mut command = Command::new(common::binary::BIN);
+            command.env("TENURE_ENDPOINT", &server.endpoint);
+            command
+        } else {
+            let mut command = Command::new("etcdctl");
+            command.env("ETCDCTL_API", "3").arg(format!("--endpoints={address}"));
+            command
+        };
+        command.args(["lock", "--ttl", &TTL_S.to_string(), "the-lock"]);
+        Watching::spawn(command)
+    };
+    let keys = || {
+        text(&etcdctl(&address, None, &["get", "the-lock", "--prefix", "--keys-only"]).stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    // The first holder is tenure's CLI, the second etcdctl: the two
+    // follow the same recipe.
+    let mut first = lock(true);
+    let held = first.wait_for(|l| l.starts_with("the-lock/"));
+    let first_key = held.lines().next().unwrap_or_default().to_owned();
+    let second = lock(false);
+    // The second has put its key and read who owns the lock: it waits.
+    let started = Instant::now();
+    while keys().len() < 2 {
+        assert!(started.elapsed() < PATIENCE, "the second holder never queued");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(second.printed(), "", "two holders at once");
+
+    let _ = first.child.kill(); // SIGKILL: no unlock, the lease must run out
+    let _ = first.child.wait();
+    let killed = Instant::now();
+    let got = second.wait_for(|l| l.starts_with("the-lock/"));
+    let waited = killed.elapsed();
+    let second_key = got.lines().next().unwrap_or_default().to_owned();
+    assert_ne!(second_key, first_key);
+    assert_eq!(keys(), vec![second_key], "the killed holder's key went with its lease");
+    assert!(
+        waited <= std::time::Duration::from_secs(TTL_S + 2),
+        "the lock passed on {waited:?} after the kill, with a {TTL_S} s lease"
+    );
+    second.terminate();
+}
+
+/// `tenure txn`, `tenure lock` and `tenure elect` against one server print
+/// what etcdctl's do against another, the same commands sent to both.
+#[test]
+fn tenure_txn_lock_and_elect_print_what_etcdctl_prints() {
+    if !etcdctl_found() {
+        return;
+    }
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("temp dir"),
+        tempfile::tempdir().expect("temp dir"),
+    );
+    let for_etcdctl = ServerProcess::start(dir_a.path(), &[]);
+    let for_tenure = ServerProcess::start(dir_b.path(), &[]);
+    let address = for_etcdctl.grpc.clone().expect("tenure serves gRPC");
+    let ours = |args: &[&str], input: &str| {
+        let mut child = Command::new(common::binary::BIN)
+            .args(args)
+            .env("TENURE_ENDPOINT", &for_tenure.endpoint)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run tenure");
+        if let Some(mut stdin) = child.stdin.take() {
+            std::io::Write::write_all(&mut stdin, input.as_bytes()).expect("stdin");
+        }
+        child.wait_with_output().expect("run tenure")
+    };
+    let theirs = |args: &[&str], input: &str| etcdctl_with_input(&address, None, args, input);
+    let both = |args: &[&str], input: &str| {
+        let (o, t) = (ours(args, input), theirs(args, input));
+        assert_eq!(o.status.success(), t.status.success(), "{args:?}: {}", text(&o.stderr));
+        (without_ids(&text(&o.stdout)), without_ids(&text(&t.stdout)))
+    };
+    for (args, input) in [
+        (&["put", "k1", "v1"][..], ""),
+        (&["put", "k2", "v2"][..], ""),
+        (
+            &["txn"][..],
+            "value(\"k1\") = \"v1\"\n\nput k1 swapped --prev-kv\nget k2\n\nput k1 never\n\n",
+        ),
+        (
+            &["txn"][..],
+            "value(\"k1\") = \"v1\"\nmod(\"k2\") > \"0\"\n\nput k1 never\n\ndel k2 --prev-kv\nget k --prefix\n\n",
+        ),
+        (
+            &["txn"][..],
+            "create(\"k3\") = \"0\"\nversion(\"k1\") != \"7\"\n\nput k3 'with space'\nget k --prefix --keys-only\n\n\n",
+        ),
+        (&["txn"][..], "\n\nget k1\ndel nothing\n\n\n"),
+        (
+            &[
+                "lock",
+                "job",
+                "--",
+                "sh",
+                "-c",
+                "echo running with $ETCD_LOCK_KEY at $ETCD_LOCK_REV",
+            ][..],
+            "",
+        ),
+        (&["get", "job", "--prefix"][..], ""),
+    ] {
+        let (o, t) = both(args, input);
+        assert_eq!(o, t, "{args:?} {input:?}: tenure (left) and etcdctl (right)");
+    }
+
+    // A lock held until SIGTERM, an election campaigned and observed.
+    let spawn = |tenure_cli: bool, args: &[&str]| {
+        let mut command = if tenure_cli {
+            let mut command = Command::new(common::binary::BIN);
+            command.env("TENURE_ENDPOINT", &for_tenure.endpoint);
+            command
+        } else {
+            let mut command = Command::new("etcdctl");
+            command.env("ETCDCTL_API", "3").arg(format!("--endpoints={address}"));
+            command
+        };
+        command.args(args);
+        Watching::spawn(command)
+    };
+    let mut printed = Vec::new();
+    for tenure_cli in [true, false] {
+        let held = spawn(tenure_cli, &["lock", "job"]);
+        held.wait_for(|l| l.starts_with("job/"));
+        let held = held.terminate();
+        let campaign = spawn(tenure_cli, &["elect", "office", "p1"]);
+        campaign.wait_for(|l| l == "p1");
+        let observer = spawn(tenure_cli, &["elect", "-l", "office"]);
+        observer.wait_for(|l| l == "p1");
+        let (observed, campaigned) = (observer.terminate(), campaign.terminate());
+        printed.push([held, campaigned, observed].map(|p| without_ids(&p)));
+    }
+    assert_eq!(printed[0], printed[1], "tenure (left) and etcdctl (right)");
+    assert_eq!(printed[0][1], "office/ID\np1\n");
+    for server in [&for_etcdctl, &for_tenure] {
+        let left = etcdctl(
+            server.grpc.as_deref().expect("gRPC"),
+            None,
+            &["get", "", "--prefix", "--keys-only"],
+        );
+        let keys = text(&left.stdout);
+        assert!(
+            !keys.contains("job/") && !keys.contains("office/"),
+            "released and resigned: {keys}"
+        );
     }
 }

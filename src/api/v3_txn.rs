@@ -109,13 +109,13 @@ struct RequestOp {
 /// `max_ops`; a nested txn gets what its parent leaves), the compares'
 /// keys, then each operation.
 fn txn_of(req: TxnRequest, max_ops: usize) -> Result<Txn, EtcdError> {
-    let ops = req.compare.len().max(req.success.len()).max(req.failure.len());
-    if ops > max_ops {
-        return Err(EtcdError::invalid("etcdserver: too many operations in txn request"));
-    }
-    if req.compare.iter().any(|c| c.key.is_empty()) {
-        return Err(EtcdError::invalid("etcdserver: key is not provided"));
-    }
+    let left = crate::etcd::check_txn_level(
+        req.compare.len(),
+        req.success.len(),
+        req.failure.len(),
+        req.compare.iter().map(|c| c.key.as_slice()),
+        max_ops,
+    )?;
     let compare = req
         .compare
         .into_iter()
@@ -139,7 +139,6 @@ fn txn_of(req: TxnRequest, max_ops: usize) -> Result<Txn, EtcdError> {
             }
         })
         .collect();
-    let left = max_ops - ops;
     let ops_of = |ops: Vec<RequestOp>| {
         ops.into_iter()
             .map(|op| txn_op(op, left))
@@ -184,8 +183,7 @@ fn txn_op(op: RequestOp, max_ops: usize) -> Result<TxnOp, EtcdError> {
     if let Some(req) = op.request_txn {
         return Ok(TxnOp::Txn(txn_of(req, max_ops)?));
     }
-    // An operation with no request: etcd answers this.
-    Err(EtcdError::invalid("etcdserver: key not found"))
+    Err(crate::etcd::empty_txn_op())
 }
 
 /// The header of an answer inside a txn: etcd sets only its revision (and

@@ -296,6 +296,14 @@ async fn execute(client: &Client, command: Command) -> Result<ExitCode, CliError
             rev,
             prev_kv,
         } => super::etcd::watch(client, &key, prefix, rev, prev_kv).await,
+        Command::Txn => super::etcd::txn(client).await,
+        Command::Lock { name, command, ttl } => super::etcd::lock(client, &name, &command, ttl).await,
+        Command::Elect {
+            name,
+            proposal,
+            listen,
+            ttl,
+        } => super::etcd::elect(client, &name, proposal.as_deref(), listen, ttl).await,
         Command::Reserve {
             mode,
             target,
@@ -878,13 +886,13 @@ fn serve_files(dir: &std::path::Path, listen: std::net::SocketAddr) -> Result<st
 }
 
 /// A lease a long-running command (`share reserved`, `deploy`) holds.
-struct HeldLease {
-    id: LeaseId,
+pub(super) struct HeldLease {
+    pub(super) id: LeaseId,
     ttl: i64,
 }
 
 impl HeldLease {
-    async fn grant(client: &Client, ttl: i64) -> Result<HeldLease, CliError> {
+    pub(super) async fn grant(client: &Client, ttl: i64) -> Result<HeldLease, CliError> {
         let body = serde_json::json!({ "ttl": ttl });
         let granted: LeaseTtl = client
             .send(client.http.post(client.url("/v1/leases")).json(&body))
@@ -895,15 +903,20 @@ impl HeldLease {
         })
     }
 
+    /// How often to renew it: a third of its TTL.
+    pub(super) fn renew_every(&self) -> Duration {
+        Duration::from_millis((self.ttl.max(1) as u64) * 1000 / 3)
+    }
+
     /// Revokes it; a lease already gone is fine.
-    async fn revoke(&self, client: &Client) {
+    pub(super) async fn revoke(&self, client: &Client) {
         let url = client.url(&format!("/v1/leases/{}", self.id));
         let _ = client.send::<serde_json::Value>(client.http.delete(url)).await;
     }
 
     /// Keeps it alive every TTL/3 until Ctrl-C or SIGTERM (answers true), or
     /// until it, or what it holds (`still_held`), is lost (answers false).
-    async fn keep_alive_until_stopped<F, Fut>(
+    pub(super) async fn keep_alive_until_stopped<F, Fut>(
         &self,
         client: &Client,
         shutdown: &mut super::Shutdown,
@@ -914,7 +927,7 @@ impl HeldLease {
         Fut: std::future::Future<Output = bool>,
     {
         let url = client.url(&format!("/v1/leases/{}/keepalive", self.id));
-        let every = Duration::from_millis((self.ttl.max(1) as u64) * 1000 / 3);
+        let every = self.renew_every();
         loop {
             tokio::select! {
                 _ = shutdown.wait() => return true,

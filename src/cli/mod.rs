@@ -89,6 +89,33 @@ pub enum Command {
         #[arg(long)]
         prev_kv: bool,
     },
+    /// A transaction in etcdctl's format, read from stdin: compares, a blank
+    /// line, the requests on success, a blank line, those on failure.
+    Txn,
+    /// Hold a distributed lock (etcd's mutex recipe): print its key and hold
+    /// it until Ctrl-C, or run COMMAND while holding it.
+    Lock {
+        name: String,
+        /// The command to run while holding the lock.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+        /// The TTL of the lock's lease, in seconds: how long a dead holder
+        /// keeps the lock.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i64).range(1..))]
+        ttl: i64,
+    },
+    /// Campaign in an election with PROPOSAL and hold the office until
+    /// Ctrl-C; with --listen, print each leader's proposal.
+    Elect {
+        name: String,
+        proposal: Option<String>,
+        /// Observe the election instead of campaigning.
+        #[arg(short = 'l', long)]
+        listen: bool,
+        /// The TTL of the campaign's lease, in seconds.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(i64).range(1..))]
+        ttl: i64,
+    },
     /// Manage accounts (admin token) or inspect your own (account token).
     #[command(subcommand)]
     Account(AccountCommand),

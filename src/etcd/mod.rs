@@ -112,6 +112,32 @@ pub fn put_op(req: Put) -> Result<PutOp, EtcdError> {
     })
 }
 
+/// etcd's `checkTxnRequest` for one level of a txn, in its order: at most
+/// `max_ops` compares and operations on each branch, then every compare
+/// names a key. Answers how many operations a nested txn may have (what
+/// this level leaves).
+pub fn check_txn_level<'a>(
+    compares: usize,
+    success: usize,
+    failure: usize,
+    mut compare_keys: impl Iterator<Item = &'a [u8]>,
+    max_ops: usize,
+) -> Result<usize, EtcdError> {
+    let ops = compares.max(success).max(failure);
+    if ops > max_ops {
+        return Err(EtcdError::invalid("etcdserver: too many operations in txn request"));
+    }
+    if compare_keys.any(<[u8]>::is_empty) {
+        return Err(EtcdError::invalid("etcdserver: key is not provided"));
+    }
+    Ok(max_ops - ops)
+}
+
+/// A txn operation that holds no request: etcd answers this.
+pub fn empty_txn_op() -> EtcdError {
+    EtcdError::invalid("etcdserver: key not found")
+}
+
 /// Puts a key; answers the key and the put's outcome.
 pub async fn put(control: &Control, meta: Metadata, req: Put) -> Result<(Bytes, PutDone), EtcdError> {
     let op = put_op(req)?;

@@ -1,10 +1,11 @@
-//! `etcdserverpb.KV`: Range, Put, DeleteRange, Compact.
+//! `etcdserverpb.KV`: Range, Put, DeleteRange, Txn (see `txn.rs`), Compact.
 
 use tenure_events::Bytes;
 use tonic::{Request, Response, Status};
 
 use super::generated::k_v_server::KV;
 use super::{pb, Etcd};
+use crate::domain::keyspace::txn::MAX_TXN_OPS;
 use crate::domain::keyspace::{KeyValue, RangeOptions, SortOrder, SortTarget};
 use crate::etcd::{self, Code, EtcdError};
 
@@ -26,7 +27,7 @@ fn enum_value<T: Copy>(values: &[T], raw: i32, field: &str) -> Result<T, EtcdErr
         .ok_or_else(|| EtcdError::invalid(format!("unknown {field} {raw}")))
 }
 
-fn options(req: &pb::RangeRequest) -> Result<RangeOptions, EtcdError> {
+pub(super) fn options(req: &pb::RangeRequest) -> Result<RangeOptions, EtcdError> {
     let sort_order = enum_value(
         &[SortOrder::None, SortOrder::Ascend, SortOrder::Descend],
         req.sort_order,
@@ -104,6 +105,14 @@ impl KV for Etcd {
             deleted: etcd::count(done.count),
             prev_kvs: done.prev_kvs.into_iter().map(|(k, v)| kv(k, v)).collect(),
         }))
+    }
+
+    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let caller = self.caller(request.metadata()).await?;
+        let txn = super::txn::txn_of(request.into_inner(), MAX_TXN_OPS)?;
+        let done = self.control.txn(caller.meta(), txn).await.map_err(EtcdError::from)?;
+        let header = self.header(&caller.account, done.revision);
+        Ok(Response::new(super::txn::response(header, done.outcome)))
     }
 
     /// tenure keeps every revision (a range at any past revision is served

@@ -4,7 +4,7 @@
 //! builder), the messages are in [`pb`], and every call goes through
 //! `crate::etcd`, the semantics the JSON gateway (`/v3`) shares.
 //!
-//! Served: `KV` (Range, Put, DeleteRange, Compact), `Watch`, `Lease`
+//! Served: `KV` (Range, Put, DeleteRange, Txn, Compact), `Watch`, `Lease`
 //! (Grant, Revoke, the KeepAlive stream, TimeToLive, Leases), `Maintenance.Status`,
 //! `Cluster.MemberList` and `Auth.Authenticate`; any other method answers
 //! `Unimplemented`, as a gRPC server does for a method it does not know.
@@ -21,6 +21,7 @@ pub mod pb;
 mod kv;
 mod lease;
 mod member;
+mod txn;
 mod watch;
 
 pub use watch::session as watch_session;

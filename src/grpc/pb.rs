@@ -373,3 +373,95 @@ pub struct Event {
     #[prost(message, optional, tag = "3")]
     pub prev_kv: Option<KeyValue>,
 }
+
+/// `result`: EQUAL 0, GREATER 1, LESS 2, NOT_EQUAL 3; `target`: VERSION 0,
+/// CREATE 1, MOD 2, VALUE 3, LEASE 4.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Compare {
+    #[prost(int32, tag = "1")]
+    pub result: i32,
+    #[prost(int32, tag = "2")]
+    pub target: i32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub key: Vec<u8>,
+    #[prost(oneof = "compare::TargetUnion", tags = "4, 5, 6, 7, 8")]
+    pub target_union: Option<compare::TargetUnion>,
+    #[prost(bytes = "vec", tag = "64")]
+    pub range_end: Vec<u8>,
+}
+
+pub mod compare {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum TargetUnion {
+        #[prost(int64, tag = "4")]
+        Version(i64),
+        #[prost(int64, tag = "5")]
+        CreateRevision(i64),
+        #[prost(int64, tag = "6")]
+        ModRevision(i64),
+        #[prost(bytes = "vec", tag = "7")]
+        Value(Vec<u8>),
+        #[prost(int64, tag = "8")]
+        Lease(i64),
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RequestOp {
+    #[prost(oneof = "request_op::Request", tags = "1, 2, 3, 4")]
+    pub request: Option<request_op::Request>,
+}
+
+pub mod request_op {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Request {
+        #[prost(message, tag = "1")]
+        RequestRange(super::RangeRequest),
+        #[prost(message, tag = "2")]
+        RequestPut(super::PutRequest),
+        #[prost(message, tag = "3")]
+        RequestDeleteRange(super::DeleteRangeRequest),
+        #[prost(message, tag = "4")]
+        RequestTxn(super::TxnRequest),
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ResponseOp {
+    #[prost(oneof = "response_op::Response", tags = "1, 2, 3, 4")]
+    pub response: Option<response_op::Response>,
+}
+
+pub mod response_op {
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Response {
+        #[prost(message, tag = "1")]
+        ResponseRange(super::RangeResponse),
+        #[prost(message, tag = "2")]
+        ResponsePut(super::PutResponse),
+        #[prost(message, tag = "3")]
+        ResponseDeleteRange(super::DeleteRangeResponse),
+        #[prost(message, tag = "4")]
+        ResponseTxn(super::TxnResponse),
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TxnRequest {
+    #[prost(message, repeated, tag = "1")]
+    pub compare: Vec<Compare>,
+    #[prost(message, repeated, tag = "2")]
+    pub success: Vec<RequestOp>,
+    #[prost(message, repeated, tag = "3")]
+    pub failure: Vec<RequestOp>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TxnResponse {
+    #[prost(message, optional, tag = "1")]
+    pub header: Option<ResponseHeader>,
+    #[prost(bool, tag = "2")]
+    pub succeeded: bool,
+    #[prost(message, repeated, tag = "3")]
+    pub responses: Vec<ResponseOp>,
+}
