@@ -484,3 +484,87 @@ async fn with_auth_a_keep_alive_is_sent_on_with_the_callers_token() {
         node.stop().await;
     }
 }
+
+/// A watch on one node sees the writes made through the others, in
+/// revision order, each once: every node follows the whole log.
+#[actix_rt::test]
+async fn a_watch_on_one_node_sees_the_writes_of_every_node() {
+    let schema = Schema::fresh();
+    let mut nodes = Vec::new();
+    for _ in 0..NODES {
+        nodes.push(TestServer::start_on(schema.target()).await);
+    }
+    let create = json!({"create_request": {"key": b64("w/"), "range_end": b64("w0"), "prev_kv": true}});
+    let mut watch = nodes[0]
+        .http
+        .post(format!("{}/v3/watch", nodes[0].base))
+        .body(create.to_string())
+        .send()
+        .await
+        .expect("watch");
+    let mut pending: Vec<u8> = Vec::new();
+    let mut events: Vec<Value> = Vec::new();
+    let mut created = false;
+    let mut revisions = Vec::new();
+    for i in 0..9 {
+        if i == 0 {
+            // The watch exists before the first write.
+            while !created {
+                let chunk = tokio::time::timeout(PATIENCE, watch.chunk())
+                    .await
+                    .expect("in time")
+                    .expect("readable");
+                pending.extend_from_slice(&chunk.expect("not ended"));
+                created = String::from_utf8_lossy(&pending).contains("\"created\":true");
+            }
+            pending.clear();
+        }
+        let node = &nodes[i % NODES];
+        let put = v3(
+            node,
+            "/kv/put",
+            json!({"key": b64(&format!("w/{}", i % 4)), "value": b64(&i.to_string())}),
+            None,
+        )
+        .await;
+        assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+        revisions.push(
+            put.body["header"]["revision"]
+                .as_str()
+                .expect("revision")
+                .parse::<i64>()
+                .expect("a number"),
+        );
+    }
+    while events.len() < revisions.len() {
+        if let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let value: Value = serde_json::from_slice(&line).expect("a JSON line");
+            events.extend(value["result"]["events"].as_array().cloned().unwrap_or_default());
+            continue;
+        }
+        let chunk = tokio::time::timeout(PATIENCE, watch.chunk())
+            .await
+            .expect("in time")
+            .expect("readable");
+        pending.extend_from_slice(&chunk.expect("not ended"));
+    }
+    let seen: Vec<i64> = events
+        .iter()
+        .map(|e| {
+            e["kv"]["mod_revision"]
+                .as_str()
+                .expect("mod_revision")
+                .parse()
+                .expect("a number")
+        })
+        .collect();
+    assert_eq!(seen, revisions, "every write once, in revision order");
+    // The fifth put overwrote the first one's key: its value before is there.
+    assert_eq!(unb64(&events[4]["prev_kv"]["value"]), "0");
+    assert_eq!(unb64(&events[4]["kv"]["value"]), "4");
+    drop(watch);
+    for mut node in nodes {
+        node.stop().await;
+    }
+}
