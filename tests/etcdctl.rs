@@ -239,6 +239,14 @@ struct Watching {
     printed: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
+/// A test that fails half-way leaves no process behind.
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Watching {
     fn start(address: &str, args: &[&str]) -> Watching {
         let mut command = Command::new("etcdctl");
