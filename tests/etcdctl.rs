@@ -21,20 +21,7 @@ use common::PATIENCE;
 
 /// Whether etcdctl is here; panics if CI requires it and it is not.
 fn etcdctl_found() -> bool {
-    let found = Command::new("etcdctl")
-        .arg("version")
-        .env("ETCDCTL_API", "3")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("TENURE_REQUIRE_ETCD").as_deref() != Ok("1"),
-            "TENURE_REQUIRE_ETCD=1 but there is no etcdctl binary (apt-get install etcd-client)"
-        );
-        eprintln!("SKIPPED: no etcdctl on PATH; install Debian's etcd-client to run the etcdctl tests");
-    }
-    found
+    common::etcd::found("etcdctl", "version", "etcd-client")
 }
 
 /// One server, with the lease IDs etcdctl printed for it, in grant order.

@@ -271,16 +271,22 @@ pub(super) struct DeleteRangeRequest {
     pub(super) prev_kv: bool,
 }
 
+impl From<PutRequest> for etcd::Put {
+    fn from(req: PutRequest) -> etcd::Put {
+        etcd::Put {
+            key: req.key,
+            value: req.value,
+            lease: req.lease,
+            prev_kv: req.prev_kv,
+            ignore_value: req.ignore_value,
+            ignore_lease: req.ignore_lease,
+        }
+    }
+}
+
 /// etcd's checks of a put (`etcd::put_op`).
 pub(super) fn put_op(req: PutRequest) -> Result<PutOp, EtcdError> {
-    etcd::put_op(etcd::Put {
-        key: req.key,
-        value: req.value,
-        lease: req.lease,
-        prev_kv: req.prev_kv,
-        ignore_value: req.ignore_value,
-        ignore_lease: req.ignore_lease,
-    })
+    etcd::put_op(req.into())
 }
 
 pub(super) fn range_op(req: &RangeRequest) -> Result<(KeyRange, RangeOptions), EtcdError> {
@@ -555,15 +561,7 @@ async fn kv_put(
     caller: Caller,
     EtcdJson(req): EtcdJson<PutRequest>,
 ) -> Result<HttpResponse, EtcdError> {
-    let put = etcd::Put {
-        key: req.key,
-        value: req.value,
-        lease: req.lease,
-        prev_kv: req.prev_kv,
-        ignore_value: req.ignore_value,
-        ignore_lease: req.ignore_lease,
-    };
-    let (key, done) = etcd::put(&control, caller.meta(), put).await?;
+    let (key, done) = etcd::put(&control, caller.meta(), req.into()).await?;
     ok(PutReply {
         header: header(&caller.account, done.revision),
         prev_kv: done.prev.map(|kv| Kv::new(key, kv)),

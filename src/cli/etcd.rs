@@ -64,6 +64,84 @@ fn print_event(out: &mut impl Write, event: &Event) -> std::io::Result<()> {
     out.flush()
 }
 
+/// A `/v3/watch` being read, one answer at a time.
+struct WatchStream {
+    response: reqwest::Response,
+    pending: Vec<u8>,
+    endpoint: String,
+}
+
+impl WatchStream {
+    async fn open(client: &Client, body: &serde_json::Value) -> Result<WatchStream, CliError> {
+        let response = client
+            .http
+            .post(client.url("/v3/watch"))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| unreachable(client, e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.bytes().await.map_err(|e| unreachable(client, e))?;
+            return Err(server_error(status, &body));
+        }
+        Ok(WatchStream {
+            response,
+            pending: Vec::new(),
+            endpoint: client.endpoint.clone(),
+        })
+    }
+
+    /// The next answer; `None` once the server ended the watch.
+    async fn next(&mut self) -> Result<Option<WatchResult>, CliError> {
+        loop {
+            if let Some(end) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let line: Line = serde_json::from_slice(&line).map_err(|e| CliError::Server {
+                    status: 200,
+                    code: "bad_response".into(),
+                    message: format!("unexpected watch response: {e}"),
+                })?;
+                if let Some(error) = line.error {
+                    return Err(CliError::Usage(format!("watch failed: {error}")));
+                }
+                match line.result {
+                    Some(result) => return Ok(Some(result)),
+                    None => continue,
+                }
+            }
+            let chunk = self.response.chunk().await.map_err(|e| CliError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                reason: e.to_string(),
+            })?;
+            match chunk {
+                Some(chunk) => self.pending.extend_from_slice(&chunk),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Waits for the first answer with events; `false` if the watch ended.
+    async fn changed(&mut self) -> Result<bool, CliError> {
+        while let Some(result) = self.next().await? {
+            if !result.events.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+fn unreachable(client: &Client, e: reqwest::Error) -> CliError {
+    CliError::Unreachable {
+        endpoint: client.endpoint.clone(),
+        reason: e.to_string(),
+    }
+}
+
 /// `tenure watch KEY`: prints the key's (or prefix's) changes until the
 /// server ends the watch or the command is stopped.
 pub(super) async fn watch(
@@ -81,49 +159,17 @@ pub(super) async fn watch(
     let body = serde_json::json!({"create_request": {
         "key": b64(key.as_bytes()), "range_end": range_end, "start_revision": rev.to_string(), "prev_kv": prev_kv,
     }});
-    let unreachable = |e: reqwest::Error| CliError::Unreachable {
-        endpoint: client.endpoint.clone(),
-        reason: e.to_string(),
-    };
-    let mut response = client
-        .http
-        .post(client.url("/v3/watch"))
-        .json(&body)
-        .send()
-        .await
-        .map_err(unreachable)?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.bytes().await.map_err(unreachable)?;
-        return Err(server_error(status, &body));
-    }
-    let mut pending: Vec<u8> = Vec::new();
+    let mut stream = WatchStream::open(client, &body).await?;
     let mut out = std::io::stdout();
-    while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
-        pending.extend_from_slice(&chunk);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let line: Line = serde_json::from_slice(&line).map_err(|e| CliError::Server {
-                status: 200,
-                code: "bad_response".into(),
-                message: format!("unexpected watch response: {e}"),
-            })?;
-            if let Some(error) = line.error {
-                return Err(CliError::Usage(format!("watch failed: {error}")));
-            }
-            let Some(result) = line.result else { continue };
-            for event in &result.events {
-                let _ = print_event(&mut out, event);
-            }
-            if result.canceled {
-                return Err(CliError::Usage(format!(
-                    "watch is canceled by the server: {}",
-                    result.cancel_reason
-                )));
-            }
+    while let Some(result) = stream.next().await? {
+        for event in &result.events {
+            let _ = print_event(&mut out, event);
+        }
+        if result.canceled {
+            return Err(CliError::Usage(format!(
+                "watch is canceled by the server: {}",
+                result.cancel_reason
+            )));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -131,19 +177,15 @@ pub(super) async fn watch(
 
 /// A `/v3` call; etcd's error body becomes the error.
 async fn v3(client: &Client, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, CliError> {
-    let unreachable = |e: reqwest::Error| CliError::Unreachable {
-        endpoint: client.endpoint.clone(),
-        reason: e.to_string(),
-    };
     let response = client
         .http
         .post(client.url(path))
         .json(body)
         .send()
         .await
-        .map_err(unreachable)?;
+        .map_err(|e| unreachable(client, e))?;
     let status = response.status();
-    let bytes = response.bytes().await.map_err(unreachable)?;
+    let bytes = response.bytes().await.map_err(|e| unreachable(client, e))?;
     let reply: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     if status.is_success() {
         return Ok(reply);
@@ -353,31 +395,11 @@ async fn wait_delete(client: &Client, key: &[u8], after: i64) -> Result<(), CliE
     let body = serde_json::json!({"create_request": {
         "key": b64(key), "start_revision": (after + 1).to_string(), "filters": ["NOPUT"],
     }});
-    let unreachable = |e: reqwest::Error| CliError::Unreachable {
-        endpoint: client.endpoint.clone(),
-        reason: e.to_string(),
-    };
-    let mut response = client
-        .http
-        .post(client.url("/v3/watch"))
-        .json(&body)
-        .send()
-        .await
-        .map_err(unreachable)?;
-    let mut pending = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
-        pending.extend_from_slice(&chunk);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            let Ok(line) = serde_json::from_slice::<Line>(&line) else {
-                continue;
-            };
-            if line.result.is_some_and(|r| !r.events.is_empty()) {
-                return Ok(());
-            }
-        }
+    if WatchStream::open(client, &body).await?.changed().await? {
+        Ok(())
+    } else {
+        Err(CliError::Usage("the watch ended before the key was deleted".into()))
     }
-    Err(CliError::Usage("the watch ended before the key was deleted".into()))
 }
 
 /// etcd's `waitDeletes`: waits until every key under `prefix` created
@@ -570,31 +592,10 @@ async fn observe(client: &Client, prefix: &str) -> Result<ExitCode, CliError> {
             "key": b64(prefix.as_bytes()), "range_end": b64(&prefix_end(prefix.as_bytes())),
             "start_revision": (revision + 1).to_string(),
         }});
-        let changed = async {
-            let mut response = client
-                .http
-                .post(client.url("/v3/watch"))
-                .json(&body)
-                .send()
-                .await
-                .ok()?;
-            let mut pending = Vec::new();
-            while let Ok(Some(chunk)) = response.chunk().await {
-                pending.extend_from_slice(&chunk);
-                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = pending.drain(..=end).collect();
-                    if serde_json::from_slice::<Line>(&line)
-                        .is_ok_and(|l| l.result.is_some_and(|r| !r.events.is_empty()))
-                    {
-                        return Some(());
-                    }
-                }
-            }
-            None
-        };
+        let changed = async { WatchStream::open(client, &body).await?.changed().await };
         tokio::select! {
             _ = shutdown.wait() => return Ok(ExitCode::SUCCESS),
-            changed = changed => if changed.is_none() {
+            changed = changed => if !changed? {
                 return Err(CliError::Usage("the watch of the election ended".into()));
             },
         }

@@ -9,6 +9,19 @@ use crate::domain::keyspace::txn::MAX_TXN_OPS;
 use crate::domain::keyspace::{KeyValue, RangeOptions, SortOrder, SortTarget};
 use crate::etcd::{self, Code, EtcdError};
 
+impl From<pb::PutRequest> for etcd::Put {
+    fn from(req: pb::PutRequest) -> etcd::Put {
+        etcd::Put {
+            key: req.key,
+            value: req.value,
+            lease: req.lease,
+            prev_kv: req.prev_kv,
+            ignore_value: req.ignore_value,
+            ignore_lease: req.ignore_lease,
+        }
+    }
+}
+
 pub(super) fn kv(key: Bytes, kv: KeyValue) -> pb::KeyValue {
     pb::KeyValue {
         key: key.0,
@@ -76,16 +89,7 @@ impl KV for Etcd {
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let caller = self.caller(request.metadata()).await?;
-        let req = request.into_inner();
-        let put = etcd::Put {
-            key: req.key,
-            value: req.value,
-            lease: req.lease,
-            prev_kv: req.prev_kv,
-            ignore_value: req.ignore_value,
-            ignore_lease: req.ignore_lease,
-        };
-        let (key, done) = etcd::put(&self.control, caller.meta(), put).await?;
+        let (key, done) = etcd::put(&self.control, caller.meta(), request.into_inner().into()).await?;
         Ok(Response::new(pb::PutResponse {
             header: self.header(&caller.account, done.revision),
             prev_kv: done.prev.map(|v| kv(key, v)),

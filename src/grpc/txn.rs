@@ -84,14 +84,7 @@ fn txn_op(op: pb::RequestOp, max_ops: usize) -> Result<TxnOp, EtcdError> {
             range: etcd::key_range(req.key, req.range_end)?,
         }),
         Some(Request::RequestPut(req)) => {
-            let put = etcd::put_op(etcd::Put {
-                key: req.key,
-                value: req.value,
-                lease: req.lease,
-                prev_kv: req.prev_kv,
-                ignore_value: req.ignore_value,
-                ignore_lease: req.ignore_lease,
-            })?;
+            let put = etcd::put_op(req.into())?;
             Ok(TxnOp::Put {
                 key: put.key,
                 value: put.value,

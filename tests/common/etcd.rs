@@ -37,20 +37,29 @@ impl Drop for Etcd {
     }
 }
 
-/// Starts a single-member etcd on loopback, or None (with the reason
-/// printed) when there is no etcd binary and CI does not require one.
-pub async fn start_etcd() -> Option<Etcd> {
-    let found = Command::new("etcd")
-        .arg("--version")
+/// Whether `binary` (from Debian's `package`) runs; if not, says the test
+/// skips, or fails it when CI requires etcd (`TENURE_REQUIRE_ETCD=1`).
+pub fn found(binary: &str, version_arg: &str, package: &str) -> bool {
+    let found = Command::new(binary)
+        .arg(version_arg)
+        .env("ETCDCTL_API", "3")
         .stdout(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !found {
         assert!(
             std::env::var("TENURE_REQUIRE_ETCD").as_deref() != Ok("1"),
-            "TENURE_REQUIRE_ETCD=1 but there is no etcd binary (apt-get install etcd-server)"
+            "TENURE_REQUIRE_ETCD=1 but there is no {binary} binary (apt-get install {package})"
         );
-        eprintln!("SKIPPED: no etcd binary on PATH; install Debian's etcd-server to run the etcd differential test");
+        eprintln!("SKIPPED: no {binary} on PATH; install Debian's {package} to run this test");
+    }
+    found
+}
+
+/// Starts a single-member etcd on loopback, or None (with the reason
+/// printed) when there is no etcd binary and CI does not require one.
+pub async fn start_etcd() -> Option<Etcd> {
+    if !found("etcd", "--version", "etcd-server") {
         return None;
     }
     let dir = tempfile::tempdir().expect("temp dir");
