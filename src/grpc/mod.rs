@@ -129,13 +129,16 @@ impl Etcd {
             .authenticate(authorization.as_deref().map(str::as_bytes))
             .await
             .map_err(|e| match e {
-                // clientv3 sends no token until it has authenticated.
-                AuthError::Missing => Status::unauthenticated("etcdserver: user name is empty"),
-                e => Status::unauthenticated(format!("etcdserver: invalid auth token ({e})")),
+                // etcd's answers: no token is an empty user name.
+                AuthError::Missing => Status::invalid_argument("etcdserver: user name is empty"),
+                AuthError::Malformed(_) | AuthError::Invalid => {
+                    Status::unauthenticated("etcdserver: invalid auth token")
+                }
             })?;
+        // The admin token owns no keys or leases.
         let account = principal
             .account()
-            .map_err(|denied| Status::permission_denied(format!("etcdserver: permission denied ({denied})")))?;
+            .map_err(|_| Status::permission_denied("etcdserver: permission denied"))?;
         Ok(Caller { account, authorization })
     }
 
