@@ -39,6 +39,9 @@ use crate::store::{EventStore, StoreError};
 /// from it (and catches up from the log when it is read again).
 pub const HUB_BUFFER: usize = 256;
 
+/// How often the reader forgets the accounts nobody watches any more.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Events of the log read at a time, and events a replay answers at most
 /// at once.
 const PAGE: usize = 1024;
@@ -195,8 +198,17 @@ async fn run(
     let mut position = store.head();
     let mut log = store.subscribe_all(position + 1);
     let mut watched: HashMap<AccountId, Watched> = HashMap::new();
+    // Watchers that went away are dropped as batches reach them; this
+    // also drops those of accounts that see no more writes.
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
         tokio::select! {
+            _ = sweep.tick() => {
+                watched.retain(|_, account| {
+                    account.watchers.retain(|tx| !tx.is_closed());
+                    !account.watchers.is_empty()
+                });
+            }
             join = joins.recv() => {
                 let Some(join) = join else { return };
                 if !watched.contains_key(&join.account) {
