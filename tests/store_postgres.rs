@@ -213,3 +213,32 @@ fn a_bad_url_or_schema_is_a_clear_error() {
         .expect("nothing listens on port 1");
     assert!(err.to_string().contains("cannot connect to PostgreSQL"), "{err}");
 }
+
+/// Reading a page of `$all` near the head (what every node does after
+/// each batch another node appends) walks the position index and finds
+/// each stream's name by its key: no sequential scan of `events` or
+/// `streams`, even on a young schema PostgreSQL has no statistics for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_a_page_of_the_log_scans_no_table() {
+    let schema = Schema::fresh();
+    let store = schema.open();
+    let streams = 2_000;
+    let writes: Vec<_> = (0..streams)
+        .map(|n| store.append(stream(n), ExpectedVersion::Exact(0), vec![event(n), event(n + 1)]))
+        .collect();
+    for write in writes {
+        write.await.expect("append");
+    }
+    let from = store.head() - 10;
+    let sql = tenure::store::pg::READ_PAGE
+        .replace("$1", &from.to_string())
+        .replace("$2", &(from + 4096).to_string())
+        .replace("$3", "4096");
+    let plan = schema.explain(&sql);
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    assert!(plan.contains("events_pkey") || plan.contains("Index"), "{plan}");
+    let page = store.read_all(from, 4096).await.expect("read");
+    assert_eq!(page.len(), 11);
+    assert_eq!(page.first().map(|e| e.position), Some(from));
+    store.close();
+}

@@ -17,7 +17,7 @@ mod election;
 #[cfg(feature = "esdb")]
 mod esdb;
 mod memory;
-mod pg;
+pub mod pg;
 mod sqlite;
 mod subscription;
 

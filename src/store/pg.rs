@@ -350,16 +350,26 @@ fn query_events<C: postgres::GenericClient>(
     rows.iter().map(|row| row_to_event(row, &mut accounts)).collect()
 }
 
+/// A page of `$all`. Positions have no gaps, so the page is bounded on both
+/// sides (`$1 <= position < $2`, `$2` being `$1` plus the page's size,
+/// which is `$3`): the planner walks the position
+/// index for at most `$3` rows whatever the statistics of a young schema
+/// say. Each event's stream name comes by the stream's key, row by row,
+/// not by a join, which a planner without statistics turned into a
+/// sequential scan of `streams` on every page (measured with three nodes:
+/// about 1,900 rows of `streams` read per grant, against 34 with one
+/// node). `tests/store_postgres.rs` checks the plan.
+pub const READ_PAGE: &str = "SELECT e.position, (SELECT s.name FROM streams s WHERE s.id = e.stream_id), \
+     e.version, e.event_id, e.event_type, e.schema_version, e.time_us, e.account, e.request_id, e.causation_id, \
+     e.payload, e.hash FROM events e WHERE e.position >= $1 AND e.position < $2 ORDER BY e.position LIMIT $3";
+
 fn read_page<C: postgres::GenericClient>(
     client: &mut C,
     from: u64,
     max: usize,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM events e JOIN streams s ON s.id = e.stream_id \
-         WHERE e.position >= $1 ORDER BY e.position LIMIT $2"
-    );
-    query_events(client, &sql, &[&sql_int(from), &sql_int(max as u64)])
+    let (max, until) = (max as u64, from.saturating_add(max as u64));
+    query_events(client, READ_PAGE, &[&sql_int(from), &sql_int(until), &sql_int(max)])
 }
 
 /// A PostgreSQL log opened for reading only, for the offline tools

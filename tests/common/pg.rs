@@ -99,3 +99,26 @@ impl Drop for Schema {
         }
     }
 }
+
+impl Schema {
+    /// The plan PostgreSQL picks for `sql` in this schema (`EXPLAIN`), one
+    /// line a node.
+    pub fn explain(&self, sql: &str) -> String {
+        let (url, name, sql) = (base_url(), self.name.clone(), sql.to_owned());
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+            client
+                .batch_execute(&format!("SET search_path TO \"{name}\""))
+                .expect("search path");
+            client
+                .query(&format!("EXPLAIN {sql}"), &[])
+                .expect("explain")
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .join()
+        .expect("explain thread")
+    }
+}
