@@ -5,8 +5,8 @@
 #
 # Starts both servers once (each with its own data dir in a temp dir, on
 # loopback), waits for both to answer a gRPC Range (a readiness poll), then
-# runs `grpc-load` in each mode against each, alternating the order
-# (etcd, tenure, then tenure, etcd) for $ROUNDS rounds:
+# runs `grpc-load` in each mode against each, $ROUNDS rounds a mode, the
+# order alternating (etcd, tenure, then tenure, etcd):
 #   put        $WORKERS callers of KV.Put on distinct keys, $DURATION s
 #   grant      $WORKERS callers of LeaseGrant (TTL 600), $DURATION s
 #   keepalive  $LEASES leases, one LeaseKeepAlive stream per worker,
@@ -87,8 +87,10 @@ run() { # SERVER MODE ROUND
       '. + {round: $round, load1: ($load | tonumber), server_rss_mib: ($rss / 1024 | floor)}' >>"$RAW"
 }
 
-for round in $(seq 1 "$ROUNDS"); do
-  for mode in $MODES; do
+# Mode by mode, so what one mode leaves behind (a watch backlog) weighs
+# on its own later rounds only.
+for mode in $MODES; do
+  for round in $(seq 1 "$ROUNDS"); do
     if [ $((round % 2)) = 1 ]; then order="etcd tenure"; else order="tenure etcd"; fi
     for server in $order; do run "$server" "$mode" "$round"; done
   done
@@ -132,7 +134,7 @@ EOF
 CPU=$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')
 TABLE=$(cat <<EOT
 
-## gRPC (issue 15) — $(date -u +%Y-%m-%d) — \`bash ops/bench/grpc.sh\` (ROUNDS=$ROUNDS, DURATION=$DURATION s, WORKERS=$WORKERS, CHANNELS=$CHANNELS, LEASES=$LEASES, WATCHERS=$WATCHERS, RATE=$RATE)
+## gRPC (issue 15) — $(date -u +%Y-%m-%d) — \`bash ops/bench/grpc.sh\` (MODES=$MODES, ROUNDS=$ROUNDS, DURATION=$DURATION s, WORKERS=$WORKERS, CHANNELS=$CHANNELS, LEASES=$LEASES, WATCHERS=$WATCHERS, RATE=$RATE)
 
 Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); load average before the run $LOAD_BEFORE, after $LOAD_AFTER (each run's 1-minute load is in the raw lines). tenure $(git rev-parse --short HEAD) (release) and $(etcd --version | head -1), both started once and fsyncing, on the same machine in the same run; the order alternates each round.
 
