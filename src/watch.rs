@@ -19,10 +19,14 @@
 //!
 //! **Slow watchers cost bounded memory.** A watcher that falls
 //! [`HUB_BUFFER`] batches behind the task is dropped by it, as etcd moves
-//! a slow watcher to its unsynced set; when its client reads again it
-//! catches up from the log the same way as a watch from the past. A client
-//! that never reads holds one full channel and what its transport buffers,
-//! nothing more.
+//! a slow watcher to its unsynced set. When its client reads again it
+//! joins again: the task keeps each watched account's last
+//! [`RECENT_EVENTS`] events (the batches it already shared), so a watcher
+//! that is not further behind than that takes them from there, with no
+//! read of the log; one further behind replays the stream from the log,
+//! at most [`REPLAYS_AT_ONCE`] such replays at a time (each folds the key
+//! space). A client that never reads holds one full channel and what its
+//! transport buffers, nothing more.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -41,6 +45,15 @@ pub const HUB_BUFFER: usize = 256;
 
 /// How often the reader forgets the accounts nobody watches any more.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Events of each watched account the reader keeps for watchers catching
+/// up (in the batches it shared: the memory is the batches').
+pub const RECENT_EVENTS: usize = 16_384;
+
+/// Watchers replaying a stream from the log at once: each folds the key
+/// space, so this bounds their memory and keeps them from starving the
+/// writers.
+pub const REPLAYS_AT_ONCE: usize = 2;
 
 /// Events of the log read at a time, and events a replay answers at most
 /// at once.
@@ -116,6 +129,9 @@ struct Joined {
     /// The stream version the reader has applied for the account: the
     /// channel brings every event after it.
     version: u64,
+    /// The events after the version the watcher asked to resume from, when
+    /// the reader still had them all (see [`RECENT_EVENTS`]).
+    recent: Option<Vec<Batch>>,
     /// The account's revision at that version.
     revision: i64,
     events: mpsc::Receiver<Batch>,
@@ -123,6 +139,9 @@ struct Joined {
 
 struct Join {
     account: AccountId,
+    /// Resume after this stream version, from the reader's recent events
+    /// if it still has them.
+    after: Option<u64>,
     reply: oneshot::Sender<Result<Joined, StoreError>>,
 }
 
@@ -131,6 +150,7 @@ struct Join {
 pub struct Watches {
     joins: mpsc::UnboundedSender<Join>,
     store: Arc<dyn EventStore>,
+    replays: Arc<tokio::sync::Semaphore>,
 }
 
 /// An account somebody watches, as the reader keeps it.
@@ -138,6 +158,11 @@ struct Watched {
     state: Keyspace,
     version: u64,
     watchers: Vec<mpsc::Sender<Batch>>,
+    /// The last batches shared, at most [`RECENT_EVENTS`] events, and the
+    /// stream version before the first of them.
+    recent: std::collections::VecDeque<Batch>,
+    recent_events: usize,
+    recent_after: u64,
 }
 
 impl Watches {
@@ -146,17 +171,61 @@ impl Watches {
     pub fn start(store: Arc<dyn EventStore>, closing: tokio::sync::watch::Receiver<bool>) -> Watches {
         let (joins, requests) = mpsc::unbounded_channel();
         tokio::spawn(run(Arc::clone(&store), requests, closing));
-        Watches { joins, store }
+        Watches {
+            joins,
+            store,
+            replays: Arc::new(tokio::sync::Semaphore::new(REPLAYS_AT_ONCE)),
+        }
     }
 
-    async fn join(&self, account: &AccountId) -> Result<Joined, StoreError> {
+    async fn join(&self, account: &AccountId, after: Option<u64>) -> Result<Joined, StoreError> {
         let (reply, answer) = oneshot::channel();
         let join = Join {
             account: account.clone(),
+            after,
             reply,
         };
         self.joins.send(join).map_err(|_| StoreError::Closed)?;
         answer.await.unwrap_or(Err(StoreError::Closed))
+    }
+}
+
+impl Watched {
+    fn new(state: Keyspace, version: u64) -> Watched {
+        Watched {
+            state,
+            version,
+            watchers: Vec::new(),
+            recent: std::collections::VecDeque::new(),
+            recent_events: 0,
+            recent_after: version,
+        }
+    }
+
+    /// Keeps `batch` among the recent ones, forgetting the oldest beyond
+    /// [`RECENT_EVENTS`].
+    fn remember(&mut self, batch: &Batch) {
+        self.recent.push_back(Arc::clone(batch));
+        self.recent_events += batch.len();
+        while self.recent_events > RECENT_EVENTS {
+            let Some(oldest) = self.recent.pop_front() else { break };
+            self.recent_events -= oldest.len();
+            if let Some(last) = oldest.last() {
+                self.recent_after = last.version;
+            }
+        }
+    }
+
+    /// The recent batches with events after version `after`, if none of
+    /// those was forgotten.
+    fn recent_after(&self, after: u64) -> Option<Vec<Batch>> {
+        (after >= self.recent_after).then(|| {
+            self.recent
+                .iter()
+                .filter(|b| b.last().is_some_and(|e| e.version > after))
+                .cloned()
+                .collect()
+        })
     }
 }
 
@@ -169,11 +238,7 @@ async fn load(store: &dyn EventStore, account: &AccountId, upto: u64) -> Result<
         let page = store.read_stream(&stream, version + 1, PAGE).await?;
         for recorded in &page {
             if recorded.position > upto {
-                return Ok(Watched {
-                    state,
-                    version,
-                    watchers: Vec::new(),
-                });
+                return Ok(Watched::new(state, version));
             }
             if let Some(event) = decode(recorded)? {
                 state.evolve(&event, recorded.time);
@@ -181,11 +246,7 @@ async fn load(store: &dyn EventStore, account: &AccountId, upto: u64) -> Result<
             version = recorded.version;
         }
         if page.len() < PAGE {
-            return Ok(Watched {
-                state,
-                version,
-                watchers: Vec::new(),
-            });
+            return Ok(Watched::new(state, version));
         }
     }
 }
@@ -227,6 +288,7 @@ async fn run(
                     account.watchers.push(tx);
                     let joined = Joined {
                         version: account.version,
+                        recent: join.after.and_then(|after| account.recent_after(after)),
                         revision: account.state.revision(),
                         events,
                     };
@@ -262,8 +324,9 @@ async fn run(
                 for (account, events) in changed {
                     let events: Batch = Arc::new(events);
                     if let Some(entry) = watched.get_mut(&account) {
+                        entry.remember(&events);
                         // A full channel drops its watcher, which catches up
-                        // from the log when it is read again.
+                        // when it is read again.
                         entry.watchers.retain(|tx| tx.try_send(Arc::clone(&events)).is_ok());
                         if entry.watchers.is_empty() {
                             watched.remove(&account);
@@ -309,6 +372,15 @@ enum Phase {
         next_version: u64,
         until: u64,
         events: mpsc::Receiver<Batch>,
+        /// One of the [`REPLAYS_AT_ONCE`] places, once taken.
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    },
+    /// Delivering the reader's recent batches (up to version `until`),
+    /// then `events`.
+    Recent {
+        batches: std::collections::VecDeque<Batch>,
+        until: u64,
+        events: mpsc::Receiver<Batch>,
     },
     Live(mpsc::Receiver<Batch>),
 }
@@ -336,33 +408,46 @@ impl Watcher {
         start_revision: i64,
         now: i64,
     ) -> Result<(Watcher, i64), StoreError> {
-        let joined = watches.join(&account).await?;
+        let joined = watches.join(&account, None).await?;
         let current = joined.revision.max(now);
         let start_revision = if start_revision > 0 {
             start_revision
         } else {
             current + 1
         };
-        let phase = if start_revision > joined.revision {
+        let (phase, delivered) = if start_revision > joined.revision {
             // Nothing the reader passed is wanted.
-            Phase::Live(joined.events)
+            (Phase::Live(joined.events), joined.version)
         } else {
-            Phase::Replay {
-                state: Keyspace::default(),
-                next_version: 1,
-                until: joined.version,
-                events: joined.events,
-            }
+            (
+                Phase::Replay {
+                    state: Keyspace::default(),
+                    next_version: 1,
+                    until: joined.version,
+                    events: joined.events,
+                    permit: None,
+                },
+                0,
+            )
         };
         let watcher = Watcher {
             watches: watches.clone(),
             account,
             filter,
             start_revision,
-            delivered: 0,
+            delivered,
             phase,
         };
         Ok((watcher, current))
+    }
+
+    /// The events of `batch` this watch wants; it has passed them all.
+    fn take(&mut self, batch: &Batch) -> Vec<WatchEvent> {
+        let out: Vec<WatchEvent> = batch.iter().filter(|e| self.wanted(e)).cloned().collect();
+        if let Some(last) = batch.last() {
+            self.delivered = self.delivered.max(last.version);
+        }
+        out
     }
 
     fn wanted(&self, event: &WatchEvent) -> bool {
@@ -375,24 +460,56 @@ impl Watcher {
         loop {
             match std::mem::replace(&mut self.phase, Phase::Detached) {
                 Phase::Detached => {
-                    let joined = self.watches.join(&self.account).await?;
-                    self.phase = Phase::Replay {
-                        state: Keyspace::default(),
-                        next_version: 1,
-                        until: joined.version,
-                        events: joined.events,
+                    let joined = self.watches.join(&self.account, Some(self.delivered)).await?;
+                    self.phase = match joined.recent {
+                        Some(batches) => Phase::Recent {
+                            batches: batches.into(),
+                            until: joined.version,
+                            events: joined.events,
+                        },
+                        None => Phase::Replay {
+                            state: Keyspace::default(),
+                            next_version: 1,
+                            until: joined.version,
+                            events: joined.events,
+                            permit: None,
+                        },
                     };
+                }
+                Phase::Recent {
+                    mut batches,
+                    until,
+                    events,
+                } => {
+                    let Some(batch) = batches.pop_front() else {
+                        self.delivered = self.delivered.max(until);
+                        self.phase = Phase::Live(events);
+                        continue;
+                    };
+                    let out = self.take(&batch);
+                    self.phase = Phase::Recent { batches, until, events };
+                    if !out.is_empty() {
+                        return Ok(out);
+                    }
                 }
                 Phase::Replay {
                     mut state,
                     mut next_version,
                     until,
                     events,
+                    permit,
                 } => {
                     if next_version > until {
                         self.phase = Phase::Live(events);
                         continue;
                     }
+                    let permit = match permit {
+                        Some(permit) => permit,
+                        None => Arc::clone(&self.watches.replays)
+                            .acquire_owned()
+                            .await
+                            .map_err(|_| StoreError::Closed)?,
+                    };
                     let stream = StreamId::keyspace(&self.account);
                     let page = self.watches.store.read_stream(&stream, next_version, PAGE).await?;
                     let mut out = Vec::new();
@@ -419,6 +536,7 @@ impl Watcher {
                         next_version,
                         until,
                         events,
+                        permit: Some(permit),
                     };
                     if !out.is_empty() {
                         return Ok(out);
@@ -426,10 +544,7 @@ impl Watcher {
                 }
                 Phase::Live(mut events) => match events.recv().await {
                     Some(batch) => {
-                        let out: Vec<WatchEvent> = batch.iter().filter(|e| self.wanted(e)).cloned().collect();
-                        if let Some(last) = batch.last() {
-                            self.delivered = self.delivered.max(last.version);
-                        }
+                        let out = self.take(&batch);
                         self.phase = Phase::Live(events);
                         if !out.is_empty() {
                             return Ok(out);
@@ -441,5 +556,61 @@ impl Watcher {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(versions: std::ops::RangeInclusive<u64>) -> Batch {
+        Arc::new(
+            versions
+                .map(|version| WatchEvent {
+                    kind: EventKind::Put,
+                    key: Bytes::from("k"),
+                    kv: KeyValue {
+                        value: Bytes::default(),
+                        create_revision: 2,
+                        mod_revision: version as i64 + 1,
+                        version: version as i64,
+                        lease: None,
+                    },
+                    prev: None,
+                    version,
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn recent_batches_serve_a_watcher_not_further_behind_than_they_reach() {
+        let mut account = Watched::new(Keyspace::default(), 10);
+        assert_eq!(
+            account.recent_after(10).map(|b| b.len()),
+            Some(0),
+            "nothing after 10 yet"
+        );
+        assert!(account.recent_after(9).is_none(), "9 is before what the reader keeps");
+        let size = RECENT_EVENTS as u64 / 4;
+        let mut next = 11;
+        for _ in 0..6 {
+            account.remember(&batch(next..=next + size - 1));
+            next += size;
+        }
+        // Six batches of a quarter each: the two oldest were forgotten.
+        assert!(account.recent_events <= RECENT_EVENTS);
+        assert_eq!(account.recent.len(), 4);
+        let oldest_kept = 11 + 2 * size;
+        assert!(account.recent_after(oldest_kept - 2).is_none());
+        let resumed = account.recent_after(oldest_kept - 1).expect("covered");
+        assert_eq!(resumed.len(), 4);
+        let resumed = account.recent_after(oldest_kept + size).expect("covered");
+        assert_eq!(
+            resumed.len(),
+            3,
+            "the batch holding the next version and the later ones"
+        );
+        assert_eq!(resumed[0].first().map(|e| e.version), Some(oldest_kept + size));
     }
 }
