@@ -48,21 +48,7 @@ impl Schema {
     /// client must not run on the test's runtime) and answers the first
     /// column of each row.
     pub fn query_i64(&self, sql: &str) -> Vec<i64> {
-        let (url, name, sql) = (base_url(), self.name.clone(), sql.to_owned());
-        std::thread::spawn(move || {
-            let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
-            client
-                .batch_execute(&format!("SET search_path TO \"{name}\""))
-                .expect("search path");
-            client
-                .query(&sql, &[])
-                .expect("query")
-                .iter()
-                .map(|r| r.get::<_, i64>(0))
-                .collect()
-        })
-        .join()
-        .expect("query thread")
+        self.rows(sql, |r| r.get::<_, i64>(0))
     }
 }
 
@@ -104,21 +90,23 @@ impl Schema {
     /// The plan PostgreSQL picks for `sql` in this schema (`EXPLAIN`), one
     /// line a node.
     pub fn explain(&self, sql: &str) -> String {
+        let explain = format!("EXPLAIN {sql}");
+        self.rows(&explain, |r| r.get::<_, String>(0)).join("\n")
+    }
+
+    /// Runs the query `sql` in this schema on a thread of its own (the
+    /// blocking client must not run on the test's runtime); answers each
+    /// row through `column`.
+    fn rows<T: Send + 'static>(&self, sql: &str, column: fn(&postgres::Row) -> T) -> Vec<T> {
         let (url, name, sql) = (base_url(), self.name.clone(), sql.to_owned());
         std::thread::spawn(move || {
             let mut client = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
             client
                 .batch_execute(&format!("SET search_path TO \"{name}\""))
                 .expect("search path");
-            client
-                .query(&format!("EXPLAIN {sql}"), &[])
-                .expect("explain")
-                .iter()
-                .map(|r| r.get::<_, String>(0))
-                .collect::<Vec<_>>()
-                .join("\n")
+            client.query(&sql, &[]).expect("query").iter().map(column).collect()
         })
         .join()
-        .expect("explain thread")
+        .expect("query thread")
     }
 }

@@ -30,6 +30,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
+use tenure::domain::keyspace::prefix_end;
 use tenure::grpc::client::{KVClient, LeaseClient, WatchClient};
 use tenure::grpc::pb;
 use tonic::transport::{Channel, Endpoint};
@@ -170,18 +171,6 @@ fn run_prefix(mode: Mode) -> String {
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     format!("bench/{mode:?}/{}-{nanos}/", std::process::id()).to_lowercase()
-}
-
-/// The end of the range of keys starting with `prefix` (etcd's `--prefix`).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 #[tokio::main]
