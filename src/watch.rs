@@ -304,6 +304,11 @@ async fn run(
                         return;
                     }
                 };
+                if watched.is_empty() {
+                    // Nobody watches: nothing to fold or send.
+                    position = batch.last().map_or(position, |e| e.position);
+                    continue;
+                }
                 let mut changed: HashMap<AccountId, Vec<WatchEvent>> = HashMap::new();
                 for recorded in batch.iter() {
                     position = recorded.position;

@@ -9,12 +9,13 @@
 
 use actix_web::{web, HttpResponse};
 use futures::StreamExt;
-use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use serde::{de, Deserialize, Deserializer, Serialize};
+use tenure_events::Bytes;
 use tokio::sync::mpsc;
 
 use super::etcd_error::EtcdError;
 use super::extract::Caller;
-use super::v3::{boolean, bytes, int64, string, zero, RawBody};
+use super::v3::{boolean, bytes, int64, string, zero, Header, Kv, RawBody};
 use crate::control::Control;
 use crate::grpc::pb::{self, watch_request::RequestUnion};
 use crate::watch::Watches;
@@ -113,53 +114,29 @@ impl From<WatchRequest> for pb::WatchRequest {
     }
 }
 
-fn b64<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&base64::Engine::encode(&base64::engine::general_purpose::STANDARD, v))
+/// The gateway's shapes of the watch session's messages (`v3`'s).
+fn header(h: pb::ResponseHeader) -> Header {
+    Header {
+        cluster_id: h.cluster_id,
+        member_id: h.member_id,
+        revision: h.revision,
+        raft_term: h.raft_term,
+    }
+}
+
+fn kv(kv: pb::KeyValue) -> Kv {
+    Kv {
+        key: Bytes(kv.key),
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        value: Bytes(kv.value),
+        lease: kv.lease,
+    }
 }
 
 fn is_false(v: &bool) -> bool {
     !*v
-}
-
-#[derive(Serialize)]
-struct Header {
-    #[serde(serialize_with = "string")]
-    cluster_id: u64,
-    #[serde(serialize_with = "string")]
-    member_id: u64,
-    #[serde(serialize_with = "string")]
-    revision: i64,
-    #[serde(serialize_with = "string")]
-    raft_term: u64,
-}
-
-#[derive(Serialize)]
-struct Kv {
-    #[serde(serialize_with = "b64")]
-    key: Vec<u8>,
-    #[serde(serialize_with = "string", skip_serializing_if = "zero")]
-    create_revision: i64,
-    #[serde(serialize_with = "string", skip_serializing_if = "zero")]
-    mod_revision: i64,
-    #[serde(serialize_with = "string", skip_serializing_if = "zero")]
-    version: i64,
-    #[serde(serialize_with = "b64", skip_serializing_if = "Vec::is_empty")]
-    value: Vec<u8>,
-    #[serde(serialize_with = "string", skip_serializing_if = "zero")]
-    lease: i64,
-}
-
-impl From<pb::KeyValue> for Kv {
-    fn from(kv: pb::KeyValue) -> Kv {
-        Kv {
-            key: kv.key,
-            create_revision: kv.create_revision,
-            mod_revision: kv.mod_revision,
-            version: kv.version,
-            value: kv.value,
-            lease: kv.lease,
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -201,12 +178,7 @@ impl From<pb::WatchResponse> for Line {
     fn from(r: pb::WatchResponse) -> Line {
         Line {
             result: WatchResult {
-                header: r.header.map(|h| Header {
-                    cluster_id: h.cluster_id,
-                    member_id: h.member_id,
-                    revision: h.revision,
-                    raft_term: h.raft_term,
-                }),
+                header: r.header.map(header),
                 watch_id: r.watch_id,
                 created: r.created,
                 canceled: r.canceled,
@@ -218,8 +190,8 @@ impl From<pb::WatchResponse> for Line {
                     .into_iter()
                     .map(|e| Event {
                         kind: (e.kind == 1).then_some("DELETE"),
-                        kv: e.kv.map(Kv::from),
-                        prev_kv: e.prev_kv.map(Kv::from),
+                        kv: e.kv.map(kv),
+                        prev_kv: e.prev_kv.map(kv),
                     })
                     .collect(),
             },

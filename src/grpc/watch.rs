@@ -70,14 +70,8 @@ fn event(e: WatchEvent, prev_kv: bool) -> pb::Event {
             EventKind::Put => 0,
             EventKind::Delete => 1,
         },
-        kv: Some(match e.kind {
-            EventKind::Put => kv(e.key.clone(), e.kv),
-            EventKind::Delete => pb::KeyValue {
-                key: e.key.0.clone(),
-                mod_revision: e.kv.mod_revision,
-                ..Default::default()
-            },
-        }),
+        // After a delete only `mod_revision` is set (see `WatchEvent::kv`).
+        kv: Some(kv(e.key.clone(), e.kv)),
         prev_kv: e.prev.filter(|_| prev_kv).map(|prev| kv(e.key, prev)),
     }
 }
