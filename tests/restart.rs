@@ -180,12 +180,69 @@ async fn passivated_actors_are_activated_again_from_the_log() {
     assert_eq!(server.value("k").await, None);
 }
 
-/// The expiry driver starts a passivated lease actor from what the expiry
-/// queue knows (its grant) instead of reading its stream. A stream holding
-/// more than the grant (here an old log's `LeaseKeptAlive`) makes that
-/// first `LeaseExpired` append conflict; the driver then tries again at
-/// once from the stream, and the lease ends once, at the deadline the
-/// keep-alive set, its keys with it.
+/// Leases whose actors have passivated expire without an actor being
+/// activated (the driver appends `LeaseExpired` itself, expecting the
+/// grant's version): each ends once, its keys deleted by its expiry. A
+/// lease whose actor is active goes through its actor; one revoked while
+/// passivated is not expired.
+#[actix_rt::test]
+async fn passivated_leases_expire_without_activating_their_actors() {
+    let server = TestServer::start_with(|c| c.passivate_after = Duration::from_millis(20)).await;
+    let mut leases = Vec::new();
+    for i in 0..20 {
+        let lease = server.grant(10).await;
+        server.put_key(&format!("k{i:02}"), "v", Some(&lease)).await;
+        leases.push(lease);
+    }
+    let hub = server.running().control.hub().clone();
+    wait_until("the lease actors to passivate", || hub.leases.is_empty()).await;
+    let revoked = leases.pop().expect("a lease");
+    let (status, _) = server.delete(&format!("/v1/leases/{revoked}")).await;
+    assert_eq!(status, StatusCode::OK);
+    wait_until("the revoked lease's actor to passivate", || hub.leases.is_empty()).await;
+    let activations = hub.leases.activations();
+
+    server.clock.advance(Duration::from_secs(10));
+    let events = server
+        .wait_for_log("every key to go", |es| count_type(es, "KeyDeleted") == 20)
+        .await;
+    assert_eq!(hub.leases.activations(), activations, "an expiry activated a lease actor");
+    let expired: Vec<_> = events.iter().filter(|e| e.event_type == "LeaseExpired").collect();
+    let mut ended: Vec<String> = expired
+        .iter()
+        .map(|e| e.stream.as_str().rsplit('/').next().unwrap_or_default().to_owned())
+        .collect();
+    ended.sort();
+    leases.sort();
+    assert_eq!(ended, leases, "each lease but the revoked one expired once");
+    for e in &expired {
+        assert_eq!(e.version, 2, "appended right after the grant");
+        let caused = events.iter().filter(|d| d.causation_id == Some(e.event_id)).count();
+        assert_eq!(caused, 1, "its key's deletion names the expiry as its cause");
+    }
+    let (_, body) = server.get("/v1/keys?prefix=k&limit=1").await;
+    assert_eq!(body["count"], 0);
+    let metrics = server
+        .http
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics");
+    assert!(
+        metrics.lines().any(|l| l == "tenure_leases_expired_total 19"),
+        "expiries counted: {metrics}"
+    );
+}
+
+/// The expiry driver ends a passivated lease from what the expiry queue
+/// knows (its grant) instead of reading its stream. A stream holding more
+/// than the grant (here an old log's `LeaseKeptAlive`) makes that first
+/// `LeaseExpired` append conflict; the driver then tries again at once
+/// with an actor that reads the stream, and the lease ends once, at the
+/// deadline the keep-alive set, its keys with it.
 #[actix_rt::test]
 async fn an_expiry_from_the_queue_s_grant_falls_back_to_the_stream_when_it_holds_more() {
     let server = TestServer::start_with(|c| c.passivate_after = Duration::from_millis(20)).await;

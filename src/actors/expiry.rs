@@ -15,11 +15,14 @@
 //! queue). A failed expiry is tried again after [`RETRY_AFTER`], the lease
 //! staying *ending* meanwhile. All answers come back on one channel.
 //!
-//! A passivated lease actor is activated for its expiry from what the queue
-//! knows of the grant ([`Activation::Given`]), not from its stream: a mass
-//! expiry reads no lease stream. If the stream holds more than the grant,
-//! the actor's append conflicts and the expiry is tried again at once by an
-//! actor that reads its stream (see `lease::Expire`).
+//! A lease whose actor is active gets `Expire` in its mailbox. One whose
+//! actor is not (most of a mass expiry: actors passivate after a minute
+//! idle) is ended without activating one, from what the queue knows of
+//! the grant, as an actor activated with [`Activation::Given`] would
+//! (`lease::expire_idle`): a mass expiry reads no lease stream and starts
+//! no actor. If the stream holds more than the grant, the append conflicts
+//! and the expiry is tried again at once by an actor that reads its stream
+//! (see `lease::Expire`).
 //!
 //! [`ExpiryQueue::due`]: tenure_projections::ExpiryQueue::due
 
@@ -33,7 +36,7 @@ use tenure_projections::Due;
 use tokio::sync::{mpsc, watch};
 
 use super::keyspace::Deleted;
-use super::lease::Expire;
+use super::lease::{self, Expire, Expired};
 use super::{Activation, CommandError, Hub, Reply};
 use crate::domain::lease::LeaseRejection;
 
@@ -67,10 +70,18 @@ fn take_retries(retries: &mut Retries, now: DateTime<Utc>, max: usize) -> Vec<Du
     out
 }
 
-/// Hands `due` to its lease actor. A first attempt activates a passivated
-/// actor from what the queue knows of the lease ([`Activation::Given`]), so
-/// a mass expiry reads no lease stream; a retry has it read its stream.
-fn send(hub: &Arc<Hub>, answers: &mpsc::UnboundedSender<Answer>, due: Due, activation: Activation) {
+/// Hands `due` to its lease actor. A first attempt ([`Activation::Given`])
+/// ends a lease whose actor is not active without one, from what the queue
+/// knows of the lease, so a mass expiry reads no lease stream and starts no
+/// actor; its keys are deleted once `expired` hands it back. A retry has an
+/// actor read its stream.
+fn send(
+    hub: &Arc<Hub>,
+    answers: &mpsc::UnboundedSender<Answer>,
+    expired: &mpsc::UnboundedSender<Expired>,
+    due: Due,
+    activation: Activation,
+) {
     let tx = answers.clone();
     let key = due.key.clone();
     let expire = Expire {
@@ -82,12 +93,21 @@ fn send(hub: &Arc<Hub>, answers: &mpsc::UnboundedSender<Answer>, due: Due, activ
             let _ = tx.send((due, activation, result));
         }),
     };
-    hub.leases.route(hub, &key, activation, expire);
+    if activation != Activation::Given {
+        return hub.leases.route(hub, &key, activation, expire);
+    }
+    if let Err(expire) = hub.leases.route_if_active(&key, expire) {
+        let expired = expired.clone();
+        lease::expire_idle(hub, key, expire, move |lease| {
+            let _ = expired.send(lease);
+        });
+    }
 }
 
 /// Runs until `stop` fires.
 pub async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     let (answers_tx, mut answers) = mpsc::unbounded_channel::<Answer>();
+    let (expired_tx, mut expired) = mpsc::unbounded_channel::<Expired>();
     let mut in_flight = 0usize;
     let mut retries = Retries::new();
     loop {
@@ -105,10 +125,10 @@ pub async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
         };
         in_flight += retried.len() + due.len();
         for due in retried {
-            send(&hub, &answers_tx, due, Activation::Load);
+            send(&hub, &answers_tx, &expired_tx, due, Activation::Load);
         }
         for due in due {
-            send(&hub, &answers_tx, due, Activation::Given);
+            send(&hub, &answers_tx, &expired_tx, due, Activation::Given);
         }
         let next = match (next, retries.peek().map(|Reverse((at, _))| *at)) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -121,6 +141,12 @@ pub async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = wait_for_deadline => {}
             _ = hub.projections.lease_events.notified() => {}
+            Some(lease) = expired.recv() => {
+                lease.delete_keys(&hub);
+                while let Ok(lease) = expired.try_recv() {
+                    lease.delete_keys(&hub);
+                }
+            }
             Some(answer) = answers.recv() => {
                 in_flight -= 1;
                 settle(&hub, &mut retries, answer);

@@ -44,6 +44,8 @@ use super::journal::{activate_from_log, journaled, submit, Journal};
 use super::keyspace::{self, Deleted, PutDone};
 use super::registry::{Activation, Entity};
 use super::{command_span, log_outcome, Cmd, CommandError, Hub, Reply};
+use crate::store::ExpectedVersion;
+use uuid::Uuid;
 use crate::domain::keyspace::LeaseUpdate;
 use crate::domain::lease::{Lease, LeaseCommand, LeaseRejection};
 use crate::domain::Aggregate;
@@ -311,12 +313,118 @@ impl LeaseActor {
     /// After the lease ended (durably), deletes its keys; the key space
     /// answers `reply`.
     fn delete_keys(&self, ended: &NewEvent, cause: DeleteCause, span: tracing::Span, reply: Reply<Deleted>) {
-        let mut meta = Metadata::new(self.key.account.clone());
-        meta.request_id = ended.request_id;
-        meta.causation_id = Some(ended.event_id);
-        let cmd = Cmd { meta, span };
-        keyspace::delete_lease_keys(&self.hub, &self.key.account, self.key.lease, cause, cmd, reply);
+        delete_keys(&self.hub, &self.key, (ended.request_id, ended.event_id), cause, span, reply);
     }
+}
+
+/// After the lease `key` ended (durably) by the event `ended` (its request
+/// and event IDs), deletes its keys; the key space answers `reply`.
+fn delete_keys(
+    hub: &Arc<Hub>,
+    key: &LeaseKey,
+    (request_id, event_id): (Option<Uuid>, Uuid),
+    cause: DeleteCause,
+    span: tracing::Span,
+    reply: Reply<Deleted>,
+) {
+    let mut meta = Metadata::new(key.account.clone());
+    meta.request_id = request_id;
+    meta.causation_id = Some(event_id);
+    let cmd = Cmd { meta, span };
+    keyspace::delete_lease_keys(hub, &key.account, key.lease, cause, cmd, reply);
+}
+
+/// Counts an expiry in the metrics, with how long after its deadline the
+/// lease ended (at `ended`).
+fn count_expiry(hub: &Hub, ended: DateTime<Utc>, deadline: Option<DateTime<Utc>>) {
+    let leases = &hub.metrics.leases;
+    leases.expired.inc();
+    if let Some(deadline) = deadline {
+        let lag = (ended - deadline).to_std().unwrap_or_default();
+        leases.expiry_lag.observe(lag.as_secs_f64());
+    }
+}
+
+/// A lease [`expire_idle`] ended: its `LeaseExpired` is durable, its keys
+/// are still to delete ([`Expired::delete_keys`]).
+pub struct Expired {
+    key: LeaseKey,
+    /// The `LeaseExpired` event's ID and time.
+    event_id: Uuid,
+    time: DateTime<Utc>,
+    deadline: Option<DateTime<Utc>>,
+    reply: Reply<Deleted>,
+}
+
+impl Expired {
+    /// Deletes the lease's keys; the key space answers the expiry's reply.
+    pub fn delete_keys(self, hub: &Arc<Hub>) {
+        count_expiry(hub, self.time, self.deadline);
+        let lease = self.key.lease;
+        let span = tracing::info_span!("command", command = "expire", lease = %lease, account = %self.key.account);
+        let ended = (None, self.event_id);
+        delete_keys(hub, &self.key, ended, DeleteCause::LeaseExpired { lease }, span, self.reply);
+    }
+}
+
+/// Ends the lease `key` whose actor is not active (the registry handed
+/// `msg` back, see [`Registry::route_if_active`]) without activating one:
+/// what an actor activated by `msg` ([`Activation::Given`]) would do, for
+/// a fraction of the cost (no actor started, passivated and freed for each
+/// of a million expiring leases).
+///
+/// It decides on the state `msg` carries and appends `LeaseExpired`
+/// expecting the stream at version `msg.granted`, as that actor does, so
+/// the outcome is the same: if the stream holds more (a revoke, an old
+/// log's keep-alive), the append conflicts, nothing is written, and `msg`'s
+/// reply hears of the conflict. Nothing else about the lease can change
+/// meanwhile: the expiry driver marked the lease *ending* in the expiry
+/// queue before, so a keep-alive finds it gone and an actor activated now
+/// (for a put or a txn) finds it not live; a revoke's actor and this
+/// append both expect the grant's version, and only one of them is
+/// written. Puts an earlier actor forwarded are already in the key space's
+/// mailbox, ahead of the deletion that follows.
+///
+/// Once the append is durable, `expired` gets the lease (on the store's
+/// thread: it should only pass it on); its keys are still to delete.
+///
+/// [`Registry::route_if_active`]: super::registry::Registry::route_if_active
+pub fn expire_idle(hub: &Arc<Hub>, key: LeaseKey, msg: Expire, expired: impl FnOnce(Expired) + Send + 'static) {
+    let mut state = Lease::Live {
+        id: key.lease,
+        ttl_s: msg.ttl_s,
+        refreshed_at: msg.refreshed,
+    };
+    state.resume(hub.config.epoch);
+    let deadline = state.deadline().map(|logged| logged.max(msg.deadline));
+    let now = hub.clock.now();
+    let command = LeaseCommand::Expire {
+        lease: key.lease,
+        deadline: msg.deadline,
+    };
+    let event = match state.decide(command, now).map(|events| events.into_iter().next()) {
+        Ok(Some(event)) => NewEvent::new(&event, &Metadata::new(key.account.clone()), now),
+        Ok(None) => return msg.reply.send(Err(LeaseRejection::NotFound(key.lease).into())),
+        Err(rejection) => return msg.reply.send(Err(rejection.into())),
+    };
+    let stream = StreamId::lease(&key.account, key.lease);
+    let (expected, reply) = (ExpectedVersion::Exact(msg.granted), msg.reply);
+    let (event_id, time) = (event.event_id, event.time);
+    hub.store.append_then(
+        stream,
+        expected,
+        vec![event],
+        Box::new(move |result| match result {
+            Ok(_) => expired(Expired {
+                key,
+                event_id,
+                time,
+                deadline,
+                reply,
+            }),
+            Err(e) => reply.send(Err(e.into())),
+        }),
+    );
 }
 
 impl Handler<Grant> for LeaseActor {
@@ -410,13 +518,8 @@ impl Handler<Expire> for LeaseActor {
             move |act, ctx, result| match result {
                 Ok(events) => {
                     tracing::debug!(parent: &span, outcome = "expired");
-                    let leases = &act.hub.metrics.leases;
-                    leases.expired.inc();
-                    if let (Some(ended), Some(deadline)) = (events.first(), deadline) {
-                        let lag = (ended.time - deadline).to_std().unwrap_or_default();
-                        leases.expiry_lag.observe(lag.as_secs_f64());
-                    }
                     if let Some(ended) = events.first() {
+                        count_expiry(&act.hub, ended.time, deadline);
                         act.delete_keys(ended, DeleteCause::LeaseExpired { lease }, span, reply);
                     }
                     // The append expected the version given: the state was right.

@@ -103,10 +103,27 @@ impl<A: Entity> Registry<A> {
         M: Message + Send + 'static,
         M::Result: Send,
     {
+        let _ = self.route_if_active(key, msg);
+    }
+
+    /// Queues `msg` for the actor of `key` if one is active, or hands it
+    /// back. Once it is handed back, every message an earlier actor of
+    /// `key` sent on has left it (an actor passivates only once it has
+    /// handled all that was routed to it).
+    pub fn route_if_active<M>(&self, key: &A::Key, msg: M) -> Result<(), M>
+    where
+        A: Handler<M>,
+        M: Message + Send + 'static,
+        M::Result: Send,
+    {
         let mut shard = self.shards[self.hash(key) % SHARDS].lock();
-        if let Some(slot) = shard.get_mut(key).filter(|slot| slot.addr.connected()) {
-            slot.routed += 1;
-            slot.addr.do_send(msg);
+        match shard.get_mut(key).filter(|slot| slot.addr.connected()) {
+            Some(slot) => {
+                slot.routed += 1;
+                slot.addr.do_send(msg);
+                Ok(())
+            }
+            None => Err(msg),
         }
     }
 
@@ -147,6 +164,11 @@ impl<A: Entity> Registry<A> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How many actors were activated since the start.
+    pub fn activations(&self) -> u64 {
+        self.metrics.activated.get()
     }
 
     /// The kind of actor (its metrics' label) and how many are active.
