@@ -206,7 +206,11 @@ async fn passivated_leases_expire_without_activating_their_actors() {
     let events = server
         .wait_for_log("every key to go", |es| count_type(es, "KeyDeleted") == 20)
         .await;
-    assert_eq!(hub.leases.activations(), activations, "an expiry activated a lease actor");
+    assert_eq!(
+        hub.leases.activations(),
+        activations,
+        "an expiry activated a lease actor"
+    );
     let expired: Vec<_> = events.iter().filter(|e| e.event_type == "LeaseExpired").collect();
     let mut ended: Vec<String> = expired
         .iter()

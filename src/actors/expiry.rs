@@ -18,11 +18,10 @@
 //! A lease whose actor is active gets `Expire` in its mailbox. One whose
 //! actor is not (most of a mass expiry: actors passivate after a minute
 //! idle) is ended without activating one, from what the queue knows of
-//! the grant, as an actor activated with [`Activation::Given`] would
-//! (`lease::expire_idle`): a mass expiry reads no lease stream and starts
-//! no actor. If the stream holds more than the grant, the append conflicts
-//! and the expiry is tried again at once by an actor that reads its stream
-//! (see `lease::Expire`).
+//! the grant (`lease::expire_idle`): a mass expiry reads no lease stream
+//! and starts no actor. If the stream holds more than the grant, the
+//! append conflicts and the expiry is tried again at once by an actor that
+//! reads its stream (see `lease::Expire`).
 //!
 //! [`ExpiryQueue::due`]: tenure_projections::ExpiryQueue::due
 
@@ -38,6 +37,16 @@ use tokio::sync::{mpsc, watch};
 use super::keyspace::Deleted;
 use super::lease::{self, Expire, Expired};
 use super::{Activation, CommandError, Hub, Reply};
+
+/// How an expiry is tried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attempt {
+    /// First: by the lease's actor if it is active, else from what the
+    /// queue knows of the grant, without an actor.
+    FromQueue,
+    /// Again: by the lease's actor, activated from its stream if need be.
+    FromStream,
+}
 use crate::domain::lease::LeaseRejection;
 
 /// Expiries awaiting an answer at once: it bounds memory, and keeps a mass
@@ -54,7 +63,7 @@ pub const EXPIRIES_IN_FLIGHT_MAX: usize = 16_384;
 const RETRY_AFTER: TimeDelta = TimeDelta::seconds(1);
 
 /// An expiry's answer, with how its lease actor was to be activated.
-type Answer = (Due, Activation, Result<Deleted, CommandError>);
+type Answer = (Due, Attempt, Result<Deleted, CommandError>);
 
 /// Expiries that failed, by when to try them again.
 type Retries = BinaryHeap<Reverse<(DateTime<Utc>, Due)>>;
@@ -70,7 +79,7 @@ fn take_retries(retries: &mut Retries, now: DateTime<Utc>, max: usize) -> Vec<Du
     out
 }
 
-/// Hands `due` to its lease actor. A first attempt ([`Activation::Given`])
+/// Hands `due` to its lease actor. A first attempt ([`Attempt::FromQueue`])
 /// ends a lease whose actor is not active without one, from what the queue
 /// knows of the lease, so a mass expiry reads no lease stream and starts no
 /// actor; its keys are deleted once `expired` hands it back. A retry has an
@@ -80,7 +89,7 @@ fn send(
     answers: &mpsc::UnboundedSender<Answer>,
     expired: &mpsc::UnboundedSender<Expired>,
     due: Due,
-    activation: Activation,
+    attempt: Attempt,
 ) {
     let tx = answers.clone();
     let key = due.key.clone();
@@ -90,11 +99,11 @@ fn send(
         ttl_s: due.ttl_s,
         refreshed: due.refreshed,
         reply: Reply::new(move |result| {
-            let _ = tx.send((due, activation, result));
+            let _ = tx.send((due, attempt, result));
         }),
     };
-    if activation != Activation::Given {
-        return hub.leases.route(hub, &key, activation, expire);
+    if attempt == Attempt::FromStream {
+        return hub.leases.route(hub, &key, Activation::Load, expire);
     }
     if let Err(expire) = hub.leases.route_if_active(&key, expire) {
         let expired = expired.clone();
@@ -125,10 +134,10 @@ pub async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
         };
         in_flight += retried.len() + due.len();
         for due in retried {
-            send(&hub, &answers_tx, &expired_tx, due, Activation::Load);
+            send(&hub, &answers_tx, &expired_tx, due, Attempt::FromStream);
         }
         for due in due {
-            send(&hub, &answers_tx, &expired_tx, due, Activation::Given);
+            send(&hub, &answers_tx, &expired_tx, due, Attempt::FromQueue);
         }
         let next = match (next, retries.peek().map(|Reverse((at, _))| *at)) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -160,7 +169,7 @@ pub async fn run(hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-fn settle(hub: &Hub, retries: &mut Retries, (due, activation, result): Answer) {
+fn settle(hub: &Hub, retries: &mut Retries, (due, attempt, result): Answer) {
     match result {
         Ok(_) => {}
         // The clock went back between the driver and the actor.
@@ -175,7 +184,7 @@ fn settle(hub: &Hub, retries: &mut Retries, (due, activation, result): Answer) {
         // The append conflicted: the stream held more than the queue knew
         // (an end not yet applied, an old log's keep-alive). At once, this
         // time reading the stream.
-        Err(CommandError::Conflict(_)) if activation == Activation::Given => {
+        Err(CommandError::Conflict(_)) if attempt == Attempt::FromQueue => {
             retries.push(Reverse((hub.clock.now(), due)));
         }
         Err(e) => {

@@ -174,17 +174,6 @@ impl<A: Actor<Context = Context<A>>> Journal<A> {
     pub(crate) fn loaded(&mut self, version: u64) {
         self.version = version;
     }
-
-    /// Takes the stream to be at `version` without reading it (the actor
-    /// was given its state): the first append, expecting that version,
-    /// checks it. Only before anything was submitted.
-    pub fn given(&mut self, version: u64) {
-        assert!(
-            self.submitted == 0 && self.version == 0,
-            "a journal is given its version before its first append"
-        );
-        self.version = version;
-    }
 }
 
 /// Appends `events` behind every earlier append of this actor and calls

@@ -44,11 +44,11 @@ use super::journal::{activate_from_log, journaled, submit, Journal};
 use super::keyspace::{self, Deleted, PutDone};
 use super::registry::{Activation, Entity};
 use super::{command_span, log_outcome, Cmd, CommandError, Hub, Reply};
-use crate::store::ExpectedVersion;
-use uuid::Uuid;
 use crate::domain::keyspace::LeaseUpdate;
 use crate::domain::lease::{Lease, LeaseCommand, LeaseRejection};
 use crate::domain::Aggregate;
+use crate::store::ExpectedVersion;
+use uuid::Uuid;
 
 pub struct LeaseActor {
     hub: Arc<Hub>,
@@ -59,12 +59,6 @@ pub struct LeaseActor {
     granted: Option<u64>,
     journal: Journal<Self>,
     load: bool,
-    /// Activated with [`Activation::Given`]: its first message, an
-    /// [`Expire`], brings its state.
-    awaiting_given: bool,
-    /// Its state was given (from the expiry queue), not read from its
-    /// stream, and no append has confirmed it yet.
-    unverified: bool,
     /// Txns this actor found the lease live for and forwarded, not yet
     /// answered ([`TxnWithLeases`]): while any is, the lease cannot end.
     pins: usize,
@@ -110,12 +104,13 @@ pub struct Revoke {
 /// renewed any more.
 ///
 /// It also carries what the queue folded of that grant (`ttl_s`,
-/// `refreshed`): an actor activated by it with [`Activation::Given`]
-/// starts from that, its stream taken to be at version `granted`, instead
-/// of reading the stream. That is what reading it gives whenever the
-/// stream ends with that grant; if it holds more (a revoke not yet
-/// applied to the queue, an old log's keep-alive), the `LeaseExpired`
-/// append, expecting version `granted`, conflicts and nothing is written.
+/// `refreshed`): when the lease's actor is not active, [`expire_idle`]
+/// ends the lease from that, taking its stream to be at version
+/// `granted`, instead of activating an actor that reads the stream. That
+/// is what reading it gives whenever the stream ends with that grant; if
+/// it holds more (a revoke not yet applied to the queue, an old log's
+/// keep-alive), the `LeaseExpired` append, expecting version `granted`,
+/// conflicts and nothing is written.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Expire {
@@ -150,8 +145,6 @@ impl Entity for LeaseActor {
             granted: None,
             journal,
             load: activation == Activation::Load,
-            awaiting_given: activation == Activation::Given,
-            unverified: false,
             pins: 0,
             deferred: Vec::new(),
             stale_while_pinned: None,
@@ -217,25 +210,8 @@ impl LeaseActor {
                 state.resume(floor);
                 act.state = state;
                 act.granted = granted;
-                act.unverified = false;
             },
         );
-    }
-
-    /// Takes the state `msg` brings, as folding the stream up to the grant
-    /// at version `msg.granted` would give it (see [`Expire`]).
-    fn take_given(&mut self, msg: &Expire) {
-        self.awaiting_given = false;
-        let mut state = Lease::Live {
-            id: self.key.lease,
-            ttl_s: msg.ttl_s,
-            refreshed_at: msg.refreshed,
-        };
-        state.resume(self.hub.config.epoch);
-        self.state = state;
-        self.granted = Some(msg.granted);
-        self.journal.given(msg.granted);
-        self.unverified = true;
     }
 
     /// Live for clients at `now` (a put with the lease is accepted): the
@@ -313,7 +289,14 @@ impl LeaseActor {
     /// After the lease ended (durably), deletes its keys; the key space
     /// answers `reply`.
     fn delete_keys(&self, ended: &NewEvent, cause: DeleteCause, span: tracing::Span, reply: Reply<Deleted>) {
-        delete_keys(&self.hub, &self.key, (ended.request_id, ended.event_id), cause, span, reply);
+        delete_keys(
+            &self.hub,
+            &self.key,
+            (ended.request_id, ended.event_id),
+            cause,
+            span,
+            reply,
+        );
     }
 }
 
@@ -363,19 +346,26 @@ impl Expired {
         let lease = self.key.lease;
         let span = tracing::info_span!("command", command = "expire", lease = %lease, account = %self.key.account);
         let ended = (None, self.event_id);
-        delete_keys(hub, &self.key, ended, DeleteCause::LeaseExpired { lease }, span, self.reply);
+        delete_keys(
+            hub,
+            &self.key,
+            ended,
+            DeleteCause::LeaseExpired { lease },
+            span,
+            self.reply,
+        );
     }
 }
 
 /// Ends the lease `key` whose actor is not active (the registry handed
-/// `msg` back, see [`Registry::route_if_active`]) without activating one:
-/// what an actor activated by `msg` ([`Activation::Given`]) would do, for
-/// a fraction of the cost (no actor started, passivated and freed for each
-/// of a million expiring leases).
+/// `msg` back, see [`Registry::route_if_active`]) without activating one,
+/// which would cost more than the rest of the expiry (an actor started,
+/// passivated and freed for each of a million expiring leases).
 ///
 /// It decides on the state `msg` carries and appends `LeaseExpired`
-/// expecting the stream at version `msg.granted`, as that actor does, so
-/// the outcome is the same: if the stream holds more (a revoke, an old
+/// expecting the stream at version `msg.granted`, what an actor reading
+/// the stream would find whenever the stream ends with that grant: if the
+/// stream holds more (a revoke, an old
 /// log's keep-alive), the append conflicts, nothing is written, and `msg`'s
 /// reply hears of the conflict. Nothing else about the lease can change
 /// meanwhile: the expiry driver marked the lease *ending* in the expiry
@@ -493,9 +483,6 @@ impl Handler<Expire> for LeaseActor {
         if self.pins > 0 {
             return self.deferred.push(Deferred::Expire(msg));
         }
-        if self.awaiting_given {
-            self.take_given(&msg);
-        }
         let lease = self.key.lease;
         let meta = Metadata::new(self.key.account.clone());
         let span = tracing::info_span!("command", command = "expire", entity = %self.journal.stream());
@@ -515,26 +502,16 @@ impl Handler<Expire> for LeaseActor {
                 deadline: msg.deadline,
             },
             &meta,
-            move |act, ctx, result| match result {
+            move |act, _, result| match result {
                 Ok(events) => {
                     tracing::debug!(parent: &span, outcome = "expired");
                     if let Some(ended) = events.first() {
                         count_expiry(&act.hub, ended.time, deadline);
                         act.delete_keys(ended, DeleteCause::LeaseExpired { lease }, span, reply);
                     }
-                    // The append expected the version given: the state was right.
-                    act.unverified = false;
                     None
                 }
-                Err(e) => {
-                    if act.unverified && !act.journal.is_failed() {
-                        // Not due after all (nothing was appended): the
-                        // given state must not outlive this expiry, so the
-                        // messages after it find the stream's own.
-                        act.load_from_log(ctx);
-                    }
-                    Some((reply, Err(e)))
-                }
+                Err(e) => Some((reply, Err(e))),
             },
         );
     }

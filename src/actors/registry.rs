@@ -30,11 +30,6 @@ pub enum Activation {
     /// The stream is known not to exist yet (a server-chosen random lease
     /// ID): skip the read. If it did exist, the first append conflicts.
     Fresh,
-    /// The message that activates it carries its state and stream version
-    /// (the expiry driver's `Expire`, from what the expiry queue folded):
-    /// skip the read. If the stream holds more than that, the first append
-    /// conflicts. Only the lease actor is activated this way.
-    Given,
 }
 
 /// An actor that the registry can activate for a key.

@@ -49,7 +49,8 @@ fn b64(bytes: &[u8]) -> String {
 async fn call(http: &reqwest::Client, endpoint: &str, path: &str, body: Value) -> anyhow::Result<Value> {
     let res = http.post(format!("{endpoint}{path}")).json(&body).send().await?;
     let status = res.status();
-    let body: Value = res.json().await?;
+    let text = res.text().await?;
+    let body: Value = serde_json::from_str(&text).with_context(|| format!("{path}: {status} {text:?}"))?;
     if !status.is_success() {
         bail!("{path}: {status} {body}");
     }
@@ -129,6 +130,18 @@ async fn main() -> anyhow::Result<()> {
         if now.saturating_sub(due) > Duration::from_secs(900) {
             bail!("{left} keys still there 900 s after they were due");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(poll_after(left)).await;
     }
+}
+
+/// How long to wait before counting again with `left` keys to go. A count
+/// walks every key left (etcd's too), so polling a million keys every
+/// 20 ms took a third of a core from the server it measures (28% of the
+/// server's actor threads in a profile). The wait shrinks with the keys
+/// left, to 20 ms from 80,000 keys down, so the last key's time is known
+/// as precisely as before.
+fn poll_after(left: u64) -> Duration {
+    const MIN_MS: u64 = 20;
+    const MAX_MS: u64 = 250;
+    Duration::from_millis((left * MAX_MS / 1_000_000).clamp(MIN_MS, MAX_MS))
 }
