@@ -37,6 +37,20 @@ use tokio::sync::{mpsc, watch};
 use super::keyspace::Deleted;
 use super::lease::{self, Expire, Expired};
 use super::{Activation, CommandError, Hub, Reply};
+use crate::domain::lease::LeaseRejection;
+
+/// Expiries awaiting an answer at once: it bounds memory, and keeps a mass
+/// expiry flowing. Each in flight is held (then by a lease actor) until its
+/// keys are deleted; with 262,144 of them a million expiries went in waves
+/// (every actor started, then every append, then every deletion) through a
+/// heap of a quarter million actors, and took longer (measured: 200,000 leases
+/// 6.4 s -> 5.9 s after the last deadline with 16,384; see
+/// `ops/bench/RESULTS.md`). Still enough to fill the store's largest
+/// batches.
+pub const EXPIRIES_IN_FLIGHT_MAX: usize = 16_384;
+
+/// How long to wait before trying again to expire a lease whose expiry failed.
+const RETRY_AFTER: TimeDelta = TimeDelta::seconds(1);
 
 /// How an expiry is tried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,22 +61,8 @@ enum Attempt {
     /// Again: by the lease's actor, activated from its stream if need be.
     FromStream,
 }
-use crate::domain::lease::LeaseRejection;
 
-/// Expiries awaiting an answer at once: it bounds memory, and keeps a mass
-/// expiry flowing. Each in flight is a lease actor alive until its keys are
-/// deleted; with 262,144 of them a million expiries went in waves (every
-/// actor started, then every append, then every deletion) through a heap
-/// of a quarter million actors, and took longer (measured: 200,000 leases
-/// 6.4 s -> 5.9 s after the last deadline with 16,384; see
-/// `ops/bench/RESULTS.md`). Still enough to fill the store's largest
-/// batches.
-pub const EXPIRIES_IN_FLIGHT_MAX: usize = 16_384;
-
-/// How long to wait before trying again to expire a lease whose expiry failed.
-const RETRY_AFTER: TimeDelta = TimeDelta::seconds(1);
-
-/// An expiry's answer, with how its lease actor was to be activated.
+/// An expiry's answer, with how it was tried.
 type Answer = (Due, Attempt, Result<Deleted, CommandError>);
 
 /// Expiries that failed, by when to try them again.
