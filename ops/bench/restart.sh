@@ -36,6 +36,7 @@ PROXY_PORT=${PROXY_PORT:-17273}
 # Where to write the log (a few GB at 10M events); removed at the end.
 WORK=${WORK:-$(mktemp -d)}
 LOG=${LOG:-}
+GIVEN_LOG=$LOG
 
 missing=()
 command -v curl >/dev/null || missing+=(curl)
@@ -114,7 +115,7 @@ echo "median: from the log alone $m_log s, from snapshots $m_snap s"
   echo "## Restart to healthy with and without snapshots ($(git rev-parse --short HEAD), $(date -u +%Y-%m-%d))"
   echo
   echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB."
-  echo "Command: \`EVENTS=$EVENTS LIVE_EVERY=$LIVE_EVERY ROUNDS=$ROUNDS LOG_ROUNDS=$LOG_ROUNDS bash ops/bench/restart.sh\`${LOG:+ on a log make-log wrote before}."
+  echo "Command: \`EVENTS=$EVENTS LIVE_EVERY=$LIVE_EVERY ROUNDS=$ROUNDS LOG_ROUNDS=$LOG_ROUNDS bash ops/bench/restart.sh\`${GIVEN_LOG:+ on a log make-log wrote before}."
   echo "Log: $events events, $leases leases of which $live live with one key each, $((log_bytes / 1048576)) MiB."
   echo "Snapshots (bytes): $snapshot_bytes"
   echo
