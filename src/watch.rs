@@ -18,10 +18,11 @@
 //! or sent twice (events are delivered by stream version, each once).
 //!
 //! **Slow watchers cost bounded memory.** A watcher that falls
-//! [`HUB_BUFFER`] batches behind the task is dropped by it, as etcd moves
-//! a slow watcher to its unsynced set. When its client reads again it
-//! joins again: the task keeps each watched account's last
-//! [`RECENT_EVENTS`] events (the batches it already shared), so a watcher
+//! [`HUB_BUFFER`] batches or [`WATCHER_BYTES`] bytes behind the task is
+//! dropped by it, as etcd moves a slow watcher to its unsynced set. When
+//! its client reads again it joins again: the task keeps each watched
+//! account's last [`RECENT_EVENTS`] events, at most [`RECENT_BYTES`] of
+//! them (the batches it already shared), so a watcher
 //! that is not further behind than that takes them from there, with no
 //! read of the log; one further behind replays the stream from the log,
 //! at most [`REPLAYS_AT_ONCE`] such replays at a time (each folds the key
@@ -29,6 +30,7 @@
 //! transport buffers, nothing more.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -43,12 +45,93 @@ use crate::store::{EventStore, StoreError};
 /// from it (and catches up from the log when it is read again).
 pub const HUB_BUFFER: usize = 256;
 
+/// Bytes of events (see [`batch_bytes`]) a watcher may lag behind the
+/// log's reader before it is dropped, as for [`HUB_BUFFER`]: batches hold
+/// up to thousands of events of up to a request's size each, so a count of
+/// batches alone bounds nothing. A batch that comes to an empty queue is
+/// always taken, so a watcher holds at most this plus one batch.
+pub const WATCHER_BYTES: usize = 8 << 20;
+
 /// How often the reader forgets the accounts nobody watches any more.
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Events of each watched account the reader keeps for watchers catching
 /// up (in the batches it shared: the memory is the batches').
 pub const RECENT_EVENTS: usize = 16_384;
+
+/// And at most this many bytes of them (see [`batch_bytes`]); the last
+/// batch is kept whatever its size.
+pub const RECENT_BYTES: usize = 16 << 20;
+
+/// What a [`WatchEvent`] costs beyond its key and value, about.
+const EVENT_OVERHEAD: usize = 128;
+
+/// The memory a batch holds, about: each event's key and value and a fixed
+/// share. (The value before a change is the value of an earlier event or
+/// of the reader's key space, shared, so it is not counted again.)
+fn batch_bytes(events: &[WatchEvent]) -> usize {
+    events
+        .iter()
+        .map(|e| EVENT_OVERHEAD + e.key.len() + e.kv.value.len())
+        .sum()
+}
+
+/// The reader's end of a watcher's queue: at most [`HUB_BUFFER`] batches
+/// and [`WATCHER_BYTES`] bytes (plus one batch) wait in it.
+struct QueueTx {
+    tx: mpsc::Sender<Batch>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// The watcher's end of its queue.
+struct Queue {
+    rx: mpsc::Receiver<Batch>,
+    queued: Arc<AtomicUsize>,
+}
+
+fn queue() -> (QueueTx, Queue) {
+    let (tx, rx) = mpsc::channel(HUB_BUFFER);
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        QueueTx {
+            tx,
+            queued: Arc::clone(&queued),
+        },
+        Queue { rx, queued },
+    )
+}
+
+impl QueueTx {
+    /// Queues `batch` of `bytes` for the watcher; false if the watcher is
+    /// too far behind (or gone): then it is to be dropped.
+    fn offer(&self, batch: &Batch, bytes: usize) -> bool {
+        let queued = self.queued.load(Ordering::Acquire);
+        if queued > 0 && queued.saturating_add(bytes) > WATCHER_BYTES {
+            return false;
+        }
+        // Counted before it can be received, so the count never goes below
+        // what is in the queue.
+        self.queued.fetch_add(bytes, Ordering::AcqRel);
+        if self.tx.try_send(Arc::clone(batch)).is_ok() {
+            true
+        } else {
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+            false
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+impl Queue {
+    async fn recv(&mut self) -> Option<Batch> {
+        let batch = self.rx.recv().await?;
+        self.queued.fetch_sub(batch_bytes(&batch), Ordering::AcqRel);
+        Some(batch)
+    }
+}
 
 /// Watchers replaying a stream from the log at once: each folds the key
 /// space, so this bounds their memory and keeps them from starving the
@@ -134,7 +217,7 @@ struct Joined {
     recent: Option<Vec<Batch>>,
     /// The account's revision at that version.
     revision: i64,
-    events: mpsc::Receiver<Batch>,
+    events: Queue,
 }
 
 struct Join {
@@ -157,11 +240,12 @@ pub struct Watches {
 struct Watched {
     state: Keyspace,
     version: u64,
-    watchers: Vec<mpsc::Sender<Batch>>,
+    watchers: Vec<QueueTx>,
     /// The last batches shared, at most [`RECENT_EVENTS`] events, and the
     /// stream version before the first of them.
     recent: std::collections::VecDeque<Batch>,
     recent_events: usize,
+    recent_bytes: usize,
     recent_after: u64,
 }
 
@@ -198,18 +282,22 @@ impl Watched {
             watchers: Vec::new(),
             recent: std::collections::VecDeque::new(),
             recent_events: 0,
+            recent_bytes: 0,
             recent_after: version,
         }
     }
 
-    /// Keeps `batch` among the recent ones, forgetting the oldest beyond
-    /// [`RECENT_EVENTS`].
-    fn remember(&mut self, batch: &Batch) {
+    /// Keeps `batch` (of `bytes`) among the recent ones, forgetting the
+    /// oldest beyond [`RECENT_EVENTS`] or [`RECENT_BYTES`] (but not the
+    /// last).
+    fn remember(&mut self, batch: &Batch, bytes: usize) {
         self.recent.push_back(Arc::clone(batch));
         self.recent_events += batch.len();
-        while self.recent_events > RECENT_EVENTS {
+        self.recent_bytes += bytes;
+        while (self.recent_events > RECENT_EVENTS || self.recent_bytes > RECENT_BYTES) && self.recent.len() > 1 {
             let Some(oldest) = self.recent.pop_front() else { break };
             self.recent_events -= oldest.len();
+            self.recent_bytes -= batch_bytes(&oldest);
             if let Some(last) = oldest.last() {
                 self.recent_after = last.version;
             }
@@ -284,7 +372,7 @@ async fn run(
                     }
                 }
                 if let Some(account) = watched.get_mut(&join.account) {
-                    let (tx, events) = mpsc::channel(HUB_BUFFER);
+                    let (tx, events) = queue();
                     account.watchers.push(tx);
                     let joined = Joined {
                         version: account.version,
@@ -327,12 +415,13 @@ async fn run(
                     account.version = recorded.version;
                 }
                 for (account, events) in changed {
+                    let bytes = batch_bytes(&events);
                     let events: Batch = Arc::new(events);
                     if let Some(entry) = watched.get_mut(&account) {
-                        entry.remember(&events);
-                        // A full channel drops its watcher, which catches up
+                        entry.remember(&events, bytes);
+                        // A full queue drops its watcher, which catches up
                         // when it is read again.
-                        entry.watchers.retain(|tx| tx.try_send(Arc::clone(&events)).is_ok());
+                        entry.watchers.retain(|tx| tx.offer(&events, bytes));
                         if entry.watchers.is_empty() {
                             watched.remove(&account);
                         }
@@ -376,7 +465,7 @@ enum Phase {
         state: Keyspace,
         next_version: u64,
         until: u64,
-        events: mpsc::Receiver<Batch>,
+        events: Queue,
         /// One of the [`REPLAYS_AT_ONCE`] places, once taken.
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     },
@@ -385,9 +474,9 @@ enum Phase {
     Recent {
         batches: std::collections::VecDeque<Batch>,
         until: u64,
-        events: mpsc::Receiver<Batch>,
+        events: Queue,
     },
-    Live(mpsc::Receiver<Batch>),
+    Live(Queue),
 }
 
 /// One watch: [`Watcher::next`] answers its events in order, each once.
@@ -569,13 +658,18 @@ mod tests {
     use super::*;
 
     fn batch(versions: std::ops::RangeInclusive<u64>) -> Batch {
+        batch_of(versions, 0)
+    }
+
+    /// Events whose values are `value_bytes` long.
+    fn batch_of(versions: std::ops::RangeInclusive<u64>, value_bytes: usize) -> Batch {
         Arc::new(
             versions
                 .map(|version| WatchEvent {
                     kind: EventKind::Put,
                     key: Bytes::from("k"),
                     kv: KeyValue {
-                        value: Bytes::default(),
+                        value: Bytes::from(vec![b'v'; value_bytes]),
                         create_revision: 2,
                         mod_revision: version as i64 + 1,
                         version: version as i64,
@@ -600,7 +694,8 @@ mod tests {
         let size = RECENT_EVENTS as u64 / 4;
         let mut next = 11;
         for _ in 0..6 {
-            account.remember(&batch(next..=next + size - 1));
+            let b = batch(next..=next + size - 1);
+            account.remember(&b, batch_bytes(&b));
             next += size;
         }
         // Six batches of a quarter each: the two oldest were forgotten.
@@ -617,5 +712,63 @@ mod tests {
             "the batch holding the next version and the later ones"
         );
         assert_eq!(resumed[0].first().map(|e| e.version), Some(oldest_kept + size));
+    }
+
+    #[test]
+    fn recent_batches_are_bounded_in_bytes_too_but_the_last_is_kept() {
+        let mut account = Watched::new(Keyspace::default(), 0);
+        // 1 MiB values: 16 of them fill the recent bytes long before the
+        // count of events.
+        let value = 1 << 20;
+        for version in 1..=40 {
+            let b = batch_of(version..=version, value);
+            account.remember(&b, batch_bytes(&b));
+            assert!(account.recent_bytes <= RECENT_BYTES, "after version {version}");
+            assert_eq!(
+                account.recent_bytes,
+                account.recent.iter().map(|b| batch_bytes(b)).sum::<usize>()
+            );
+        }
+        let kept = RECENT_BYTES / (value + 1 + EVENT_OVERHEAD);
+        assert_eq!(account.recent.len(), kept);
+        assert!(account.recent_after(40 - kept as u64 - 1).is_none());
+        assert_eq!(account.recent_after(40 - kept as u64).map(|b| b.len()), Some(kept));
+        // One batch larger than the bound on its own is still kept.
+        let huge = batch_of(41..=41, RECENT_BYTES + 1);
+        account.remember(&huge, batch_bytes(&huge));
+        assert_eq!(account.recent.len(), 1);
+        assert_eq!(account.recent_after(40).map(|b| b.len()), Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_watcher_s_queue_takes_no_more_bytes_than_its_bound_plus_one_batch() {
+        let (tx, mut rx) = queue();
+        let big = batch_of(1..=1, WATCHER_BYTES + 1);
+        // An empty queue takes a batch whatever its size...
+        assert!(tx.offer(&big, batch_bytes(&big)));
+        // ...and then nothing more until it is read.
+        let small = batch(2..=2);
+        assert!(!tx.offer(&small, batch_bytes(&small)));
+        assert_eq!(rx.recv().await.map(|b| b[0].version), Some(1));
+        assert_eq!(tx.queued.load(Ordering::Acquire), 0);
+        // Batches of 1 MiB: the queue fills at WATCHER_BYTES.
+        let mut taken = 0;
+        let mut version = 3;
+        loop {
+            let b = batch_of(version..=version, 1 << 20);
+            if !tx.offer(&b, batch_bytes(&b)) {
+                break;
+            }
+            taken += 1;
+            version += 1;
+        }
+        assert_eq!(taken, WATCHER_BYTES / ((1 << 20) + 1 + EVENT_OVERHEAD));
+        assert!(tx.queued.load(Ordering::Acquire) <= WATCHER_BYTES);
+        // Reading gives the room back, and nothing was lost or reordered.
+        for expected in 3..version {
+            assert_eq!(rx.recv().await.map(|b| b[0].version), Some(expected));
+        }
+        assert_eq!(tx.queued.load(Ordering::Acquire), 0);
+        assert!(tx.offer(&small, batch_bytes(&small)));
     }
 }
