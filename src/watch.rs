@@ -45,11 +45,12 @@ use crate::store::{EventStore, StoreError};
 /// from it (and catches up from the log when it is read again).
 pub const HUB_BUFFER: usize = 256;
 
-/// Bytes of events (see [`batch_bytes`]) a watcher may lag behind the
-/// log's reader before it is dropped, as for [`HUB_BUFFER`]: batches hold
-/// up to thousands of events of up to a request's size each, so a count of
-/// batches alone bounds nothing. A batch that comes to an empty queue is
-/// always taken, so a watcher holds at most this plus one batch.
+/// Bytes of events (their keys and values and a fixed share for each) a
+/// watcher may lag behind the log's reader before it is dropped, as for
+/// [`HUB_BUFFER`]: batches hold up to thousands of events of up to a
+/// request's size each, so a count of batches alone bounds nothing. A
+/// batch that comes to an empty queue is always taken, so a watcher holds
+/// at most this plus one batch.
 pub const WATCHER_BYTES: usize = 8 << 20;
 
 /// How often the reader forgets the accounts nobody watches any more.
@@ -59,8 +60,8 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// up (in the batches it shared: the memory is the batches').
 pub const RECENT_EVENTS: usize = 16_384;
 
-/// And at most this many bytes of them (see [`batch_bytes`]); the last
-/// batch is kept whatever its size.
+/// And at most this many bytes of them (counted as for [`WATCHER_BYTES`]);
+/// the last batch is kept whatever its size.
 pub const RECENT_BYTES: usize = 16 << 20;
 
 /// What a [`WatchEvent`] costs beyond its key and value, about.
