@@ -236,6 +236,74 @@ pub async fn concurrent_appends_are_durable_and_ordered(store: Arc<dyn EventStor
     assert_eq!(store.head(), tasks * per_task);
 }
 
+/// Appends queued together (so a group-committing store takes many of them
+/// in one batch) to streams that do not exist yet: each lands in its own
+/// stream, in the order queued; of those expecting a new stream, only the
+/// first goes through; the streams are then known to later appends.
+pub async fn appends_queued_together_to_new_streams(store: Arc<dyn EventStore>) {
+    let count = 32u64;
+    let mut answers = Vec::new();
+    let mut queue = |s: String, expected: ExpectedVersion, n: u64| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        store.append_then(
+            stream(&s),
+            expected,
+            vec![event(n)],
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        answers.push((s, expected, n, rx));
+    };
+    for i in 0..count {
+        queue("new-a".into(), ExpectedVersion::Any, i);
+        queue(format!("new-b{i}"), ExpectedVersion::Exact(0), 100 + i);
+        queue("new-c".into(), ExpectedVersion::Exact(0), 200 + i);
+    }
+    let mut c_won = Vec::new();
+    for (s, expected, n, rx) in answers {
+        let result = rx.await.expect("answered");
+        match (s.as_str(), expected, result) {
+            ("new-c", _, Ok(a)) => {
+                assert_eq!(a.version, 1);
+                c_won.push(n);
+            }
+            ("new-c", _, Err(AppendError::Conflict { actual, .. })) => assert_eq!(actual, 1),
+            (_, _, result) => {
+                let appended = result.unwrap_or_else(|e| panic!("append {n} to {s}: {e}"));
+                let version = if s == "new-a" { n + 1 } else { 1 };
+                assert_eq!(appended.version, version, "{s}");
+            }
+        }
+    }
+    assert_eq!(
+        c_won,
+        vec![200],
+        "only the first append expecting a new new-c went through"
+    );
+    let a = store.read_stream(&stream("new-a"), 1, 1000).await.expect("read");
+    assert_eq!(a.iter().map(n_of).collect::<Vec<_>>(), (0..count).collect::<Vec<_>>());
+    assert!(a.windows(2).all(|w| w[0].position < w[1].position));
+    for i in 0..count {
+        let b = store
+            .read_stream(&stream(&format!("new-b{i}")), 1, 10)
+            .await
+            .expect("read");
+        assert_eq!(b.iter().map(n_of).collect::<Vec<_>>(), vec![100 + i]);
+    }
+    let c = store.read_stream(&stream("new-c"), 1, 10).await.expect("read");
+    assert_eq!(c.iter().map(n_of).collect::<Vec<_>>(), vec![200]);
+    // Known now: the next appends expect their versions.
+    let a = append(&*store, "new-a", ExpectedVersion::Exact(count), &[999])
+        .await
+        .expect("append");
+    assert_eq!(a.version, count + 1);
+    let c = append(&*store, "new-c", ExpectedVersion::Exact(0), &[998]).await;
+    assert!(matches!(c, Err(AppendError::Conflict { actual: 1, .. })), "{c:?}");
+    // new-a: count + 1, new-b*: count, new-c: 1.
+    assert_eq!(store.head(), 2 * count + 2);
+}
+
 /// Writers racing on one stream with the same expected version: exactly one
 /// wins each version, the others see a conflict.
 pub async fn racing_writers_have_one_winner_per_version(store: Arc<dyn EventStore>) {
@@ -415,6 +483,7 @@ macro_rules! store_conformance_suite {
             slow_subscriber_loses_nothing,
             concurrent_appends_are_durable_and_ordered,
             racing_writers_have_one_winner_per_version,
+            appends_queued_together_to_new_streams,
             events_are_chained,
             caused_events_are_found_by_their_cause,
             stream_names_are_listed_by_prefix,

@@ -707,12 +707,12 @@ impl Statements {
             head: client.prepare(HEAD).map_err(io)?,
             find: client
                 .prepare(
-                    "SELECT s.id, COALESCE((SELECT MAX(e.version) FROM events e WHERE e.stream_id = s.id), 0) \
-                     FROM streams s WHERE s.name = $1",
+                    "SELECT s.name, s.id, COALESCE((SELECT MAX(e.version) FROM events e WHERE e.stream_id = s.id), 0) \
+                     FROM streams s WHERE s.name = ANY($1::text[])",
                 )
                 .map_err(io)?,
             create: client
-                .prepare("INSERT INTO streams (name) VALUES ($1) RETURNING id")
+                .prepare("INSERT INTO streams (name) SELECT UNNEST($1::text[]) RETURNING name, id")
                 .map_err(io)?,
             insert: client.prepare(INSERT).map_err(io)?,
         })
@@ -829,6 +829,28 @@ impl Writer {
             self.streams.clear();
             self.head = head;
         }
+        // The streams this writer does not know, looked up in one query
+        // (a batch of grants is a batch of new streams).
+        let mut unknown: Vec<&str> = requests
+            .iter()
+            .filter(|(stream, ..)| !self.streams.contains_key(stream))
+            .map(|(stream, ..)| stream.as_str())
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        let mut found: HashMap<String, StreamState> = HashMap::new();
+        if !unknown.is_empty() {
+            for row in tx.query(&find, &[&unknown]).map_err(io)? {
+                let name: String = row.try_get(0).map_err(io)?;
+                let id: i64 = row.try_get(1).map_err(io)?;
+                let version: i64 = row.try_get(2).map_err(io)?;
+                let version = u64::try_from(version).unwrap_or_default();
+                found.insert(name, StreamState { id: Some(id), version });
+            }
+        }
+        // Streams this batch creates get their row ids in one insert after
+        // the loop; until then each holds a placeholder id, -(its index).
+        let mut created: Vec<String> = Vec::new();
         let mut touched = StreamMap::default();
         let mut outcomes = Vec::with_capacity(requests.len());
         let mut written: Vec<RecordedEvent> = Vec::new();
@@ -836,21 +858,12 @@ impl Writer {
         let mut position = head.position;
         let mut link = head.hash;
         for (stream, expected, events) in requests {
-            let known = touched.get(&stream).or_else(|| self.streams.get(&stream)).copied();
-            let state = match known {
-                Some(state) => state,
-                None => match tx.query_opt(&find, &[&stream.as_str()]).map_err(io)? {
-                    Some(row) => {
-                        let id: i64 = row.try_get(0).map_err(io)?;
-                        let version: i64 = row.try_get(1).map_err(io)?;
-                        StreamState {
-                            id: Some(id),
-                            version: u64::try_from(version).unwrap_or_default(),
-                        }
-                    }
-                    None => StreamState { id: None, version: 0 },
-                },
-            };
+            let known = touched
+                .get(&stream)
+                .or_else(|| self.streams.get(&stream))
+                .or_else(|| found.get(stream.as_str()))
+                .copied();
+            let state = known.unwrap_or(StreamState { id: None, version: 0 });
             if let ExpectedVersion::Exact(want) = expected {
                 if want != state.version {
                     touched.insert(stream, state);
@@ -871,10 +884,10 @@ impl Writer {
                     }));
                     continue;
                 }
-                None => tx
-                    .query_one(&create, &[&stream.as_str()])
-                    .and_then(|r| r.try_get::<_, i64>(0))
-                    .map_err(io)?,
+                None => {
+                    created.push(stream.as_str().to_owned());
+                    -(created.len() as i64)
+                }
             };
             let first_position = position + 1;
             let mut version = state.version;
@@ -893,6 +906,26 @@ impl Writer {
                 version,
             }));
             touched.insert(stream, StreamState { id: Some(id), version });
+        }
+        if !created.is_empty() {
+            let mut ids: HashMap<String, i64> = HashMap::with_capacity(created.len());
+            for row in tx.query(&create, &[&created]).map_err(io)? {
+                ids.insert(row.try_get(0).map_err(io)?, row.try_get(1).map_err(io)?);
+            }
+            let real = |placeholder: i64| -> Result<i64, StoreError> {
+                let name = usize::try_from(-placeholder - 1).ok().and_then(|i| created.get(i));
+                name.and_then(|name| ids.get(name))
+                    .copied()
+                    .ok_or_else(|| StoreError::Io("PostgreSQL did not return the id of a stream it created".into()))
+            };
+            for id in stream_ids.iter_mut().filter(|id| **id < 0) {
+                *id = real(*id)?;
+            }
+            for state in touched.values_mut() {
+                if let Some(id) = state.id.filter(|id| *id < 0) {
+                    state.id = Some(real(id)?);
+                }
+            }
         }
         if !written.is_empty() {
             let positions: Vec<i64> = written.iter().map(|e| sql_int(e.position)).collect();
