@@ -280,44 +280,6 @@ fn prepare(client: &mut Client, target: &PostgresTarget) -> Result<ChainHead, St
 
 const HEAD: &str = "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1";
 
-/// BEGIN, the lock every append batch of the schema holds, and [`HEAD`],
-/// as one simple query: one round trip where three statements took three.
-/// Its statements run in order, each with its own snapshot (READ
-/// COMMITTED), so the head is read once the lock is held and sees every
-/// batch committed before.
-fn begin(lock_key: i64) -> String {
-    format!(
-        "BEGIN; SELECT pg_advisory_xact_lock({lock_key}); \
-         SELECT position, encode(hash, 'hex') FROM events ORDER BY position DESC LIMIT 1"
-    )
-}
-
-/// The head from the answers to [`begin`]: the row of its last statement
-/// (the lock's row has one column), or the empty head if it has none.
-fn head_of_text(messages: &[postgres::SimpleQueryMessage]) -> Result<ChainHead, StoreError> {
-    let row = messages.iter().rev().find_map(|m| match m {
-        postgres::SimpleQueryMessage::Row(row) if row.len() == 2 => Some(row),
-        _ => None,
-    });
-    let Some(row) = row else {
-        return Ok(ChainHead::EMPTY);
-    };
-    let corrupt = |what: &str| StoreError::Corrupt(format!("the head's {what} does not parse"));
-    let position = row
-        .get(0)
-        .and_then(|p| p.parse::<u64>().ok())
-        .ok_or_else(|| corrupt("position"))?;
-    let hash = row
-        .get(1)
-        .and_then(|h| hex::decode(h).ok())
-        .ok_or_else(|| corrupt("hash"))?;
-    Ok(ChainHead {
-        position,
-        hash: ChainHash::try_from(hash.as_slice())
-            .map_err(|len| StoreError::Corrupt(format!("position {position}: hash of {len} bytes")))?,
-    })
-}
-
 /// The last event's position and link (or the empty head).
 fn head<C: postgres::GenericClient>(client: &mut C) -> Result<ChainHead, StoreError> {
     head_of(client.query_opt(HEAD, &[]).map_err(io)?)
@@ -731,6 +693,8 @@ impl Listener {
 /// The writer's statements, prepared once per connection.
 #[derive(Clone)]
 struct Statements {
+    lock: postgres::Statement,
+    head: postgres::Statement,
     find: postgres::Statement,
     create: postgres::Statement,
     insert: postgres::Statement,
@@ -739,6 +703,8 @@ struct Statements {
 impl Statements {
     fn prepare(client: &mut Client) -> Result<Statements, StoreError> {
         Ok(Statements {
+            lock: client.prepare("SELECT pg_advisory_xact_lock($1)").map_err(io)?,
+            head: client.prepare(HEAD).map_err(io)?,
             find: client
                 .prepare(
                     "SELECT s.name, s.id, COALESCE((SELECT MAX(e.version) FROM events e WHERE e.stream_id = s.id), 0) \
@@ -848,16 +814,15 @@ impl Writer {
             return Err(StoreError::Closed);
         };
         let Statements {
+            lock,
+            head: head_stmt,
             find,
             create,
             insert,
         } = statements.clone();
-        // BEGIN, the append lock and the head in one round trip (see
-        // `begin`); the transaction stays open on the connection until the
-        // COMMIT below, and an error on the way drops the connection
-        // (`commit`), which rolls it back.
-        let head = head_of_text(&conn.simple_query(&begin(self.lock_key)).map_err(io)?)?;
-        let tx = &mut *conn;
+        let mut tx = conn.transaction().map_err(io)?;
+        tx.execute(&lock, &[&self.lock_key]).map_err(io)?;
+        let head = head_of(tx.query_opt(&head_stmt, &[]).map_err(io)?)?;
         if head != self.head {
             // Another writer appended since this one's last batch: what it
             // remembers of streams may be stale.
@@ -999,7 +964,7 @@ impl Writer {
             .map_err(io)?;
         }
         let committing = std::time::Instant::now();
-        tx.batch_execute("COMMIT").map_err(io)?;
+        tx.commit().map_err(io)?;
         if let Some(metrics) = &self.metrics {
             metrics.metrics.fsync.observe(committing.elapsed().as_secs_f64());
         }
