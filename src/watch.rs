@@ -80,13 +80,14 @@ fn batch_bytes(events: &[WatchEvent]) -> usize {
 /// The reader's end of a watcher's queue: at most [`HUB_BUFFER`] batches
 /// and [`WATCHER_BYTES`] bytes (plus one batch) wait in it.
 struct QueueTx {
-    tx: mpsc::Sender<Batch>,
+    /// Each batch with its bytes.
+    tx: mpsc::Sender<(Batch, usize)>,
     queued: Arc<AtomicUsize>,
 }
 
 /// The watcher's end of its queue.
 struct Queue {
-    rx: mpsc::Receiver<Batch>,
+    rx: mpsc::Receiver<(Batch, usize)>,
     queued: Arc<AtomicUsize>,
 }
 
@@ -113,7 +114,7 @@ impl QueueTx {
         // Counted before it can be received, so the count never goes below
         // what is in the queue.
         self.queued.fetch_add(bytes, Ordering::AcqRel);
-        if self.tx.try_send(Arc::clone(batch)).is_ok() {
+        if self.tx.try_send((Arc::clone(batch), bytes)).is_ok() {
             true
         } else {
             self.queued.fetch_sub(bytes, Ordering::AcqRel);
@@ -128,8 +129,8 @@ impl QueueTx {
 
 impl Queue {
     async fn recv(&mut self) -> Option<Batch> {
-        let batch = self.rx.recv().await?;
-        self.queued.fetch_sub(batch_bytes(&batch), Ordering::AcqRel);
+        let (batch, bytes) = self.rx.recv().await?;
+        self.queued.fetch_sub(bytes, Ordering::AcqRel);
         Some(batch)
     }
 }

@@ -366,8 +366,8 @@ impl Expired {
 /// expecting the stream at version `msg.granted`, what an actor reading
 /// the stream would find whenever the stream ends with that grant: if the
 /// stream holds more (a revoke, an old log's keep-alive), the append
-/// conflicts, nothing is written, and `msg`'s reply hears of the conflict. Nothing else about the lease can change
-/// meanwhile: the expiry driver marked the lease *ending* in the expiry
+/// conflicts, nothing is written, and `msg`'s reply hears of the conflict.
+/// Nothing else about the lease can change meanwhile: the expiry driver marked the lease *ending* in the expiry
 /// queue before, so a keep-alive finds it gone and an actor activated now
 /// (for a put or a txn) finds it not live; a revoke's actor and this
 /// append both expect the grant's version, and only one of them is

@@ -838,31 +838,29 @@ impl Writer {
             .collect();
         unknown.sort_unstable();
         unknown.dedup();
-        let mut found: HashMap<String, StreamState> = HashMap::new();
+        // What this transaction changes (and found); it joins the cache
+        // only once committed.
+        let mut touched = StreamMap::default();
         if !unknown.is_empty() {
             for row in tx.query(&find, &[&unknown]).map_err(io)? {
                 let name: String = row.try_get(0).map_err(io)?;
                 let id: i64 = row.try_get(1).map_err(io)?;
                 let version: i64 = row.try_get(2).map_err(io)?;
                 let version = u64::try_from(version).unwrap_or_default();
-                found.insert(name, StreamState { id: Some(id), version });
+                let stream = StreamId::new(name).map_err(|e| StoreError::Corrupt(format!("a stream's name: {e}")))?;
+                touched.insert(stream, StreamState { id: Some(id), version });
             }
         }
         // Streams this batch creates get their row ids in one insert after
         // the loop; until then each holds a placeholder id, -(its index).
         let mut created: Vec<String> = Vec::new();
-        let mut touched = StreamMap::default();
         let mut outcomes = Vec::with_capacity(requests.len());
         let mut written: Vec<RecordedEvent> = Vec::new();
         let mut stream_ids: Vec<i64> = Vec::new();
         let mut position = head.position;
         let mut link = head.hash;
         for (stream, expected, events) in requests {
-            let known = touched
-                .get(&stream)
-                .or_else(|| self.streams.get(&stream))
-                .or_else(|| found.get(stream.as_str()))
-                .copied();
+            let known = touched.get(&stream).or_else(|| self.streams.get(&stream)).copied();
             let state = known.unwrap_or(StreamState { id: None, version: 0 });
             if let ExpectedVersion::Exact(want) = expected {
                 if want != state.version {
