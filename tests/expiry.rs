@@ -307,3 +307,53 @@ async fn every_lease_due_at_once_expires_with_its_key() {
     assert_eq!(body["leases"], json!([]));
     assert_eq!(count_type(&server.events().await, "LeaseExpired"), leases);
 }
+
+#[actix_rt::test]
+async fn grants_and_keep_alives_start_no_lease_actor() {
+    let server = TestServer::start().await;
+    let hub = server.running().control.hub().clone();
+    let mut leases = Vec::new();
+    for _ in 0..5 {
+        leases.push(server.grant(30).await);
+    }
+    for lease in &leases {
+        let (status, body) = server.post(&format!("/v1/leases/{lease}/keepalive"), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert_eq!(
+        hub.leases.activations(),
+        0,
+        "a grant or a keep-alive started a lease actor"
+    );
+
+    // The leases are as live as ever: a put with one passes its gate.
+    let (status, body) = server.put_key("k", "v", Some(&leases[0])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = server.get(&format!("/v1/leases/{}?keys=true", leases[0])).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["keys"], json!(["k"]));
+}
+
+/// A client that names a lease ID before the server grants it (a guess:
+/// server-chosen IDs count up) is refused, and starts a lease actor that
+/// reads the lease as never granted; the grant, made without an actor,
+/// must not leave a put after it refused.
+#[actix_rt::test]
+async fn a_put_naming_an_id_before_its_grant_is_refused_and_one_after_it_is_not() {
+    let server = TestServer::start().await;
+    let first = server.grant(30).await;
+    let raw = u64::from_str_radix(&first, 16).expect("a hex lease ID");
+    let next = format!("{:016x}", raw + 1);
+
+    let (status, body) = server.put_key("early", "v", Some(&next)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    let granted = server.grant(30).await;
+    assert_eq!(granted, next, "server-chosen IDs count up");
+    let (status, body) = server.put_key("late", "v", Some(&granted)).await;
+    assert_eq!(status, StatusCode::OK, "a put after the grant was answered: {body}");
+    assert_eq!(server.value("early").await, None);
+    let (status, body) = server.delete(&format!("/v1/leases/{granted}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(server.value("late").await, None, "the revoke deleted the lease's key");
+}

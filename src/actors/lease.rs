@@ -1,5 +1,9 @@
 //! The lease actor: owns one lease (stream `lease/{account}/{id}`).
 //!
+//! A lease need not have one: a grant with a server-chosen ID is appended
+//! without an actor ([`grant_fresh`]), keep-alives never reach one, and an
+//! expiry of a lease without one needs none ([`expire_idle`]).
+//!
 //! It is also the gate for everything that depends on the lease being live:
 //!
 //! - **put with a lease** comes here first; the actor checks the lease is
@@ -416,6 +420,81 @@ pub fn expire_idle(hub: &Arc<Hub>, key: LeaseKey, msg: Expire, expired: impl FnO
     );
 }
 
+/// Grants the lease `key`, a server-chosen ID whose stream should not
+/// exist yet, without starting an actor when none is active for it (the
+/// registry hands `msg` back, see [`Registry::route_if_active`]): it
+/// decides on a lease never granted and appends `LeaseGranted` expecting
+/// an empty stream, so if the stream exists after all the append
+/// conflicts and the grant answers "already exists". An actor started
+/// for this ID meanwhile (a client that named the ID before its grant
+/// was answered) may have read the stream empty: it is told the stream
+/// moved on ([`Stale`]) before the grant is answered, so no one who heard
+/// of the grant meets an actor that does not know it.
+///
+/// A grant is most of what a lease ever writes (keep-alives are not
+/// events, an expiry needs no actor either): a lease granted here may
+/// never start an actor at all. The reply is sent from the store's
+/// thread once the append is durable.
+///
+/// [`Registry::route_if_active`]: super::registry::Registry::route_if_active
+pub fn grant_fresh(hub: &Arc<Hub>, key: LeaseKey, msg: Grant) {
+    let Err(Grant { ttl_s, cmd, reply }) = hub.leases.route_if_active(&key, msg) else {
+        return; // an active actor decides
+    };
+    let stream = StreamId::lease(&key.account, key.lease);
+    let span = command_span(&cmd, "grant", &stream);
+    let now = hub.clock.now();
+    let command = LeaseCommand::Grant {
+        lease: key.lease,
+        ttl_s,
+        min_ttl_s: hub.config.min_ttl_s,
+    };
+    let mut state = Lease::default();
+    let events = match state.decide(command, now) {
+        Ok(events) => events,
+        Err(rejection) => {
+            let result = Err(rejection.into());
+            log_outcome(&span, &result);
+            return reply.send(result);
+        }
+    };
+    let new_events: Vec<NewEvent> = events
+        .iter()
+        .map(|e| {
+            state.evolve(e, now);
+            NewEvent::new(e, &cmd.meta, now)
+        })
+        .collect();
+    let granted = match state {
+        Lease::Live { id, ttl_s, .. } => Granted { lease: id, ttl_s },
+        _ => {
+            let result = Err(CommandError::Unavailable("lease not live after its grant".into()));
+            log_outcome(&span, &result);
+            return reply.send(result);
+        }
+    };
+    let version = new_events.len() as u64;
+    let hub = Arc::clone(hub);
+    hub.clone().store.append_then(
+        stream,
+        ExpectedVersion::Exact(0),
+        new_events,
+        Box::new(move |result| {
+            let result = match result {
+                Ok(_) => {
+                    hub.leases.tell_if_active(&key, Stale { version });
+                    hub.metrics.leases.granted.inc();
+                    Ok(granted)
+                }
+                Err(crate::store::AppendError::Conflict { .. }) => Err(LeaseRejection::AlreadyExists(key.lease).into()),
+                Err(e) => Err(CommandError::from(e)),
+            };
+            log_outcome(&span, &result);
+            reply.send(result);
+        }),
+    );
+}
+
 impl Handler<Grant> for LeaseActor {
     type Result = ();
 
@@ -645,10 +724,11 @@ impl Handler<PutWithLease> for LeaseActor {
     }
 }
 
-/// Another node appended to this lease's stream up to `version` (a shared
-/// log): an actor that has not seen it stops, if nothing of its own is in
-/// flight (that would conflict), so the next command loads the lease as
-/// the log has it.
+/// The lease's stream was written up to `version` without this actor
+/// (another node on a shared log, or [`grant_fresh`]): an actor that has
+/// not seen it stops, if nothing of its own is in flight (that would
+/// conflict), so the next command loads the lease as the log has it; if
+/// messages are on their way to it, it reads its stream again first.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Stale {
@@ -664,8 +744,15 @@ impl Handler<Stale> for LeaseActor {
             self.stale_while_pinned = self.stale_while_pinned.max(Some(msg.version));
             return;
         }
-        if msg.version > self.journal.version() && self.journal.is_settled() && self.leave_registry(ctx) {
+        if msg.version <= self.journal.version() || !self.journal.is_settled() {
+            return; // up to date, or an append in flight will conflict
+        }
+        if self.leave_registry(ctx) {
             actix::ActorContext::stop(ctx);
+        } else {
+            // Messages are on their way to this actor: it reads the
+            // stream again before it handles them.
+            self.load_from_log(ctx);
         }
     }
 }

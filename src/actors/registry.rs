@@ -27,8 +27,8 @@ use crate::metrics::ActorMetrics;
 pub enum Activation {
     /// Read its stream from the log.
     Load,
-    /// The stream is known not to exist yet (a server-chosen random lease
-    /// ID): skip the read. If it did exist, the first append conflicts.
+    /// The stream is known not to exist yet (a new workload's): skip the
+    /// read. If it did exist, the first append conflicts.
     Fresh,
 }
 

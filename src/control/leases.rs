@@ -9,7 +9,7 @@ use crate::actors::{Activation, Cmd, CommandError};
 use crate::domain::lease::LeaseRejection;
 use tenure_projections::NotLive;
 
-use super::{Activations, Control, Limit, Via, FRESH_ID_ATTEMPTS};
+use super::{Control, Limit, Via, FRESH_ID_ATTEMPTS};
 
 /// A lease as `timetolive` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,13 +62,21 @@ impl Control {
             let key = Self::lease_key(&meta.account, id);
             let cmd = Cmd::new(meta.clone());
             // A retry loads the lease (and the grant then answers if it exists).
-            let activations = Activations::first(Activation::Fresh);
+            // The first attempt without an actor (the ID should be new);
+            // one sent again, after an actor stopped, loads the lease.
+            let sent = std::sync::atomic::AtomicBool::new(false);
             let granted = self
                 .call(|reply| {
-                    let activation = activations.next();
-                    let cmd = cmd.clone();
-                    hub.leases
-                        .route(hub, &key, activation, lease::Grant { ttl_s, cmd, reply })
+                    let msg = lease::Grant {
+                        ttl_s,
+                        cmd: cmd.clone(),
+                        reply,
+                    };
+                    if sent.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        hub.leases.route(hub, &key, Activation::Load, msg)
+                    } else {
+                        lease::grant_fresh(hub, key.clone(), msg)
+                    }
                 })
                 .await;
             match granted {
