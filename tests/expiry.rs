@@ -357,3 +357,45 @@ async fn a_put_naming_an_id_before_its_grant_is_refused_and_one_after_it_is_not(
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(server.value("late").await, None, "the revoke deleted the lease's key");
 }
+
+/// A revoke that reaches a lease's actor while a txn with its lease holds
+/// it (pinned) waits for the txn, and the actor still passivates after:
+/// the held revoke is counted once, not once when it came and again when
+/// the actor sends it to itself.
+#[actix_rt::test]
+async fn a_revoke_held_behind_a_txn_with_two_leases_lets_the_actor_passivate() {
+    use tenure::domain::keyspace::txn::{Txn, TxnOp};
+    let server = TestServer::start_with(|c| c.passivate_after = Duration::from_millis(50)).await;
+    let control = server.running().control.clone();
+    let hub = control.hub().clone();
+    let meta = || Metadata::new(AccountId::default_account());
+    let first = control.grant(meta(), None, 30).await.expect("grant").lease;
+    let second = control.grant(meta(), None, 30).await.expect("grant").lease;
+    let put = |key: &str, lease| TxnOp::Put {
+        key: key.as_bytes().to_vec().into(),
+        value: Some(b"v".to_vec().into()),
+        lease: LeaseUpdate::Set(Some(lease)),
+        prev_kv: false,
+    };
+    let txn = Txn {
+        compare: Vec::new(),
+        success: vec![put("a", first), put("b", second)],
+        failure: Vec::new(),
+    };
+    // Both are routed to the first lease's actor in this order before
+    // either is answered: the txn pins it, the revoke waits.
+    let (txned, revoked) = futures::join!(control.txn(meta(), txn), control.revoke(meta(), first));
+    assert!(txned.expect("txn").outcome.succeeded);
+    revoked.expect("revoke");
+    assert_eq!(server.value("a").await, None, "the revoke came after the txn");
+    assert_eq!(server.value("b").await.as_deref(), Some("v"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !hub.leases.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lease actors still active: {}",
+            hub.leases.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -135,6 +135,14 @@ impl<A: Actor<Context = Context<A>>> Journal<A> {
         self.handled
     }
 
+    /// `messages` the actor held back and now sends itself again
+    /// (`ctx.notify`) were counted when they first came: their second
+    /// handling must not count them again, or the count would pass the
+    /// registry's and the actor could never passivate.
+    pub fn handled_again(&mut self, messages: usize) {
+        self.handled = self.handled.saturating_sub(messages as u64);
+    }
+
     pub fn idle_for(&self) -> std::time::Duration {
         self.last_active.elapsed()
     }

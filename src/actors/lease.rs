@@ -685,14 +685,18 @@ impl Handler<Unpin> for LeaseActor {
         if self.pins > 0 {
             return;
         }
-        for deferred in std::mem::take(&mut self.deferred) {
+        let deferred = std::mem::take(&mut self.deferred);
+        let stale = self.stale_while_pinned.take();
+        self.journal
+            .handled_again(deferred.len() + usize::from(stale.is_some()));
+        for deferred in deferred {
             match deferred {
                 Deferred::Revoke(msg) => ctx.notify(msg),
                 Deferred::Expire(msg) => ctx.notify(msg),
                 Deferred::Txn(msg) => ctx.notify(msg),
             }
         }
-        if let Some(version) = self.stale_while_pinned.take() {
+        if let Some(version) = stale {
             ctx.notify(Stale { version });
         }
     }
