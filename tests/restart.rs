@@ -317,6 +317,51 @@ async fn an_expiry_from_the_queue_s_grant_falls_back_to_the_stream_when_it_holds
     assert_eq!(server.value("kept").await, None);
 }
 
+/// A put with a lease starts the lease's actor from the expiry queue's
+/// record of the grant, without reading the stream. A stream holding more
+/// than the grant (an old log's `LeaseKeptAlive`) makes that actor's first
+/// append conflict: a revoke through it is sent again to an actor that
+/// reads the stream, and ends the lease once.
+#[actix_rt::test]
+async fn a_lease_actor_started_from_the_queue_falls_back_to_the_stream_when_it_holds_more() {
+    let server = TestServer::start().await;
+    let hub = server.running().control.hub().clone();
+    let lease = server.grant(60).await;
+    let account = AccountId::default_account();
+    let id: LeaseId = lease.parse().expect("lease id");
+    let event = NewEvent::new(
+        &LeaseEvent::from(tenure_events::LeaseKeptAlive { lease: id }),
+        &Metadata::new(account.clone()),
+        server.clock.now(),
+    );
+    server
+        .log()
+        .append(StreamId::lease(&account, id), ExpectedVersion::Exact(1), vec![event])
+        .await
+        .expect("append");
+
+    let (status, body) = server.put_key("k", "v", Some(&lease)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(hub.leases.activations(), 1, "the put started the lease's actor");
+    let (status, body) = server.delete(&format!("/v1/leases/{lease}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        hub.leases.activations(),
+        2,
+        "the revoke conflicted on the queue's version and went to an actor that read the stream"
+    );
+    assert_eq!(server.value("k").await, None);
+    let events = server
+        .wait_for_log("the lease's key to go", |es| count_type(es, "KeyDeleted") == 1)
+        .await;
+    let revoked: Vec<u64> = events
+        .iter()
+        .filter(|e| e.event_type == "LeaseRevoked")
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(revoked, vec![3], "revoked once, after the grant and the keep-alive");
+}
+
 /// Passivation runs on wall time (it is about memory, not about the
 /// domain), so this polls for it.
 async fn wait_until(what: &str, done: impl Fn() -> bool) {

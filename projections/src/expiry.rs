@@ -39,6 +39,16 @@ pub struct Due {
     pub refreshed: DateTime<Utc>,
 }
 
+/// What the queue folded of a live lease's grant: what folding its stream
+/// up to that grant gives (see [`Due::refreshed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrantRecord {
+    /// The stream version of its `LeaseGranted`.
+    pub version: u64,
+    pub ttl_s: i64,
+    pub refreshed: DateTime<Utc>,
+}
+
 /// A keep-alive found no lease to renew: it is not live in the log, its
 /// deadline has passed, or its expiry is under way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,6 +243,16 @@ impl ExpiryQueue {
     /// Whether this queue's deadlines decide (it runs the timers).
     pub fn is_judging(&self) -> bool {
         self.judging
+    }
+
+    /// The grant of `key`, if the queue holds it live (its expiry may be
+    /// under way: see [`ExpiryQueue::grant`]).
+    pub fn grant_record(&self, key: &LeaseKey) -> Option<GrantRecord> {
+        self.entry(key).map(|e| GrantRecord {
+            version: e.grant.version(),
+            ttl_s: e.ttl_s,
+            refreshed: e.refreshed,
+        })
     }
 
     /// What the queue says of the grant of `key` recorded at stream version

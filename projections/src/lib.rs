@@ -25,7 +25,7 @@ mod workloads;
 pub use catalog::Catalog;
 pub use digest::Digest;
 pub use directory::{AccountView, Directory, TokenView};
-pub use expiry::{Due, ExpiryQueue, GrantState, LeaseKey, LiveLease, NotLive};
+pub use expiry::{Due, ExpiryQueue, GrantRecord, GrantState, LeaseKey, LiveLease, NotLive};
 pub use routing::{Route, Routes, RoutingTable};
 pub use services::{InstanceView, ServiceView, Services};
 pub use set::ProjectionSet;

@@ -38,7 +38,7 @@
 
 use std::sync::Arc;
 
-use actix::{Actor, AsyncContext, Context, Handler, Message};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message};
 use chrono::{DateTime, Utc};
 use tenure_events::{DeleteCause, LeaseEvent, LeaseId, Metadata, NewEvent, StreamId};
 use tenure_projections::{GrantState, LeaseKey};
@@ -63,6 +63,9 @@ pub struct LeaseActor {
     granted: Option<u64>,
     journal: Journal<Self>,
     load: bool,
+    /// Start from the expiry queue's record of the grant if it has one
+    /// ([`LeaseActor::load_projected`]).
+    projected: bool,
     /// Txns this actor found the lease live for and forwarded, not yet
     /// answered ([`TxnWithLeases`]): while any is, the lease cannot end.
     pins: usize,
@@ -143,12 +146,13 @@ impl Entity for LeaseActor {
     fn activate(key: LeaseKey, activation: Activation, hub: Arc<Hub>) -> LeaseActor {
         let journal = Journal::new(Arc::clone(&hub.store), StreamId::lease(&key.account, key.lease));
         LeaseActor {
+            projected: activation == Activation::Projected && !hub.store.is_shared(),
             hub,
             key,
             state: Lease::default(),
             granted: None,
             journal,
-            load: activation == Activation::Load,
+            load: activation != Activation::Fresh,
             pins: 0,
             deferred: Vec::new(),
             stale_while_pinned: None,
@@ -161,7 +165,9 @@ impl Actor for LeaseActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         entity::schedule_passivation(self, ctx);
-        if self.load {
+        if self.projected {
+            self.load_projected(ctx);
+        } else if self.load {
             self.load_from_log(ctx);
         }
     }
@@ -191,6 +197,47 @@ impl Passivating for LeaseActor {
 impl LeaseActor {
     fn passivate_if_idle(&mut self, ctx: &mut Context<Self>) {
         entity::passivate_if_idle(self, ctx);
+    }
+
+    /// Starts from the expiry queue's record of the grant instead of the
+    /// stream, if the queue holds the lease once it has applied everything
+    /// durable when the actor started; else reads the stream. Holds the
+    /// mailbox until the state is in place.
+    ///
+    /// Reading the stream would give the same whenever it ends with that
+    /// grant, and a put with a lease right after its grant (the etcd
+    /// pattern) would otherwise read it, since a grant starts no actor.
+    /// Nothing can end the lease unseen: an actor of the lease that
+    /// stopped had its appends durable before (so before this one started,
+    /// and the queue has applied them), none other is active (this one is
+    /// starting), and an expiry without an actor marks the queue's entry
+    /// *ending* first, which [`LeaseActor::is_live`] reads. Only on an
+    /// embedded store: on a shared one, other nodes' appends need not be
+    /// durable here yet. If the stream holds more than the grant (an old
+    /// log's keep-alive events), this actor's first append to it
+    /// conflicts, and the command is sent again to an actor that reads
+    /// the stream.
+    fn load_projected(&mut self, ctx: &mut Context<Self>) {
+        let head = self.hub.store.head();
+        let hub = Arc::clone(&self.hub);
+        let caught_up = async move { hub.projections.caught_up(head).await };
+        ctx.wait(actix::fut::wrap_future::<_, Self>(caught_up).map(|(), act, ctx| {
+            let record = act.hub.projections.expiry.lock().grant_record(&act.key);
+            match record {
+                Some(record) => {
+                    let mut state = Lease::Live {
+                        id: act.key.lease,
+                        ttl_s: record.ttl_s,
+                        refreshed_at: record.refreshed,
+                    };
+                    state.resume(act.hub.config.epoch);
+                    act.state = state;
+                    act.granted = Some(record.version);
+                    act.journal.loaded(record.version);
+                }
+                None => act.load_from_log(ctx),
+            }
+        }));
     }
 
     /// Reads the stream and folds it into the state, holding the mailbox

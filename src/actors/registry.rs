@@ -30,6 +30,11 @@ pub enum Activation {
     /// The stream is known not to exist yet (a new workload's): skip the
     /// read. If it did exist, the first append conflicts.
     Fresh,
+    /// From what the projections know of the entity when they have
+    /// applied everything durable, else from the log. Only lease actors
+    /// start so (from the expiry queue's record of the grant, for a put
+    /// with the lease); the others read their stream.
+    Projected,
 }
 
 /// An actor that the registry can activate for a key.

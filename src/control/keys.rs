@@ -39,7 +39,7 @@ impl Control {
                     cmd: cmd.clone(),
                     reply,
                 };
-                hub.leases.route(hub, &lease_key, Activation::Load, msg)
+                hub.leases.route(hub, &lease_key, Activation::Projected, msg)
             };
             return self.call(route).await;
         }
@@ -190,7 +190,7 @@ impl Control {
                         cmd: cmd.clone(),
                         reply,
                     };
-                    hub.leases.route(hub, &lease_key, Activation::Load, msg)
+                    hub.leases.route(hub, &lease_key, Activation::Projected, msg)
                 })
                 .await?
             }
