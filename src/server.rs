@@ -110,7 +110,11 @@ impl ServerConfig {
             // 2 cores, one actor thread cut the CPU per grant by ~14% and
             // per put by ~10%: ops/bench/RESULTS.md, "CPU per durable request").
             actor_threads: (cores / 2).clamp(1, 4),
-            http_workers: cores,
+            // Half the cores too: a worker that has the next request waiting
+            // handles it without sleeping, and on 2 cores one worker cut
+            // the CPU per put by ~19% and per grant by ~13%, requests/s
+            // the same or more (ops/bench/RESULTS.md, "One HTTP worker").
+            http_workers: (cores / 2).max(1),
             clock: Arc::new(SystemClock),
             auth: None,
             domain: Self::DEFAULT_DOMAIN.into(),

@@ -581,7 +581,7 @@ pub struct ServeArgs {
     /// Threads for entity actors (default: half the cores, 1 to 4).
     #[arg(long)]
     pub actor_threads: Option<usize>,
-    /// HTTP worker threads (default: cores).
+    /// HTTP worker threads (default: half the cores, at least 1).
     #[arg(long)]
     pub http_workers: Option<usize>,
     /// Log lines for people or JSON for machines.
