@@ -225,13 +225,7 @@ impl LeaseActor {
             let record = act.hub.projections.expiry.lock().grant_record(&act.key);
             match record {
                 Some(record) => {
-                    let mut state = Lease::Live {
-                        id: act.key.lease,
-                        ttl_s: record.ttl_s,
-                        refreshed_at: record.refreshed,
-                    };
-                    state.resume(act.hub.config.epoch);
-                    act.state = state;
+                    act.state = live_from_queue(act.key.lease, record.ttl_s, record.refreshed, act.hub.config.epoch);
                     act.granted = Some(record.version);
                     act.journal.loaded(record.version);
                 }
@@ -379,6 +373,26 @@ fn count_expiry(hub: &Hub, ended: DateTime<Utc>, deadline: Option<DateTime<Utc>>
     }
 }
 
+/// The lease as folding its stream up to a grant the expiry queue holds
+/// gives (the queue's TTL and grant time), resumed at this process's start.
+fn live_from_queue(lease: LeaseId, ttl_s: i64, refreshed: DateTime<Utc>, epoch: DateTime<Utc>) -> Lease {
+    let mut state = Lease::Live {
+        id: lease,
+        ttl_s,
+        refreshed_at: refreshed,
+    };
+    state.resume(epoch);
+    state
+}
+
+/// A grant's answer, from the lease's state once the grant is applied.
+fn granted(state: &Lease) -> Result<Granted, CommandError> {
+    match *state {
+        Lease::Live { id, ttl_s, .. } => Ok(Granted { lease: id, ttl_s }),
+        _ => Err(CommandError::Unavailable("lease ended while being granted".into())),
+    }
+}
+
 /// A lease [`expire_idle`] ended: its `LeaseExpired` is durable, its keys
 /// are still to delete ([`Expired::delete_keys`]).
 pub struct Expired {
@@ -430,12 +444,7 @@ impl Expired {
 ///
 /// [`Registry::route_if_active`]: super::registry::Registry::route_if_active
 pub fn expire_idle(hub: &Arc<Hub>, key: LeaseKey, msg: Expire, expired: impl FnOnce(Expired) + Send + 'static) {
-    let mut state = Lease::Live {
-        id: key.lease,
-        ttl_s: msg.ttl_s,
-        refreshed_at: msg.refreshed,
-    };
-    state.resume(hub.config.epoch);
+    let state = live_from_queue(key.lease, msg.ttl_s, msg.refreshed, hub.config.epoch);
     let deadline = state.deadline().map(|logged| logged.max(msg.deadline));
     let now = hub.clock.now();
     let command = LeaseCommand::Expire {
@@ -497,41 +506,39 @@ pub fn grant_fresh(hub: &Arc<Hub>, key: LeaseKey, msg: Grant) {
         min_ttl_s: hub.config.min_ttl_s,
     };
     let mut state = Lease::default();
-    let events = match state.decide(command, now) {
-        Ok(events) => events,
-        Err(rejection) => {
-            let result = Err(rejection.into());
-            log_outcome(&span, &result);
-            return reply.send(result);
-        }
-    };
-    let new_events: Vec<NewEvent> = events
-        .iter()
-        .map(|e| {
-            state.evolve(e, now);
-            NewEvent::new(e, &cmd.meta, now)
-        })
-        .collect();
-    let granted = match state {
-        Lease::Live { id, ttl_s, .. } => Granted { lease: id, ttl_s },
-        _ => {
-            let result = Err(CommandError::Unavailable("lease not live after its grant".into()));
+    let decided = state
+        .decide(command, now)
+        .map_err(CommandError::from)
+        .and_then(|events| {
+            let new_events: Vec<NewEvent> = events
+                .iter()
+                .map(|e| {
+                    state.evolve(e, now);
+                    NewEvent::new(e, &cmd.meta, now)
+                })
+                .collect();
+            granted(&state).map(|answer| (answer, new_events))
+        });
+    let (answer, new_events) = match decided {
+        Ok(decided) => decided,
+        Err(e) => {
+            let result = Err(e);
             log_outcome(&span, &result);
             return reply.send(result);
         }
     };
     let version = new_events.len() as u64;
-    let hub = Arc::clone(hub);
-    hub.clone().store.append_then(
+    let owned = Arc::clone(hub);
+    hub.store.append_then(
         stream,
         ExpectedVersion::Exact(0),
         new_events,
         Box::new(move |result| {
             let result = match result {
                 Ok(_) => {
-                    hub.leases.tell_if_active(&key, Stale { version });
-                    hub.metrics.leases.granted.inc();
-                    Ok(granted)
+                    owned.leases.tell_if_active(&key, Stale { version });
+                    owned.metrics.leases.granted.inc();
+                    Ok(answer)
                 }
                 Err(crate::store::AppendError::Conflict { .. }) => Err(LeaseRejection::AlreadyExists(key.lease).into()),
                 Err(e) => Err(CommandError::from(e)),
@@ -554,10 +561,7 @@ impl Handler<Grant> for LeaseActor {
         };
         let (span, reply) = (command_span(&msg.cmd, "grant", self.journal.stream()), msg.reply);
         self.execute(ctx, command, &msg.cmd.meta, move |act, _, result| {
-            let result = result.and_then(|_| match act.state {
-                Lease::Live { id, ttl_s, .. } => Ok(Granted { lease: id, ttl_s }),
-                _ => Err(CommandError::Unavailable("lease ended while being granted".into())),
-            });
+            let result = result.and_then(|_| granted(&act.state));
             if result.is_ok() {
                 act.hub.metrics.leases.granted.inc();
             }

@@ -27,8 +27,10 @@ use crate::metrics::ActorMetrics;
 pub enum Activation {
     /// Read its stream from the log.
     Load,
-    /// The stream is known not to exist yet (a new workload's): skip the
-    /// read. If it did exist, the first append conflicts.
+    /// The stream is known not to exist yet (a new workload's; a grant on
+    /// a server-chosen ID goes further and starts no actor, see
+    /// `lease::grant_fresh`): skip the read. If it did exist, the first
+    /// append conflicts.
     Fresh,
     /// From what the projections know of the entity when they have
     /// applied everything durable, else from the log. Only lease actors

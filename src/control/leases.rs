@@ -9,7 +9,7 @@ use crate::actors::{Activation, Cmd, CommandError};
 use crate::domain::lease::LeaseRejection;
 use tenure_projections::NotLive;
 
-use super::{Control, Limit, Via, FRESH_ID_ATTEMPTS};
+use super::{Activations, Control, Limit, Via, FRESH_ID_ATTEMPTS};
 
 /// A lease as `timetolive` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,7 +64,7 @@ impl Control {
             // A retry loads the lease (and the grant then answers if it exists).
             // The first attempt without an actor (the ID should be new);
             // one sent again, after an actor stopped, loads the lease.
-            let sent = std::sync::atomic::AtomicBool::new(false);
+            let activations = Activations::first(Activation::Fresh);
             let granted = self
                 .call(|reply| {
                     let msg = lease::Grant {
@@ -72,10 +72,9 @@ impl Control {
                         cmd: cmd.clone(),
                         reply,
                     };
-                    if sent.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                        hub.leases.route(hub, &key, Activation::Load, msg)
-                    } else {
-                        lease::grant_fresh(hub, key.clone(), msg)
+                    match activations.next() {
+                        Activation::Fresh => lease::grant_fresh(hub, key.clone(), msg),
+                        activation => hub.leases.route(hub, &key, activation, msg),
                     }
                 })
                 .await;
