@@ -461,6 +461,10 @@ struct Inner {
 struct Shared {
     head: AtomicU64,
     chain: Mutex<ChainHead>,
+    /// The last position of the batch this node's writer is committing (0
+    /// when none): its notification may reach the listener before the
+    /// writer has broadcast it, and the listener need not read it back.
+    committing: AtomicU64,
 }
 
 impl Shared {
@@ -472,6 +476,14 @@ impl Shared {
             *chain = to;
             self.head.store(to.position, Ordering::Release);
         }
+    }
+
+    /// Whether a batch ending at `position` is broadcast already, or is
+    /// this node's own batch being committed (which its writer broadcasts).
+    fn covers(&self, position: u64) -> bool {
+        // `committing` first: the writer moves the head before it moves
+        // `committing` on to its next batch.
+        position == self.committing.load(Ordering::Acquire) || position <= self.head.load(Ordering::Acquire)
     }
 }
 
@@ -503,6 +515,7 @@ impl PostgresStore {
         let shared = Arc::new(Shared {
             head: AtomicU64::new(chain.position),
             chain: Mutex::new(chain),
+            committing: AtomicU64::new(0),
         });
         let inner = Arc::new(Inner {
             writer: Mutex::new(Some(write_tx)),
@@ -650,14 +663,31 @@ impl Listener {
             }
             let Some(client) = conn.as_mut() else { continue };
             // Wait for a notification or the poll period, whichever first.
-            let woke = client.notifications().timeout_iter(POLL_EVERY).next();
-            if let Err(e) = woke {
-                tracing::warn!(error = %e, "PostgreSQL listener connection failed; reconnecting");
-                conn = None;
+            let woke = client
+                .notifications()
+                .timeout_iter(POLL_EVERY)
+                .next()
+                .map(|n| n.map(|n| self.known(&n)));
+            let woke = match woke {
+                Ok(woke) => woke,
+                Err(e) => {
+                    tracing::warn!(error = %e, "PostgreSQL listener connection failed; reconnecting");
+                    conn = None;
+                    continue;
+                }
+            };
+            // A poll (no notification) always reads; a notification only
+            // when it announces a batch this node has not broadcast. Each
+            // carries its batch's last position; on one node every batch is
+            // the writer's own, so nothing is read back.
+            let mut news = woke != Some(true);
+            // Drain what else is queued: one catch-up serves them all.
+            while let Ok(Some(n)) = client.notifications().iter().next() {
+                news |= !self.known(&n);
+            }
+            if !news {
                 continue;
             }
-            // Drain what else is queued: one catch-up serves them all.
-            while let Ok(Some(_)) = client.notifications().iter().next() {}
             if let Err(e) = self.catch_up(client) {
                 tracing::warn!(error = %e, "PostgreSQL listener could not read the log; reconnecting");
                 conn = None;
@@ -671,6 +701,14 @@ impl Listener {
             .batch_execute(&format!("LISTEN \"{}\"", self.target.channel()))
             .map_err(io)?;
         Ok(client)
+    }
+
+    /// Whether the batch a notification announces needs no reading.
+    fn known(&self, notification: &postgres::Notification) -> bool {
+        notification
+            .payload()
+            .parse::<u64>()
+            .is_ok_and(|position| self.shared.covers(position))
     }
 
     /// Broadcasts the events past the newest head this node knows.
@@ -962,7 +1000,12 @@ impl Writer {
             .map_err(io)?;
         }
         let committing = std::time::Instant::now();
-        tx.commit().map_err(io)?;
+        self.shared.committing.store(position, Ordering::Release);
+        if let Err(e) = tx.commit() {
+            // Committed or not, the listener must read it if it is there.
+            self.shared.committing.store(0, Ordering::Release);
+            return Err(io(e));
+        }
         if let Some(metrics) = &self.metrics {
             metrics.metrics.fsync.observe(committing.elapsed().as_secs_f64());
         }
