@@ -28,8 +28,10 @@
 //! **Following.** Each node broadcasts its own batches as they commit; a
 //! listener thread (`LISTEN`, woken by the `pg_notify` each batch sends,
 //! and polling every [`POLL_EVERY`] in case a notification is lost) reads
-//! what other nodes appended and broadcasts it too. Subscriptions skip what
-//! they saw already and read the log for any gap, as on SQLite.
+//! what other nodes appended and broadcasts it too (a notification of this
+//! node's own batch, broadcast or being committed, is not read back).
+//! Subscriptions skip what they saw already and read the log for any gap,
+//! as on SQLite.
 //!
 //! **Failures.** A failed batch is answered with [`StoreError::Io`] and the
 //! writer reconnects for the next one. The outcome of a batch whose
