@@ -468,4 +468,6 @@ async fn kill_9_while_a_snapshot_is_written_restarts_correctly() {
         printed.contains("started from a snapshot"),
         "the restart used the complete snapshots: {printed}"
     );
+    // stderr is a file here, not a terminal: plain text, no colour codes.
+    assert!(!printed.contains('\u{1b}'), "escape codes in a log file: {printed}");
 }
