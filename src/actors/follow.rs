@@ -4,9 +4,10 @@
 //!
 //! - **Key spaces follow.** A key space actor serves reads from its state,
 //!   so one that another node has written to must catch up: each batch
-//!   tells every active key space it touches the stream version it reached
-//!   ([`keyspace::Follow`]), before the projections' checkpoint moves past
-//!   it. A read that waited for the checkpoint (`min_position`) is queued
+//!   tells every active key space it touches the stream version it reached,
+//!   with the batch's events of that stream, which the key space folds
+//!   without reading its stream ([`keyspace::Follow`]), before the
+//!   projections' checkpoint moves past it. A read that waited for the checkpoint (`min_position`) is queued
 //!   behind that notice, so it sees the write. An active lease actor that
 //!   missed an event of its stream stops ([`lease::Stale`]): it checks
 //!   liveness for puts, and must not vouch for a lease another node ended.
@@ -48,11 +49,12 @@ pub fn install(hub: &Arc<Hub>) {
 
 fn follow(hub: &Arc<Hub>, events: &[RecordedEvent]) {
     let leading = hub.leading.load(Ordering::Acquire);
-    let mut heads: HashMap<&AccountId, u64> = HashMap::new();
+    let mut heads: HashMap<&AccountId, (u64, Vec<RecordedEvent>)> = HashMap::new();
     let mut leased: Vec<(AccountId, LeaseId)> = Vec::new();
     for e in events.iter().filter(|e| e.stream.category() == "keyspace") {
-        let head = heads.entry(&e.account).or_default();
+        let (head, followed) = heads.entry(&e.account).or_default();
         *head = (*head).max(e.version);
+        followed.push(e.clone());
         if leading && e.event_type == "KeyPut" {
             if let Ok(Some(KeyspaceEvent::Put(put))) = e.decode_as::<KeyspaceEvent>() {
                 if let Some(lease) = put.lease {
@@ -61,8 +63,8 @@ fn follow(hub: &Arc<Hub>, events: &[RecordedEvent]) {
             }
         }
     }
-    for (account, version) in heads {
-        hub.keyspaces.tell_if_active(account, Follow { version });
+    for (account, (version, events)) in heads {
+        hub.keyspaces.tell_if_active(account, Follow { version, events });
     }
     for e in events.iter().filter(|e| e.stream.category() == "lease") {
         let id = e

@@ -46,7 +46,14 @@ pub struct KeyspaceActor {
     /// told ([`Follow`]); while it is past this actor's, messages wait
     /// for the actor to fold the events it lacks (a shared log only).
     behind: u64,
+    /// Other nodes' events [`Follow`] brought while an append of this
+    /// actor's was in flight, folded once it is settled (at most
+    /// [`FOLLOWED_MAX`]; past that, and at a gap, the actor reads its stream).
+    followed: Vec<RecordedEvent>,
 }
+
+/// Followed events a key space keeps while an append of its own is in flight.
+const FOLLOWED_MAX: usize = 4096;
 
 /// Asks a key space for a snapshot of itself if its stream has grown by
 /// at least `min_events` since its last one; answered once what it holds is
@@ -161,6 +168,10 @@ pub struct LeaseKeys {
 #[rtype(result = "()")]
 pub struct Follow {
     pub version: u64,
+    /// The stream's events in the batch that told it, in version order.
+    /// When they continue the actor's state and no append of its own is in
+    /// flight, it folds them at once instead of reading its stream again.
+    pub events: Vec<RecordedEvent>,
 }
 
 /// The keys of each of `leases`, in the same order.
@@ -194,6 +205,7 @@ impl Entity for KeyspaceActor {
             load: activation != Activation::Fresh,
             snapshot_version: 0,
             behind: 0,
+            followed: Vec::new(),
         }
     }
 }
@@ -561,6 +573,11 @@ impl Handler<Follow> for KeyspaceActor {
     fn handle(&mut self, msg: Follow, ctx: &mut Context<Self>) {
         self.journal.touch();
         self.behind = self.behind.max(msg.version);
+        if self.journal.is_settled() && !self.journal.is_failed() {
+            self.fold_followed(&msg.events);
+        } else if self.followed.len() + msg.events.len() <= FOLLOWED_MAX {
+            self.followed.extend(msg.events);
+        }
         self.ready(ctx);
     }
 }
@@ -576,9 +593,15 @@ impl KeyspaceActor {
     /// before them) and the caller puts its message back.
     fn ready(&mut self, ctx: &mut Context<Self>) -> bool {
         if self.behind <= self.journal.version() {
+            self.followed.clear();
             return true;
         }
         if self.journal.is_settled() && !self.journal.is_failed() {
+            let followed = std::mem::take(&mut self.followed);
+            self.fold_followed(&followed);
+            if self.behind <= self.journal.version() {
+                return true;
+            }
             let from = self.journal.version();
             let state = std::mem::take(&mut self.state);
             let loading = load_after(self.journal.store(), self.journal.stream().clone(), state, from, fold);
@@ -589,6 +612,26 @@ impl KeyspaceActor {
             });
         }
         false
+    }
+
+    /// Folds the events of a [`Follow`] that continue this actor's stream
+    /// version (no append of its own may be in flight: its state is then
+    /// the durable one). It stops at a gap or an event it cannot decode;
+    /// [`KeyspaceActor::ready`] reads the rest from the store.
+    fn fold_followed(&mut self, events: &[RecordedEvent]) {
+        let before = self.journal.version();
+        let mut version = before;
+        for e in events.iter().skip_while(|e| e.version <= before) {
+            if e.version != version + 1 || fold(&mut self.state, e).is_err() {
+                break;
+            }
+            version = e.version;
+        }
+        if version > before {
+            self.journal.loaded(version);
+            self.publish(self.state.revision());
+            self.keys.set(self.state.len());
+        }
     }
 
     /// Puts `msg` back in the mailbox: right behind the fold that
