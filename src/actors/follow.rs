@@ -33,6 +33,7 @@ use tenure_projections::LeaseKey;
 use super::keyspace::{self, Deleted, Follow};
 use super::lease;
 use super::{Cmd, CommandError, Hub, Reply};
+use crate::store::Batch;
 
 /// Has the projector tell this node's actors of each batch, on a shared log.
 pub fn install(hub: &Arc<Hub>) {
@@ -47,14 +48,14 @@ pub fn install(hub: &Arc<Hub>) {
     }));
 }
 
-fn follow(hub: &Arc<Hub>, events: &[RecordedEvent]) {
+fn follow(hub: &Arc<Hub>, batch: &Batch) {
+    let events: &[RecordedEvent] = batch;
     let leading = hub.leading.load(Ordering::Acquire);
-    let mut heads: HashMap<&AccountId, (u64, Vec<RecordedEvent>)> = HashMap::new();
+    let mut heads: HashMap<&AccountId, u64> = HashMap::new();
     let mut leased: Vec<(AccountId, LeaseId)> = Vec::new();
     for e in events.iter().filter(|e| e.stream.category() == "keyspace") {
-        let (head, followed) = heads.entry(&e.account).or_default();
+        let head = heads.entry(&e.account).or_default();
         *head = (*head).max(e.version);
-        followed.push(e.clone());
         if leading && e.event_type == "KeyPut" {
             if let Ok(Some(KeyspaceEvent::Put(put))) = e.decode_as::<KeyspaceEvent>() {
                 if let Some(lease) = put.lease {
@@ -63,7 +64,8 @@ fn follow(hub: &Arc<Hub>, events: &[RecordedEvent]) {
             }
         }
     }
-    for (account, (version, events)) in heads {
+    for (account, version) in heads {
+        let events = batch.clone();
         hub.keyspaces.tell_if_active(account, Follow { version, events });
     }
     for e in events.iter().filter(|e| e.stream.category() == "lease") {

@@ -46,14 +46,14 @@ pub struct KeyspaceActor {
     /// told ([`Follow`]); while it is past this actor's, messages wait
     /// for the actor to fold the events it lacks (a shared log only).
     behind: u64,
-    /// Other nodes' events [`Follow`] brought while an append of this
-    /// actor's was in flight, folded once it is settled (at most
-    /// [`FOLLOWED_MAX`]; past that, and at a gap, the actor reads its stream).
-    followed: Vec<RecordedEvent>,
+    /// The batches [`Follow`] brought while an append of this actor's was
+    /// in flight, folded once it is settled (at most [`FOLLOWED_MAX`]
+    /// batches; past that, and at a gap, the actor reads its stream).
+    followed: Vec<crate::store::Batch>,
 }
 
-/// Followed events a key space keeps while an append of its own is in flight.
-const FOLLOWED_MAX: usize = 4096;
+/// Followed batches a key space keeps while an append of its own is in flight.
+const FOLLOWED_MAX: usize = 256;
 
 /// Asks a key space for a snapshot of itself if its stream has grown by
 /// at least `min_events` since its last one; answered once what it holds is
@@ -168,10 +168,11 @@ pub struct LeaseKeys {
 #[rtype(result = "()")]
 pub struct Follow {
     pub version: u64,
-    /// The stream's events in the batch that told it, in version order.
-    /// When they continue the actor's state and no append of its own is in
-    /// flight, it folds them at once instead of reading its stream again.
-    pub events: Vec<RecordedEvent>,
+    /// The batch that told it (shared, not copied): when its events of
+    /// this stream continue the actor's state and no append of its own is
+    /// in flight, the actor folds them at once instead of reading its
+    /// stream again.
+    pub events: crate::store::Batch,
 }
 
 /// The keys of each of `leases`, in the same order.
@@ -574,9 +575,9 @@ impl Handler<Follow> for KeyspaceActor {
         self.journal.touch();
         self.behind = self.behind.max(msg.version);
         if self.journal.is_settled() && !self.journal.is_failed() {
-            self.fold_followed(&msg.events);
-        } else if self.followed.len() + msg.events.len() <= FOLLOWED_MAX {
-            self.followed.extend(msg.events);
+            self.fold_followed(std::slice::from_ref(&msg.events));
+        } else if self.followed.len() < FOLLOWED_MAX {
+            self.followed.push(msg.events);
         }
         self.ready(ctx);
     }
@@ -618,10 +619,12 @@ impl KeyspaceActor {
     /// version (no append of its own may be in flight: its state is then
     /// the durable one). It stops at a gap or an event it cannot decode;
     /// [`KeyspaceActor::ready`] reads the rest from the store.
-    fn fold_followed(&mut self, events: &[RecordedEvent]) {
+    fn fold_followed(&mut self, batches: &[crate::store::Batch]) {
         let before = self.journal.version();
         let mut version = before;
-        for e in events.iter().skip_while(|e| e.version <= before) {
+        let stream = self.journal.stream().clone();
+        let events = batches.iter().flat_map(|b| b.iter()).filter(|e| e.stream == stream);
+        for e in events.skip_while(|e| e.version <= before) {
             if e.version != version + 1 || fold(&mut self.state, e).is_err() {
                 break;
             }

@@ -55,7 +55,7 @@ pub struct Projections {
 
 /// What the projector tells of each batch it applies, besides the
 /// projections.
-pub type Follower = Box<dyn Fn(&[tenure_events::RecordedEvent]) + Send + Sync>;
+pub type Follower = Box<dyn Fn(&crate::store::Batch) + Send + Sync>;
 
 impl Projections {
     /// Empty projections; lease deadlines count from no earlier than
@@ -168,7 +168,8 @@ impl Projections {
         (self.checkpoint(), set)
     }
 
-    fn apply(&self, events: &[tenure_events::RecordedEvent]) {
+    fn apply(&self, batch: &crate::store::Batch) {
+        let events: &[tenure_events::RecordedEvent] = batch;
         let Some(last) = events.last() else { return };
         let _applying = self.applying.lock();
         let mut lease_events = false;
@@ -207,7 +208,7 @@ impl Projections {
             }
         }
         if let Some(follower) = self.follower.get() {
-            follower(events);
+            follower(batch);
         }
         let position = last.position;
         self.checkpoint.send_modify(|c| {
