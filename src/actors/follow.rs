@@ -5,10 +5,11 @@
 //! - **Key spaces follow.** A key space actor serves reads from its state,
 //!   so one that another node has written to must catch up: each batch
 //!   tells every active key space it touches the stream version it reached,
-//!   with the batch's events of that stream, which the key space folds
+//!   with the batch itself, whose events of that stream the key space folds
 //!   without reading its stream ([`keyspace::Follow`]), before the
-//!   projections' checkpoint moves past it. A read that waited for the checkpoint (`min_position`) is queued
-//!   behind that notice, so it sees the write. An active lease actor that
+//!   projections' checkpoint moves past it. A read that waited for the
+//!   checkpoint (`min_position`) is queued behind that notice, so it sees
+//!   the write. An active lease actor that
 //!   missed an event of its stream stops ([`lease::Stale`]): it checks
 //!   liveness for puts, and must not vouch for a lease another node ended.
 //!   Other entity actors are not told: their reads come from the

@@ -574,10 +574,13 @@ impl Handler<Follow> for KeyspaceActor {
     fn handle(&mut self, msg: Follow, ctx: &mut Context<Self>) {
         self.journal.touch();
         self.behind = self.behind.max(msg.version);
-        if self.journal.is_settled() && !self.journal.is_failed() {
-            self.fold_followed(std::slice::from_ref(&msg.events));
-        } else if self.followed.len() < FOLLOWED_MAX {
-            self.followed.push(msg.events);
+        // Usually not behind: the batch held only this actor's own events.
+        if self.behind > self.journal.version() {
+            if self.journal.is_settled() && !self.journal.is_failed() {
+                self.fold_followed(std::slice::from_ref(&msg.events));
+            } else if self.followed.len() < FOLLOWED_MAX {
+                self.followed.push(msg.events);
+            }
         }
         self.ready(ctx);
     }
@@ -622,8 +625,8 @@ impl KeyspaceActor {
     fn fold_followed(&mut self, batches: &[crate::store::Batch]) {
         let before = self.journal.version();
         let mut version = before;
-        let stream = self.journal.stream().clone();
-        let events = batches.iter().flat_map(|b| b.iter()).filter(|e| e.stream == stream);
+        let stream = self.journal.stream();
+        let events = batches.iter().flat_map(|b| b.iter()).filter(|e| e.stream == *stream);
         for e in events.skip_while(|e| e.version <= before) {
             if e.version != version + 1 || fold(&mut self.state, e).is_err() {
                 break;

@@ -463,8 +463,9 @@ struct Inner {
 struct Shared {
     head: AtomicU64,
     chain: Mutex<ChainHead>,
-    /// The last position of the batch this node's writer is committing (0
-    /// when none): its notification may reach the listener before the
+    /// The last position of the batch this node's writer is committing
+    /// (after a commit, its last one, which the head then covers; 0 after
+    /// a failed commit): its notification may reach the listener before the
     /// writer has broadcast it, and the listener need not read it back.
     committing: AtomicU64,
 }
