@@ -96,7 +96,11 @@ pub async fn run_timers(control: Control, role: Option<watch::Receiver<Role>>, m
         let drivers = futures::future::join(decommission, expiry);
         tokio::pin!(drivers);
         let stopping = tokio::select! {
-            _ = role.wait_for(|r| !r.leading) => false,
+            // Closed: the election has ended (the server stops). Its last
+            // value still says this node leads, so waiting for a lead again
+            // would return at once: the loop would take the timers over
+            // and give them up in a spin until the process exits.
+            lost = role.wait_for(|r| !r.leading) => lost.is_err(),
             _ = stop.changed() => true,
             _ = &mut drivers => true,
         };

@@ -71,7 +71,13 @@ async fn the_binary_serves_on_postgres_and_refuses_a_bad_store() {
     let schema = Schema::fresh();
     let dir = tempfile::tempdir().expect("temp dir");
     let url = schema.url();
-    let server = ServerProcess::start(dir.path(), &["--store", &url]);
+    let log = dir.path().join("server.log");
+    let server = ServerProcess::start_logging(
+        dir.path(),
+        &["--store", &url],
+        "info",
+        std::process::Stdio::from(std::fs::File::create(&log).expect("log file")),
+    );
     let http = reqwest::Client::new();
     let res = http
         .post(format!("{}/v3/lease/grant", server.endpoint))
@@ -87,6 +93,11 @@ async fn the_binary_serves_on_postgres_and_refuses_a_bad_store() {
         schema.query_i64("SELECT COUNT(*) FROM events WHERE event_type = 'LeaseGranted'"),
         vec![1]
     );
+    // The node took the timers once and gave them up once, when it stopped.
+    let logged = std::fs::read_to_string(&log).expect("server log");
+    let count = |what: &str| logged.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(count("tenure::cluster: this node runs the timers"), 1, "{logged}");
+    assert_eq!(count("this node no longer runs the timers"), 1, "{logged}");
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tenure"))
         .args(["serve", "--store", "mysql://nope", "--data-dir"])
