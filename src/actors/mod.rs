@@ -261,6 +261,9 @@ pub(crate) fn log_outcome<T>(span: &tracing::Span, result: &Result<T, CommandErr
     match result {
         Ok(_) => tracing::debug!(parent: span, outcome = "ok"),
         Err(e) if e.is_rejection() => tracing::info!(parent: span, outcome = "rejected", reason = %e),
+        // Another node appended first; `Control::call` sends the command
+        // again, and says so if it gives up.
+        Err(e @ CommandError::Conflict(_)) => tracing::debug!(parent: span, outcome = "conflicted", error = %e),
         Err(e) => tracing::warn!(parent: span, outcome = "failed", error = %e),
     }
 }

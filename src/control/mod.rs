@@ -267,9 +267,13 @@ impl Control {
                 // The last attempt may have found the actor stopped by
                 // another command's conflict: still a conflict.
                 Err(CommandError::Conflict(_) | CommandError::Stopped) if conflicted => {
+                    tracing::info!(
+                        attempts = attempt,
+                        "other nodes' appends won every attempt; answered as a conflict"
+                    );
                     return Err(CommandError::Conflict(format!(
                         "other writers changed this entity at the same time {COMMAND_ATTEMPTS} times in a row; retry"
-                    )))
+                    )));
                 }
                 other => return other,
             }
