@@ -51,6 +51,9 @@ pub struct Collectors {
     pub proxy: ProxyMetrics,
     /// Keys held by the key spaces (each adds its own share, see [`GaugeShare`]).
     pub keys: IntGauge,
+    /// Key space appends that conflicted with another node's (a shared
+    /// log) and were rolled back in memory instead of reloading the stream.
+    pub keyspace_rollbacks: IntCounter,
     actors_activated: IntCounterVec,
     actors_passivated: IntCounterVec,
     // Read when scraped.
@@ -226,6 +229,10 @@ impl Metrics {
             http,
             proxy,
             keys: gauge("tenure_keys", "Keys in every key space."),
+            keyspace_rollbacks: counter(
+                "tenure_keyspace_rollbacks_total",
+                "Key space appends that conflicted with another node's on a shared log; the key space put back its unacknowledged changes and folded the other node's.",
+            ),
             actors_activated: counter_vec(
                 "tenure_actors_activated_total",
                 "Entity actors activated (loaded into memory), by kind.",

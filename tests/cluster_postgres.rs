@@ -568,3 +568,90 @@ async fn a_watch_on_one_node_sees_the_writes_of_every_node() {
         node.stop().await;
     }
 }
+
+/// A counter's value on a node's `/metrics` (0 when absent).
+async fn metric(node: &TestServer, line_start: &str) -> f64 {
+    let text = node
+        .http
+        .get(format!("{}/metrics", node.base))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Two nodes writing one account's key space at the same time: the node
+/// whose append loses the race puts its unacknowledged changes back and
+/// folds the winner's, instead of dropping its key space and reading the
+/// stream again. Each node activates the key space once however often its
+/// appends conflict, and both end with every acknowledged put.
+#[actix_rt::test]
+async fn a_key_space_that_loses_a_race_rolls_back_instead_of_reloading() {
+    const ROUNDS_MAX: usize = 40;
+    const PUTS: usize = 24;
+    let schema = Schema::fresh();
+    let nodes = [
+        TestServer::start_on(schema.target()).await,
+        TestServer::start_on(schema.target()).await,
+    ];
+    // Each node's key space active (and current) before the race.
+    for node in &nodes {
+        let answer = v3(node, "/kv/put", json!({ "key": b64("warm"), "value": b64("up") }), None).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    }
+
+    let mut acknowledged = BTreeMap::new();
+    let mut position = 0;
+    let mut rounds = 0;
+    // Rounds of concurrent puts through both nodes until appends have
+    // conflicted (each round usually makes some).
+    while rounds < ROUNDS_MAX {
+        rounds += 1;
+        let puts = (0..PUTS).flat_map(|i| {
+            nodes.iter().enumerate().map(move |(n, node)| async move {
+                let key = format!("race/{rounds}/{n}/{i}");
+                let body = json!({ "key": b64(&key), "value": b64(&format!("v{n}")) });
+                (key, n, v3(node, "/kv/put", body, None).await)
+            })
+        });
+        for (key, n, answer) in futures::future::join_all(puts).await {
+            position = position.max(answer.position);
+            // A put that lost COMMAND_ATTEMPTS races in a row answers 409
+            // and did nothing; the others must all be there.
+            if answer.status == StatusCode::OK {
+                acknowledged.insert(key, format!("v{n}"));
+            } else {
+                assert_eq!(answer.status, StatusCode::CONFLICT, "{}", answer.body);
+            }
+        }
+        let mut rollbacks = 0.0;
+        for node in &nodes {
+            rollbacks += metric(node, "tenure_keyspace_rollbacks_total").await;
+        }
+        if rollbacks > 0.0 {
+            break;
+        }
+    }
+    let mut rollbacks = 0.0;
+    for node in &nodes {
+        rollbacks += metric(node, "tenure_keyspace_rollbacks_total").await;
+        let activated = metric(node, "tenure_actors_activated_total{kind=\"keyspace\"}").await;
+        assert_eq!(activated, 1.0, "the key space was activated once on each node");
+    }
+    assert!(
+        rollbacks > 0.0,
+        "no append conflicted in {rounds} rounds of concurrent puts"
+    );
+
+    for (n, node) in nodes.iter().enumerate() {
+        let held = keys(node, position).await;
+        for (key, value) in &acknowledged {
+            assert_eq!(held.get(key).map(|v| &v.0), Some(value), "node {n} lacks {key}");
+        }
+    }
+}

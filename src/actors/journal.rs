@@ -22,7 +22,11 @@
 //!
 //! If an append fails (a conflict or a store failure) the actor's state can
 //! no longer be trusted: it drops its held replies, the registry forgets it,
-//! and the next command activates a fresh one from the log.
+//! and the next command activates a fresh one from the log. Except for a
+//! conflict on a shared log, when the actor can put its state back to the
+//! stream's durable version ([`Journaled::journal_conflicted`]; the key
+//! space does): it then stays, and only what was decided on top of the
+//! failed append is void.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -64,6 +68,8 @@ pub struct Journal<A: Actor<Context = Context<A>>> {
     stream: StreamId,
     /// The stream's version including appends not yet durable.
     version: u64,
+    /// The stream's version as far as the store has acknowledged it.
+    durable_version: u64,
     submitted: u64,
     durable: u64,
     /// Events decided but not yet sent to the store, and what to do once
@@ -92,6 +98,16 @@ pub trait Journaled: Actor<Context = Context<Self>> + Handler<AppendDone> {
     /// Called after an append failed or the stream could not be loaded: the
     /// actor must leave the registry and stop.
     fn journal_failed(&mut self, ctx: &mut Context<Self>);
+
+    /// Called when an append conflicted on a shared log (another node
+    /// appended to the stream first, up to version `actual`): an actor that
+    /// can put its state back to the stream's durable version does so and
+    /// answers `true`; it then stays, and folds the other node's events
+    /// before its next command. One that answers `false` stops, and the
+    /// next command activates a fresh actor from the log.
+    fn journal_conflicted(&mut self, _actual: u64) -> bool {
+        false
+    }
 }
 
 impl<A: Actor<Context = Context<A>>> Journal<A> {
@@ -101,6 +117,7 @@ impl<A: Actor<Context = Context<A>>> Journal<A> {
             store,
             stream,
             version: 0,
+            durable_version: 0,
             submitted: 0,
             durable: 0,
             open: None,
@@ -179,8 +196,10 @@ impl<A: Actor<Context = Context<A>>> Journal<A> {
         }
     }
 
+    /// The state now holds the stream up to `version`, all of it durable.
     pub(crate) fn loaded(&mut self, version: u64) {
         self.version = version;
+        self.durable_version = version;
     }
 }
 
@@ -238,15 +257,18 @@ fn flush<A: Journaled>(act: &mut A, ctx: &mut Context<A>) {
 }
 
 /// Handles the store's answer to an append: runs its continuations, then
-/// releases the replies that waited for it; on failure, stops the actor.
+/// releases the replies that waited for it; on failure, stops the actor
+/// (unless it rolled back after a conflict on a shared log).
 pub fn completed<A: Journaled>(act: &mut A, ctx: &mut Context<A>, msg: AppendDone) {
     let journal = act.journal();
     let Some((seq, continuations)) = journal.in_flight.pop_front() else {
         return; // the actor already failed and dropped what was in flight
     };
     assert_eq!(seq, msg.seq, "appends complete in the order they were submitted");
-    if msg.result.is_ok() {
+    let conflict = conflict_on_shared_log(journal, &msg.result);
+    if let Ok(appended) = &msg.result {
         journal.durable = seq;
+        journal.durable_version = appended.version;
         for done in continuations {
             done(act, ctx, msg.result.clone());
         }
@@ -254,7 +276,23 @@ pub fn completed<A: Journaled>(act: &mut A, ctx: &mut Context<A>, msg: AppendDon
         if act.journal().open.is_some() && act.journal().in_flight.is_empty() {
             flush(act, ctx); // the batch held back while this one was in flight
         }
+    } else if let Some(actual) = conflict.filter(|&actual| act.journal_conflicted(actual)) {
+        // The actor put its state back to the durable version: everything
+        // decided on top of the failed append is void. Its callers and those
+        // of the batch held back behind it hear of the conflict and send
+        // their commands again; held replies (decided on the void state)
+        // are dropped, which their callers see as a stopped actor.
+        let journal = act.journal();
+        tracing::debug!(stream = %journal.stream, actual, "append conflicted; rolled back to the durable version");
+        let open = journal.open.take().map(|batch| batch.continuations).unwrap_or_default();
+        journal.held.clear();
+        journal.version = journal.durable_version;
+        journal.durable = journal.submitted;
+        for done in continuations.into_iter().chain(open) {
+            done(act, ctx, msg.result.clone());
+        }
     } else {
+        let journal = act.journal();
         journal.failed = true;
         tracing::warn!(stream = %journal.stream, error = ?msg.result.as_ref().err(), "append failed; the actor stops");
         // Out of the registry before anyone hears of the failure: a caller
@@ -273,11 +311,27 @@ pub fn completed<A: Journaled>(act: &mut A, ctx: &mut Context<A>, msg: AppendDon
     }
 }
 
+/// The version another node's append took the stream to, when `result`
+/// is a conflict on a shared log (whose actors send one batch at a time).
+fn conflict_on_shared_log<A: Actor<Context = Context<A>>>(
+    journal: &Journal<A>,
+    result: &Result<Appended, AppendError>,
+) -> Option<u64> {
+    match result {
+        Err(AppendError::Conflict { actual, .. }) if !journal.pipelined && journal.in_flight.is_empty() => {
+            Some(*actual)
+        }
+        _ => None,
+    }
+}
+
 /// Implements [`Journaled`] and `Handler<AppendDone>` for an entity actor
 /// with fields `journal`, `hub` and the given key field: on failure it
-/// leaves the given registry of the hub and stops.
+/// leaves the given registry of the hub and stops; with `conflicted:`, a
+/// conflict on a shared log calls that method of the actor instead (see
+/// [`Journaled::journal_conflicted`]).
 macro_rules! journaled {
-    ($actor:ty, registry: $registry:ident, key: $key:ident) => {
+    ($actor:ty, registry: $registry:ident, key: $key:ident $(, conflicted: $conflicted:ident)?) => {
         impl actix::Handler<$crate::actors::journal::AppendDone> for $actor {
             type Result = ();
 
@@ -296,6 +350,12 @@ macro_rules! journaled {
                 self.hub.$registry.forget(&self.$key, &ctx.address());
                 ctx.stop();
             }
+
+            $(
+                fn journal_conflicted(&mut self, actual: u64) -> bool {
+                    self.$conflicted(actual)
+                }
+            )?
         }
     };
 }

@@ -23,7 +23,7 @@ use super::registry::{Activation, Entity};
 use super::{command_span, log_outcome, Cmd, CommandError, Hub, LimitReached, Reply};
 use crate::domain::keyspace::{
     txn::TxnContext, KeyRange, KeyValue, Keyspace, KeyspaceCommand, KeyspaceRejection, LeaseUpdate, RangeOptions,
-    RangeResult,
+    RangeResult, Undo,
 };
 use crate::domain::Aggregate;
 use crate::snapshot::Snapshots;
@@ -50,6 +50,18 @@ pub struct KeyspaceActor {
     /// in flight, folded once it is settled (at most [`FOLLOWED_MAX`]
     /// batches; past that, and at a gap, the actor reads its stream).
     followed: Vec<crate::store::Batch>,
+    /// On a shared log, what puts back each command's events that the
+    /// store has not acknowledged yet, oldest first: when an append
+    /// conflicts with another node's, the actor rolls its state back to
+    /// the durable version and stays, instead of reloading its stream
+    /// (`None` on a log of one node, where appends do not conflict).
+    undo: Option<std::collections::VecDeque<Vec<Undo>>>,
+    /// A read of the stream's tail started by [`KeyspaceActor::ready`] is
+    /// under way: the state is out (moved into the read) until it ends.
+    /// `ctx.wait` does not cover it fully: a message the actor sent itself
+    /// (`ctx.notify`) can still be handled in the same turn of the context
+    /// as the handler that started the read.
+    loading: bool,
 }
 
 /// Followed batches a key space keeps while an append of its own is in flight.
@@ -196,6 +208,7 @@ impl Entity for KeyspaceActor {
         let journal = Journal::new(Arc::clone(&hub.store), StreamId::keyspace(&account));
         let published = hub.revisions.slot(&account);
         let keys = crate::metrics::GaugeShare::new(hub.metrics.keys.clone());
+        let hub_shared = hub.store.is_shared();
         KeyspaceActor {
             hub,
             account,
@@ -207,6 +220,8 @@ impl Entity for KeyspaceActor {
             snapshot_version: 0,
             behind: 0,
             followed: Vec::new(),
+            undo: hub_shared.then(std::collections::VecDeque::new),
+            loading: false,
         }
     }
 }
@@ -231,7 +246,7 @@ impl Actor for KeyspaceActor {
     }
 }
 
-journaled!(KeyspaceActor, registry: keyspaces, key: account);
+journaled!(KeyspaceActor, registry: keyspaces, key: account, conflicted: roll_back);
 
 fn fold(state: &mut Keyspace, e: &RecordedEvent) -> Result<(), DecodeError> {
     if let Some(event) = e.decode_as::<KeyspaceEvent>()? {
@@ -321,16 +336,26 @@ impl KeyspaceActor {
             self.journal.after_durable(move || done(Ok(revision)));
             return;
         }
+        let mut undo = Vec::new();
         let new_events: Vec<NewEvent> = events
             .iter()
             .map(|e| {
-                self.state.evolve(e, now);
+                match self.undo {
+                    Some(_) => undo.push(self.state.evolve_undoable(e, now)),
+                    None => self.state.evolve(e, now),
+                }
                 NewEvent::new(e, &cmd.meta, now)
             })
             .collect();
+        if let Some(pending) = self.undo.as_mut() {
+            pending.push_back(undo);
+        }
         let (revision, keys) = (self.state.revision(), self.state.len());
         submit(self, ctx, new_events, move |act, _, result| {
             if result.is_ok() {
+                if let Some(pending) = act.undo.as_mut() {
+                    pending.pop_front(); // durable: nothing to put back
+                }
                 act.publish(revision);
                 act.keys.set(keys);
             }
@@ -545,7 +570,7 @@ impl Handler<TakeSnapshot> for KeyspaceActor {
     fn handle(&mut self, msg: TakeSnapshot, _: &mut Context<Self>) {
         self.journal.touch();
         let version = self.journal.version();
-        if version == 0 || version.saturating_sub(self.snapshot_version) < msg.min_events.max(1) {
+        if self.loading || version == 0 || version.saturating_sub(self.snapshot_version) < msg.min_events.max(1) {
             let _ = msg.reply.send(None);
             return;
         }
@@ -576,7 +601,7 @@ impl Handler<Follow> for KeyspaceActor {
         self.behind = self.behind.max(msg.version);
         // Usually not behind: the batch held only this actor's own events.
         if self.behind > self.journal.version() {
-            if self.journal.is_settled() && !self.journal.is_failed() {
+            if self.journal.is_settled() && !self.journal.is_failed() && !self.loading {
                 self.fold_followed(std::slice::from_ref(&msg.events));
             } else if self.followed.len() < FOLLOWED_MAX {
                 self.followed.push(msg.events);
@@ -596,6 +621,9 @@ impl KeyspaceActor {
     /// append of its own in flight: that one will conflict, or come
     /// before them) and the caller puts its message back.
     fn ready(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.loading {
+            return false;
+        }
         if self.behind <= self.journal.version() {
             self.followed.clear();
             return true;
@@ -609,13 +637,35 @@ impl KeyspaceActor {
             let from = self.journal.version();
             let state = std::mem::take(&mut self.state);
             let loading = load_after(self.journal.store(), self.journal.stream().clone(), state, from, fold);
+            self.loading = true;
             activate_with(self, ctx, loading, |act, state| {
+                act.loading = false;
                 act.state = state;
                 act.publish(act.state.revision());
                 act.keys.set(act.state.len());
             });
         }
         false
+    }
+
+    /// Another node appended to the stream first, up to version `actual`:
+    /// puts back every event not yet acknowledged, newest first (their
+    /// commands are answered with the conflict, and sent again), and folds
+    /// the other node's events before the next command (see
+    /// [`KeyspaceActor::ready`]). What a reload of the stream would have
+    /// done, without reading it.
+    fn roll_back(&mut self, actual: u64) -> bool {
+        let Some(pending) = self.undo.as_mut() else {
+            return false;
+        };
+        while let Some(command) = pending.pop_back() {
+            for undo in command.into_iter().rev() {
+                self.state.undo(undo);
+            }
+        }
+        self.behind = self.behind.max(actual);
+        self.hub.metrics.keyspace_rollbacks.inc();
+        true
     }
 
     /// Folds the events of a [`Follow`] that continue this actor's stream

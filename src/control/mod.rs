@@ -42,7 +42,7 @@ pub const COMMANDS_IN_FLIGHT_MAX: usize = 16_384;
 
 /// How many times a command is carried out at most when it conflicts with
 /// another writer (see [`Control::call`]).
-pub const COMMAND_ATTEMPTS: u64 = 8;
+pub const COMMAND_ATTEMPTS: u64 = 16;
 
 /// How often a server-chosen lease ID is drawn again if it is taken.
 const FRESH_ID_ATTEMPTS: usize = 3;

@@ -336,6 +336,15 @@ impl std::fmt::Debug for Key {
     }
 }
 
+/// What one event changed in a key space: the revision before it and the
+/// key's entry before it (see [`Keyspace::evolve_undoable`]).
+#[derive(Debug)]
+pub struct Undo {
+    revision: i64,
+    key: Key,
+    previous: Option<KeyValue>,
+}
+
 /// The keys of one lease; one key is always `One` (never a set of one),
 /// so that equal key spaces are equal values.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -552,6 +561,39 @@ impl Keyspace {
             KeyspaceEvent::Put(e) => revision == self.revision + 1 || (shares && !changed_already(&e.key)),
             KeyspaceEvent::Deleted(_) => revision == self.revision + 1 || shares,
         }
+    }
+
+    /// Applies `event` as [`Aggregate::evolve`] does and answers what puts
+    /// it back ([`Keyspace::undo`]). For an actor on a shared log, whose
+    /// append may conflict with another node's: it rolls back the events it
+    /// applied ahead of the store's answer instead of reloading its stream.
+    pub fn evolve_undoable(&mut self, event: &KeyspaceEvent, at: DateTime<Utc>) -> Undo {
+        let key = match event {
+            KeyspaceEvent::Put(e) => e.key.as_slice(),
+            KeyspaceEvent::Deleted(e) => e.key.as_slice(),
+        };
+        let undo = Undo {
+            revision: self.revision,
+            previous: self.kvs.get(key).cloned(),
+            key: Key::new(key),
+        };
+        self.evolve(event, at);
+        undo
+    }
+
+    /// Puts back one event applied with [`Keyspace::evolve_undoable`]; the
+    /// events applied after it must have been put back first (newest first).
+    pub fn undo(&mut self, undo: Undo) {
+        if let Some(lease) = self.kvs.remove(undo.key.as_slice()).and_then(|kv| kv.lease) {
+            self.detach(undo.key.as_slice(), lease);
+        }
+        if let Some(previous) = undo.previous {
+            if let Some(lease) = previous.lease {
+                self.attach(undo.key.clone(), lease);
+            }
+            self.kvs.insert(undo.key, previous);
+        }
+        self.revision = undo.revision;
     }
 
     fn attach(&mut self, key: Key, lease: LeaseId) {
@@ -1391,6 +1433,62 @@ mod tests {
             (v(&[]), 0, false)
         );
         assert_eq!(keys(KeyRange::prefix(""), 3), (v(&["a", "ab", "b"]), 4, true));
+    }
+
+    /// A command of the undo property below: a put of one of a few keys on
+    /// one of a few leases (or none), a range deletion, or a lease's keys'.
+    fn arbitrary_command() -> impl proptest::strategy::Strategy<Value = KeyspaceCommand> {
+        use proptest::prelude::*;
+        let key = prop::sample::select(vec![
+            "a",
+            "b",
+            "c",
+            "service/web/1",
+            "a-key-longer-than-twenty-two-bytes",
+        ]);
+        let lease_of = |n: i64| (n > 0).then(|| lease(n));
+        prop_oneof![
+            4 => (key.clone(), "[a-z]{0,3}", 0i64..4).prop_map(move |(k, v, l)| cmd_put(k, &v, lease_of(l))),
+            1 => (key.clone(), key).prop_map(|(a, b)| KeyspaceCommand::DeleteRange {
+                range: KeyRange {
+                    key: a.into(),
+                    range_end: b.into(),
+                },
+            }),
+            1 => (1i64..4).prop_map(|l| KeyspaceCommand::DeleteLeaseKeys {
+                lease: lease(l),
+                cause: DeleteCause::LeaseRevoked { lease: lease(l) },
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// What a key space on a shared log does when its append conflicts:
+        /// the events it applied ahead of the store's answer, put back
+        /// newest first, leave exactly the state before them.
+        #[test]
+        fn events_applied_then_undone_leave_the_state_as_it_was(
+            before in proptest::collection::vec(arbitrary_command(), 0..12),
+            ahead in proptest::collection::vec(arbitrary_command(), 1..12),
+        ) {
+            let mut space = Keyspace::default();
+            for command in before {
+                for event in space.decide(command, t(0)).unwrap_or_default() {
+                    space.evolve(&event, t(0));
+                }
+            }
+            let durable = space.clone();
+            let mut undo = Vec::new();
+            for command in ahead {
+                for event in space.decide(command, t(1)).unwrap_or_default() {
+                    undo.push(space.evolve_undoable(&event, t(1)));
+                }
+            }
+            while let Some(u) = undo.pop() {
+                space.undo(u);
+            }
+            proptest::prop_assert_eq!(&space, &durable);
+        }
     }
 
     #[test]
