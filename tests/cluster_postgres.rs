@@ -571,15 +571,7 @@ async fn a_watch_on_one_node_sees_the_writes_of_every_node() {
 
 /// A counter's value on a node's `/metrics` (0 when absent).
 async fn metric(node: &TestServer, line_start: &str) -> f64 {
-    let text = node
-        .http
-        .get(format!("{}/metrics", node.base))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("metrics");
+    let text = node.metrics_text().await;
     text.lines()
         .find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)

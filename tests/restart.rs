@@ -226,15 +226,7 @@ async fn passivated_leases_expire_without_activating_their_actors() {
     }
     let (_, body) = server.get("/v1/keys?prefix=k&limit=1").await;
     assert_eq!(body["count"], 0);
-    let metrics = server
-        .http
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("metrics");
+    let metrics = server.metrics_text().await;
     assert!(
         metrics.lines().any(|l| l == "tenure_leases_expired_total 19"),
         "expiries counted: {metrics}"

@@ -156,6 +156,12 @@ impl TestServer {
         self.call(reqwest::Method::GET, path, None).await
     }
 
+    /// `GET /metrics` (no token), as Prometheus's text.
+    pub async fn metrics_text(&self) -> String {
+        let response = self.http.get(format!("{}/metrics", self.base)).send().await;
+        response.expect("scrape").text().await.expect("metrics")
+    }
+
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
