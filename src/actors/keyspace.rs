@@ -62,7 +62,16 @@ pub struct KeyspaceActor {
     /// (`ctx.notify`) can still be handled in the same turn of the context
     /// as the handler that started the read.
     loading: bool,
+    /// When the actor last rolled back after a conflict: the winner's
+    /// events are on their way in a [`Follow`] (this node's listener reads
+    /// them anyway), so for [`FOLLOW_WAIT`] the actor waits for them
+    /// instead of reading its stream's tail itself.
+    rolled_back_at: Option<std::time::Instant>,
 }
+
+/// How long a key space that rolled back waits for the winner's events to
+/// come in a [`Follow`] before it reads them from the store.
+const FOLLOW_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Followed batches a key space keeps while an append of its own is in flight.
 const FOLLOWED_MAX: usize = 256;
@@ -222,6 +231,7 @@ impl Entity for KeyspaceActor {
             followed: Vec::new(),
             undo: hub_shared.then(std::collections::VecDeque::new),
             loading: false,
+            rolled_back_at: None,
         }
     }
 }
@@ -626,14 +636,20 @@ impl KeyspaceActor {
         }
         if self.behind <= self.journal.version() {
             self.followed.clear();
+            self.rolled_back_at = None;
             return true;
         }
         if self.journal.is_settled() && !self.journal.is_failed() {
             let followed = std::mem::take(&mut self.followed);
             self.fold_followed(&followed);
             if self.behind <= self.journal.version() {
+                self.rolled_back_at = None;
                 return true;
             }
+            if self.waits_for_follow() {
+                return false;
+            }
+            self.rolled_back_at = None;
             let from = self.journal.version();
             let state = std::mem::take(&mut self.state);
             let loading = load_after(self.journal.store(), self.journal.stream().clone(), state, from, fold);
@@ -664,6 +680,7 @@ impl KeyspaceActor {
             }
         }
         self.behind = self.behind.max(actual);
+        self.rolled_back_at = Some(std::time::Instant::now());
         self.hub.metrics.keyspace_rollbacks.inc();
         true
     }
@@ -690,15 +707,22 @@ impl KeyspaceActor {
         }
     }
 
+    /// Whether the actor rolled back less than [`FOLLOW_WAIT`] ago (and
+    /// still lacks the winner's events).
+    fn waits_for_follow(&self) -> bool {
+        self.rolled_back_at.is_some_and(|at| at.elapsed() < FOLLOW_WAIT)
+    }
+
     /// Puts `msg` back in the mailbox: right behind the fold that
     /// [`KeyspaceActor::ready`] started (which holds the mailbox), or after
-    /// [`BEHIND_RETRY`] while an append is in flight.
+    /// [`BEHIND_RETRY`] while an append is in flight or the actor waits
+    /// for a [`Follow`].
     fn later<M>(&mut self, ctx: &mut Context<Self>, msg: M)
     where
         M: Message<Result = ()> + Send + 'static,
         Self: Handler<M>,
     {
-        if self.journal.is_settled() {
+        if self.journal.is_settled() && !self.waits_for_follow() {
             ctx.notify(msg);
         } else {
             ctx.notify_later(msg, BEHIND_RETRY);
