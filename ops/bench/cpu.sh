@@ -9,6 +9,9 @@
 # $CONCURRENCY in flight, after a warm-up, and reads the server process's
 # utime + stime from /proc/PID/stat before and after. CPU microseconds per
 # request do not depend on how the load generator shares the cores.
+# $RANGES serializable POST /v3/kv/range of missing keys (nothing written) measure the
+# floor that the HTTP stack and request handling put under every request;
+# a durable request's CPU beyond it is the write path's.
 # $ROUNDS rounds, the order alternating; medians reported.
 #
 # Prints a table and appends it, with the command and the machine, to
@@ -22,6 +25,7 @@ cd "$(dirname "$0")/../.."
 
 PUTS=${PUTS:-200000}
 GRANTS=${GRANTS:-100000}
+RANGES=${RANGES:-100000}
 CONCURRENCY=${CONCURRENCY:-64}
 ROUNDS=${ROUNDS:-3}
 SERVERS=${SERVERS:-"etcd tenure"}
@@ -68,16 +72,18 @@ start() { # etcd|tenure NAME
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+minus() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.1f", a - b; else print "-" }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.1f", a / b; else print "-" }'; }
 
 declare -A R
-for server in $SERVERS; do for load in put grant; do R[$server.$load]=""; R[$server.$load.rps]=""; done; done
+LOADS="put grant range"
+for server in $SERVERS; do for load in $LOADS; do R[$server.$load]=""; R[$server.$load.rps]=""; done; done
 ERRORS=0
 for round in $(seq 1 "$ROUNDS"); do
   if [ $((round % 2)) = 1 ]; then order="$SERVERS"; else order=$(tr ' ' '\n' <<<"$SERVERS" | tac | tr '\n' ' '); fi
   for server in $order; do
-    for load in put grant; do
-      if [ "$load" = put ]; then count=$PUTS; else count=$GRANTS; fi
+    for load in $LOADS; do
+      case $load in put) count=$PUTS ;; grant) count=$GRANTS ;; *) count=$RANGES ;; esac
       start "$server" "$server-$load-$round"
       echo "== $server $load, round $round" >&2
       out=$("$BIN/cpu-load" --endpoint "$URL" --pid "$PID" --load "$load" --requests "$count" --concurrency "$CONCURRENCY")
@@ -92,15 +98,16 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 for server in $SERVERS; do
-  for load in put grant; do
+  for load in $LOADS; do
     R[$server.$load.median]=$(median <<<"${R[$server.$load]}")
     R[$server.$load.rps.median]=$(median <<<"${R[$server.$load.rps]}")
   done
 done
-for key in etcd.put etcd.grant etcd.put.rps etcd.grant.rps; do
+# A server left out (SERVERS=tenure, SERVERS=etcd) shows as "-".
+for server in etcd tenure; do for load in $LOADS; do for key in $server.$load $server.$load.rps; do
   [ -n "${R[$key.median]:-}" ] || R[$key.median]=-
   [ -n "${R[$key]:-}" ] || R[$key]=" -"
-done
+done; done; done
 
 # Whole outputs read (no `head`, no `exit`): under pipefail a writer cut
 # off by SIGPIPE would end the script here.
@@ -108,7 +115,7 @@ CPU=$(lscpu | awk -F: '/Model name/ && !seen++ {gsub(/^ +/, "", $2); print $2}')
 ETCD_VERSION=$(etcd --version | sed -n 1p)
 TABLE=$(cat <<EOT
 
-### $(date -u +%Y-%m-%d) — \`bash ops/bench/cpu.sh\` (PUTS=$PUTS, GRANTS=$GRANTS, CONCURRENCY=$CONCURRENCY, $ROUNDS rounds)
+### $(date -u +%Y-%m-%d) — \`bash ops/bench/cpu.sh\` (PUTS=$PUTS, GRANTS=$GRANTS, RANGES=$RANGES, CONCURRENCY=$CONCURRENCY, $ROUNDS rounds)
 
 Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr), load average before the run $LOAD. tenure $(git rev-parse --short HEAD)${TENURE_ARGS:+ (serve $TENURE_ARGS)} (release, SQLite WAL synchronous=FULL) and $ETCD_VERSION (fsync on), each fresh for each figure, on the same machine in the same run. Server CPU = utime + stime of the server process from /proc/PID/stat around the measured requests (after 5,000 warm-up requests).
 
@@ -116,8 +123,12 @@ Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, $(unam
 |---|---|---|---|
 | POST /v3/kv/put, CPU µs per put (rounds:${R[etcd.put]} /${R[tenure.put]}) | ${R[etcd.put.median]} | ${R[tenure.put.median]} | $(ratio "${R[etcd.put.median]}" "${R[tenure.put.median]}")x |
 | POST /v3/lease/grant, CPU µs per grant (rounds:${R[etcd.grant]} /${R[tenure.grant]}) | ${R[etcd.grant.median]} | ${R[tenure.grant.median]} | $(ratio "${R[etcd.grant.median]}" "${R[tenure.grant.median]}")x |
+| POST /v3/kv/range of a missing key, serializable (writes nothing: the floor under every request), CPU µs (rounds:${R[etcd.range]} /${R[tenure.range]}) | ${R[etcd.range.median]} | ${R[tenure.range.median]} | $(ratio "${R[etcd.range.median]}" "${R[tenure.range.median]}")x |
+| a put beyond that floor, CPU µs | $(minus "${R[etcd.put.median]}" "${R[etcd.range.median]}") | $(minus "${R[tenure.put.median]}" "${R[tenure.range.median]}") | $(ratio "$(minus "${R[etcd.put.median]}" "${R[etcd.range.median]}")" "$(minus "${R[tenure.put.median]}" "${R[tenure.range.median]}")")x |
+| a grant beyond that floor, CPU µs | $(minus "${R[etcd.grant.median]}" "${R[etcd.range.median]}") | $(minus "${R[tenure.grant.median]}" "${R[tenure.range.median]}") | $(ratio "$(minus "${R[etcd.grant.median]}" "${R[etcd.range.median]}")" "$(minus "${R[tenure.grant.median]}" "${R[tenure.range.median]}")")x |
 | puts/s while measured (median) | ${R[etcd.put.rps.median]} | ${R[tenure.put.rps.median]} | |
 | grants/s while measured (median) | ${R[etcd.grant.rps.median]} | ${R[tenure.grant.rps.median]} | |
+| ranges/s while measured (median) | ${R[etcd.range.rps.median]} | ${R[tenure.range.rps.median]} | |
 
 Failed requests: $ERRORS.
 EOT

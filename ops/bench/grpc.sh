@@ -16,7 +16,7 @@
 # All calls are spread over $CHANNELS HTTP/2 connections (watchers: at most
 # 100 streams a connection). Prints a table of medians with tenure/etcd
 # ratios and appends it, with the raw lines, the command and the machine,
-# to ops/bench/RESULTS.md.
+# to ops/bench/RESULTS.md (NO_APPEND=1: print only).
 #
 #   bash ops/bench/grpc.sh
 #   DURATION=3 ROUNDS=1 LEASES=1000 WATCHERS=100 bash ops/bench/grpc.sh
@@ -71,8 +71,8 @@ RAW="$WORK/results.jsonl"
 run() { # SERVER MODE ROUND
   local args=(--mode "$2" --label "$1" --endpoint "${ENDPOINT[$1]}" --seconds "$DURATION" --channels "$CHANNELS")
   case $2 in
-    put | grant) args+=(--workers "$WORKERS") ;;
-    keepalive) args+=(--workers "$WORKERS" --leases "$LEASES") ;;
+    put | grant) args+=(--workers "$WORKERS" --server-pid "${PID[$1]}") ;;
+    keepalive) args+=(--workers "$WORKERS" --leases "$LEASES" --server-pid "${PID[$1]}") ;;
     watch) args+=(--watchers "$WATCHERS" --rate "$RATE") ;;
   esac
   local load out
@@ -99,8 +99,13 @@ LOAD_AFTER=$(cut -d" " -f1-3 /proc/loadavg)
 
 # Medians over the rounds, with each round's figure beside them.
 TABLE_ROWS=$(python3 - "$RAW" <<'EOF'
-import json, statistics, sys
+import json, os, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
+# The most requests/s the machine's cores allow when the server and the
+# generator share them: cores / (server + generator CPU per request).
+for r in rows:
+    if r.get("server_cpu_us") and r.get("generator_cpu_us"):
+        r["cpu_bound_rps"] = os.cpu_count() * 1e6 / (r["server_cpu_us"] + r["generator_cpu_us"])
 def figures(mode, server, key):
     return [r[key] for r in rows if r["mode"] == mode and r["server"] == server and r.get(key) is not None]
 def cell(xs, fmt):
@@ -116,6 +121,10 @@ for mode, what in [("put", "KV.Put"), ("grant", "LeaseGrant (TTL 600)"), ("keepa
     line(f"{what}, requests/s", mode, "rps", "%.0f")
     line(f"{what}, p50 ms", mode, "p50_ms", "%.2f")
     line(f"{what}, p99 ms", mode, "p99_ms", "%.2f")
+    if figures(mode, "etcd", "server_cpu_us"):
+        line(f"{what}, server CPU µs per request", mode, "server_cpu_us", "%.1f")
+        line(f"{what}, load generator CPU µs per request", mode, "generator_cpu_us", "%.1f")
+        line(f"{what}, requests/s the cores allow (cores / CPU per request of both)", mode, "cpu_bound_rps", "%.0f")
 if figures("watch", "etcd", "p99_ms"):
     line("watch delivery, p50 ms", "watch", "p50_ms", "%.2f")
     line("watch delivery, p99 ms", "watch", "p99_ms", "%.2f")
@@ -151,4 +160,4 @@ $(cat "$RAW")
 EOT
 )
 echo "$TABLE"
-echo "$TABLE" >> ops/bench/RESULTS.md
+[ -n "${NO_APPEND:-}" ] || echo "$TABLE" >> ops/bench/RESULTS.md

@@ -1,7 +1,11 @@
 //! CPU per durable request, against any server that speaks etcd's `/v3` JSON
 //! gateway (etcd itself, or tenure): sends a fixed number of durable requests
 //! (`put`: `POST /v3/kv/put` over 10,000 rotating keys, as `v3_put.lua`;
-//! `grant`: `POST /v3/lease/grant` with a TTL of 600 s, as `v3_grant.lua`),
+//! `grant`: `POST /v3/lease/grant` with a TTL of 600 s, as `v3_grant.lua`;
+//! `range`: `POST /v3/kv/range` of a key that does not exist, serializable
+//! (etcd answers from its local store instead of a consensus round), a
+//! request that writes nothing: the floor the HTTP stack and the server's
+//! request handling put under every request),
 //! `--concurrency` in flight on as many connections, and reads the server
 //! process's user + system CPU time from `/proc/PID/stat` just before and
 //! just after them (after a warm-up). Prints the server's CPU microseconds per
@@ -12,14 +16,16 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use base64::Engine;
 use clap::{Parser, ValueEnum};
+use tenure_bench::cpu_us;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Load {
     Put,
     Grant,
+    Range,
 }
 
 #[derive(Parser)]
@@ -44,30 +50,6 @@ struct Args {
     concurrency: usize,
 }
 
-/// The process's user + system CPU time, microseconds (all its threads,
-/// fields 14 and 15 of `/proc/PID/stat`, in clock ticks).
-fn cpu_us(pid: u32, ticks_per_s: u64) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("process {pid}"))?;
-    // The command name (field 2) is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state): utime is field 14, stime 15.
-    let utime: u64 = fields.get(11).context("utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("stime")?.parse()?;
-    Ok((utime + stime) * 1_000_000 / ticks_per_s)
-}
-
-/// `getconf CLK_TCK`: 100 on Linux for every architecture in use.
-fn ticks_per_s() -> u64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
-}
-
 /// The request bodies, one per key for puts.
 fn bodies(load: Load) -> Vec<String> {
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -84,6 +66,9 @@ fn bodies(load: Load) -> Vec<String> {
                 .collect()
         }
         Load::Grant => vec![r#"{"TTL": 600}"#.to_owned()],
+        Load::Range => (0..10_000)
+            .map(|i| format!(r#"{{"key": "{}", "serializable": true}}"#, b64.encode(format!("missing/{i}"))))
+            .collect(),
     }
 }
 
@@ -114,13 +99,13 @@ async fn main() -> anyhow::Result<()> {
     if args.concurrency == 0 || args.requests == 0 {
         bail!("--concurrency and --requests must be positive");
     }
-    let ticks = ticks_per_s();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
     let path = match args.load {
         Load::Put => "/v3/kv/put",
         Load::Grant => "/v3/lease/grant",
+        Load::Range => "/v3/kv/range",
     };
     let url = format!("{}{path}", args.endpoint);
     let bodies = bodies(args.load);
@@ -129,11 +114,11 @@ async fn main() -> anyhow::Result<()> {
     if warm_errors > 0 {
         bail!("{warm_errors} of {} warm-up requests failed", args.warmup);
     }
-    let cpu_before = cpu_us(args.pid, ticks)?;
+    let cpu_before = cpu_us(Some(args.pid))?;
     let started = Instant::now();
     let errors = send(&http, &url, &bodies, args.requests, args.concurrency).await;
     let took = started.elapsed().as_secs_f64();
-    let cpu_after = cpu_us(args.pid, ticks)?;
+    let cpu_after = cpu_us(Some(args.pid))?;
 
     let cpu_s = (cpu_after - cpu_before) as f64 / 1e6;
     let per_request = (cpu_after - cpu_before) as f64 / args.requests as f64;

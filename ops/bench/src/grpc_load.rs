@@ -20,7 +20,11 @@
 //! Calls are spread over `--channels` HTTP/2 connections (a tonic Channel
 //! multiplexes its calls). Latencies go to preallocated `Vec<u32>` of
 //! microseconds, sorted once at the end, so the generator stays cheap.
-//! Prints one `RESULT {json}` line per run, then a human line.
+//! Prints one `RESULT {json}` line per run, then a human line. In the put,
+//! grant and keepalive modes the line holds this generator's own CPU
+//! microseconds per answered request and, given `--server-pid`, the
+//! server's: on one machine the two share the cores, so requests/s can be
+//! at most cores / (server + generator CPU per request).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -89,6 +93,38 @@ struct Args {
     /// every event, seconds (watch mode).
     #[arg(long, default_value_t = 15)]
     drain_seconds: u64,
+    /// The server's process ID: its CPU time per request is reported
+    /// (put, grant, keepalive).
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+/// CPU time of this generator and of the server around a load.
+struct CpuMeter {
+    server_pid: Option<u32>,
+    generator_us: u64,
+    server_us: Option<u64>,
+}
+
+impl CpuMeter {
+    fn start(server_pid: Option<u32>) -> anyhow::Result<CpuMeter> {
+        Ok(CpuMeter {
+            server_pid,
+            generator_us: tenure_bench::cpu_us(None)?,
+            server_us: server_pid.map(|pid| tenure_bench::cpu_us(Some(pid))).transpose()?,
+        })
+    }
+
+    /// CPU microseconds per request of the generator and of the server.
+    fn per_request(&self, requests: usize) -> anyhow::Result<(f64, Option<f64>)> {
+        let n = requests.max(1) as f64;
+        let generator = tenure_bench::cpu_us(None)?.saturating_sub(self.generator_us) as f64 / n;
+        let server = match (self.server_pid, self.server_us) {
+            (Some(pid), Some(before)) => Some(tenure_bench::cpu_us(Some(pid))?.saturating_sub(before) as f64 / n),
+            _ => None,
+        };
+        Ok((generator, server))
+    }
 }
 
 /// Puts the watch writer keeps in flight at most: a server slower than
@@ -219,6 +255,7 @@ async fn unary(args: &Args) -> anyhow::Result<()> {
     let chans = channels(&args.endpoint, args.channels).await?;
     let prefix = run_prefix(args.mode);
     let value = vec![b'v'; args.value_bytes];
+    let cpu = CpuMeter::start(args.server_pid)?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
     let mut workers = Vec::with_capacity(args.workers);
@@ -261,11 +298,12 @@ async fn unary(args: &Args) -> anyhow::Result<()> {
     let all = Tally::merge(tallies);
     let ok = all.latency_us.len();
     let rps = ok as f64 / took;
+    let (generator_cpu, server_cpu) = cpu.per_request(ok)?;
     summary(
         args,
         json!({
             "ok": ok, "errors": all.errors, "first_error": all.first_error,
-            "seconds": took, "rps": rps,
+            "seconds": took, "rps": rps, "generator_cpu_us": generator_cpu, "server_cpu_us": server_cpu,
             "p50_ms": all.quantile_ms(0.50), "p99_ms": all.quantile_ms(0.99), "max_ms": all.quantile_ms(1.0),
             "workers": args.workers, "channels": chans.len(),
         }),
@@ -310,6 +348,7 @@ async fn keepalive(args: &Args) -> anyhow::Result<()> {
         setup.elapsed().as_secs_f64()
     );
     let workers_n = args.workers.clamp(1, ids.len().max(1));
+    let cpu = CpuMeter::start(args.server_pid)?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
     let window = args.window.max(1);
@@ -378,11 +417,12 @@ async fn keepalive(args: &Args) -> anyhow::Result<()> {
     let all = Tally::merge(tallies);
     let ok = all.latency_us.len();
     let rps = ok as f64 / took;
+    let (generator_cpu, server_cpu) = cpu.per_request(ok)?;
     summary(
         args,
         json!({
             "ok": ok, "errors": all.errors, "first_error": all.first_error, "lost": lost,
-            "seconds": took, "rps": rps,
+            "seconds": took, "rps": rps, "generator_cpu_us": generator_cpu, "server_cpu_us": server_cpu,
             "p50_ms": all.quantile_ms(0.50), "p99_ms": all.quantile_ms(0.99), "max_ms": all.quantile_ms(1.0),
             "leases": ids.len(), "streams": workers_n, "window": window, "channels": chans.len(),
         }),
