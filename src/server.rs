@@ -378,7 +378,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         Some(listen) => {
             let listener =
                 std::net::TcpListener::bind(listen).with_context(|| format!("listening on {listen} (gRPC)"))?;
-            Some(crate::grpc::start(control.clone(), watches.clone(), listener)?)
+            Some(crate::grpc::start(
+                control.clone(),
+                watches.clone(),
+                listener,
+                &handles[0],
+            )?)
         }
         None => None,
     };

@@ -159,55 +159,55 @@ impl Etcd {
 }
 
 /// Serves etcd's gRPC API on `listener` (already bound, so the caller
-/// knows the port) from a thread of its own, until the control plane
-/// closes (`Control::close`, the first step of a server's stop).
-pub fn start(control: Control, watches: Watches, listener: std::net::TcpListener) -> anyhow::Result<SocketAddr> {
+/// knows the port) on the actor thread `home`, until the control plane
+/// closes (`Control::close`, the first step of a server's stop). The
+/// actors on that thread (all of them with one actor thread, the default
+/// up to 3 cores) answer a call without a wake-up across threads.
+pub fn start(
+    control: Control,
+    watches: Watches,
+    listener: std::net::TcpListener,
+    home: &actix_rt::ArbiterHandle,
+) -> anyhow::Result<SocketAddr> {
     use anyhow::Context as _;
     let addr = listener.local_addr().context("the gRPC listener's address")?;
     listener.set_nonblocking(true).context("a non-blocking gRPC listener")?;
     let etcd = Etcd::new(control.clone(), watches, format!("http://{addr}"));
     let mut closing = control.closing();
-    std::thread::Builder::new()
-        .name("tenure-grpc".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start the gRPC runtime");
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => listener,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot use the gRPC listener");
-                        return;
-                    }
-                };
-                let incoming = futures::stream::unfold(listener, |listener| async move {
-                    let accepted = listener.accept().await.map(|(stream, _)| {
-                        let _ = stream.set_nodelay(true);
-                        stream
-                    });
-                    Some((accepted, listener))
-                });
-                let served = tonic::transport::Server::builder()
-                    .add_service(generated::k_v_server::KVServer::new(etcd.clone()))
-                    .add_service(generated::lease_server::LeaseServer::new(etcd.clone()))
-                    .add_service(generated::watch_server::WatchServer::new(etcd.clone()))
-                    .add_service(generated::maintenance_server::MaintenanceServer::new(etcd.clone()))
-                    .add_service(generated::cluster_server::ClusterServer::new(etcd.clone()))
-                    .add_service(generated::auth_server::AuthServer::new(etcd))
-                    .serve_with_incoming_shutdown(incoming, async move {
-                        let _ = closing.wait_for(|closed| *closed).await;
-                    })
-                    .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "the gRPC server failed");
-                }
+    let serve = async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use the gRPC listener");
+                return;
+            }
+        };
+        let incoming = futures::stream::unfold(listener, |listener| async move {
+            let accepted = listener.accept().await.map(|(stream, _)| {
+                let _ = stream.set_nodelay(true);
+                stream
             });
-        })
-        .context("starting the gRPC thread")?;
+            Some((accepted, listener))
+        });
+        let served = tonic::transport::Server::builder()
+            .add_service(generated::k_v_server::KVServer::new(etcd.clone()))
+            .add_service(generated::lease_server::LeaseServer::new(etcd.clone()))
+            .add_service(generated::watch_server::WatchServer::new(etcd.clone()))
+            .add_service(generated::maintenance_server::MaintenanceServer::new(etcd.clone()))
+            .add_service(generated::cluster_server::ClusterServer::new(etcd.clone()))
+            .add_service(generated::auth_server::AuthServer::new(etcd))
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = closing.wait_for(|closed| *closed).await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the gRPC server failed");
+        }
+    };
+    // On an actor thread: a call to an actor there is a wake-up in the
+    // same thread, not one across threads (on 2 cores, CPU per put -30%).
+    if !home.spawn(serve) {
+        anyhow::bail!("the gRPC server's thread has stopped");
+    }
     Ok(addr)
 }

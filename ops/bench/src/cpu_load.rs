@@ -67,7 +67,12 @@ fn bodies(load: Load) -> Vec<String> {
         }
         Load::Grant => vec![r#"{"TTL": 600}"#.to_owned()],
         Load::Range => (0..10_000)
-            .map(|i| format!(r#"{{"key": "{}", "serializable": true}}"#, b64.encode(format!("missing/{i}"))))
+            .map(|i| {
+                format!(
+                    r#"{{"key": "{}", "serializable": true}}"#,
+                    b64.encode(format!("missing/{i}"))
+                )
+            })
             .collect(),
     }
 }
