@@ -327,6 +327,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let app_in_flight = web::Data::from(in_flight);
     let http_metrics = metrics.http.clone();
     let server = HttpServer::new(move || {
+        // Once per worker, on its thread.
+        crate::actors::registry::serve_requests_here();
         let http_metrics = http_metrics.clone();
         App::new()
             .app_data(web::Data::new(app_control.clone()))
