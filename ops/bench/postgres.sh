@@ -16,13 +16,17 @@
 #   pg3                       three nodes on one schema, local mode: every
 #                             request is account `default`, so all puts go to
 #                             one key space (one stream) and the nodes'
-#                             appends conflict (retried, 409 after 8);
+#                             appends conflict (retried, 409 after 16);
 #   pg3acc (puts only)        three nodes with --auth and one account per
 #                             node, each node's wrk with its account's token:
 #                             three key spaces, no conflicts between nodes.
 # ROUNDS rounds of 1 and 2 (servers in turn); the table shows medians.
 # During the first round's three-node runs the script prints (stderr) a
-# `top` and PostgreSQL's wait events half-way through.
+# `top` and PostgreSQL's wait events half-way through. For each run the table
+# also gives how busy the machine's cores were and the whole machine's CPU
+# per request (servers, PostgreSQL and wrk together, from /proc/stat): where
+# the cores are saturated, requests/s can only grow by CPU per request
+# falling.
 #
 # PostgreSQL: PG_URL (default the machine's, postgres://postgres@127.0.0.1:5432/test);
 # each configuration gets a fresh schema, dropped at the end.
@@ -150,27 +154,40 @@ sample() {
   } >&2
 }
 
-# run_wrk SCRIPT SAMPLE -> "rps p99ms non2xx" over URLS/TOKENS: one wrk -t2
-# -c64 for one process, one wrk -t1 -c21 per process for three.
+# The machine's busy and total CPU time so far, in ticks (/proc/stat:
+# everything but idle and iowait is busy).
+machine_ticks() { awk '/^cpu / {t=0; for (i=2; i<=NF; i++) t+=$i; print t-$5-$6, t}' /proc/stat; }
+
+# run_wrk SCRIPT SAMPLE -> "rps p99ms non2xx busy% cpu_us_per_request" over
+# URLS/TOKENS: one wrk -t2 -c64 for one process, one wrk -t1 -c21 per
+# process for three. busy%: of all the machine's cores while wrk ran; CPU
+# per request: the whole machine's (servers, PostgreSQL, wrk).
 run_wrk() {
   local k=${#URLS[@]} threads=2 conns=64 spid=
   [ "$k" -gt 1 ] && { threads=1; conns=21; }
   [ "$2" = 1 ] && { sample & spid=$!; }
+  local busy0 total0 busy1 total1
+  read -r busy0 total0 < <(machine_ticks)
   local wpids=()
   for i in $(seq 0 $((k - 1))); do
     WRK_TOKEN=${TOKENS[$i]} wrk -t$threads -c$conns -d"$DURATION" --latency -s "$1" "${URLS[$i]}" >"$WORK/wrk.$i" &
     wpids+=($!)
   done
   for p in "${wpids[@]}"; do wait "$p"; done
+  read -r busy1 total1 < <(machine_ticks)
   [ -n "$spid" ] && wait "$spid"
-  local rps=0 p99=0 errors=0
+  local rps=0 p99=0 errors=0 requests=0
   for i in $(seq 0 $((k - 1))); do
     cat "$WORK/wrk.$i" >&2
     rps=$(awk -v a="$rps" '/Requests\/sec/ {printf "%.2f", a + $2}' "$WORK/wrk.$i")
     p99=$(awk -v a="$p99" -v b="$(p99_ms "$WORK/wrk.$i")" 'BEGIN {print (b > a ? b : a)}')
     errors=$(( errors + $(awk '/Non-2xx/ {e=$5} END {print e+0}' "$WORK/wrk.$i") ))
+    requests=$(( requests + $(awk '/requests in/ {print $1}' "$WORK/wrk.$i") ))
   done
-  echo "$rps $p99 $errors"
+  local busy_pct cpu_us
+  busy_pct=$(awk -v b=$((busy1 - busy0)) -v t=$((total1 - total0)) 'BEGIN {printf "%.0f", t ? 100 * b / t : 0}')
+  cpu_us=$(awk -v b=$((busy1 - busy0)) -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", n ? b * 1e6 / hz / n : 0}')
+  echo "$rps $p99 $errors $busy_pct $cpu_us"
 }
 
 # Answers by status of the tenure processes in URLS, from /metrics (the
@@ -186,7 +203,7 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR % 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-declare -A RPS P99 ERR STATUS
+declare -A RPS P99 ERR STATUS BUSY CPUUS
 for round in $(seq 1 "$ROUNDS"); do
   for load in grant put; do
     servers="etcd sqlite pg1 pg3"
@@ -195,7 +212,8 @@ for round in $(seq 1 "$ROUNDS"); do
       start "$server"
       echo "== round $round: $server $load" >&2
       s=0; [ "$round" = 1 ] && [ "${#URLS[@]}" -gt 1 ] && s=1
-      read -r rps p99 err < <(run_wrk "ops/bench/v3_$load.lua" "$s")
+      read -r rps p99 err busy cpu < <(run_wrk "ops/bench/v3_$load.lua" "$s")
+      BUSY[$server.$load]+="$busy "; CPUUS[$server.$load]+="$cpu "
       [ "$server" = etcd ] || STATUS[$server.$load]+="[$(statuses)] "
       RPS[$server.$load]+="$rps "; P99[$server.$load]+="$p99 "; ERR[$server.$load]=$(( ${ERR[$server.$load]:-0} + err ))
       stop
@@ -212,6 +230,8 @@ stop
 
 m() { median <<<"${RPS[$1]:-}"; }
 mp() { median <<<"${P99[$1]:-}"; }
+mb() { median <<<"${BUSY[$1]:-}"; }
+mc() { median <<<"${CPUUS[$1]:-}"; }
 GE=$(m etcd.grant); GS=$(m sqlite.grant); G1=$(m pg1.grant); G3=$(m pg3.grant)
 PE=$(m etcd.put); PS=$(m sqlite.put); P1=$(m pg1.put); P3=$(m pg3.put); P3A=$(m pg3acc.put)
 
@@ -228,6 +248,10 @@ Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, $(unam
 | lease grants, p99 ms | $(mp etcd.grant) | $(mp sqlite.grant) | $(mp pg1.grant) | $(mp pg3.grant) | - |
 | key puts, req/s | $PE | $PS | $P1 | $P3 | $P3A |
 | key puts, p99 ms | $(mp etcd.put) | $(mp sqlite.put) | $(mp pg1.put) | $(mp pg3.put) | $(mp pg3acc.put) |
+| grants: machine CPU busy, % of all cores | $(mb etcd.grant) | $(mb sqlite.grant) | $(mb pg1.grant) | $(mb pg3.grant) | - |
+| grants: machine CPU µs per grant (all processes) | $(mc etcd.grant) | $(mc sqlite.grant) | $(mc pg1.grant) | $(mc pg3.grant) | - |
+| puts: machine CPU busy, % of all cores | $(mb etcd.put) | $(mb sqlite.put) | $(mb pg1.put) | $(mb pg3.put) | $(mb pg3acc.put) |
+| puts: machine CPU µs per put (all processes) | $(mc etcd.put) | $(mc sqlite.put) | $(mc pg1.put) | $(mc pg3.put) | $(mc pg3acc.put) |
 
 Ratios (targets: PG 1 node ≥ 2× etcd; PG 3 nodes ≥ 1.5× PG 1 node):
 
