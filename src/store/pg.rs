@@ -714,11 +714,16 @@ impl Listener {
             .is_ok_and(|position| self.shared.covers(position))
     }
 
-    /// Broadcasts the events past the newest head this node knows.
+    /// Broadcasts the events past the newest head this node knows. A page
+    /// shorter than asked for reached the head: what commits after it
+    /// notifies again (or the next poll finds it), so no read is spent on
+    /// finding nothing more (with three nodes that empty read was every
+    /// other read).
     fn catch_up(&self, client: &mut Client) -> Result<(), StoreError> {
+        const PAGE: usize = 4096;
         loop {
             let known = self.shared.head.load(Ordering::Acquire);
-            let page = read_page(client, known + 1, 4096)?;
+            let page = read_page(client, known + 1, PAGE)?;
             let Some(last) = page.last() else {
                 return Ok(());
             };
@@ -726,7 +731,11 @@ impl Listener {
                 position: last.position,
                 hash: last.hash,
             });
+            let full = page.len() >= PAGE;
             let _ = self.live.send(Arc::new(page));
+            if !full {
+                return Ok(());
+            }
         }
     }
 }
