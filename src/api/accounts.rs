@@ -18,7 +18,7 @@ use crate::control::{Control, Usage};
 use crate::domain::account::LimitsUpdate;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use super::resource;
+    use super::routing::resource;
     cfg.service(
         resource("/accounts")
             .route(web::post().to(create))

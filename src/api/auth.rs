@@ -119,7 +119,7 @@ impl actix_web::FromRequest for AdminCaller {
     fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let admin = principal(req).and_then(|p| p.require_admin().map_err(ApiError::from));
         std::future::ready(admin.map(|()| AdminCaller {
-            request_id: super::extract::request_id(req),
+            request_id: super::routing::request_id(req),
         }))
     }
 }

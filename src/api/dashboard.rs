@@ -37,7 +37,7 @@ const POLICY: &str =
     "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use super::resource;
+    use super::routing::resource;
     cfg.service(resource("/").route(web::get().to(page)))
         .service(resource("/dashboard").route(web::get().to(page)))
         .service(resource("/dashboard/").route(web::get().to(page)))

@@ -3,16 +3,16 @@
 
 use actix_web::dev::Payload;
 use actix_web::web::BytesMut;
-use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use actix_web::{FromRequest, HttpRequest};
 use futures::future::LocalBoxFuture;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use tenure_events::{AccountId, Metadata};
 
-use tracing_actix_web::RequestId;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::routing::request_id;
 
 /// The largest request body accepted (etcd's default `--max-request-bytes`).
 pub const MAX_BODY_BYTES: usize = 1536 * 1024;
@@ -66,14 +66,6 @@ impl FromRequest for crate::control::Via {
             forwarded: headers.contains_key(crate::cluster::FORWARDED_HEADER),
         }))
     }
-}
-
-/// The request's id (from the tracing middleware), or a fresh one.
-pub fn request_id(req: &HttpRequest) -> Uuid {
-    req.extensions()
-        .get::<RequestId>()
-        .map(|id| **id)
-        .unwrap_or_else(Uuid::new_v4)
 }
 
 /// A JSON request body of type `T`. An empty body reads as `{}`, so a

@@ -29,7 +29,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(15);
 const DEFAULT_LIMIT: usize = 100;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use super::resource;
+    use super::routing::resource;
     cfg.service(resource("/events").route(web::get().to(events)))
         .service(resource("/events/stream").route(web::get().to(stream)))
         .service(resource("/audit").route(web::get().to(audit)))

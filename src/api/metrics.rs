@@ -11,7 +11,7 @@ use crate::metrics::TEXT_FORMAT;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        super::resource("/metrics")
+        super::routing::resource("/metrics")
             .wrap(actix_web::middleware::from_fn(super::auth::v1))
             .route(web::get().to(scrape)),
     );

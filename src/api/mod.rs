@@ -11,6 +11,7 @@ pub mod history;
 pub mod metrics;
 pub mod openapi;
 pub mod overview;
+pub mod routing;
 pub mod schema;
 pub mod services;
 pub mod shares;
@@ -34,6 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::QueryConfig::default()
             .error_handler(|err, _| ApiError::bad_request("invalid_query", format!("query string: {err}")).into()),
     )
+    .app_data(routing::AllowedMethods(openapi::allowed_methods))
     .app_data(
         web::PathConfig::default()
             .error_handler(|err, _| ApiError::bad_request("invalid_path", format!("path: {err}")).into()),
@@ -100,28 +102,6 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
         "no_route",
         format!("no route for {} {}", req.method(), req.path()),
     ))
-}
-
-/// A resource whose other methods answer 405 with a JSON body.
-pub(crate) fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
-}
-
-pub(crate) async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
-    let mut res = actix_web::ResponseError::error_response(&ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("{} is not allowed on {}", req.method(), req.path()),
-    ));
-    // The methods the path allows, as the OpenAPI document lists them.
-    let allowed = req
-        .match_pattern()
-        .and_then(|pattern| openapi::allowed_methods(&pattern));
-    if let Some(allow) = allowed {
-        res.headers_mut()
-            .insert(actix_web::http::header::ALLOW, HeaderValue::from_static(allow));
-    }
-    res
 }
 
 /// Copies the request id (from the tracing middleware) into the
@@ -247,5 +227,112 @@ pub fn position_header(res: &mut actix_web::dev::ServiceResponse<impl actix_web:
             actix_web::http::header::HeaderName::from_static(POSITION_HEADER),
             HeaderValue::from(head),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// The modules of `api/` each file imports, from its source (test code
+    /// left out): `super::x` or `crate::api::x` for a sibling `x`, and `mod`
+    /// for an item of this file; for this file, the children it names.
+    fn imports() -> BTreeMap<String, BTreeSet<String>> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
+        let mut sources = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).expect("src/api is readable") {
+            let path = entry.expect("a directory entry").path();
+            if path.extension().is_some_and(|e| e == "rs") {
+                let name = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .expect("a file name")
+                    .to_owned();
+                let source = std::fs::read_to_string(&path).expect("a source file");
+                // Comments (doc links included) import nothing.
+                let code: String = source
+                    .split("#[cfg(test)]")
+                    .next()
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|line| !line.trim_start().starts_with("//"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                sources.insert(name, code);
+            }
+        }
+        let modules: BTreeSet<String> = sources.keys().filter(|m| *m != "mod").cloned().collect();
+        let ident = |s: &str| {
+            s.chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect::<String>()
+        };
+        sources
+            .iter()
+            .map(|(name, code)| {
+                let mut uses = BTreeSet::new();
+                if name == "mod" {
+                    for module in &modules {
+                        if code.contains(&format!("{module}::")) {
+                            uses.insert(module.clone());
+                        }
+                    }
+                } else {
+                    for prefix in ["super::", "crate::api::"] {
+                        for (at, _) in code.match_indices(prefix) {
+                            let item = ident(&code[at + prefix.len()..]);
+                            if item.is_empty() {
+                                continue;
+                            }
+                            uses.insert(if modules.contains(&item) {
+                                item
+                            } else {
+                                "mod".to_owned()
+                            });
+                        }
+                    }
+                }
+                uses.remove(name);
+                (name.clone(), uses)
+            })
+            .collect()
+    }
+
+    /// ARCHITECTURE.md: the modules of `api/` do not import in a circle.
+    #[test]
+    fn the_api_modules_do_not_import_in_a_circle() {
+        let graph = imports();
+        assert!(
+            graph["mod"].contains("v1"),
+            "the scan sees mod.rs mount the routes: {graph:?}"
+        );
+        assert!(
+            graph["auth"].contains("error"),
+            "the scan sees auth import error: {graph:?}"
+        );
+        // Depth-first search; a module met again on the current path closes a circle.
+        fn visit(
+            graph: &BTreeMap<String, BTreeSet<String>>,
+            module: &str,
+            path: &mut Vec<String>,
+            done: &mut BTreeSet<String>,
+        ) {
+            if let Some(at) = path.iter().position(|m| m == module) {
+                panic!("api/ imports in a circle: {} -> {module}", path[at..].join(" -> "));
+            }
+            if done.contains(module) {
+                return;
+            }
+            path.push(module.to_owned());
+            for next in graph.get(module).into_iter().flatten() {
+                visit(graph, next, path, done);
+            }
+            path.pop();
+            done.insert(module.to_owned());
+        }
+        let mut done = BTreeSet::new();
+        for module in graph.keys() {
+            visit(&graph, module, &mut Vec::new(), &mut done);
+        }
     }
 }

@@ -254,7 +254,7 @@ async fn serve(control: web::Data<crate::control::Control>) -> HttpResponse {
 /// `GET /v1/openapi.json`, registered outside the `/v1` scope so that the
 /// authentication middleware does not apply to it.
 pub fn resource() -> actix_web::Resource {
-    super::resource(PATH).route(web::get().to(serve))
+    super::routing::resource(PATH).route(web::get().to(serve))
 }
 
 /// The methods each path of the document allows (`/v1/keys/{key}` →

@@ -28,7 +28,7 @@ use crate::proxy::InFlight;
 const DEFAULT_LEASE_PAGE: usize = 100;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use super::resource;
+    use super::routing::resource;
     cfg.service(resource("/overview").route(web::get().to(overview)))
         .service(resource("/overview/leases").route(web::get().to(leases)));
 }

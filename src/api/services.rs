@@ -17,7 +17,7 @@ use crate::control::Control;
 use crate::domain::service::{check_limits, check_name, check_ports, parse_port_rule};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use super::resource;
+    use super::routing::resource;
     cfg.service(
         resource("/services")
             .route(web::post().to(create))

@@ -15,7 +15,7 @@ use crate::control::Control;
 use crate::domain::share::check_unique_name;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use super::resource;
+    use super::routing::resource;
     cfg.service(
         resource("/shares")
             .route(web::post().to(reserve))

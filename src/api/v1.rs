@@ -19,32 +19,32 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/leases")
             .route(web::post().to(grant))
             .route(web::get().to(list_leases))
-            .default_service(web::to(super::method_not_allowed)),
+            .default_service(web::to(super::routing::method_not_allowed)),
     )
     .service(
         web::resource("/leases/{id}")
             .route(web::get().to(time_to_live))
             .route(web::delete().to(revoke))
-            .default_service(web::to(super::method_not_allowed)),
+            .default_service(web::to(super::routing::method_not_allowed)),
     )
     .service(
         web::resource("/leases/{id}/keepalive")
             .route(web::post().to(keep_alive))
-            .default_service(web::to(super::method_not_allowed)),
+            .default_service(web::to(super::routing::method_not_allowed)),
     )
     .service(
         web::resource("/keys")
             .route(web::get().to(get_keys))
             .route(web::put().to(put_key_query))
             .route(web::delete().to(delete_keys))
-            .default_service(web::to(super::method_not_allowed)),
+            .default_service(web::to(super::routing::method_not_allowed)),
     )
     .service(
         web::resource("/keys/{key:.+}")
             .route(web::get().to(get_key_path))
             .route(web::put().to(put_key_path))
             .route(web::delete().to(delete_key_path))
-            .default_service(web::to(super::method_not_allowed)),
+            .default_service(web::to(super::routing::method_not_allowed)),
     );
 }
 

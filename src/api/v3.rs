@@ -53,7 +53,7 @@ where
 {
     web::resource(path)
         .route(web::post().to(handler))
-        .default_service(web::to(super::method_not_allowed))
+        .default_service(web::to(super::routing::method_not_allowed))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

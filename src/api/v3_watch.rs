@@ -24,7 +24,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/watch")
             .route(web::post().to(watch))
-            .default_service(web::to(super::method_not_allowed)),
+            .default_service(web::to(super::routing::method_not_allowed)),
     );
 }
 

@@ -21,7 +21,7 @@ pub const MAX_POLL_WAIT_S: u64 = 60;
 pub const MAX_POLL_ITEMS: usize = 1000;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    use super::resource;
+    use super::routing::resource;
     cfg.service(
         resource("/reservations")
             .route(web::post().to(reserve))
