@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use chrono::{DateTime, TimeDelta, Utc};
 use tenure_events::{AccountId, LeaseEvent, LeaseId, RecordedEvent};
 
+use crate::compact::Inserts;
 use crate::snapshot::{invalid, lease_id, strictly_ordered, ExpirySnapshot, RestoreError, Time};
 use crate::Projection;
 
@@ -177,6 +178,7 @@ pub struct ExpiryQueue {
     /// Live leases, over all accounts.
     len: usize,
     heap: BinaryHeap<Timer>,
+    inserts: Inserts,
 }
 
 impl ExpiryQueue {
@@ -190,6 +192,22 @@ impl ExpiryQueue {
             numbers: HashMap::new(),
             len: 0,
             heap: BinaryHeap::new(),
+            inserts: Inserts::default(),
+        }
+    }
+
+    /// Rebuilds the index with full nodes if enough leases were granted
+    /// since the last rebuild (see [`crate::compact`]), and gives back the
+    /// heap's room if it holds less than a quarter of it (after a mass
+    /// expiry). Called when a snapshot is taken.
+    pub fn compact(&mut self) {
+        if self.inserts.due(self.len) {
+            for account in &mut self.accounts {
+                crate::compact::rebuild(&mut account.leases);
+            }
+        }
+        if self.heap.capacity() > crate::compact::MIN_LEN && self.heap.len() < self.heap.capacity() / 4 {
+            self.heap.shrink_to_fit();
         }
     }
 
@@ -488,6 +506,7 @@ impl ExpiryQueue {
         };
         if self.accounts[number as usize].leases.insert(key.lease, entry).is_none() {
             self.len += 1;
+            self.inserts.add();
         }
     }
 
@@ -717,6 +736,40 @@ mod tests {
 
     fn keys(due: Vec<Due>) -> Vec<LeaseKey> {
         due.into_iter().map(|d| d.key).collect()
+    }
+
+    /// Rebuilding the index keeps every lease and its TTL, and each comes
+    /// due; after a mass expiry the heap gives its room back.
+    #[test]
+    fn compacting_keeps_every_lease_and_deadline() {
+        let n = crate::compact::MIN_LEN as i64 * 2;
+        let mut log = Log::default();
+        let mut q = ExpiryQueue::new(t(0));
+        for lease in 1..=n {
+            q.apply(&log.event(lease, granted(lease, 10 + lease % 50), t(0)));
+        }
+        let live = |q: &ExpiryQueue| -> Vec<(String, LeaseId, i64)> {
+            q.live_leases()
+                .into_iter()
+                .map(|(a, l, ttl)| (a.to_string(), l, ttl))
+                .collect()
+        };
+        let before = live(&q);
+        let digest = q.digest();
+        q.compact();
+        assert_eq!(live(&q), before);
+        assert_eq!(q.digest(), digest);
+        assert!(q.renew(&key(7), t(5)).is_ok(), "a lease is still found by its ID");
+        let mut due: Vec<LeaseId> = q.due(t(100), usize::MAX).into_iter().map(|d| d.key.lease).collect();
+        due.sort();
+        assert_eq!(due, (1..=n).map(id).collect::<Vec<_>>(), "every lease comes due once");
+        assert!(q.heap.capacity() as i64 >= n);
+        q.compact();
+        assert!(
+            q.heap.capacity() < crate::compact::MIN_LEN,
+            "the heap's room is given back: {}",
+            q.heap.capacity()
+        );
     }
 
     #[test]

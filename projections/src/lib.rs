@@ -12,6 +12,7 @@
 //! checkpoint changes nothing, so feeding the same event twice is harmless.
 
 mod catalog;
+pub mod compact;
 mod digest;
 mod directory;
 mod expiry;

@@ -34,6 +34,7 @@ pub struct RoutingTable {
     shares: BTreeMap<String, ShareEntry>,
     /// Set when an applied event changed some route.
     changed: bool,
+    inserts: crate::compact::Inserts,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +93,17 @@ impl RoutingTable {
             instances: BTreeMap::new(),
             shares: BTreeMap::new(),
             changed: false,
+            inserts: crate::compact::Inserts::default(),
+        }
+    }
+
+    /// Rebuilds the sets of live leases with full nodes if enough leases
+    /// were granted since the last rebuild (see [`crate::compact`]).
+    /// Called when a snapshot is taken.
+    pub fn compact(&mut self) {
+        let len = self.live_leases.values().map(BTreeSet::len).sum();
+        if self.inserts.due(len) {
+            self.live_leases.values_mut().for_each(crate::compact::rebuild_set);
         }
     }
 
@@ -267,7 +279,9 @@ impl Projection for RoutingTable {
                 match event.event_type.as_str() {
                     "LeaseGranted" => {
                         if let Some(lease) = lease() {
-                            self.live_leases.entry(account.clone()).or_default().insert(lease);
+                            if self.live_leases.entry(account.clone()).or_default().insert(lease) {
+                                self.inserts.add();
+                            }
                         }
                     }
                     "LeaseRevoked" | "LeaseExpired" => {

@@ -587,7 +587,11 @@ impl Handler<TakeSnapshot> for KeyspaceActor {
         // The state now is the state at `version` (events not yet durable
         // included), encoded here, handed out once they are durable; if
         // they fail, the reply is dropped with them.
-        match crate::snapshot::encode(&self.state.snapshot()) {
+        let encoded = crate::snapshot::encode(&self.state.snapshot());
+        // It has walked every key for it anyway: its maps are rebuilt with
+        // full nodes here when due.
+        self.state.compact();
+        match encoded {
             Ok(bytes) => {
                 self.snapshot_version = version;
                 let reply = msg.reply;

@@ -124,14 +124,24 @@ impl Projections {
     /// readers of the others go on meanwhile.
     pub fn snapshot_state(&self) -> (u64, SetSnapshot) {
         let _applying = self.applying.lock();
-        // One statement per lock, so each is released before the next.
-        let expiry = self.expiry.lock().snapshot();
+        // One block per lock, so each is released before the next.
+        // The projections walk every entry for it anyway: their big maps
+        // are rebuilt with full nodes here when due (`compact`).
+        let expiry = {
+            let mut queue = self.expiry.lock();
+            queue.compact();
+            queue.snapshot()
+        };
         let catalog = self.catalog.lock().snapshot();
         let directory = self.directory.read().snapshot();
         let shares = self.shares.lock().snapshot();
         let services = self.services.lock().snapshot();
         let workloads = self.workloads.lock().snapshot();
-        let routing = self.routing.lock().snapshot();
+        let routing = {
+            let mut table = self.routing.lock();
+            table.compact();
+            table.snapshot()
+        };
         let set = SetSnapshot {
             expiry,
             catalog,

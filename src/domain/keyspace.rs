@@ -27,6 +27,7 @@ use std::ops::{Bound, ControlFlow};
 
 use chrono::{DateTime, Utc};
 use tenure_events::{Bytes, DeleteCause, KeyDeleted, KeyPut, KeyspaceEvent, LeaseId};
+use tenure_projections::compact::Inserts;
 
 use super::Aggregate;
 
@@ -254,6 +255,9 @@ pub struct Keyspace {
     /// key (a service instance, a lock): a B-tree set for it would take a
     /// whole node (~290 bytes) where [`LeaseKeys::One`] takes 24.
     by_lease: BTreeMap<LeaseId, LeaseKeys>,
+    /// Keys and leases with keys added since `kvs` and `by_lease` were
+    /// last rebuilt with full nodes ([`Keyspace::compact`]).
+    inserts: Inserts,
 }
 
 /// A key as a key space keeps it: up to [`Key::INLINE_MAX`] bytes in the
@@ -410,6 +414,7 @@ impl Default for Keyspace {
             revision: 1,
             kvs: BTreeMap::new(),
             by_lease: BTreeMap::new(),
+            inserts: Inserts::default(),
         }
     }
 }
@@ -499,6 +504,16 @@ impl Keyspace {
         SnapshotOf(self)
     }
 
+    /// Rebuilds the keys and the index by lease with full nodes if enough
+    /// were added since the last rebuild (see
+    /// [`tenure_projections::compact`]). Called when a snapshot is taken.
+    pub fn compact(&mut self) {
+        if self.inserts.due(self.kvs.len()) {
+            tenure_projections::compact::rebuild(&mut self.kvs);
+            tenure_projections::compact::rebuild(&mut self.by_lease);
+        }
+    }
+
     /// The key space a snapshot holds, its index by lease rebuilt. Checks
     /// what it reads: a snapshot comes from disk.
     pub fn restore(snapshot: KeyspaceSnapshot) -> Result<Keyspace, String> {
@@ -540,8 +555,11 @@ impl Keyspace {
             };
             kvs.push((key, kv));
         }
-        // In key order (checked above): built in one pass, not key by key.
+        // In key order (checked above): built in one pass, not key by key;
+        // the index by lease was built key by key, in no order of leases.
         state.kvs = kvs.into_iter().collect();
+        tenure_projections::compact::rebuild(&mut state.by_lease);
+        state.inserts = Inserts::default();
         Ok(state)
     }
 
@@ -600,6 +618,7 @@ impl Keyspace {
         match self.by_lease.entry(lease) {
             std::collections::btree_map::Entry::Vacant(v) => {
                 v.insert(LeaseKeys::One(key));
+                self.inserts.add();
             }
             std::collections::btree_map::Entry::Occupied(mut o) => o.get_mut().insert(key),
         }
@@ -728,9 +747,10 @@ impl Aggregate for Keyspace {
                     self.can_follow(event),
                     "a put moves the revision up by one or shares its command's"
                 );
-                let previous_lease = self.kvs.get(e.key.as_slice()).and_then(|kv| kv.lease);
-                if let Some(old) = previous_lease {
-                    self.detach(e.key.as_slice(), old);
+                match self.kvs.get(e.key.as_slice()).map(|kv| kv.lease) {
+                    Some(Some(old)) => self.detach(e.key.as_slice(), old),
+                    Some(None) => {}
+                    None => self.inserts.add(),
                 }
                 let kv = self.kvs.entry(Key::new(e.key.as_slice())).or_insert(KeyValue {
                     value: Bytes::default(),
@@ -1084,6 +1104,30 @@ mod tests {
         let keys_only = ks.range_with(&KeyRange::single("a"), &RangeOptions { keys_only: true, ..o() });
         assert_eq!(keys_only.kvs[0].1.value, Bytes::default());
         assert_eq!(keys_only.kvs[0].1.version, 2);
+    }
+
+    /// A key space rebuilt with full nodes holds the same keys and index by
+    /// lease, and is rebuilt only after an eighth of its keys were added.
+    #[test]
+    fn compacting_changes_no_key_and_waits_for_enough_new_keys() {
+        let n = tenure_projections::compact::MIN_LEN as i64 * 2;
+        let events: Vec<KeyspaceEvent> = (0..n)
+            .map(|i| put(&format!("k/{i:06}"), "v", (i % 3 != 0).then(|| lease(i + 1)), i + 2))
+            .collect();
+        let mut ks = fold(&events);
+        let before = ks.clone();
+        ks.compact();
+        assert_eq!(ks, before);
+        assert_eq!(ks.lease_keys(lease(2)), vec![Bytes(b"k/000001".to_vec())]);
+        assert_eq!(ks.leases_with_keys().len(), before.leases_with_keys().len());
+        let mut count = ks.inserts;
+        assert!(!count.due(ks.kvs.len()), "the count starts again");
+        // A quarter more keys make it due again (an eighth of the new size).
+        for i in n..n + n / 4 {
+            ks.evolve(&put(&format!("k/{i:06}"), "v", None, i + 2), t(0));
+        }
+        let mut count = ks.inserts;
+        assert!(count.due(ks.kvs.len()));
     }
 
     fn fold(events: &[KeyspaceEvent]) -> Keyspace {
