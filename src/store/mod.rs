@@ -19,6 +19,7 @@ mod esdb;
 mod memory;
 pub mod pg;
 mod sqlite;
+mod streams;
 mod subscription;
 
 pub use copy::{copy_log, CopyError};

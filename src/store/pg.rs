@@ -59,6 +59,7 @@ use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
 
 use super::sqlite::{WriterMetrics, BATCH_EVENTS_MAX};
+use super::streams::{StreamCache, StreamMap, StreamState};
 use super::subscription::{FetchAll, LiveBatch};
 use super::{
     AppendCallback, AppendError, Appended, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription,
@@ -74,10 +75,6 @@ pub const POLL_EVERY: Duration = Duration::from_millis(200);
 
 /// Live batches a subscriber may fall behind before it reads the log.
 const LIVE_BATCHES_BUFFERED: usize = 1024;
-
-/// Streams the writer remembers (id and version) while it is the only
-/// writer; past this it forgets them and reads them back.
-const STREAM_CACHE_MAX: usize = 1 << 20;
 
 /// The schema this build writes.
 const SCHEMA_VERSION: &str = "1";
@@ -573,7 +570,7 @@ impl PostgresStore {
             channel: target.channel(),
             target,
             conn: None,
-            streams: HashMap::default(),
+            streams: StreamCache::default(),
             head: chain,
             live: live_tx,
             shared,
@@ -769,14 +766,6 @@ impl Statements {
     }
 }
 
-type StreamMap = HashMap<StreamId, StreamState, foldhash::fast::RandomState>;
-
-#[derive(Clone, Copy)]
-struct StreamState {
-    id: Option<i64>,
-    version: u64,
-}
-
 type Outcome = Result<Appended, AppendError>;
 
 struct Writer {
@@ -785,7 +774,7 @@ struct Writer {
     channel: String,
     conn: Option<(Client, Statements)>,
     /// Valid while no other writer appended: checked against the head.
-    streams: StreamMap,
+    streams: StreamCache,
     /// The head after this writer's last batch (or as last read).
     head: ChainHead,
     live: broadcast::Sender<LiveBatch>,
@@ -820,10 +809,7 @@ impl Writer {
         match self.write(requests) {
             Ok((outcomes, recorded, touched, head)) => {
                 self.head = head;
-                if self.streams.len() + touched.len() > STREAM_CACHE_MAX {
-                    self.streams.clear();
-                }
-                self.streams.extend(touched);
+                self.streams.remember(touched);
                 self.shared.advance(head);
                 if let Some(metrics) = &mut self.metrics {
                     metrics.committed(&recorded, &queued);
@@ -883,7 +869,7 @@ impl Writer {
         // (a batch of grants is a batch of new streams).
         let mut unknown: Vec<&str> = requests
             .iter()
-            .filter(|(stream, ..)| !self.streams.contains_key(stream))
+            .filter(|(stream, ..)| !self.streams.contains(stream))
             .map(|(stream, ..)| stream.as_str())
             .collect();
         unknown.sort_unstable();
@@ -910,7 +896,7 @@ impl Writer {
         let mut position = head.position;
         let mut link = head.hash;
         for (stream, expected, events) in requests {
-            let known = touched.get(&stream).or_else(|| self.streams.get(&stream)).copied();
+            let known = touched.get(&stream).copied().or_else(|| self.streams.get(&stream));
             let state = known.unwrap_or(StreamState { id: None, version: 0 });
             if let ExpectedVersion::Exact(want) = expected {
                 if want != state.version {

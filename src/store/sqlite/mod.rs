@@ -31,6 +31,7 @@ use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
 
 use self::rows::{io, to_sql_int, Columns};
+use super::streams::{StreamCache, StreamMap, StreamState};
 use super::subscription::{FetchAll, LiveBatch};
 use super::{
     AppendCallback, AppendError, Appended, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription,
@@ -59,10 +60,6 @@ const WAL_RESTART_FRAMES: i64 = 8192;
 
 /// Live batches a subscriber may fall behind before it reads from the log instead.
 const LIVE_BATCHES_BUFFERED: usize = 1024;
-
-/// Streams the writer remembers (id and version); past this it forgets them
-/// all and reads them back from the tables as needed.
-const STREAM_CACHE_MAX: usize = 1 << 20;
 
 const INSERT: &str =
     "INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version, time_us, \
@@ -314,22 +311,11 @@ fn checkpoint(conn: Connection, stop: crossbeam_channel::Receiver<()>) {
     }
 }
 
-/// Stream name -> state, hashed with foldhash (randomly seeded, and much
-/// cheaper than SipHash on the writer's hot path).
-type StreamMap = HashMap<StreamId, StreamState, foldhash::fast::RandomState>;
-
-/// What the writer knows of a stream: its row id (once it has one) and version.
-#[derive(Clone, Copy)]
-struct StreamState {
-    id: Option<i64>,
-    version: u64,
-}
-
 struct Writer {
     conn: Connection,
     /// Frames in the WAL after the last commit, from SQLite's WAL hook.
     wal_frames: Arc<AtomicI64>,
-    streams: StreamMap,
+    streams: StreamCache,
     /// The last durable position and its link in the chain.
     head: ChainHead,
     live: broadcast::Sender<LiveBatch>,
@@ -406,7 +392,7 @@ impl Writer {
         Writer {
             conn,
             wal_frames,
-            streams: StreamMap::default(),
+            streams: StreamCache::default(),
             head,
             live,
             shared,
@@ -455,10 +441,7 @@ impl Writer {
         match written {
             Ok((outcomes, recorded, streams, head)) => {
                 self.head = head;
-                if self.streams.len() + streams.len() > STREAM_CACHE_MAX {
-                    self.streams.clear();
-                }
-                self.streams.extend(streams);
+                self.streams.remember(streams);
                 let written = recorded.len() as u64;
                 self.shared.commits.fetch_add(1, Ordering::Relaxed);
                 self.shared.events.fetch_add(written, Ordering::Relaxed);
@@ -507,18 +490,23 @@ impl Writer {
         let mut link = self.head.hash;
         {
             let mut insert = tx.prepare_cached(INSERT)?;
-            let mut find = tx.prepare_cached("SELECT id FROM streams WHERE name = ?1")?;
-            let mut version_of =
-                tx.prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?1")?;
+            // A stream the writer does not remember: its row id and version in one read.
+            let mut find = tx.prepare_cached(
+                "SELECT id, (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = streams.id) \
+                 FROM streams WHERE name = ?1",
+            )?;
             let mut create = tx.prepare_cached("INSERT INTO streams (name) VALUES (?1)")?;
             for (stream, expected, events) in requests {
-                let known = touched.get(&stream).or_else(|| self.streams.get(&stream)).copied();
+                let known = touched.get(&stream).copied().or_else(|| self.streams.get(&stream));
                 let state = match known {
                     Some(state) => state,
-                    None => match find.query_row([stream.as_str()], |r| r.get::<_, i64>(0)).optional()? {
-                        Some(id) => StreamState {
+                    None => match find
+                        .query_row([stream.as_str()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                        .optional()?
+                    {
+                        Some((id, version)) => StreamState {
                             id: Some(id),
-                            version: version_of.query_row([id], |r| r.get::<_, i64>(0))? as u64,
+                            version: version as u64,
                         },
                         None => StreamState { id: None, version: 0 },
                     },
