@@ -11,6 +11,8 @@
 #      with --passivate-after 1; polls tenure_actors_active{kind="lease"} on
 #      /metrics) and the projections have caught up, then read the RSS: the
 #      live server; etcd: read it once the load is done;
+#      then again once RSS has stopped falling (the allocator returns
+#      freed pages over ~10 s): the live server, settled;
 #   4. stop the server cleanly (tenure writes its snapshots), start it again
 #      on the same data dir, wait for /healthz (and for its projections) and
 #      read the RSS: the state after a restart, which holds only what the
@@ -124,6 +126,17 @@ for server in $SERVERS; do
     [ "$server" = tenure ] && actors=$(settle)
     read -r live live_anon < <(rss)
     echo "live: VmRSS $live KiB (anon $live_anon) ${actors:+active actors: $actors}"
+    # The allocator gives freed pages back to the system over about 10 s
+    # (jemalloc's decay): RSS again once it has not fallen by 1% in 5 s
+    # (at most 60 s later).
+    settled=$live
+    for _ in $(seq 1 12); do
+      sleep 5
+      read -r now _ < <(rss)
+      [ $((settled - now)) -lt $((settled / 100)) ] && { settled=$now; break; }
+      settled=$now
+    done
+    echo "live, settled: VmRSS $settled KiB"
     stop
     start "$server" "$dir"
     restarted_actors=
@@ -132,8 +145,8 @@ for server in $SERVERS; do
     echo "after a restart: VmRSS $restarted KiB (anon $restarted_anon) ${restarted_actors:+active actors: $restarted_actors}"
     stop
     per() { echo $(( ($1 - empty) * 1024 / LEASES )); }
-    rows+=("| $server | $keys | $((empty / 1024)) | $((live / 1024)) | **$(per "$live")** | $((restarted / 1024)) | **$(per "$restarted")** | ${actors:--} |")
-    echo "bytes per lease: live $(per "$live"), after a restart $(per "$restarted")"
+    rows+=("| $server | $keys | $((empty / 1024)) | $((live / 1024)) | **$(per "$live")** | $((settled / 1024)) | **$(per "$settled")** | $((restarted / 1024)) | **$(per "$restarted")** | ${actors:--} |")
+    echo "bytes per lease: live $(per "$live"), settled $(per "$settled"), after a restart $(per "$restarted")"
     R[$server.$keys.load]=$load
   done
 done
@@ -147,7 +160,7 @@ printf '%s\n' "${rows[@]}"
   echo "Command: \`${PRELOAD:+PRELOAD=$PRELOAD }LEASES=$LEASES TTL=$TTL KEYS=\"$KEYS\" SERVERS=\"$SERVERS\" bash ops/bench/memory.sh\`; tenure (release) with \`--passivate-after 1\`${PRELOAD:+ on LD_PRELOAD=$PRELOAD}$([[ " $SERVERS " == *" etcd "* ]] && echo ", $(etcd --version | head -1)")."
   for k in "${!R[@]}"; do echo "Load ($k): ${R[$k]}"; done
   echo
-  echo "| server | keys per lease | empty, MiB | live, MiB | bytes/lease, live | after a restart, MiB | bytes/lease, after a restart | active actors (live) |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "| server | keys per lease | empty, MiB | live, MiB | bytes/lease, live | live, settled, MiB | bytes/lease, live, settled | after a restart, MiB | bytes/lease, after a restart | active actors (live) |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
 } >>ops/bench/RESULTS.md
