@@ -167,7 +167,11 @@ fn restore(what: Structure, n: i64, file: &Path) -> anyhow::Result<()> {
 /// actor's turn. Its RSS after is not read: the system's allocator keeps
 /// what the old nodes freed.
 fn rebuilt(what: Structure, took: std::time::Duration) {
-    println!("{:<32} {:>7.1} ms", format!("{what:?} compacted in"), took.as_secs_f64() * 1e3);
+    println!(
+        "{:<32} {:>7.1} ms",
+        format!("{what:?} compacted in"),
+        took.as_secs_f64() * 1e3
+    );
 }
 
 static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
