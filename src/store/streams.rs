@@ -50,10 +50,9 @@ impl StreamCache {
         if self.young.len() + touched.len() > GENERATION {
             self.old = std::mem::take(&mut self.young);
         }
-        for (stream, state) in touched {
-            self.old.remove(&stream);
-            self.young.insert(stream, state);
-        }
+        // A stream also in the old generation is read from the young one
+        // first; its old entry goes with that generation.
+        self.young.extend(touched);
     }
 
     /// Forgets every stream (another writer may have written them).

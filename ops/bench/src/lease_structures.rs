@@ -104,9 +104,7 @@ fn fold(what: Structure, n: i64) -> anyhow::Result<Vec<u8>> {
                 q.apply(&grant(&account, i)?);
             }
             report(what, "folded", n);
-            let rebuilding = std::time::Instant::now();
-            q.compact();
-            rebuilt(what, rebuilding.elapsed());
+            timed_compact(what, || q.compact());
             encode(&q.snapshot())
         }
         Structure::Routing => {
@@ -115,9 +113,7 @@ fn fold(what: Structure, n: i64) -> anyhow::Result<Vec<u8>> {
                 r.apply(&grant(&account, i)?);
             }
             report(what, "folded", n);
-            let rebuilding = std::time::Instant::now();
-            r.compact();
-            rebuilt(what, rebuilding.elapsed());
+            timed_compact(what, || r.compact());
             encode(&r.snapshot())
         }
         Structure::Keyspace => {
@@ -126,9 +122,7 @@ fn fold(what: Structure, n: i64) -> anyhow::Result<Vec<u8>> {
                 k.evolve(&put(i)?, start());
             }
             report(what, "folded", n);
-            let rebuilding = std::time::Instant::now();
-            k.compact();
-            rebuilt(what, rebuilding.elapsed());
+            timed_compact(what, || k.compact());
             encode(&k.snapshot())
         }
     };
@@ -162,11 +156,14 @@ fn restore(what: Structure, n: i64, file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long the structure's `compact` took (its maps rebuilt with full
-/// nodes, as when a snapshot is taken): how long it holds its lock or its
-/// actor's turn. Its RSS after is not read: the system's allocator keeps
-/// what the old nodes freed.
-fn rebuilt(what: Structure, took: std::time::Duration) {
+/// Runs the structure's `compact` (its maps rebuilt with full nodes, as
+/// when a snapshot is taken) and prints how long it took: how long it
+/// holds its lock or its actor's turn. Its RSS after is not read: the
+/// system's allocator keeps what the old nodes freed.
+fn timed_compact(what: Structure, compact: impl FnOnce()) {
+    let started = std::time::Instant::now();
+    compact();
+    let took = started.elapsed();
     println!(
         "{:<32} {:>7.1} ms",
         format!("{what:?} compacted in"),
