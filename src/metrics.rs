@@ -81,7 +81,8 @@ pub struct StoreMetrics {
     pub events: IntCounterVec,
     /// Events per group commit (one transaction, one fsync).
     pub batch_events: Histogram,
-    /// Seconds of each COMMIT: the WAL written and fsynced.
+    /// Seconds of each COMMIT: the WAL written and fsynced (on PostgreSQL,
+    /// a batch written in one statement counts that whole statement).
     pub fsync: Histogram,
     /// Seconds from an append being queued to its answer (durable or not).
     pub append_latency: Histogram,
@@ -183,7 +184,7 @@ impl Metrics {
             ),
             fsync: histogram(
                 "tenure_store_fsync_seconds",
-                "Seconds of each group commit's COMMIT (WAL write and fsync).",
+                "Seconds of each group commit's COMMIT (WAL write and fsync; on PostgreSQL a one-statement batch counts the statement).",
                 latency(),
             ),
             append_latency: histogram(

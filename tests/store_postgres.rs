@@ -57,6 +57,71 @@ async fn acknowledged_appends_survive_reopening_and_the_chain_continues() {
     store.close();
 }
 
+/// A writer answers most batches in one statement that takes every stream
+/// it does not remember as new (`tenure_append_v1`). A reopened store
+/// remembers none: an append to an existing stream must still continue
+/// its version (the statement fails on the stream's name and the batch is
+/// written the long way), an exact expectation must still be checked
+/// against the log, and new streams appended at the same moment, possibly
+/// in the same batch, must be written once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_writer_takes_no_existing_stream_for_new() {
+    let schema = Schema::fresh();
+    {
+        let store = schema.open();
+        for n in 0..30 {
+            store
+                .append(stream(n % 3), ExpectedVersion::Any, vec![event(n)])
+                .await
+                .expect("append");
+        }
+        store.close();
+    }
+    let store = Arc::new(schema.open());
+    let appended = store
+        .append(stream(0), ExpectedVersion::Any, vec![event(100)])
+        .await
+        .expect("append to an existing stream the writer does not remember");
+    assert_eq!((appended.last_position, appended.version), (31, 11));
+    match store
+        .append(stream(1), ExpectedVersion::Exact(0), vec![event(101)])
+        .await
+    {
+        Err(AppendError::Conflict { actual: 10, .. }) => {}
+        other => panic!("stream 1 holds 10 events: {other:?}"),
+    }
+    // Twenty new streams and one old one at once.
+    let mut appends = Vec::new();
+    for n in 10..30 {
+        let store = Arc::clone(&store);
+        appends.push(tokio::spawn(async move {
+            store.append(stream(n), ExpectedVersion::Exact(0), vec![event(n)]).await
+        }));
+    }
+    let old = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.append(stream(2), ExpectedVersion::Any, vec![event(102)]).await })
+    };
+    for append in appends {
+        let appended = append.await.expect("task").expect("a new stream's first append");
+        assert_eq!(appended.version, 1);
+    }
+    let appended = old.await.expect("task").expect("append to stream 2");
+    assert_eq!(appended.version, 11);
+    for n in 0..30 {
+        let events = store.read_stream(&stream(n), 1, 100).await.expect("read");
+        let want = match n {
+            1 => 10,
+            0 | 2 => 11,
+            3..10 => 0,
+            _ => 1,
+        };
+        assert_eq!(events.len(), want, "stream {n}");
+    }
+    assert_eq!(store.head(), 52);
+    store.close();
+}
+
 /// Two nodes on one log: each sees the other's appends in the stream's
 /// version (a stale cache would let both append version 1), and a
 /// subscription on one follows what the other writes.

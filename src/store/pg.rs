@@ -19,7 +19,9 @@
 //! positions contiguous and lets each batch continue the hash chain from
 //! the head it read, exactly as the embedded log does. It serializes the
 //! writers of all nodes; group commit (one transaction per batch, up to
-//! [`BATCH_EVENTS_MAX`] events) is what keeps that fast.
+//! [`BATCH_EVENTS_MAX`] events) is what keeps that fast. While no other
+//! node has appended, a batch is one statement ([`APPEND_FUNCTION`])
+//! rather than a transaction of five round trips.
 //!
 //! **Durability.** A batch is answered after its `COMMIT` returns, which
 //! with PostgreSQL's default `synchronous_commit = on` is after its WAL is
@@ -92,6 +94,60 @@ const INSERT: &str = "WITH inserted AS (INSERT INTO events (position, stream_id,
                       SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::uuid[], $5::text[], \
                       $6::integer[], $7::bigint[], $8::text[], $9::uuid[], $10::uuid[], $11::text[], $12::bytea[]) RETURNING 1) \
                       SELECT pg_notify($13, $14), (SELECT COUNT(*) FROM inserted)";
+
+/// The short path of an append batch, one statement (and so one round
+/// trip, its own transaction) instead of a transaction of five: it takes
+/// the lock, and appends only if the head is still the position the
+/// writer last saw (no other node appended since, so what the writer
+/// remembers of its streams holds). It creates the streams the writer
+/// takes as new (their row ids come back in the order given; events name
+/// them by placeholder, -(index + 1)): if one exists after all, the
+/// unique name fails the statement, which writes nothing. It inserts the
+/// events and notifies. It answers NULL when the head moved; the writer
+/// then takes the locked path, as after a failure on a stream's name.
+/// Created (or replaced) with the schema: derived from this build, no
+/// data of its own.
+const APPEND_FUNCTION: &str = "
+CREATE OR REPLACE FUNCTION tenure_append_v1(
+    p_lock bigint, p_head bigint, p_created text[],
+    p_positions bigint[], p_streams bigint[], p_versions bigint[], p_event_ids uuid[], p_types text[],
+    p_schema_versions integer[], p_times bigint[], p_accounts text[], p_requests uuid[], p_causes uuid[],
+    p_payloads text[], p_hashes bytea[], p_channel text, p_notice text)
+RETURNS bigint[] LANGUAGE plpgsql AS $fn$
+DECLARE
+    head bigint;
+    ids bigint[];
+BEGIN
+    PERFORM pg_advisory_xact_lock(p_lock);
+    SELECT COALESCE(MAX(position), 0) INTO head FROM events;
+    IF head <> p_head THEN
+        RETURN NULL;
+    END IF;
+    WITH made AS (INSERT INTO streams (name) SELECT UNNEST(p_created) RETURNING id, name)
+    SELECT COALESCE(array_agg(made.id ORDER BY given.ord), '{}') INTO ids
+        FROM made JOIN UNNEST(p_created) WITH ORDINALITY AS given (name, ord) ON given.name = made.name;
+    INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version, time_us, account,
+                        request_id, causation_id, payload, hash)
+    SELECT b.position, CASE WHEN b.stream < 0 THEN ids[-b.stream] ELSE b.stream END, b.version, b.event_id,
+           b.event_type, b.schema_version, b.time_us, b.account, b.request_id, b.causation_id, b.payload, b.hash
+    FROM UNNEST(p_positions, p_streams, p_versions, p_event_ids, p_types, p_schema_versions, p_times,
+                p_accounts, p_requests, p_causes, p_payloads, p_hashes)
+         AS b (position, stream, version, event_id, event_type, schema_version, time_us, account,
+               request_id, causation_id, payload, hash);
+    IF cardinality(p_positions) > 0 THEN
+        PERFORM pg_notify(p_channel, p_notice);
+    END IF;
+    RETURN ids;
+END
+$fn$;";
+
+/// Calls [`APPEND_FUNCTION`].
+const APPEND: &str =
+    "SELECT tenure_append_v1($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+
+/// After the short path missed, the writer tries it again on every this
+/// many-th batch (and on every batch once it hits again).
+const SHORT_RETRY_EVERY: u64 = 16;
 
 fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
@@ -261,7 +317,8 @@ fn prepare(client: &mut Client, target: &PostgresTarget) -> Result<ChainHead, St
              since TIMESTAMPTZ NOT NULL
          );
          CREATE INDEX IF NOT EXISTS events_by_causation ON events (causation_id) WHERE causation_id IS NOT NULL;
-         INSERT INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}') ON CONFLICT DO NOTHING;"
+         INSERT INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}') ON CONFLICT DO NOTHING;
+         {APPEND_FUNCTION}"
     ))
     .map_err(io)?;
     let version: String = tx
@@ -575,6 +632,8 @@ impl PostgresStore {
             live: live_tx,
             shared,
             metrics: metrics.map(WriterMetrics::new),
+            batches: 0,
+            short_misses: 0,
         };
         threads.push(
             std::thread::Builder::new()
@@ -745,6 +804,7 @@ struct Statements {
     find: postgres::Statement,
     create: postgres::Statement,
     insert: postgres::Statement,
+    append: postgres::Statement,
 }
 
 impl Statements {
@@ -762,6 +822,7 @@ impl Statements {
                 .prepare("INSERT INTO streams (name) SELECT UNNEST($1::text[]) RETURNING name, id")
                 .map_err(io)?,
             insert: client.prepare(INSERT).map_err(io)?,
+            append: client.prepare(APPEND).map_err(io)?,
         })
     }
 }
@@ -780,6 +841,9 @@ struct Writer {
     live: broadcast::Sender<LiveBatch>,
     shared: Arc<Shared>,
     metrics: Option<WriterMetrics>,
+    /// Batches written, and short paths missed in a row (see [`Writer::write`]).
+    batches: u64,
+    short_misses: u32,
 }
 
 impl Writer {
@@ -835,6 +899,9 @@ impl Writer {
         }
     }
 
+    /// Writes a batch: in one statement when this writer's view of the log
+    /// is current (see [`APPEND`]), else in a transaction that holds the
+    /// lock from reading the head to its commit.
     #[allow(clippy::type_complexity)]
     fn write(
         &mut self,
@@ -846,6 +913,115 @@ impl Writer {
             let statements = Statements::prepare(&mut client)?;
             self.conn = Some((client, statements));
         }
+        self.batches = self.batches.wrapping_add(1);
+        // After a miss (another node appended), the next batches go
+        // straight to the locked path, trying the short one again now and
+        // then: with several busy nodes it would mostly miss.
+        let try_short = self.short_misses == 0 || self.batches % SHORT_RETRY_EVERY == 0;
+        if try_short && self.decidable(&requests) {
+            if let Some(written) = self.write_short(&requests)? {
+                self.short_misses = 0;
+                return Ok(written);
+            }
+            self.short_misses = self.short_misses.saturating_add(1);
+            tracing::debug!(
+                head = self.head.position,
+                "the short append path missed; taking the locked one"
+            );
+        }
+        self.write_locked(requests)
+    }
+
+    /// Whether the short path can decide the batch: a stream the cache does
+    /// not hold is taken as new there, which is fine for an append that
+    /// creates it (the statement fails if it exists), not for one whose
+    /// outcome depends on its version.
+    fn decidable(&self, requests: &[(StreamId, ExpectedVersion, Vec<NewEvent>)]) -> bool {
+        requests.iter().all(|(stream, expected, events)| {
+            self.streams.contains(stream)
+                || (!events.is_empty() && matches!(expected, ExpectedVersion::Any | ExpectedVersion::Exact(0)))
+        })
+    }
+
+    /// The batch in one round trip (see [`Writer::decidable`]): [`APPEND`]
+    /// appends it if the head is still this writer's and every stream it
+    /// takes as new is new, and answers `None` (nothing written) otherwise.
+    #[allow(clippy::type_complexity)]
+    fn write_short(
+        &mut self,
+        requests: &[(StreamId, ExpectedVersion, Vec<NewEvent>)],
+    ) -> Result<Option<(Vec<Outcome>, Vec<RecordedEvent>, StreamMap, ChainHead)>, StoreError> {
+        let Some((conn, statements)) = self.conn.as_mut() else {
+            return Err(StoreError::Closed);
+        };
+        let mut plan = Plan::new(requests, StreamMap::default(), &self.streams, self.head);
+        let columns = Columns::of(&plan.written);
+        let expected_head = sql_int(self.head.position);
+        let position = plan.head.position;
+        let started = std::time::Instant::now();
+        self.shared.committing.store(position, Ordering::Release);
+        let row = conn.query_one(
+            &statements.append,
+            &[
+                &self.lock_key,
+                &expected_head,
+                &plan.created,
+                &columns.positions,
+                &plan.stream_ids,
+                &columns.versions,
+                &columns.event_ids,
+                &columns.types,
+                &columns.schema_versions,
+                &columns.times,
+                &columns.accounts,
+                &columns.requests,
+                &columns.causes,
+                &columns.payloads,
+                &columns.hashes,
+                &self.channel,
+                &position.to_string(),
+            ],
+        );
+        let row = match row {
+            Ok(row) => row,
+            Err(e)
+                if e.as_db_error().is_some_and(|db| {
+                    *db.code() == postgres::error::SqlState::UNIQUE_VIOLATION && db.table() == Some("streams")
+                }) =>
+            {
+                // A stream taken as new exists: nothing was written.
+                self.shared.committing.store(0, Ordering::Release);
+                return Ok(None);
+            }
+            Err(e) => {
+                // Committed or not, the listener must read it if it is there.
+                self.shared.committing.store(0, Ordering::Release);
+                return Err(io(e));
+            }
+        };
+        let created_ids: Option<Vec<i64>> = row.try_get(0).map_err(io)?;
+        let Some(created_ids) = created_ids else {
+            // Nothing written: another writer appended.
+            self.shared.committing.store(0, Ordering::Release);
+            return Ok(None);
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.metrics.fsync.observe(started.elapsed().as_secs_f64());
+        }
+        plan.resolve(|placeholder| {
+            let index = usize::try_from(-placeholder - 1).ok();
+            index.and_then(|i| created_ids.get(i)).copied()
+        })?;
+        Ok(Some((plan.outcomes, plan.written, plan.touched, plan.head)))
+    }
+
+    /// The batch in a transaction that takes the lock, reads the head and
+    /// the streams the cache does not hold, and commits.
+    #[allow(clippy::type_complexity)]
+    fn write_locked(
+        &mut self,
+        requests: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
+    ) -> Result<(Vec<Outcome>, Vec<RecordedEvent>, StreamMap, ChainHead), StoreError> {
         let Some((conn, statements)) = self.conn.as_mut() else {
             return Err(StoreError::Closed);
         };
@@ -855,6 +1031,7 @@ impl Writer {
             find,
             create,
             insert,
+            ..
         } = statements.clone();
         let mut tx = conn.transaction().map_err(io)?;
         tx.execute(&lock, &[&self.lock_key]).map_err(io)?;
@@ -874,9 +1051,8 @@ impl Writer {
             .collect();
         unknown.sort_unstable();
         unknown.dedup();
-        // What this transaction changes (and found); it joins the cache
-        // only once committed.
-        let mut touched = StreamMap::default();
+        // What this transaction found; it joins the cache only once committed.
+        let mut found = StreamMap::default();
         if !unknown.is_empty() {
             for row in tx.query(&find, &[&unknown]).map_err(io)? {
                 let name: String = row.try_get(0).map_err(io)?;
@@ -884,11 +1060,85 @@ impl Writer {
                 let version: i64 = row.try_get(2).map_err(io)?;
                 let version = u64::try_from(version).unwrap_or_default();
                 let stream = StreamId::new(name).map_err(|e| StoreError::Corrupt(format!("a stream's name: {e}")))?;
-                touched.insert(stream, StreamState { id: Some(id), version });
+                found.insert(stream, StreamState { id: Some(id), version });
             }
         }
-        // Streams this batch creates get their row ids in one insert after
-        // the loop; until then each holds a placeholder id, -(its index).
+        let mut plan = Plan::new(&requests, found, &self.streams, head);
+        if !plan.created.is_empty() {
+            let mut ids: HashMap<String, i64> = HashMap::with_capacity(plan.created.len());
+            for row in tx.query(&create, &[&plan.created]).map_err(io)? {
+                ids.insert(row.try_get(0).map_err(io)?, row.try_get(1).map_err(io)?);
+            }
+            let created = plan.created.clone();
+            plan.resolve(|placeholder| {
+                let name = usize::try_from(-placeholder - 1).ok().and_then(|i| created.get(i));
+                name.and_then(|name| ids.get(name)).copied()
+            })?;
+        }
+        let position = plan.head.position;
+        if !plan.written.is_empty() {
+            let columns = Columns::of(&plan.written);
+            tx.execute(
+                &insert,
+                &[
+                    &columns.positions,
+                    &plan.stream_ids,
+                    &columns.versions,
+                    &columns.event_ids,
+                    &columns.types,
+                    &columns.schema_versions,
+                    &columns.times,
+                    &columns.accounts,
+                    &columns.requests,
+                    &columns.causes,
+                    &columns.payloads,
+                    &columns.hashes,
+                    &self.channel,
+                    &position.to_string(),
+                ],
+            )
+            .map_err(io)?;
+        }
+        let committing = std::time::Instant::now();
+        self.shared.committing.store(position, Ordering::Release);
+        if let Err(e) = tx.commit() {
+            // Committed or not, the listener must read it if it is there.
+            self.shared.committing.store(0, Ordering::Release);
+            return Err(io(e));
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.metrics.fsync.observe(committing.elapsed().as_secs_f64());
+        }
+        Ok((plan.outcomes, plan.written, plan.touched, plan.head))
+    }
+}
+
+/// A batch decided against a head and what is known of its streams:
+/// each request's outcome, the events to write with their positions,
+/// versions and links, and each event's stream row id. A stream the batch
+/// creates holds a placeholder id, -(its index in `created` + 1), until
+/// [`Plan::resolve`].
+struct Plan {
+    outcomes: Vec<Outcome>,
+    written: Vec<RecordedEvent>,
+    stream_ids: Vec<i64>,
+    created: Vec<String>,
+    /// Every stream the batch names, as it is after the batch.
+    touched: StreamMap,
+    /// The head after the batch.
+    head: ChainHead,
+}
+
+impl Plan {
+    /// `found`: streams read from the log for this batch (read before
+    /// `cache`); a stream in neither is new.
+    fn new(
+        requests: &[(StreamId, ExpectedVersion, Vec<NewEvent>)],
+        found: StreamMap,
+        cache: &StreamCache,
+        head: ChainHead,
+    ) -> Plan {
+        let mut touched = found;
         let mut created: Vec<String> = Vec::new();
         let mut outcomes = Vec::with_capacity(requests.len());
         let mut written: Vec<RecordedEvent> = Vec::new();
@@ -896,13 +1146,13 @@ impl Writer {
         let mut position = head.position;
         let mut link = head.hash;
         for (stream, expected, events) in requests {
-            let known = touched.get(&stream).copied().or_else(|| self.streams.get(&stream));
+            let known = touched.get(stream).copied().or_else(|| cache.get(stream));
             let state = known.unwrap_or(StreamState { id: None, version: 0 });
-            if let ExpectedVersion::Exact(want) = expected {
+            if let ExpectedVersion::Exact(want) = *expected {
                 if want != state.version {
-                    touched.insert(stream, state);
+                    touched.insert(stream.clone(), state);
                     outcomes.push(Err(AppendError::Conflict {
-                        expected,
+                        expected: *expected,
                         actual: state.version,
                     }));
                     continue;
@@ -928,7 +1178,7 @@ impl Writer {
             for event in events {
                 position += 1;
                 version += 1;
-                let mut recorded = RecordedEvent::from_new(event, stream.clone(), version, position);
+                let mut recorded = RecordedEvent::from_new(event.clone(), stream.clone(), version, position);
                 recorded.chain_after(&link);
                 link = recorded.hash;
                 written.push(recorded);
@@ -939,75 +1189,69 @@ impl Writer {
                 last_position: position,
                 version,
             }));
-            touched.insert(stream, StreamState { id: Some(id), version });
+            touched.insert(stream.clone(), StreamState { id: Some(id), version });
         }
-        if !created.is_empty() {
-            let mut ids: HashMap<String, i64> = HashMap::with_capacity(created.len());
-            for row in tx.query(&create, &[&created]).map_err(io)? {
-                ids.insert(row.try_get(0).map_err(io)?, row.try_get(1).map_err(io)?);
-            }
-            let real = |placeholder: i64| -> Result<i64, StoreError> {
-                let name = usize::try_from(-placeholder - 1).ok().and_then(|i| created.get(i));
-                name.and_then(|name| ids.get(name))
-                    .copied()
-                    .ok_or_else(|| StoreError::Io("PostgreSQL did not return the id of a stream it created".into()))
-            };
-            for id in stream_ids.iter_mut().filter(|id| **id < 0) {
-                *id = real(*id)?;
-            }
-            for state in touched.values_mut() {
-                if let Some(id) = state.id.filter(|id| *id < 0) {
-                    state.id = Some(real(id)?);
-                }
+        Plan {
+            outcomes,
+            written,
+            stream_ids,
+            created,
+            touched,
+            head: ChainHead { position, hash: link },
+        }
+    }
+
+    /// Replaces the placeholder ids of created streams with their row ids.
+    fn resolve(&mut self, real: impl Fn(i64) -> Option<i64>) -> Result<(), StoreError> {
+        let real = |placeholder: i64| {
+            real(placeholder)
+                .ok_or_else(|| StoreError::Io("PostgreSQL did not return the id of a stream it created".into()))
+        };
+        for id in self.stream_ids.iter_mut().filter(|id| **id < 0) {
+            *id = real(*id)?;
+        }
+        for state in self.touched.values_mut() {
+            if let Some(id) = state.id.filter(|id| *id < 0) {
+                state.id = Some(real(id)?);
             }
         }
-        if !written.is_empty() {
-            let positions: Vec<i64> = written.iter().map(|e| sql_int(e.position)).collect();
-            let versions: Vec<i64> = written.iter().map(|e| sql_int(e.version)).collect();
-            let event_ids: Vec<Uuid> = written.iter().map(|e| e.event_id).collect();
-            let types: Vec<&str> = written.iter().map(|e| e.event_type.as_str()).collect();
-            let schema_versions: Vec<i32> = written
+        Ok(())
+    }
+}
+
+/// A batch's events, one array per column of `events` (stream ids aside).
+struct Columns<'a> {
+    positions: Vec<i64>,
+    versions: Vec<i64>,
+    event_ids: Vec<Uuid>,
+    types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    times: Vec<i64>,
+    accounts: Vec<&'a str>,
+    requests: Vec<Option<Uuid>>,
+    causes: Vec<Option<Uuid>>,
+    payloads: Vec<&'a str>,
+    hashes: Vec<&'a [u8]>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(written: &'a [RecordedEvent]) -> Columns<'a> {
+        Columns {
+            positions: written.iter().map(|e| sql_int(e.position)).collect(),
+            versions: written.iter().map(|e| sql_int(e.version)).collect(),
+            event_ids: written.iter().map(|e| e.event_id).collect(),
+            types: written.iter().map(|e| e.event_type.as_str()).collect(),
+            schema_versions: written
                 .iter()
                 .map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX))
-                .collect();
-            let times: Vec<i64> = written.iter().map(|e| e.time.timestamp_micros()).collect();
-            let accounts: Vec<&str> = written.iter().map(|e| e.account.as_str()).collect();
-            let requests: Vec<Option<Uuid>> = written.iter().map(|e| e.request_id).collect();
-            let causes: Vec<Option<Uuid>> = written.iter().map(|e| e.causation_id).collect();
-            let payloads: Vec<&str> = written.iter().map(|e| e.payload.as_str()).collect();
-            let hashes: Vec<&[u8]> = written.iter().map(|e| e.hash.0.as_slice()).collect();
-            tx.execute(
-                &insert,
-                &[
-                    &positions,
-                    &stream_ids,
-                    &versions,
-                    &event_ids,
-                    &types,
-                    &schema_versions,
-                    &times,
-                    &accounts,
-                    &requests,
-                    &causes,
-                    &payloads,
-                    &hashes,
-                    &self.channel,
-                    &position.to_string(),
-                ],
-            )
-            .map_err(io)?;
+                .collect(),
+            times: written.iter().map(|e| e.time.timestamp_micros()).collect(),
+            accounts: written.iter().map(|e| e.account.as_str()).collect(),
+            requests: written.iter().map(|e| e.request_id).collect(),
+            causes: written.iter().map(|e| e.causation_id).collect(),
+            payloads: written.iter().map(|e| e.payload.as_str()).collect(),
+            hashes: written.iter().map(|e| e.hash.0.as_slice()).collect(),
         }
-        let committing = std::time::Instant::now();
-        self.shared.committing.store(position, Ordering::Release);
-        if let Err(e) = tx.commit() {
-            // Committed or not, the listener must read it if it is there.
-            self.shared.committing.store(0, Ordering::Release);
-            return Err(io(e));
-        }
-        if let Some(metrics) = &self.metrics {
-            metrics.metrics.fsync.observe(committing.elapsed().as_secs_f64());
-        }
-        Ok((outcomes, written, touched, ChainHead { position, hash: link }))
     }
 }
 
