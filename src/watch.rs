@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::keyspace::{revision_of, KeyRange, KeyValue, Keyspace};
 use crate::domain::Aggregate;
-use crate::store::{EventStore, StoreError};
+use crate::store::{EventStore, StoreError, Subscription};
 
 /// Batches a watcher may lag behind the log's reader before it is dropped
 /// from it (and catches up from the log when it is read again).
@@ -346,8 +346,10 @@ async fn run(
     mut joins: mpsc::UnboundedReceiver<Join>,
     mut closing: tokio::sync::watch::Receiver<bool>,
 ) {
+    // The log is followed only while someone watches: with nobody
+    // watching, each group commit would wake this task for nothing.
     let mut position = store.head();
-    let mut log = store.subscribe_all(position + 1);
+    let mut log: Option<Subscription> = None;
     let mut watched: HashMap<AccountId, Watched> = HashMap::new();
     // Watchers that went away are dropped as batches reach them; this
     // also drops those of accounts that see no more writes.
@@ -359,10 +361,18 @@ async fn run(
                     account.watchers.retain(|tx| !tx.is_closed());
                     !account.watchers.is_empty()
                 });
+                if watched.is_empty() {
+                    log = None;
+                }
             }
             join = joins.recv() => {
                 let Some(join) = join else { return };
                 if !watched.contains_key(&join.account) {
+                    if log.is_none() {
+                        // Loaded up to the durable head, followed after it.
+                        position = store.head();
+                        log = Some(store.subscribe_all(position + 1));
+                    }
                     match load(store.as_ref(), &join.account, position).await {
                         Ok(loaded) => {
                             watched.insert(join.account.clone(), loaded);
@@ -385,7 +395,7 @@ async fn run(
                     let _ = join.reply.send(Ok(joined));
                 }
             }
-            batch = log.next_batch() => {
+            batch = next_batch(&mut log) => {
                 let batch = match batch {
                     Ok(Some(batch)) => batch,
                     Ok(None) => return,
@@ -429,9 +439,20 @@ async fn run(
                         }
                     }
                 }
+                if watched.is_empty() {
+                    log = None;
+                }
             }
             _ = closed(&mut closing) => return,
         }
+    }
+}
+
+/// The log's next batch, or never without a subscription.
+async fn next_batch(log: &mut Option<Subscription>) -> Result<Option<crate::store::Batch>, StoreError> {
+    match log {
+        Some(log) => log.next_batch().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -145,6 +145,49 @@ async fn watches_share_a_stream_and_answer_cancel_progress_and_duplicate_ids() {
     assert_eq!(progress.header.expect("header").revision, revision);
 }
 
+/// The server follows the log for watches only while someone watches.
+/// Once the last watcher has gone, a new one still gets history from any
+/// revision and then every new event live.
+#[actix_rt::test]
+async fn a_watch_after_every_watcher_left_gets_history_and_live_events() {
+    let server = TestServer::start_with(with_grpc).await;
+    let channel = channel(&server).await;
+    let mut kv = KVClient::new(channel.clone());
+    let revision = |r: tonic::Response<pb::PutResponse>| r.into_inner().header.expect("header").revision;
+    {
+        let mut first = Stream::open(channel.clone()).await;
+        first.send(create("k", "", 0)).await;
+        assert!(first.next().await.created);
+        kv.put(put("k", "1")).await.expect("put");
+        assert_eq!(first.next().await.events.len(), 1);
+    }
+    // The first watcher is gone; these puts reach nobody.
+    let second_put = revision(kv.put(put("k", "2")).await.expect("put"));
+    kv.put(put("k", "3")).await.expect("put");
+
+    let mut again = Stream::open(channel).await;
+    let mut from_history = create("k", "", 0);
+    if let Some(RequestUnion::CreateRequest(create)) = &mut from_history.request_union {
+        create.start_revision = second_put;
+    }
+    again.send(from_history).await;
+    assert!(again.next().await.created);
+    let mut values = Vec::new();
+    while values.len() < 3 {
+        if values.len() == 2 {
+            kv.put(put("k", "4")).await.expect("put");
+        }
+        let response = again.next().await;
+        values.extend(
+            response
+                .events
+                .iter()
+                .filter_map(|e| e.kv.as_ref().map(|kv| String::from_utf8_lossy(&kv.value).into_owned())),
+        );
+    }
+    assert_eq!(values, vec!["2", "3", "4"]);
+}
+
 #[actix_rt::test]
 async fn one_keep_alive_stream_renews_many_leases_and_answers_ttl_0_for_unknown_ones() {
     let server = TestServer::start_with(with_grpc).await;
