@@ -27,19 +27,23 @@ fn stream(n: u64) -> StreamId {
     StreamId::new(format!("test/{n}")).expect("valid stream")
 }
 
+/// Appends `events` events round-robin to streams 0..`streams` through a
+/// store of its own, closed at the end.
+async fn append_and_close(schema: &Schema, events: u64, streams: u64) {
+    let store = schema.open();
+    for n in 0..events {
+        store
+            .append(stream(n % streams), ExpectedVersion::Any, vec![event(n)])
+            .await
+            .expect("append");
+    }
+    store.close();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_appends_survive_reopening_and_the_chain_continues() {
     let schema = Schema::fresh();
-    {
-        let store = schema.open();
-        for n in 0..50 {
-            store
-                .append(stream(n % 5), ExpectedVersion::Any, vec![event(n)])
-                .await
-                .expect("append");
-        }
-        store.close();
-    }
+    append_and_close(&schema, 50, 5).await;
     let store = schema.open();
     assert_eq!(store.head(), 50);
     let appended = store
@@ -67,16 +71,7 @@ async fn acknowledged_appends_survive_reopening_and_the_chain_continues() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reopened_writer_takes_no_existing_stream_for_new() {
     let schema = Schema::fresh();
-    {
-        let store = schema.open();
-        for n in 0..30 {
-            store
-                .append(stream(n % 3), ExpectedVersion::Any, vec![event(n)])
-                .await
-                .expect("append");
-        }
-        store.close();
-    }
+    append_and_close(&schema, 30, 3).await;
     let store = Arc::new(schema.open());
     let appended = store
         .append(stream(0), ExpectedVersion::Any, vec![event(100)])

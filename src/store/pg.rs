@@ -54,6 +54,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::ToSql;
 use postgres::{Client, NoTls};
 use sha2::{Digest, Sha256};
 use tenure_events::{AccountId, ChainHash, ChainHead, NewEvent, RecordedEvent, StreamId};
@@ -960,28 +961,10 @@ impl Writer {
         let position = plan.head.position;
         let started = std::time::Instant::now();
         self.shared.committing.store(position, Ordering::Release);
-        let row = conn.query_one(
-            &statements.append,
-            &[
-                &self.lock_key,
-                &expected_head,
-                &plan.created,
-                &columns.positions,
-                &plan.stream_ids,
-                &columns.versions,
-                &columns.event_ids,
-                &columns.types,
-                &columns.schema_versions,
-                &columns.times,
-                &columns.accounts,
-                &columns.requests,
-                &columns.causes,
-                &columns.payloads,
-                &columns.hashes,
-                &self.channel,
-                &position.to_string(),
-            ],
-        );
+        let notice = position.to_string();
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&self.lock_key, &expected_head, &plan.created];
+        params.extend(columns.params(&plan.stream_ids, &self.channel, &notice));
+        let row = conn.query_one(&statements.append, &params);
         let row = match row {
             Ok(row) => row,
             Err(e)
@@ -1078,26 +1061,9 @@ impl Writer {
         let position = plan.head.position;
         if !plan.written.is_empty() {
             let columns = Columns::of(&plan.written);
-            tx.execute(
-                &insert,
-                &[
-                    &columns.positions,
-                    &plan.stream_ids,
-                    &columns.versions,
-                    &columns.event_ids,
-                    &columns.types,
-                    &columns.schema_versions,
-                    &columns.times,
-                    &columns.accounts,
-                    &columns.requests,
-                    &columns.causes,
-                    &columns.payloads,
-                    &columns.hashes,
-                    &self.channel,
-                    &position.to_string(),
-                ],
-            )
-            .map_err(io)?;
+            let notice = position.to_string();
+            tx.execute(&insert, &columns.params(&plan.stream_ids, &self.channel, &notice))
+                .map_err(io)?;
         }
         let committing = std::time::Instant::now();
         self.shared.committing.store(position, Ordering::Release);
@@ -1235,6 +1201,33 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
+    /// The parameters [`INSERT`] takes, which end [`APPEND`]'s: the
+    /// columns, then the channel to notify and the notice (the batch's
+    /// last position).
+    fn params<'b>(
+        &'b self,
+        stream_ids: &'b Vec<i64>,
+        channel: &'b String,
+        notice: &'b String,
+    ) -> [&'b (dyn ToSql + Sync); 14] {
+        [
+            &self.positions,
+            stream_ids,
+            &self.versions,
+            &self.event_ids,
+            &self.types,
+            &self.schema_versions,
+            &self.times,
+            &self.accounts,
+            &self.requests,
+            &self.causes,
+            &self.payloads,
+            &self.hashes,
+            channel,
+            notice,
+        ]
+    }
+
     fn of(written: &'a [RecordedEvent]) -> Columns<'a> {
         Columns {
             positions: written.iter().map(|e| sql_int(e.position)).collect(),
