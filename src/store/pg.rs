@@ -126,7 +126,7 @@ BEGIN
     END IF;
     WITH made AS (INSERT INTO streams (name) SELECT UNNEST(p_created) RETURNING id, name)
     SELECT COALESCE(array_agg(made.id ORDER BY given.ord), '{}') INTO ids
-        FROM made JOIN UNNEST(p_created) WITH ORDINALITY AS given (name, ord) ON given.name = made.name;
+        FROM made JOIN UNNEST(p_created) WITH ORDINALITY AS given (name, ord) ON given.name COLLATE \"C\" = made.name;
     INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version, time_us, account,
                         request_id, causation_id, payload, hash)
     SELECT b.position, CASE WHEN b.stream < 0 THEN ids[-b.stream] ELSE b.stream END, b.version, b.event_id,
