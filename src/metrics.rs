@@ -86,6 +86,9 @@ pub struct StoreMetrics {
     pub fsync: Histogram,
     /// Seconds from an append being queued to its answer (durable or not).
     pub append_latency: Histogram,
+    /// Group commits on PostgreSQL by `path`: `one_statement` while no
+    /// other node appended, `locked` otherwise (`store::pg`).
+    pub shared_batches: IntCounterVec,
 }
 
 /// The HTTP API's requests.
@@ -191,6 +194,11 @@ impl Metrics {
                 "tenure_store_append_seconds",
                 "Seconds from an append being queued to the store's answer.",
                 latency(),
+            ),
+            shared_batches: counter_vec(
+                "tenure_store_batches_total",
+                "Group commits on a PostgreSQL log, by path: one_statement while no other node appended, locked otherwise.",
+                &["path"],
             ),
         };
         let http = HttpMetrics {

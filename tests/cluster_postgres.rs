@@ -647,3 +647,51 @@ async fn a_key_space_that_loses_a_race_rolls_back_instead_of_reloading() {
         }
     }
 }
+
+/// A node alone on the log writes each group commit in one statement. Once
+/// another node has appended, its next batch goes the locked way; alone
+/// again, it comes back to one statement (tried every 16th batch).
+#[actix_rt::test]
+async fn a_node_alone_on_the_log_writes_a_batch_in_one_statement() {
+    const ONE: &str = "tenure_store_batches_total{path=\"one_statement\"}";
+    const LOCKED: &str = "tenure_store_batches_total{path=\"locked\"}";
+    let schema = Schema::fresh();
+    let nodes = [
+        TestServer::start_on(schema.target()).await,
+        TestServer::start_on(schema.target()).await,
+    ];
+    let put = |n: usize, i: usize| {
+        let node = &nodes[n];
+        async move {
+            let body = json!({ "key": b64(&format!("k/{n}/{i}")), "value": b64("v") });
+            let answer = v3(node, "/kv/put", body, None).await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        }
+    };
+    let before = metric(&nodes[0], ONE).await;
+    for i in 0..5 {
+        put(0, i).await;
+    }
+    let alone = metric(&nodes[0], ONE).await;
+    assert!(alone > before, "no batch of a node alone was one statement");
+
+    put(1, 0).await;
+    let locked_before = metric(&nodes[0], LOCKED).await;
+    put(0, 5).await;
+    assert!(
+        metric(&nodes[0], LOCKED).await > locked_before,
+        "after another node appended, the next batch must take the lock"
+    );
+
+    let again = metric(&nodes[0], ONE).await;
+    for i in 6..30 {
+        put(0, i).await;
+    }
+    assert!(
+        metric(&nodes[0], ONE).await > again,
+        "alone again, the node never came back to one statement"
+    );
+    for mut node in nodes {
+        node.stop().await;
+    }
+}

@@ -922,6 +922,7 @@ impl Writer {
         if try_short && self.decidable(&requests) {
             if let Some(written) = self.write_short(&requests)? {
                 self.short_misses = 0;
+                self.count("one_statement");
                 return Ok(written);
             }
             self.short_misses = self.short_misses.saturating_add(1);
@@ -930,7 +931,16 @@ impl Writer {
                 "the short append path missed; taking the locked one"
             );
         }
-        self.write_locked(requests)
+        let written = self.write_locked(requests)?;
+        self.count("locked");
+        Ok(written)
+    }
+
+    /// Counts a batch written by `path` (see [`StoreMetrics`]).
+    fn count(&self, path: &str) {
+        if let Some(metrics) = &self.metrics {
+            metrics.metrics.shared_batches.with_label_values(&[path]).inc();
+        }
     }
 
     /// Whether the short path can decide the batch: a stream the cache does
