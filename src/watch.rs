@@ -355,15 +355,16 @@ async fn run(
     // also drops those of accounts that see no more writes.
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     loop {
+        if watched.is_empty() {
+            // The last watcher went (or a join failed): stop following.
+            log = None;
+        }
         tokio::select! {
             _ = sweep.tick() => {
                 watched.retain(|_, account| {
                     account.watchers.retain(|tx| !tx.is_closed());
                     !account.watchers.is_empty()
                 });
-                if watched.is_empty() {
-                    log = None;
-                }
             }
             join = joins.recv() => {
                 let Some(join) = join else { return };
@@ -438,9 +439,6 @@ async fn run(
                             watched.remove(&account);
                         }
                     }
-                }
-                if watched.is_empty() {
-                    log = None;
                 }
             }
             _ = closed(&mut closing) => return,

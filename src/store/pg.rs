@@ -1001,10 +1001,7 @@ impl Writer {
         if let Some(metrics) = &self.metrics {
             metrics.metrics.fsync.observe(started.elapsed().as_secs_f64());
         }
-        plan.resolve(|placeholder| {
-            let index = usize::try_from(-placeholder - 1).ok();
-            index.and_then(|i| created_ids.get(i)).copied()
-        })?;
+        plan.resolve(&created_ids)?;
         Ok(Some((plan.outcomes, plan.written, plan.touched, plan.head)))
     }
 
@@ -1062,11 +1059,10 @@ impl Writer {
             for row in tx.query(&create, &[&plan.created]).map_err(io)? {
                 ids.insert(row.try_get(0).map_err(io)?, row.try_get(1).map_err(io)?);
             }
-            let created = plan.created.clone();
-            plan.resolve(|placeholder| {
-                let name = usize::try_from(-placeholder - 1).ok().and_then(|i| created.get(i));
-                name.and_then(|name| ids.get(name)).copied()
-            })?;
+            // In `created`'s order; a name PostgreSQL did not return is
+            // left out, and its placeholder then found unresolved.
+            let ids: Vec<i64> = plan.created.iter().map_while(|name| ids.get(name).copied()).collect();
+            plan.resolve(&ids)?;
         }
         let position = plan.head.position;
         if !plan.written.is_empty() {
@@ -1177,10 +1173,14 @@ impl Plan {
         }
     }
 
-    /// Replaces the placeholder ids of created streams with their row ids.
-    fn resolve(&mut self, real: impl Fn(i64) -> Option<i64>) -> Result<(), StoreError> {
+    /// Replaces the placeholder ids of created streams with their row ids,
+    /// `ids[i]` that of `created[i]`.
+    fn resolve(&mut self, ids: &[i64]) -> Result<(), StoreError> {
         let real = |placeholder: i64| {
-            real(placeholder)
+            usize::try_from(-placeholder - 1)
+                .ok()
+                .and_then(|i| ids.get(i))
+                .copied()
                 .ok_or_else(|| StoreError::Io("PostgreSQL did not return the id of a stream it created".into()))
         };
         for id in self.stream_ids.iter_mut().filter(|id| **id < 0) {
