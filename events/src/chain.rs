@@ -36,7 +36,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
-use crate::RecordedEvent;
+use crate::{AccountId, NewEvent, RecordedEvent};
 
 /// The version of the canonical byte form, its first byte.
 pub const CANONICAL_FORMAT: u8 = 1;
@@ -192,13 +192,22 @@ impl Sink for Sha256 {
 }
 
 fn write_canonical(event: &RecordedEvent, out: &mut impl Sink) {
-    fn string(out: &mut impl Sink, s: &str) {
-        // Every string of an envelope is far below 4 GiB (payloads are
-        // bounded by the API's body limit), so the length fits.
-        let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
-        out.put(&len.to_be_bytes());
-        out.put(s.as_bytes());
-    }
+    out.put(&[CANONICAL_FORMAT]);
+    out.put(&event.position.to_be_bytes());
+    write_string(out, event.stream.as_str());
+    out.put(&event.version.to_be_bytes());
+    write_body(&Body::from(event), out);
+}
+
+fn write_string(out: &mut impl Sink, s: &str) {
+    // Every string of an envelope is far below 4 GiB (payloads are
+    // bounded by the API's body limit), so the length fits.
+    let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
+    out.put(&len.to_be_bytes());
+    out.put(s.as_bytes());
+}
+
+fn write_body(body: &Body<'_>, out: &mut impl Sink) {
     fn optional_uuid(out: &mut impl Sink, id: Option<&uuid::Uuid>) {
         match id {
             None => out.put(&[0]),
@@ -208,18 +217,75 @@ fn write_canonical(event: &RecordedEvent, out: &mut impl Sink) {
             }
         }
     }
-    out.put(&[CANONICAL_FORMAT]);
-    out.put(&event.position.to_be_bytes());
-    string(out, event.stream.as_str());
-    out.put(&event.version.to_be_bytes());
-    out.put(event.event_id.as_bytes());
-    string(out, &event.event_type);
-    out.put(&event.schema_version.to_be_bytes());
-    out.put(&event.time.timestamp_micros().to_be_bytes());
-    string(out, event.account.as_str());
-    optional_uuid(out, event.request_id.as_ref());
-    optional_uuid(out, event.causation_id.as_ref());
-    string(out, &event.payload);
+    out.put(body.event_id.as_bytes());
+    write_string(out, body.event_type);
+    out.put(&body.schema_version.to_be_bytes());
+    out.put(&body.time.timestamp_micros().to_be_bytes());
+    write_string(out, body.account.as_str());
+    optional_uuid(out, body.request_id);
+    optional_uuid(out, body.causation_id);
+    write_string(out, body.payload);
+}
+
+/// What an event is, apart from where the log places it (position, stream
+/// and version): the fields a [`NewEvent`] and a [`RecordedEvent`] share.
+#[derive(Clone, Copy, Debug)]
+pub struct Body<'a> {
+    pub event_id: &'a uuid::Uuid,
+    pub event_type: &'a str,
+    pub schema_version: u32,
+    pub time: &'a chrono::DateTime<chrono::Utc>,
+    pub account: &'a AccountId,
+    pub request_id: Option<&'a uuid::Uuid>,
+    pub causation_id: Option<&'a uuid::Uuid>,
+    pub payload: &'a str,
+}
+
+impl<'a> From<&'a NewEvent> for Body<'a> {
+    fn from(e: &'a NewEvent) -> Body<'a> {
+        Body {
+            event_id: &e.event_id,
+            event_type: &e.event_type,
+            schema_version: e.schema_version,
+            time: &e.time,
+            account: &e.account,
+            request_id: e.request_id.as_ref(),
+            causation_id: e.causation_id.as_ref(),
+            payload: &e.payload,
+        }
+    }
+}
+
+impl<'a> From<&'a RecordedEvent> for Body<'a> {
+    fn from(e: &'a RecordedEvent) -> Body<'a> {
+        Body {
+            event_id: &e.event_id,
+            event_type: &e.event_type,
+            schema_version: e.schema_version,
+            time: &e.time,
+            account: &e.account,
+            request_id: e.request_id.as_ref(),
+            causation_id: e.causation_id.as_ref(),
+            payload: &e.payload,
+        }
+    }
+}
+
+/// The canonical bytes are, in order: the format byte, the position (u64),
+/// [`canonical_string`] of the stream, the version (u64), then
+/// [`canonical_body`]. A store that places events itself (PostgreSQL's
+/// rebasing append) is given the two variable parts and joins them.
+pub fn canonical_string(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + s.len());
+    write_string(&mut out, s);
+    out
+}
+
+/// The canonical bytes after the version (see [`canonical_string`]).
+pub fn canonical_body(body: &Body<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96 + body.payload.len());
+    write_body(body, &mut out);
+    out
 }
 
 #[cfg(test)]
@@ -244,5 +310,34 @@ mod tests {
             assert!(bad.parse::<ChainHead>().is_err(), "{bad:?}");
         }
         assert!("zz".repeat(32).parse::<ChainHash>().is_err());
+    }
+
+    /// The parts a store that places events itself joins make the same
+    /// canonical bytes (the layout `canonical_string` documents).
+    #[test]
+    fn the_parts_join_into_the_canonical_bytes() {
+        let account = AccountId::default_account();
+        let new = NewEvent {
+            event_id: uuid::Uuid::from_u128(7),
+            event_type: "LeaseGranted".into(),
+            schema_version: 3,
+            time: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("a valid time"),
+            account,
+            request_id: Some(uuid::Uuid::from_u128(9)),
+            causation_id: None,
+            payload: r#"{"ttl":"10","ü":1}"#.into(),
+        };
+        let stream = crate::StreamId::new("lease-ü/42").expect("a valid stream");
+        let recorded = RecordedEvent::from_new(new.clone(), stream.clone(), 5, 1234);
+        let mut joined = vec![CANONICAL_FORMAT];
+        joined.extend(1234u64.to_be_bytes());
+        joined.extend(canonical_string(stream.as_str()));
+        joined.extend(5u64.to_be_bytes());
+        joined.extend(canonical_body(&Body::from(&new)));
+        assert_eq!(joined, canonical_bytes(&recorded));
+        assert_eq!(
+            canonical_body(&Body::from(&new)),
+            canonical_body(&Body::from(&recorded))
+        );
     }
 }
