@@ -86,8 +86,9 @@ pub struct StoreMetrics {
     pub fsync: Histogram,
     /// Seconds from an append being queued to its answer (durable or not).
     pub append_latency: Histogram,
-    /// Group commits on PostgreSQL by `path`: `one_statement` while no
-    /// other node appended, `locked` otherwise (`store::pg`).
+    /// Group commits on PostgreSQL by `path`: `planned` by the writer while
+    /// no other node appended, `placed` by PostgreSQL otherwise
+    /// (`store::pg`).
     pub shared_batches: IntCounterVec,
 }
 
@@ -197,7 +198,7 @@ impl Metrics {
             ),
             shared_batches: counter_vec(
                 "tenure_store_batches_total",
-                "Group commits on a PostgreSQL log, by path: one_statement while no other node appended, locked otherwise.",
+                "Group commits on a PostgreSQL log, by path: planned by the writer while no other node appended, placed by PostgreSQL otherwise.",
                 &["path"],
             ),
         };

@@ -648,13 +648,13 @@ async fn a_key_space_that_loses_a_race_rolls_back_instead_of_reloading() {
     }
 }
 
-/// A node alone on the log writes each group commit in one statement. Once
-/// another node has appended, its next batch goes the locked way; alone
-/// again, it comes back to one statement (tried every 16th batch).
+/// A node alone on the log places each group commit itself. Once another
+/// node has appended, PostgreSQL places its next batch; alone again, it
+/// comes back to placing them itself (tried every 16th batch).
 #[actix_rt::test]
-async fn a_node_alone_on_the_log_writes_a_batch_in_one_statement() {
-    const ONE: &str = "tenure_store_batches_total{path=\"one_statement\"}";
-    const LOCKED: &str = "tenure_store_batches_total{path=\"locked\"}";
+async fn a_node_alone_on_the_log_places_its_batches_itself() {
+    const ONE: &str = "tenure_store_batches_total{path=\"planned\"}";
+    const LOCKED: &str = "tenure_store_batches_total{path=\"placed\"}";
     let schema = Schema::fresh();
     let nodes = [
         TestServer::start_on(schema.target()).await,
@@ -673,14 +673,14 @@ async fn a_node_alone_on_the_log_writes_a_batch_in_one_statement() {
         put(0, i).await;
     }
     let alone = metric(&nodes[0], ONE).await;
-    assert!(alone > before, "no batch of a node alone was one statement");
+    assert!(alone > before, "no batch of a node alone was placed by the node");
 
     put(1, 0).await;
     let locked_before = metric(&nodes[0], LOCKED).await;
     put(0, 5).await;
     assert!(
         metric(&nodes[0], LOCKED).await > locked_before,
-        "after another node appended, the next batch must take the lock"
+        "after another node appended, PostgreSQL must place the next batch"
     );
 
     let again = metric(&nodes[0], ONE).await;
@@ -689,7 +689,7 @@ async fn a_node_alone_on_the_log_writes_a_batch_in_one_statement() {
     }
     assert!(
         metric(&nodes[0], ONE).await > again,
-        "alone again, the node never came back to one statement"
+        "alone again, the node never came back to placing its batches"
     );
     for mut node in nodes {
         node.stop().await;

@@ -19,9 +19,11 @@
 //! positions contiguous and lets each batch continue the hash chain from
 //! the head it read, exactly as the embedded log does. It serializes the
 //! writers of all nodes; group commit (one transaction per batch, up to
-//! [`BATCH_EVENTS_MAX`] events) is what keeps that fast. While no other
-//! node has appended, a batch is one statement ([`APPEND_FUNCTION`])
-//! rather than a transaction of five round trips.
+//! [`BATCH_EVENTS_MAX`] events) is what keeps that fast, and so does a
+//! batch being one statement, the lock held for no round trip: placed by
+//! the writer while no other node has appended ([`APPEND_FUNCTION`]),
+//! placed by PostgreSQL after the head it finds otherwise
+//! ([`PLACE_FUNCTION`]).
 //!
 //! **Durability.** A batch is answered after its `COMMIT` returns, which
 //! with PostgreSQL's default `synchronous_commit = on` is after its WAL is
@@ -57,6 +59,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls};
 use sha2::{Digest, Sha256};
+use tenure_events::chain::{self, Body};
 use tenure_events::{AccountId, ChainHash, ChainHead, NewEvent, RecordedEvent, StreamId};
 use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
@@ -88,24 +91,17 @@ pub const DEFAULT_SCHEMA: &str = "tenure";
 const COLUMNS: &str = "e.position, s.name, e.version, e.event_id, e.event_type, e.schema_version, e.time_us, \
                        e.account, e.request_id, e.causation_id, e.payload, e.hash";
 
-/// Inserts a batch (one array per column) and notifies the listeners of
-/// the new head, in one round trip.
-const INSERT: &str = "WITH inserted AS (INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version, \
-                      time_us, account, request_id, causation_id, payload, hash) \
-                      SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::uuid[], $5::text[], \
-                      $6::integer[], $7::bigint[], $8::text[], $9::uuid[], $10::uuid[], $11::text[], $12::bytea[]) RETURNING 1) \
-                      SELECT pg_notify($13, $14), (SELECT COUNT(*) FROM inserted)";
-
-/// The short path of an append batch, one statement (and so one round
-/// trip, its own transaction) instead of a transaction of five: it takes
-/// the lock, and appends only if the head is still the position the
-/// writer last saw (no other node appended since, so what the writer
-/// remembers of its streams holds). It creates the streams the writer
-/// takes as new (their row ids come back in the order given; events name
-/// them by placeholder, -(index + 1)): if one exists after all, the
-/// unique name fails the statement, which writes nothing. It inserts the
-/// events and notifies. It answers NULL when the head moved; the writer
-/// then takes the locked path, as after a failure on a stream's name.
+/// The planned path of an append batch, one statement (and so one round
+/// trip, its own transaction): the writer has placed the batch after the
+/// head it last saw, with positions, versions and links. The function
+/// takes the lock, and appends only if the head is still that position
+/// (no other node appended since, so what the writer remembers of its
+/// streams holds). It creates the streams the writer takes as new (their
+/// row ids come back in the order given; events name them by placeholder,
+/// -(index + 1)): if one exists after all, the unique name fails the
+/// statement, which writes nothing. It inserts the events and notifies. It
+/// answers NULL when the head moved; the writer then takes the placing
+/// path ([`PLACE_FUNCTION`]), as after a failure on a stream's name.
 /// Created (or replaced) with the schema: derived from this build, no
 /// data of its own.
 const APPEND_FUNCTION: &str = "
@@ -142,13 +138,128 @@ BEGIN
 END
 $fn$;";
 
+/// The placing path of an append batch, also one statement: PostgreSQL
+/// places the batch after whatever head the log has, under the lock, so
+/// the lock is held for the statement and its commit only, however many
+/// nodes append (a transaction driven from the writer would hold it over
+/// several round trips). For each request in order (`p_names`,
+/// `p_expected`: -1 for any version, `p_counts` events each) it looks the
+/// stream up once per batch (id and version), skips a request whose
+/// expected version does not match, creates a stream that gets its first
+/// events, and gives each event its position, version and link:
+/// `sha256(previous link || canonical bytes)`, the canonical bytes joined
+/// from the format byte (1), the position, the stream's canonical string
+/// (`p_strings`), the version and the event's canonical body (`p_bodies`),
+/// which the writer encodes (`tenure_events::chain`). It inserts, notifies
+/// (the last position and this node's tag, so its listener need not read
+/// the batch back), and answers the head it placed the batch after, each
+/// stream's id (NULL: none) and version before the batch in order of first
+/// mention, the created streams' ids in order, and the last link: the
+/// writer decides the same batch against that head and those streams
+/// (`Plan`) and checks it reaches the same link.
+const PLACE_FUNCTION: &str = r#"
+CREATE OR REPLACE FUNCTION tenure_place_v1(
+    p_lock bigint, p_names text[], p_strings bytea[], p_expected bigint[], p_counts integer[],
+    p_event_ids uuid[], p_types text[], p_schema_versions integer[], p_times bigint[], p_accounts text[],
+    p_requests uuid[], p_causes uuid[], p_payloads text[], p_bodies bytea[], p_channel text, p_node text,
+    OUT head_position bigint, OUT head_hash bytea, OUT found_ids bigint[], OUT found_versions bigint[],
+    OUT created_ids bigint[], OUT last_hash bytea)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    n integer := cardinality(p_event_ids);
+    seen text[] := '{}';
+    ids bigint[] := '{}';
+    versions bigint[] := '{}';
+    positions bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    stream_ids bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    event_versions bigint[] := array_fill(NULL::bigint, ARRAY[n]);
+    hashes bytea[] := array_fill(NULL::bytea, ARRAY[n]);
+    pos bigint;
+    link bytea;
+    sid bigint;
+    v bigint;
+    k integer;
+    e integer := 0;
+BEGIN
+    PERFORM pg_advisory_xact_lock(p_lock);
+    SELECT ev.position, ev.hash INTO pos, link FROM events ev ORDER BY ev.position DESC LIMIT 1;
+    IF pos IS NULL THEN
+        pos := 0;
+        link := decode(repeat('00', 32), 'hex');
+    END IF;
+    head_position := pos;
+    head_hash := link;
+    found_ids := '{}';
+    found_versions := '{}';
+    created_ids := '{}';
+    FOR r IN 1 .. coalesce(cardinality(p_names), 0) LOOP
+        k := array_position(seen, p_names[r]);
+        IF k IS NULL THEN
+            SELECT s.id INTO sid FROM streams s WHERE s.name = p_names[r];
+            v := 0;
+            IF sid IS NOT NULL THEN
+                SELECT coalesce(max(ev.version), 0) INTO v FROM events ev WHERE ev.stream_id = sid;
+            END IF;
+            seen := array_append(seen, p_names[r]);
+            ids := array_append(ids, sid);
+            versions := array_append(versions, v);
+            found_ids := array_append(found_ids, sid);
+            found_versions := array_append(found_versions, v);
+            k := cardinality(seen);
+        END IF;
+        v := versions[k];
+        IF p_expected[r] >= 0 AND p_expected[r] <> v THEN
+            e := e + p_counts[r];
+            CONTINUE;
+        END IF;
+        IF p_counts[r] = 0 THEN
+            CONTINUE;
+        END IF;
+        sid := ids[k];
+        IF sid IS NULL THEN
+            INSERT INTO streams (name) VALUES (p_names[r]) RETURNING id INTO sid;
+            ids[k] := sid;
+            created_ids := array_append(created_ids, sid);
+        END IF;
+        FOR j IN 1 .. p_counts[r] LOOP
+            e := e + 1;
+            pos := pos + 1;
+            v := v + 1;
+            link := sha256(link || '\x01'::bytea || int8send(pos) || p_strings[r] || int8send(v) || p_bodies[e]);
+            positions[e] := pos;
+            stream_ids[e] := sid;
+            event_versions[e] := v;
+            hashes[e] := link;
+        END LOOP;
+        versions[k] := v;
+    END LOOP;
+    IF pos > head_position THEN
+        INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version, time_us, account,
+                            request_id, causation_id, payload, hash)
+        SELECT b.position, b.stream_id, b.version, b.event_id, b.event_type, b.schema_version, b.time_us,
+               b.account, b.request_id, b.causation_id, b.payload, b.hash
+        FROM UNNEST(positions, stream_ids, event_versions, p_event_ids, p_types, p_schema_versions, p_times,
+                    p_accounts, p_requests, p_causes, p_payloads, hashes)
+             AS b (position, stream_id, version, event_id, event_type, schema_version, time_us, account,
+                   request_id, causation_id, payload, hash)
+        WHERE b.position IS NOT NULL;
+        PERFORM pg_notify(p_channel, pos::text || '/' || p_node);
+    END IF;
+    last_hash := link;
+END
+$fn$;"#;
+
+/// Calls [`PLACE_FUNCTION`].
+const PLACE: &str = "SELECT head_position, head_hash, found_ids, found_versions, created_ids, last_hash \
+                     FROM tenure_place_v1($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+
 /// Calls [`APPEND_FUNCTION`].
 const APPEND: &str =
     "SELECT tenure_append_v1($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
 
-/// After the short path missed, the writer tries it again on every this
+/// After the planned path missed, the writer tries it again on every this
 /// many-th batch (and on every batch once it hits again).
-const SHORT_RETRY_EVERY: u64 = 16;
+const PLANNED_RETRY_EVERY: u64 = 16;
 
 fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
@@ -319,7 +430,8 @@ fn prepare(client: &mut Client, target: &PostgresTarget) -> Result<ChainHead, St
          );
          CREATE INDEX IF NOT EXISTS events_by_causation ON events (causation_id) WHERE causation_id IS NOT NULL;
          INSERT INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}') ON CONFLICT DO NOTHING;
-         {APPEND_FUNCTION}"
+         {APPEND_FUNCTION}
+         {PLACE_FUNCTION}"
     ))
     .map_err(io)?;
     let version: String = tx
@@ -523,6 +635,9 @@ struct Shared {
     /// a failed commit): its notification may reach the listener before the
     /// writer has broadcast it, and the listener need not read it back.
     committing: AtomicU64,
+    /// This node's tag in the notices of the batches PostgreSQL places
+    /// (`POSITION/TAG`): its writer broadcasts them.
+    node: String,
 }
 
 impl Shared {
@@ -574,6 +689,7 @@ impl PostgresStore {
             head: AtomicU64::new(chain.position),
             chain: Mutex::new(chain),
             committing: AtomicU64::new(0),
+            node: Uuid::new_v4().simple().to_string(),
         });
         let inner = Arc::new(Inner {
             writer: Mutex::new(Some(write_tx)),
@@ -634,7 +750,7 @@ impl PostgresStore {
             shared,
             metrics: metrics.map(WriterMetrics::new),
             batches: 0,
-            short_misses: 0,
+            planned_misses: 0,
         };
         threads.push(
             std::thread::Builder::new()
@@ -763,12 +879,14 @@ impl Listener {
         Ok(client)
     }
 
-    /// Whether the batch a notification announces needs no reading.
+    /// Whether the batch a notification announces needs no reading: this
+    /// node's own (tagged, or being committed) or broadcast already.
     fn known(&self, notification: &postgres::Notification) -> bool {
-        notification
-            .payload()
-            .parse::<u64>()
-            .is_ok_and(|position| self.shared.covers(position))
+        let (position, node) = match notification.payload().split_once('/') {
+            Some((position, node)) => (position, Some(node)),
+            None => (notification.payload(), None),
+        };
+        node == Some(self.shared.node.as_str()) || position.parse::<u64>().is_ok_and(|p| self.shared.covers(p))
     }
 
     /// Broadcasts the events past the newest head this node knows. A page
@@ -798,32 +916,16 @@ impl Listener {
 }
 
 /// The writer's statements, prepared once per connection.
-#[derive(Clone)]
 struct Statements {
-    lock: postgres::Statement,
-    head: postgres::Statement,
-    find: postgres::Statement,
-    create: postgres::Statement,
-    insert: postgres::Statement,
     append: postgres::Statement,
+    place: postgres::Statement,
 }
 
 impl Statements {
     fn prepare(client: &mut Client) -> Result<Statements, StoreError> {
         Ok(Statements {
-            lock: client.prepare("SELECT pg_advisory_xact_lock($1)").map_err(io)?,
-            head: client.prepare(HEAD).map_err(io)?,
-            find: client
-                .prepare(
-                    "SELECT s.name, s.id, COALESCE((SELECT MAX(e.version) FROM events e WHERE e.stream_id = s.id), 0) \
-                     FROM streams s WHERE s.name = ANY($1::text[])",
-                )
-                .map_err(io)?,
-            create: client
-                .prepare("INSERT INTO streams (name) SELECT UNNEST($1::text[]) RETURNING name, id")
-                .map_err(io)?,
-            insert: client.prepare(INSERT).map_err(io)?,
             append: client.prepare(APPEND).map_err(io)?,
+            place: client.prepare(PLACE).map_err(io)?,
         })
     }
 }
@@ -842,9 +944,9 @@ struct Writer {
     live: broadcast::Sender<LiveBatch>,
     shared: Arc<Shared>,
     metrics: Option<WriterMetrics>,
-    /// Batches written, and short paths missed in a row (see [`Writer::write`]).
+    /// Batches written, and planned paths missed in a row (see [`Writer::write`]).
     batches: u64,
-    short_misses: u32,
+    planned_misses: u32,
 }
 
 impl Writer {
@@ -900,9 +1002,9 @@ impl Writer {
         }
     }
 
-    /// Writes a batch: in one statement when this writer's view of the log
-    /// is current (see [`APPEND`]), else in a transaction that holds the
-    /// lock from reading the head to its commit.
+    /// Writes a batch in one statement: placed by this writer when its view
+    /// of the log is current (see [`APPEND`]), else placed by PostgreSQL
+    /// after the head it finds (see [`PLACE`]).
     #[allow(clippy::type_complexity)]
     fn write(
         &mut self,
@@ -916,23 +1018,23 @@ impl Writer {
         }
         self.batches = self.batches.wrapping_add(1);
         // After a miss (another node appended), the next batches go
-        // straight to the locked path, trying the short one again now and
-        // then: with several busy nodes it would mostly miss.
-        let try_short = self.short_misses == 0 || self.batches % SHORT_RETRY_EVERY == 0;
-        if try_short && self.decidable(&requests) {
-            if let Some(written) = self.write_short(&requests)? {
-                self.short_misses = 0;
-                self.count("one_statement");
+        // straight to the placing path, trying the planned one again now
+        // and then: with several busy nodes it would mostly miss.
+        let try_planned = self.planned_misses == 0 || self.batches % PLANNED_RETRY_EVERY == 0;
+        if try_planned && self.decidable(&requests) {
+            if let Some(written) = self.write_planned(&requests)? {
+                self.planned_misses = 0;
+                self.count("planned");
                 return Ok(written);
             }
-            self.short_misses = self.short_misses.saturating_add(1);
+            self.planned_misses = self.planned_misses.saturating_add(1);
             tracing::debug!(
                 head = self.head.position,
-                "the short append path missed; taking the locked one"
+                "the planned append missed; PostgreSQL places the batch"
             );
         }
-        let written = self.write_locked(requests)?;
-        self.count("locked");
+        let written = self.write_placed(&requests)?;
+        self.count("placed");
         Ok(written)
     }
 
@@ -943,8 +1045,8 @@ impl Writer {
         }
     }
 
-    /// Whether the short path can decide the batch: a stream the cache does
-    /// not hold is taken as new there, which is fine for an append that
+    /// Whether the planned path can decide the batch: a stream the cache
+    /// does not hold is taken as new there, which is fine for an append that
     /// creates it (the statement fails if it exists), not for one whose
     /// outcome depends on its version.
     fn decidable(&self, requests: &[(StreamId, ExpectedVersion, Vec<NewEvent>)]) -> bool {
@@ -958,7 +1060,7 @@ impl Writer {
     /// appends it if the head is still this writer's and every stream it
     /// takes as new is new, and answers `None` (nothing written) otherwise.
     #[allow(clippy::type_complexity)]
-    fn write_short(
+    fn write_planned(
         &mut self,
         requests: &[(StreamId, ExpectedVersion, Vec<NewEvent>)],
     ) -> Result<Option<(Vec<Outcome>, Vec<RecordedEvent>, StreamMap, ChainHead)>, StoreError> {
@@ -966,14 +1068,16 @@ impl Writer {
             return Err(StoreError::Closed);
         };
         let mut plan = Plan::new(requests, StreamMap::default(), &self.streams, self.head);
-        let columns = Columns::of(&plan.written);
+        let bodies: Vec<Body<'_>> = plan.written.iter().map(Body::from).collect();
+        let columns = Columns::of(&bodies);
+        let placed = Placed::of(&plan.written);
         let expected_head = sql_int(self.head.position);
         let position = plan.head.position;
         let started = std::time::Instant::now();
         self.shared.committing.store(position, Ordering::Release);
         let notice = position.to_string();
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&self.lock_key, &expected_head, &plan.created];
-        params.extend(columns.params(&plan.stream_ids, &self.channel, &notice));
+        params.extend(placed.params(&plan.stream_ids, &columns, &self.channel, &notice));
         let row = conn.query_one(&statements.append, &params);
         let row = match row {
             Ok(row) => row,
@@ -1005,81 +1109,81 @@ impl Writer {
         Ok(Some((plan.outcomes, plan.written, plan.touched, plan.head)))
     }
 
-    /// The batch in a transaction that takes the lock, reads the head and
-    /// the streams the cache does not hold, and commits.
+    /// The batch placed by PostgreSQL ([`PLACE`]) after the head it finds
+    /// under the lock; the writer then decides the same batch against that
+    /// head and the streams as PostgreSQL found them, and checks that both
+    /// reach the same link.
     #[allow(clippy::type_complexity)]
-    fn write_locked(
+    fn write_placed(
         &mut self,
-        requests: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
+        requests: &[(StreamId, ExpectedVersion, Vec<NewEvent>)],
     ) -> Result<(Vec<Outcome>, Vec<RecordedEvent>, StreamMap, ChainHead), StoreError> {
         let Some((conn, statements)) = self.conn.as_mut() else {
             return Err(StoreError::Closed);
         };
-        let Statements {
-            lock,
-            head: head_stmt,
-            find,
-            create,
-            insert,
-            ..
-        } = statements.clone();
-        let mut tx = conn.transaction().map_err(io)?;
-        tx.execute(&lock, &[&self.lock_key]).map_err(io)?;
-        let head = head_of(tx.query_opt(&head_stmt, &[]).map_err(io)?)?;
+        let names: Vec<&str> = requests.iter().map(|(stream, ..)| stream.as_str()).collect();
+        let strings: Vec<Vec<u8>> = names.iter().map(|name| chain::canonical_string(name)).collect();
+        let expected: Vec<i64> = requests
+            .iter()
+            .map(|(_, expected, _)| match expected {
+                ExpectedVersion::Any => -1,
+                ExpectedVersion::Exact(version) => sql_int(*version),
+            })
+            .collect();
+        let counts: Vec<i32> = requests
+            .iter()
+            .map(|(.., events)| i32::try_from(events.len()).unwrap_or(i32::MAX))
+            .collect();
+        let bodies: Vec<Body<'_>> = requests
+            .iter()
+            .flat_map(|(.., events)| events.iter().map(Body::from))
+            .collect();
+        let canonical: Vec<Vec<u8>> = bodies.iter().map(chain::canonical_body).collect();
+        let columns = Columns::of(&bodies);
+        let started = std::time::Instant::now();
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&self.lock_key, &names, &strings, &expected, &counts];
+        params.extend(columns.params());
+        params.extend([&canonical as &(dyn ToSql + Sync), &self.channel, &self.shared.node]);
+        let row = conn.query_one(&statements.place, &params).map_err(io)?;
+        if let Some(metrics) = &self.metrics {
+            metrics.metrics.fsync.observe(started.elapsed().as_secs_f64());
+        }
+        let odd = |what: &str| StoreError::Corrupt(format!("PostgreSQL's placing append answered {what}"));
+        let position: i64 = row.try_get(0).map_err(io)?;
+        let hash: Vec<u8> = row.try_get(1).map_err(io)?;
+        let head = ChainHead {
+            position: u64::try_from(position).map_err(|_| odd("a negative head"))?,
+            hash: ChainHash::try_from(hash.as_slice()).map_err(|_| odd("a head hash that is not 32 bytes"))?,
+        };
+        let found_ids: Vec<Option<i64>> = row.try_get(2).map_err(io)?;
+        let found_versions: Vec<i64> = row.try_get(3).map_err(io)?;
+        let created: Vec<i64> = row.try_get(4).map_err(io)?;
+        let last: Vec<u8> = row.try_get(5).map_err(io)?;
         if head != self.head {
             // Another writer appended since this one's last batch: what it
             // remembers of streams may be stale.
             self.streams.clear();
-            self.head = head;
         }
-        // The streams this writer does not know, looked up in one query
-        // (a batch of grants is a batch of new streams).
-        let mut unknown: Vec<&str> = requests
-            .iter()
-            .filter(|(stream, ..)| !self.streams.contains(stream))
-            .map(|(stream, ..)| stream.as_str())
-            .collect();
-        unknown.sort_unstable();
-        unknown.dedup();
-        // What this transaction found; it joins the cache only once committed.
+        // The streams as PostgreSQL found them, in order of first mention.
+        let mut states = found_ids.into_iter().zip(found_versions);
         let mut found = StreamMap::default();
-        if !unknown.is_empty() {
-            for row in tx.query(&find, &[&unknown]).map_err(io)? {
-                let name: String = row.try_get(0).map_err(io)?;
-                let id: i64 = row.try_get(1).map_err(io)?;
-                let version: i64 = row.try_get(2).map_err(io)?;
-                let version = u64::try_from(version).unwrap_or_default();
-                let stream = StreamId::new(name).map_err(|e| StoreError::Corrupt(format!("a stream's name: {e}")))?;
-                found.insert(stream, StreamState { id: Some(id), version });
+        for (stream, ..) in requests {
+            if !found.contains_key(stream) {
+                let (id, version) = states.next().ok_or_else(|| odd("fewer streams than the batch names"))?;
+                let version = u64::try_from(version).map_err(|_| odd("a negative version"))?;
+                found.insert(stream.clone(), StreamState { id, version });
             }
         }
-        let mut plan = Plan::new(&requests, found, &self.streams, head);
-        if !plan.created.is_empty() {
-            let mut ids: HashMap<String, i64> = HashMap::with_capacity(plan.created.len());
-            for row in tx.query(&create, &[&plan.created]).map_err(io)? {
-                ids.insert(row.try_get(0).map_err(io)?, row.try_get(1).map_err(io)?);
-            }
-            // In `created`'s order; a name PostgreSQL did not return is
-            // left out, and its placeholder then found unresolved.
-            let ids: Vec<i64> = plan.created.iter().map_while(|name| ids.get(name).copied()).collect();
-            plan.resolve(&ids)?;
+        let mut plan = Plan::new(requests, found, &self.streams, head);
+        if plan.created.len() != created.len() {
+            return Err(odd("another number of created streams than the writer's plan"));
         }
-        let position = plan.head.position;
-        if !plan.written.is_empty() {
-            let columns = Columns::of(&plan.written);
-            let notice = position.to_string();
-            tx.execute(&insert, &columns.params(&plan.stream_ids, &self.channel, &notice))
-                .map_err(io)?;
-        }
-        let committing = std::time::Instant::now();
-        self.shared.committing.store(position, Ordering::Release);
-        if let Err(e) = tx.commit() {
-            // Committed or not, the listener must read it if it is there.
-            self.shared.committing.store(0, Ordering::Release);
-            return Err(io(e));
-        }
-        if let Some(metrics) = &self.metrics {
-            metrics.metrics.fsync.observe(committing.elapsed().as_secs_f64());
+        plan.resolve(&created)?;
+        if plan.head.hash.0.as_slice() != last.as_slice() {
+            return Err(odd(&format!(
+                "a chain that ends elsewhere than the writer's plan (at {})",
+                plan.head
+            )));
         }
         Ok((plan.outcomes, plan.written, plan.touched, plan.head))
     }
@@ -1195,10 +1299,9 @@ impl Plan {
     }
 }
 
-/// A batch's events, one array per column of `events` (stream ids aside).
+/// What a batch's events are, one array per column of `events` (apart
+/// from where they are placed: see [`Placed`]).
 struct Columns<'a> {
-    positions: Vec<i64>,
-    versions: Vec<i64>,
     event_ids: Vec<Uuid>,
     types: Vec<&'a str>,
     schema_versions: Vec<i32>,
@@ -1207,23 +1310,12 @@ struct Columns<'a> {
     requests: Vec<Option<Uuid>>,
     causes: Vec<Option<Uuid>>,
     payloads: Vec<&'a str>,
-    hashes: Vec<&'a [u8]>,
 }
 
 impl<'a> Columns<'a> {
-    /// The parameters [`INSERT`] takes, which end [`APPEND`]'s: the
-    /// columns, then the channel to notify and the notice (the batch's
-    /// last position).
-    fn params<'b>(
-        &'b self,
-        stream_ids: &'b Vec<i64>,
-        channel: &'b String,
-        notice: &'b String,
-    ) -> [&'b (dyn ToSql + Sync); 14] {
+    /// The columns in the order both functions take them.
+    fn params(&self) -> [&(dyn ToSql + Sync); 8] {
         [
-            &self.positions,
-            stream_ids,
-            &self.versions,
             &self.event_ids,
             &self.types,
             &self.schema_versions,
@@ -1232,29 +1324,55 @@ impl<'a> Columns<'a> {
             &self.requests,
             &self.causes,
             &self.payloads,
-            &self.hashes,
-            channel,
-            notice,
         ]
     }
 
-    fn of(written: &'a [RecordedEvent]) -> Columns<'a> {
+    fn of(bodies: &[Body<'a>]) -> Columns<'a> {
         Columns {
-            positions: written.iter().map(|e| sql_int(e.position)).collect(),
-            versions: written.iter().map(|e| sql_int(e.version)).collect(),
-            event_ids: written.iter().map(|e| e.event_id).collect(),
-            types: written.iter().map(|e| e.event_type.as_str()).collect(),
-            schema_versions: written
+            event_ids: bodies.iter().map(|e| *e.event_id).collect(),
+            types: bodies.iter().map(|e| e.event_type).collect(),
+            schema_versions: bodies
                 .iter()
                 .map(|e| i32::try_from(e.schema_version).unwrap_or(i32::MAX))
                 .collect(),
-            times: written.iter().map(|e| e.time.timestamp_micros()).collect(),
-            accounts: written.iter().map(|e| e.account.as_str()).collect(),
-            requests: written.iter().map(|e| e.request_id).collect(),
-            causes: written.iter().map(|e| e.causation_id).collect(),
-            payloads: written.iter().map(|e| e.payload.as_str()).collect(),
+            times: bodies.iter().map(|e| e.time.timestamp_micros()).collect(),
+            accounts: bodies.iter().map(|e| e.account.as_str()).collect(),
+            requests: bodies.iter().map(|e| e.request_id.copied()).collect(),
+            causes: bodies.iter().map(|e| e.causation_id.copied()).collect(),
+            payloads: bodies.iter().map(|e| e.payload).collect(),
+        }
+    }
+}
+
+/// Where the writer placed a batch's events: positions, versions, links.
+struct Placed<'a> {
+    positions: Vec<i64>,
+    versions: Vec<i64>,
+    hashes: Vec<&'a [u8]>,
+}
+
+impl<'a> Placed<'a> {
+    fn of(written: &'a [RecordedEvent]) -> Placed<'a> {
+        Placed {
+            positions: written.iter().map(|e| sql_int(e.position)).collect(),
+            versions: written.iter().map(|e| sql_int(e.version)).collect(),
             hashes: written.iter().map(|e| e.hash.0.as_slice()).collect(),
         }
+    }
+
+    /// The parameters that end [`APPEND`]'s: the events' columns, then the
+    /// channel to notify and the notice (the batch's last position).
+    fn params<'b>(
+        &'b self,
+        stream_ids: &'b Vec<i64>,
+        columns: &'b Columns<'_>,
+        channel: &'b String,
+        notice: &'b String,
+    ) -> Vec<&'b (dyn ToSql + Sync)> {
+        let mut params: Vec<&'b (dyn ToSql + Sync)> = vec![&self.positions, stream_ids, &self.versions];
+        params.extend(columns.params());
+        params.extend([&self.hashes as &(dyn ToSql + Sync), channel, notice]);
+        params
     }
 }
 
