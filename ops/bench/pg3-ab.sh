@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Two tenure binaries, alternating, on the hardest case for several nodes:
-# three nodes on one PostgreSQL schema, every request in account `default`
-# (one key space, one stream), puts through all three at once (one
-# `wrk -t1 -c21 --latency` per node, v3_put.lua). A comparison of two
-# builds, not a figure against etcd: postgres.sh has that one.
+# Two tenure binaries, alternating, on three nodes on one PostgreSQL schema,
+# every request in account `default`, through all three at once (one
+# `wrk -t1 -c21 --latency` per node). LOAD=put (the default, v3_put.lua):
+# the hardest case for several nodes, one key space (one stream) whose
+# appends conflict; LOAD=grant (v3_grant.lua): new streams only, no
+# conflicts, every node's batches taking turns on the log. A comparison of
+# two builds, not a figure against etcd: postgres.sh has that one.
 #
 # Per run and node: puts/s, p99, non-2xx answers (409s: a command that
 # lost to other nodes' appends COMMAND_ATTEMPTS times), and from the
@@ -11,6 +13,7 @@
 #
 #   flock /tmp/tenure-bench.lock bash ops/bench/pg3-ab.sh OLD_BINARY NEW_BINARY
 #   ROUNDS=5 DURATION=5s bash ops/bench/pg3-ab.sh A B
+#   LOAD=grant bash ops/bench/pg3-ab.sh A B
 #
 # Prints one line per run ("A ..." / "B ...", alternating); appends nothing.
 set -uo pipefail
@@ -21,7 +24,9 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/test}
 PORT=${PORT:-17170}
-LUA=$PWD/ops/bench/v3_put.lua
+LOAD=${LOAD:-put}
+LUA=$PWD/ops/bench/v3_$LOAD.lua
+[ -f "$LUA" ] || { echo "LOAD is put or grant, not $LOAD" >&2; exit 2; }
 
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 psql "$PG_URL" -Atqc 'SELECT 1' >/dev/null || { echo "PostgreSQL does not answer at $PG_URL" >&2; exit 1; }
@@ -79,7 +84,7 @@ run() { # BINARY TAG
   SCHEMA=
 }
 
-echo "$(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), $DURATION per run, $ROUNDS rounds; A=$1 B=$2"
+echo "$(nproc) cores ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), LOAD=$LOAD, $DURATION per run, $ROUNDS rounds; A=$1 B=$2"
 for _ in $(seq 1 "$ROUNDS"); do
   run "$1" A
   run "$2" B
