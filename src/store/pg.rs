@@ -638,6 +638,10 @@ struct Shared {
     /// This node's tag in the notices of the batches PostgreSQL places
     /// (`POSITION/TAG`): its writer broadcasts them.
     node: String,
+    /// This node's batches that came after events of other nodes not yet
+    /// broadcast, in order: the listener broadcasts them once it has read
+    /// those (see [`Shared::publish`]).
+    pending: Mutex<Vec<LiveBatch>>,
 }
 
 impl Shared {
@@ -649,6 +653,59 @@ impl Shared {
             *chain = to;
             self.head.store(to.position, Ordering::Release);
         }
+    }
+
+    /// Broadcasts a batch of this node's writer, or, when events of other
+    /// nodes that come before it are not broadcast yet, leaves it to the
+    /// listener, which reads those (it has their notifications) and then
+    /// sends it on ([`Shared::flush`]). Broadcast first, the batch would
+    /// show every subscriber a gap, and each would read the missing events
+    /// from the log itself, besides the listener.
+    fn publish(&self, batch: Vec<RecordedEvent>, live: &broadcast::Sender<LiveBatch>) {
+        let Some(first) = batch.first().map(|e| e.position) else {
+            return;
+        };
+        let mut pending = self.pending.lock();
+        if pending.is_empty() && first <= self.head.load(Ordering::Acquire) + 1 {
+            self.send(Arc::new(batch), live);
+        } else {
+            pending.push(Arc::new(batch));
+        }
+    }
+
+    /// Broadcasts the pending batches the head has reached (dropping those
+    /// it has passed, read from the log with the others').
+    fn flush(&self, live: &broadcast::Sender<LiveBatch>) {
+        let mut pending = self.pending.lock();
+        let mut ready = 0;
+        for batch in pending.iter() {
+            let first = batch.first().map_or(0, |e| e.position);
+            if first > self.head.load(Ordering::Acquire) + 1 {
+                break;
+            }
+            self.send(Arc::clone(batch), live);
+            ready += 1;
+        }
+        pending.drain(..ready);
+    }
+
+    /// Whether batches of this node wait for the listener to read others'.
+    fn waiting(&self) -> bool {
+        !self.pending.lock().is_empty()
+    }
+
+    /// Moves the head to the end of `batch` and broadcasts it, unless the
+    /// head has passed it already.
+    fn send(&self, batch: LiveBatch, live: &broadcast::Sender<LiveBatch>) {
+        let Some(last) = batch.last() else { return };
+        if last.position <= self.head.load(Ordering::Acquire) {
+            return;
+        }
+        self.advance(ChainHead {
+            position: last.position,
+            hash: last.hash,
+        });
+        let _ = live.send(batch);
     }
 
     /// Whether a batch ending at `position` is broadcast already, or is
@@ -690,6 +747,7 @@ impl PostgresStore {
             chain: Mutex::new(chain),
             committing: AtomicU64::new(0),
             node: Uuid::new_v4().simple().to_string(),
+            pending: Mutex::new(Vec::new()),
         });
         let inner = Arc::new(Inner {
             writer: Mutex::new(Some(write_tx)),
@@ -856,7 +914,8 @@ impl Listener {
             // when it announces a batch this node has not broadcast. Each
             // carries its batch's last position; on one node every batch is
             // the writer's own, so nothing is read back.
-            let mut news = woke != Some(true);
+            // Batches of this node's waiting for others' events read too.
+            let mut news = woke != Some(true) || self.shared.waiting();
             // Drain what else is queued: one catch-up serves them all.
             while let Ok(Some(n)) = client.notifications().iter().next() {
                 news |= !self.known(&n);
@@ -868,6 +927,7 @@ impl Listener {
                 tracing::warn!(error = %e, "PostgreSQL listener could not read the log; reconnecting");
                 conn = None;
             }
+            self.shared.flush(&self.live);
         }
     }
 
@@ -899,15 +959,14 @@ impl Listener {
         loop {
             let known = self.shared.head.load(Ordering::Acquire);
             let page = read_page(client, known + 1, PAGE)?;
-            let Some(last) = page.last() else {
+            if page.is_empty() {
                 return Ok(());
-            };
-            self.shared.advance(ChainHead {
-                position: last.position,
-                hash: last.hash,
-            });
+            }
             let full = page.len() >= PAGE;
-            let _ = self.live.send(Arc::new(page));
+            // Under the writer's lock on pending batches, so that its next
+            // batch is not broadcast before this page.
+            let _order = self.shared.pending.lock();
+            self.shared.send(Arc::new(page), &self.live);
             if !full {
                 return Ok(());
             }
@@ -977,13 +1036,10 @@ impl Writer {
             Ok((outcomes, recorded, touched, head)) => {
                 self.head = head;
                 self.streams.remember(touched);
-                self.shared.advance(head);
                 if let Some(metrics) = &mut self.metrics {
                     metrics.committed(&recorded, &queued);
                 }
-                if !recorded.is_empty() {
-                    let _ = self.live.send(Arc::new(recorded));
-                }
+                self.shared.publish(recorded, &self.live);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     reply(outcome);
                 }
@@ -1480,6 +1536,57 @@ impl EventStore for PostgresStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn batch(positions: std::ops::RangeInclusive<u64>) -> Vec<RecordedEvent> {
+        let stream = StreamId::new("test/s").expect("a valid stream");
+        positions
+            .map(|p| RecordedEvent::from_new(super::super::conformance::event(p), stream.clone(), p, p))
+            .collect()
+    }
+
+    fn received(rx: &mut broadcast::Receiver<LiveBatch>) -> Vec<(u64, u64)> {
+        let mut got = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            got.push((b[0].position, b[b.len() - 1].position));
+        }
+        got
+    }
+
+    /// A batch of this node's that follows events of other nodes not yet
+    /// broadcast waits for the listener to read them: subscribers see the
+    /// log in order, with no gap to read for themselves.
+    #[test]
+    fn the_writers_batch_after_unread_events_waits_for_the_listener() {
+        let shared = Shared {
+            head: AtomicU64::new(2),
+            chain: Mutex::new(ChainHead::EMPTY),
+            committing: AtomicU64::new(0),
+            node: "n".into(),
+            pending: Mutex::new(Vec::new()),
+        };
+        let (live, mut rx) = broadcast::channel(16);
+        shared.publish(batch(3..=4), &live);
+        assert_eq!(received(&mut rx), [(3, 4)], "no gap: broadcast at once");
+
+        // Another node appended 5..=6; this node's writer placed 7..=8.
+        shared.publish(batch(7..=8), &live);
+        shared.publish(batch(9..=9), &live);
+        assert!(received(&mut rx).is_empty(), "broadcast before 5..=6");
+        assert!(shared.waiting());
+        // The listener reads 5..=6, then sends on what waited.
+        shared.send(Arc::new(batch(5..=6)), &live);
+        shared.flush(&live);
+        assert_eq!(received(&mut rx), [(5, 6), (7, 8), (9, 9)]);
+        assert!(!shared.waiting());
+        assert_eq!(shared.head.load(Ordering::Acquire), 9);
+
+        // A waiting batch the listener read with the others' is not sent twice.
+        shared.publish(batch(12..=13), &live);
+        shared.send(Arc::new(batch(10..=13)), &live);
+        shared.flush(&live);
+        assert_eq!(received(&mut rx), [(10, 13)]);
+        assert!(!shared.waiting());
+    }
 
     #[test]
     fn the_schema_parameter_is_ours_and_the_rest_is_libpq_s() {
