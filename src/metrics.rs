@@ -90,6 +90,9 @@ pub struct StoreMetrics {
     /// no other node appended, `placed` by PostgreSQL otherwise
     /// (`store::pg`).
     pub shared_batches: IntCounterVec,
+    /// Events of other nodes a PostgreSQL node follows, by `from`:
+    /// `notice` (carried by the notification) or `log` (read).
+    pub followed: IntCounterVec,
 }
 
 /// The HTTP API's requests.
@@ -200,6 +203,11 @@ impl Metrics {
                 "tenure_store_batches_total",
                 "Group commits on a PostgreSQL log, by path: planned by the writer while no other node appended, placed by PostgreSQL otherwise.",
                 &["path"],
+            ),
+            followed: counter_vec(
+                "tenure_store_followed_events_total",
+                "Events a PostgreSQL node follows (other nodes' appends, or its own it could not broadcast), by where it got them: from the notification (notice) or by reading the log (log).",
+                &["from"],
             ),
         };
         let http = HttpMetrics {

@@ -695,3 +695,45 @@ async fn a_node_alone_on_the_log_places_its_batches_itself() {
         node.stop().await;
     }
 }
+
+/// A batch PostgreSQL places carries its events in its notification, so
+/// the other nodes follow it without reading the log; what they fold is
+/// what the log holds (the chain checks it: a wrong event would break the
+/// next link the node computes).
+#[actix_rt::test]
+async fn other_nodes_follow_a_placed_batch_from_its_notification() {
+    const NOTICE: &str = "tenure_store_followed_events_total{from=\"notice\"}";
+    let schema = Schema::fresh();
+    let nodes = [
+        TestServer::start_on(schema.target()).await,
+        TestServer::start_on(schema.target()).await,
+    ];
+    let put = |n: usize, key: String| {
+        let node = &nodes[n];
+        async move {
+            let body = json!({ "key": b64(&key), "value": b64(&format!("from {n}")) });
+            let answer = v3(node, "/kv/put", body, None).await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+            answer.position
+        }
+    };
+    put(0, "first".into()).await;
+    let before = metric(&nodes[0], NOTICE).await;
+    // Node 1's writer last saw the log before node 0's put: PostgreSQL
+    // places its batches, and node 0 reads them from the notifications.
+    let mut position = 0;
+    for i in 0..5 {
+        position = put(1, format!("k/{i}")).await;
+    }
+    let held = keys(&nodes[0], position).await;
+    for i in 0..5 {
+        assert_eq!(held.get(&format!("k/{i}")).map(|v| v.0.as_str()), Some("from 1"));
+    }
+    assert!(
+        metric(&nodes[0], NOTICE).await > before,
+        "node 0 read node 1's placed batches from the log instead of their notifications"
+    );
+    for mut node in nodes {
+        node.stop().await;
+    }
+}

@@ -302,3 +302,58 @@ async fn reading_a_page_of_the_log_scans_no_table() {
     assert_eq!(page.first().map(|e| e.position), Some(from));
     store.close();
 }
+
+/// A batch PostgreSQL places (its writer had not seen another store's
+/// append) reaches the other store through its notification, not a read,
+/// and what that store follows is exactly what the log holds: every field,
+/// the link in the chain, a payload with escapes and non-ASCII text, the
+/// optional ids.
+#[tokio::test]
+async fn events_followed_from_a_notification_are_the_logs() {
+    let schema = Schema::fresh();
+    let metrics = tenure::metrics::Metrics::new();
+    let a = PostgresStore::open_target(schema.target(), Some(metrics.store.clone())).expect("a opens");
+    let b = schema.open();
+    b.append(stream(1), ExpectedVersion::Any, vec![event(1)])
+        .await
+        .expect("b appends");
+    let mut follow = a.subscribe_all(1);
+    let mut seen = Vec::new();
+    while seen.is_empty() {
+        seen.extend(next(&mut follow).await);
+    }
+    // a's writer has not seen b's append: PostgreSQL places a's batch. Then
+    // b's writer has not seen a's: PostgreSQL places b's too, and a follows
+    // it from its notification.
+    a.append(stream(2), ExpectedVersion::Any, vec![event(2), event(3)])
+        .await
+        .expect("a appends");
+    let mut rich = event(4);
+    rich.request_id = Some(uuid::Uuid::new_v4());
+    rich.causation_id = Some(uuid::Uuid::new_v4());
+    rich.payload = r#"{"s":"é \"/\\ ☃ \u0001","n":[1,2.5,null],"x":{}}"#.into();
+    b.append(stream(1), ExpectedVersion::Exact(1), vec![rich, event(5)])
+        .await
+        .expect("b appends again");
+    while seen.len() < 5 {
+        seen.extend(next(&mut follow).await);
+    }
+    let log = a.read_all(1, 10).await.expect("read the log");
+    assert_eq!(seen, log);
+    assert_eq!(
+        metrics.store.followed.with_label_values(&["notice"]).get(),
+        2,
+        "a read b's placed batch from the log instead of its notification"
+    );
+    a.close();
+    b.close();
+}
+
+async fn next(follow: &mut tenure::store::Subscription) -> Vec<tenure_events::RecordedEvent> {
+    tokio::time::timeout(std::time::Duration::from_secs(10), follow.next_batch())
+        .await
+        .expect("follows")
+        .expect("read")
+        .expect("open")
+        .to_vec()
+}

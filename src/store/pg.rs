@@ -151,8 +151,11 @@ $fn$;";
 /// from the format byte (1), the position, the stream's canonical string
 /// (`p_strings`), the version and the event's canonical body (`p_bodies`),
 /// which the writer encodes (`tenure_events::chain`). It inserts, notifies
-/// (the last position and this node's tag, so its listener need not read
-/// the batch back), and answers the head it placed the batch after, each
+/// (`LAST/TAG/EVENTS`: the last position, this node's tag, so its listener
+/// need not read the batch back, and the events as a JSON array of arrays,
+/// [`NoticeEvent`], so that other nodes need not read them either; without
+/// `/EVENTS` when that would not fit in a notification's 8,000 bytes), and
+/// answers the head it placed the batch after, each
 /// stream's id (NULL: none) and version before the batch in order of first
 /// mention, the created streams' ids in order, and the last link: the
 /// writer decides the same batch against that head and those streams
@@ -174,6 +177,8 @@ DECLARE
     stream_ids bigint[] := array_fill(NULL::bigint, ARRAY[n]);
     event_versions bigint[] := array_fill(NULL::bigint, ARRAY[n]);
     hashes bytea[] := array_fill(NULL::bytea, ARRAY[n]);
+    event_streams text[] := array_fill(NULL::text, ARRAY[n]);
+    notice text;
     pos bigint;
     link bytea;
     sid bigint;
@@ -230,6 +235,7 @@ BEGIN
             stream_ids[e] := sid;
             event_versions[e] := v;
             hashes[e] := link;
+            event_streams[e] := p_names[r];
         END LOOP;
         versions[k] := v;
     END LOOP;
@@ -243,7 +249,19 @@ BEGIN
              AS b (position, stream_id, version, event_id, event_type, schema_version, time_us, account,
                    request_id, causation_id, payload, hash)
         WHERE b.position IS NOT NULL;
-        PERFORM pg_notify(p_channel, pos::text || '/' || p_node);
+        SELECT pos::text || '/' || p_node || '/' || json_agg(json_build_array(b.position, b.stream, b.version,
+                   b.event_id, b.event_type, b.schema_version, b.time_us, b.account, b.request_id, b.causation_id,
+                   b.payload, encode(b.hash, 'hex')) ORDER BY b.position)::text
+            INTO notice
+            FROM UNNEST(positions, event_streams, event_versions, p_event_ids, p_types, p_schema_versions, p_times,
+                        p_accounts, p_requests, p_causes, p_payloads, hashes)
+                 AS b (position, stream, version, event_id, event_type, schema_version, time_us, account,
+                       request_id, causation_id, payload, hash)
+            WHERE b.position IS NOT NULL;
+        IF octet_length(notice) >= 8000 THEN
+            notice := pos::text || '/' || p_node;
+        END IF;
+        PERFORM pg_notify(p_channel, notice);
     END IF;
     last_hash := link;
 END
@@ -483,30 +501,79 @@ impl Accounts {
     }
 }
 
+/// An event as `events` holds it, its stream by name: a row read, or an
+/// element of a notification's JSON array ([`PLACE_FUNCTION`]).
+#[derive(serde::Deserialize)]
+struct StoredEvent(
+    i64,
+    String,
+    i64,
+    Uuid,
+    String,
+    i32,
+    i64,
+    String,
+    Option<Uuid>,
+    Option<Uuid>,
+    String,
+    ChainHash,
+);
+
+impl StoredEvent {
+    fn recorded(self, accounts: &mut Accounts) -> Result<RecordedEvent, StoreError> {
+        let StoredEvent(
+            position,
+            stream,
+            version,
+            event_id,
+            event_type,
+            schema_version,
+            time_us,
+            account,
+            request_id,
+            causation_id,
+            payload,
+            hash,
+        ) = self;
+        let corrupt =
+            |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("position {position}: {what}: {e}"));
+        Ok(RecordedEvent {
+            position: u64::try_from(position).map_err(|e| corrupt("position", &e))?,
+            stream: StreamId::new(stream).map_err(|e| corrupt("stream", &e))?,
+            version: u64::try_from(version).map_err(|e| corrupt("version", &e))?,
+            event_id,
+            event_type,
+            schema_version: u32::try_from(schema_version).map_err(|e| corrupt("schema version", &e))?,
+            time: chrono::DateTime::from_timestamp_micros(time_us).ok_or_else(|| corrupt("time", &time_us))?,
+            account: accounts.get(&account).map_err(|e| corrupt("account", &e))?,
+            request_id,
+            causation_id,
+            payload,
+            hash,
+        })
+    }
+}
+
 fn row_to_event(row: &postgres::Row, accounts: &mut Accounts) -> Result<RecordedEvent, StoreError> {
     let position: i64 = row.try_get(0).map_err(io)?;
     let corrupt =
         |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("position {position}: {what}: {e}"));
-    let name: &str = row.try_get(1).map_err(|e| corrupt("stream", &e))?;
-    let version: i64 = row.try_get(2).map_err(|e| corrupt("version", &e))?;
-    let schema_version: i32 = row.try_get(5).map_err(|e| corrupt("schema version", &e))?;
-    let time_us: i64 = row.try_get(6).map_err(|e| corrupt("time", &e))?;
-    let account: &str = row.try_get(7).map_err(|e| corrupt("account", &e))?;
     let hash: &[u8] = row.try_get(11).map_err(|e| corrupt("hash", &e))?;
-    Ok(RecordedEvent {
-        position: u64::try_from(position).map_err(|e| corrupt("position", &e))?,
-        stream: StreamId::new(name.to_owned()).map_err(|e| corrupt("stream", &e))?,
-        version: u64::try_from(version).map_err(|e| corrupt("version", &e))?,
-        event_id: row.try_get(3).map_err(|e| corrupt("event id", &e))?,
-        event_type: row.try_get(4).map_err(|e| corrupt("event type", &e))?,
-        schema_version: u32::try_from(schema_version).map_err(|e| corrupt("schema version", &e))?,
-        time: chrono::DateTime::from_timestamp_micros(time_us).ok_or_else(|| corrupt("time", &time_us))?,
-        account: accounts.get(account).map_err(|e| corrupt("account", &e))?,
-        request_id: row.try_get(8).map_err(|e| corrupt("request id", &e))?,
-        causation_id: row.try_get(9).map_err(|e| corrupt("causation id", &e))?,
-        payload: row.try_get(10).map_err(|e| corrupt("payload", &e))?,
-        hash: ChainHash::try_from(hash).map_err(|len| corrupt("hash", &format!("{len} bytes instead of 32")))?,
-    })
+    StoredEvent(
+        position,
+        row.try_get(1).map_err(|e| corrupt("stream", &e))?,
+        row.try_get(2).map_err(|e| corrupt("version", &e))?,
+        row.try_get(3).map_err(|e| corrupt("event id", &e))?,
+        row.try_get(4).map_err(|e| corrupt("event type", &e))?,
+        row.try_get(5).map_err(|e| corrupt("schema version", &e))?,
+        row.try_get(6).map_err(|e| corrupt("time", &e))?,
+        row.try_get(7).map_err(|e| corrupt("account", &e))?,
+        row.try_get(8).map_err(|e| corrupt("request id", &e))?,
+        row.try_get(9).map_err(|e| corrupt("causation id", &e))?,
+        row.try_get(10).map_err(|e| corrupt("payload", &e))?,
+        ChainHash::try_from(hash).map_err(|len| corrupt("hash", &format!("{len} bytes instead of 32")))?,
+    )
+    .recorded(accounts)
 }
 
 fn query_events<C: postgres::GenericClient>(
@@ -790,6 +857,7 @@ impl PostgresStore {
             target: target.clone(),
             live: live_tx.clone(),
             shared: Arc::clone(&shared),
+            metrics: metrics.clone(),
         };
         threads.push(
             std::thread::Builder::new()
@@ -876,6 +944,7 @@ struct Listener {
     target: PostgresTarget,
     live: broadcast::Sender<LiveBatch>,
     shared: Arc<Shared>,
+    metrics: Option<StoreMetrics>,
 }
 
 impl Listener {
@@ -901,7 +970,7 @@ impl Listener {
                 .notifications()
                 .timeout_iter(POLL_EVERY)
                 .next()
-                .map(|n| n.map(|n| self.known(&n)));
+                .map(|n| n.map(|n| self.follow(&n)));
             let woke = match woke {
                 Ok(woke) => woke,
                 Err(e) => {
@@ -911,15 +980,20 @@ impl Listener {
                 }
             };
             // A poll (no notification) always reads; a notification only
-            // when it announces a batch this node has not broadcast. Each
-            // carries its batch's last position; on one node every batch is
-            // the writer's own, so nothing is read back.
-            // Batches of this node's waiting for others' events read too.
-            let mut news = woke != Some(true) || self.shared.waiting();
-            // Drain what else is queued: one catch-up serves them all.
+            // when it announces a batch this node has not broadcast and
+            // does not carry its events. On one node every batch is the
+            // writer's own, so nothing is read back.
+            let mut news = woke != Some(true);
+            // Drain what else is queued: once one needs a read, one
+            // catch-up serves them all.
             while let Ok(Some(n)) = client.notifications().iter().next() {
-                news |= !self.known(&n);
+                if !news {
+                    news = !self.follow(&n);
+                }
             }
+            self.shared.flush(&self.live);
+            // Batches of this node's still waiting for others' events read them.
+            news |= self.shared.waiting();
             if !news {
                 continue;
             }
@@ -939,14 +1013,48 @@ impl Listener {
         Ok(client)
     }
 
-    /// Whether the batch a notification announces needs no reading: this
-    /// node's own (tagged, or being committed) or broadcast already.
-    fn known(&self, notification: &postgres::Notification) -> bool {
-        let (position, node) = match notification.payload().split_once('/') {
-            Some((position, node)) => (position, Some(node)),
-            None => (notification.payload(), None),
+    /// Whether a notification leaves nothing to read: it announces this
+    /// node's own batch (tagged, or being committed) or one broadcast
+    /// already, or it carries its batch's events (`LAST/TAG/EVENTS`, see
+    /// [`PLACE_FUNCTION`]) right after the head, which are broadcast here.
+    fn follow(&self, notification: &postgres::Notification) -> bool {
+        let mut parts = notification.payload().splitn(3, '/');
+        let position = parts.next().and_then(|p| p.parse::<u64>().ok());
+        let node = parts.next();
+        if node == Some(self.shared.node.as_str()) || position.is_some_and(|p| self.shared.covers(p)) {
+            return true;
+        }
+        let Some(events) = parts.next() else {
+            return false;
         };
-        node == Some(self.shared.node.as_str()) || position.parse::<u64>().is_ok_and(|p| self.shared.covers(p))
+        let mut accounts = Accounts::default();
+        let batch = serde_json::from_str::<Vec<StoredEvent>>(events)
+            .map_err(|e| StoreError::Corrupt(format!("a notification's events: {e}")))
+            .and_then(|stored| stored.into_iter().map(|e| e.recorded(&mut accounts)).collect());
+        let batch: Vec<RecordedEvent> = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the log instead");
+                return false;
+            }
+        };
+        let (Some(first), count) = (batch.first().map(|e| e.position), batch.len()) else {
+            return false;
+        };
+        let _order = self.shared.pending.lock();
+        if first > self.shared.head.load(Ordering::Acquire) + 1 {
+            return false;
+        }
+        self.shared.send(Arc::new(batch), &self.live);
+        self.count("notice", count);
+        true
+    }
+
+    /// Counts events followed `from` a notice or the log.
+    fn count(&self, from: &str, events: usize) {
+        if let Some(metrics) = &self.metrics {
+            metrics.followed.with_label_values(&[from]).inc_by(events as u64);
+        }
     }
 
     /// Broadcasts the events past the newest head this node knows. A page
@@ -963,6 +1071,7 @@ impl Listener {
                 return Ok(());
             }
             let full = page.len() >= PAGE;
+            self.count("log", page.len());
             // Under the writer's lock on pending batches, so that its next
             // batch is not broadcast before this page.
             let _order = self.shared.pending.lock();
