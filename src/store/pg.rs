@@ -144,9 +144,9 @@ $fn$;";
 /// nodes append (a transaction driven from the writer would hold it over
 /// several round trips). For each request in order (`p_names`,
 /// `p_expected`: -1 for any version, `p_counts` events each) it looks the
-/// stream up once per batch (id and version), skips a request whose
-/// expected version does not match, creates a stream that gets its first
-/// events, and gives each event its position, version and link:
+/// batch's streams up by key in one statement (id and version), skips a
+/// request whose expected version does not match, creates (in one insert)
+/// the streams that get their first events, and gives each event its position, version and link:
 /// `sha256(previous link || canonical bytes)`, the canonical bytes joined
 /// from the format byte (1), the position, the stream's canonical string
 /// (`p_strings`), the version and the event's canonical body (`p_bodies`),
@@ -170,9 +170,11 @@ CREATE OR REPLACE FUNCTION tenure_place_v1(
 LANGUAGE plpgsql AS $fn$
 DECLARE
     n integer := cardinality(p_event_ids);
-    seen text[] := '{}';
-    ids bigint[] := '{}';
-    versions bigint[] := '{}';
+    seen text[];
+    ks integer[];
+    ids bigint[];
+    versions bigint[];
+    creating text[] := '{}';
     positions bigint[] := array_fill(NULL::bigint, ARRAY[n]);
     stream_ids bigint[] := array_fill(NULL::bigint, ARRAY[n]);
     event_versions bigint[] := array_fill(NULL::bigint, ARRAY[n]);
@@ -194,24 +196,24 @@ BEGIN
     END IF;
     head_position := pos;
     head_hash := link;
-    found_ids := '{}';
-    found_versions := '{}';
+    -- The batch's streams in order of first mention, each request's index
+    -- among them, and each one's id and version, looked up by key.
+    SELECT coalesce(array_agg(d.n ORDER BY d.o), '{}') INTO seen
+        FROM (SELECT u.n, min(u.o) AS o FROM unnest(p_names) WITH ORDINALITY AS u (n, o) GROUP BY u.n) AS d;
+    SELECT coalesce(array_agg(d.k ORDER BY u.o), '{}') INTO ks
+        FROM unnest(p_names) WITH ORDINALITY AS u (n, o)
+        JOIN unnest(seen) WITH ORDINALITY AS d (n, k) ON d.n = u.n;
+    SELECT coalesce(array_agg(f.id ORDER BY f.k), '{}'),
+           coalesce(array_agg(coalesce((SELECT max(ev.version) FROM events ev WHERE ev.stream_id = f.id), 0)
+                              ORDER BY f.k), '{}')
+        INTO ids, versions
+        FROM (SELECT d.k, (SELECT s.id FROM streams s WHERE s.name = d.n) AS id
+              FROM unnest(seen) WITH ORDINALITY AS d (n, k)) AS f;
+    found_ids := ids;
+    found_versions := versions;
     created_ids := '{}';
     FOR r IN 1 .. coalesce(cardinality(p_names), 0) LOOP
-        k := array_position(seen, p_names[r]);
-        IF k IS NULL THEN
-            SELECT s.id INTO sid FROM streams s WHERE s.name = p_names[r];
-            v := 0;
-            IF sid IS NOT NULL THEN
-                SELECT coalesce(max(ev.version), 0) INTO v FROM events ev WHERE ev.stream_id = sid;
-            END IF;
-            seen := array_append(seen, p_names[r]);
-            ids := array_append(ids, sid);
-            versions := array_append(versions, v);
-            found_ids := array_append(found_ids, sid);
-            found_versions := array_append(found_versions, v);
-            k := cardinality(seen);
-        END IF;
+        k := ks[r];
         v := versions[k];
         IF p_expected[r] >= 0 AND p_expected[r] <> v THEN
             e := e + p_counts[r];
@@ -222,9 +224,10 @@ BEGIN
         END IF;
         sid := ids[k];
         IF sid IS NULL THEN
-            INSERT INTO streams (name) VALUES (p_names[r]) RETURNING id INTO sid;
+            -- Created below, with the others: -(its index among them) until then.
+            creating := array_append(creating, p_names[r]);
+            sid := -cardinality(creating);
             ids[k] := sid;
-            created_ids := array_append(created_ids, sid);
         END IF;
         FOR j IN 1 .. p_counts[r] LOOP
             e := e + 1;
@@ -239,27 +242,37 @@ BEGIN
         END LOOP;
         versions[k] := v;
     END LOOP;
+    IF cardinality(creating) > 0 THEN
+        WITH made AS (INSERT INTO streams (name) SELECT unnest(creating) RETURNING id, name)
+        SELECT array_agg(made.id ORDER BY given.ord) INTO created_ids
+            FROM made JOIN unnest(creating) WITH ORDINALITY AS given (name, ord) ON given.name COLLATE "C" = made.name;
+    END IF;
     IF pos > head_position THEN
         INSERT INTO events (position, stream_id, version, event_id, event_type, schema_version, time_us, account,
                             request_id, causation_id, payload, hash)
-        SELECT b.position, b.stream_id, b.version, b.event_id, b.event_type, b.schema_version, b.time_us,
-               b.account, b.request_id, b.causation_id, b.payload, b.hash
+        SELECT b.position, CASE WHEN b.stream_id < 0 THEN created_ids[-b.stream_id] ELSE b.stream_id END,
+               b.version, b.event_id, b.event_type, b.schema_version, b.time_us, b.account, b.request_id,
+               b.causation_id, b.payload, b.hash
         FROM UNNEST(positions, stream_ids, event_versions, p_event_ids, p_types, p_schema_versions, p_times,
                     p_accounts, p_requests, p_causes, p_payloads, hashes)
              AS b (position, stream_id, version, event_id, event_type, schema_version, time_us, account,
                    request_id, causation_id, payload, hash)
         WHERE b.position IS NOT NULL;
-        SELECT pos::text || '/' || p_node || '/' || json_agg(json_build_array(b.position, b.stream, b.version,
-                   b.event_id, b.event_type, b.schema_version, b.time_us, b.account, b.request_id, b.causation_id,
-                   b.payload, encode(b.hash, 'hex')) ORDER BY b.position)::text
-            INTO notice
-            FROM UNNEST(positions, event_streams, event_versions, p_event_ids, p_types, p_schema_versions, p_times,
-                        p_accounts, p_requests, p_causes, p_payloads, hashes)
-                 AS b (position, stream, version, event_id, event_type, schema_version, time_us, account,
-                       request_id, causation_id, payload, hash)
-            WHERE b.position IS NOT NULL;
-        IF octet_length(notice) >= 8000 THEN
-            notice := pos::text || '/' || p_node;
+        notice := pos::text || '/' || p_node;
+        -- An event takes over 200 bytes in the notice: more than 40 never fit.
+        IF pos - head_position <= 40 THEN
+            SELECT notice || '/' || json_agg(json_build_array(b.position, b.stream, b.version, b.event_id,
+                       b.event_type, b.schema_version, b.time_us, b.account, b.request_id, b.causation_id,
+                       b.payload, encode(b.hash, 'hex')) ORDER BY b.position)::text
+                INTO notice
+                FROM UNNEST(positions, event_streams, event_versions, p_event_ids, p_types, p_schema_versions,
+                            p_times, p_accounts, p_requests, p_causes, p_payloads, hashes)
+                     AS b (position, stream, version, event_id, event_type, schema_version, time_us, account,
+                           request_id, causation_id, payload, hash)
+                WHERE b.position IS NOT NULL;
+            IF octet_length(notice) >= 8000 THEN
+                notice := pos::text || '/' || p_node;
+            END IF;
         END IF;
         PERFORM pg_notify(p_channel, notice);
     END IF;
@@ -1085,6 +1098,7 @@ impl Listener {
 
 /// The writer's statements, prepared once per connection.
 struct Statements {
+    find: postgres::Statement,
     append: postgres::Statement,
     place: postgres::Statement,
 }
@@ -1092,6 +1106,12 @@ struct Statements {
 impl Statements {
     fn prepare(client: &mut Client) -> Result<Statements, StoreError> {
         Ok(Statements {
+            find: client
+                .prepare(
+                    "SELECT s.name, s.id, COALESCE((SELECT MAX(e.version) FROM events e WHERE e.stream_id = s.id), 0) \
+                     FROM streams s WHERE s.name = ANY($1::text[])",
+                )
+                .map_err(io)?,
             append: client.prepare(APPEND).map_err(io)?,
             place: client.prepare(PLACE).map_err(io)?,
         })
@@ -1186,8 +1206,16 @@ impl Writer {
         // straight to the placing path, trying the planned one again now
         // and then: with several busy nodes it would mostly miss.
         let try_planned = self.planned_misses == 0 || self.batches % PLANNED_RETRY_EVERY == 0;
-        if try_planned && self.decidable(&requests) {
-            if let Some(written) = self.write_planned(&requests)? {
+        if try_planned {
+            // Streams the writer does not remember, looked up in one query
+            // (outside the lock: valid if the head has not moved, which the
+            // planned path checks).
+            let found = if self.decidable(&requests) {
+                StreamMap::default()
+            } else {
+                self.find(&requests)?
+            };
+            if let Some(written) = self.write_planned(&requests, found)? {
                 self.planned_misses = 0;
                 self.count("planned");
                 return Ok(written);
@@ -1210,6 +1238,35 @@ impl Writer {
         }
     }
 
+    /// The ids and versions of the batch's streams the cache does not hold
+    /// and the log does (a stream in neither is new), in one query: a
+    /// batch of expiries names thousands of streams a node has not seen
+    /// lately, which PL/pgSQL's loop in [`PLACE_FUNCTION`] would take a
+    /// statement each to look up.
+    fn find(&mut self, requests: &[(StreamId, ExpectedVersion, Vec<NewEvent>)]) -> Result<StreamMap, StoreError> {
+        let Some((conn, statements)) = self.conn.as_mut() else {
+            return Err(StoreError::Closed);
+        };
+        let mut unknown: Vec<&str> = requests
+            .iter()
+            .filter(|(stream, ..)| !self.streams.contains(stream))
+            .map(|(stream, ..)| stream.as_str())
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        let mut found = StreamMap::default();
+        for row in conn.query(&statements.find, &[&unknown]).map_err(io)? {
+            let name: String = row.try_get(0).map_err(io)?;
+            let id: i64 = row.try_get(1).map_err(io)?;
+            let version: i64 = row.try_get(2).map_err(io)?;
+            let stream = StreamId::new(name).map_err(|e| StoreError::Corrupt(format!("a stream's name: {e}")))?;
+            let version =
+                u64::try_from(version).map_err(|e| StoreError::Corrupt(format!("{stream}'s version: {e}")))?;
+            found.insert(stream, StreamState { id: Some(id), version });
+        }
+        Ok(found)
+    }
+
     /// Whether the planned path can decide the batch: a stream the cache
     /// does not hold is taken as new there, which is fine for an append that
     /// creates it (the statement fails if it exists), not for one whose
@@ -1228,11 +1285,12 @@ impl Writer {
     fn write_planned(
         &mut self,
         requests: &[(StreamId, ExpectedVersion, Vec<NewEvent>)],
+        found: StreamMap,
     ) -> Result<Option<(Vec<Outcome>, Vec<RecordedEvent>, StreamMap, ChainHead)>, StoreError> {
         let Some((conn, statements)) = self.conn.as_mut() else {
             return Err(StoreError::Closed);
         };
-        let mut plan = Plan::new(requests, StreamMap::default(), &self.streams, self.head);
+        let mut plan = Plan::new(requests, found, &self.streams, self.head);
         let bodies: Vec<Body<'_>> = plan.written.iter().map(Body::from).collect();
         let columns = Columns::of(&bodies);
         let placed = Placed::of(&plan.written);
