@@ -357,3 +357,69 @@ async fn next(follow: &mut tenure::store::Subscription) -> Vec<tenure_events::Re
         .expect("open")
         .to_vec()
 }
+
+/// A writer that has not seen another's appends sends a large batch (over
+/// 32 requests, queued at once): PostgreSQL places it after the head,
+/// with each stream's version as the log has it, conflicts decided in
+/// order within the batch, new streams created, and the chain the writer
+/// checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_batch_from_a_writer_behind_the_log_is_placed_in_order() {
+    let schema = Schema::fresh();
+    let (a, b) = (schema.open(), schema.open());
+    for n in 0..40 {
+        b.append(stream(n), ExpectedVersion::Any, vec![event(n)])
+            .await
+            .expect("b appends");
+    }
+    // a's writer still takes the head for 0: every request is queued before
+    // it wakes, most of them in one batch.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut requests = Vec::new();
+    for n in 0..40 {
+        requests.push((stream(n), ExpectedVersion::Exact(1)));
+    }
+    for n in 0..40 {
+        requests.push((stream(n), ExpectedVersion::Exact(1)));
+    }
+    for n in 40..60 {
+        requests.push((stream(n), ExpectedVersion::Exact(0)));
+    }
+    for (i, (s, expected)) in requests.iter().enumerate() {
+        let tx = tx.clone();
+        a.append_then(
+            s.clone(),
+            *expected,
+            vec![event(100 + i as u64)],
+            Box::new(move |outcome| {
+                let _ = tx.send((i, outcome));
+            }),
+        );
+    }
+    drop(tx);
+    let mut outcomes = vec![None; requests.len()];
+    while let Some((i, outcome)) = rx.recv().await {
+        outcomes[i] = Some(outcome);
+    }
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match (i, outcome) {
+            (0..40, Some(Ok(appended))) => assert_eq!(appended.version, 2, "request {i}"),
+            (40..80, Some(Err(AppendError::Conflict { actual: 2, .. }))) => {}
+            (80..100, Some(Ok(appended))) => assert_eq!(appended.version, 1, "request {i}"),
+            (i, other) => panic!("request {i}: {other:?}"),
+        }
+    }
+    for n in 0..60 {
+        let events = a.read_stream(&stream(n), 1, 10).await.expect("read");
+        assert_eq!(events.len(), if n < 40 { 2 } else { 1 }, "stream {n}");
+    }
+    assert_eq!(a.head(), 100);
+    let log = a.read_all(1, 200).await.expect("the log");
+    let mut link = tenure_events::ChainHash::ZERO;
+    for e in &log {
+        link = link.next(e);
+        assert_eq!(e.hash, link, "position {}", e.position);
+    }
+    a.close();
+    b.close();
+}

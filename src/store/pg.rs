@@ -143,8 +143,9 @@ $fn$;";
 /// the lock is held for the statement and its commit only, however many
 /// nodes append (a transaction driven from the writer would hold it over
 /// several round trips). For each request in order (`p_names`,
-/// `p_expected`: -1 for any version, `p_counts` events each) it looks the
-/// batch's streams up by key in one statement (id and version), skips a
+/// `p_expected`: -1 for any version, `p_counts` events each) it looks each
+/// of the batch's streams up once, by key (id and version; set-wise in a
+/// large batch), skips a
 /// request whose expected version does not match, creates (in one insert)
 /// the streams that get their first events, and gives each event its position, version and link:
 /// `sha256(previous link || canonical bytes)`, the canonical bytes joined
@@ -170,10 +171,10 @@ CREATE OR REPLACE FUNCTION tenure_place_v1(
 LANGUAGE plpgsql AS $fn$
 DECLARE
     n integer := cardinality(p_event_ids);
-    seen text[];
+    seen text[] := '{}';
     ks integer[];
-    ids bigint[];
-    versions bigint[];
+    ids bigint[] := '{}';
+    versions bigint[] := '{}';
     creating text[] := '{}';
     positions bigint[] := array_fill(NULL::bigint, ARRAY[n]);
     stream_ids bigint[] := array_fill(NULL::bigint, ARRAY[n]);
@@ -196,24 +197,47 @@ BEGIN
     END IF;
     head_position := pos;
     head_hash := link;
-    -- The batch's streams in order of first mention, each request's index
-    -- among them, and each one's id and version, looked up by key.
-    SELECT coalesce(array_agg(d.n ORDER BY d.o), '{}') INTO seen
-        FROM (SELECT u.n, min(u.o) AS o FROM unnest(p_names) WITH ORDINALITY AS u (n, o) GROUP BY u.n) AS d;
-    SELECT coalesce(array_agg(d.k ORDER BY u.o), '{}') INTO ks
-        FROM unnest(p_names) WITH ORDINALITY AS u (n, o)
-        JOIN unnest(seen) WITH ORDINALITY AS d (n, k) ON d.n = u.n;
-    SELECT coalesce(array_agg(f.id ORDER BY f.k), '{}'),
-           coalesce(array_agg(coalesce((SELECT max(ev.version) FROM events ev WHERE ev.stream_id = f.id), 0)
-                              ORDER BY f.k), '{}')
-        INTO ids, versions
-        FROM (SELECT d.k, (SELECT s.id FROM streams s WHERE s.name = d.n) AS id
-              FROM unnest(seen) WITH ORDINALITY AS d (n, k)) AS f;
-    found_ids := ids;
-    found_versions := versions;
+    found_ids := '{}';
+    found_versions := '{}';
     created_ids := '{}';
+    IF cardinality(p_names) > 32 THEN
+        -- A large batch (expiries name thousands of streams): the batch's
+        -- streams in order of first mention, each request's index among
+        -- them, and each one's id and version, looked up by key in three
+        -- statements rather than two per stream below.
+        SELECT coalesce(array_agg(d.n ORDER BY d.o), '{}') INTO seen
+            FROM (SELECT u.n, min(u.o) AS o FROM unnest(p_names) WITH ORDINALITY AS u (n, o) GROUP BY u.n) AS d;
+        SELECT array_agg(d.k ORDER BY u.o) INTO ks
+            FROM unnest(p_names) WITH ORDINALITY AS u (n, o)
+            JOIN unnest(seen) WITH ORDINALITY AS d (n, k) ON d.n = u.n;
+        SELECT coalesce(array_agg(f.id ORDER BY f.k), '{}'),
+               coalesce(array_agg(coalesce((SELECT max(ev.version) FROM events ev WHERE ev.stream_id = f.id), 0)
+                                  ORDER BY f.k), '{}')
+            INTO ids, versions
+            FROM (SELECT d.k, (SELECT s.id FROM streams s WHERE s.name = d.n) AS id
+                  FROM unnest(seen) WITH ORDINALITY AS d (n, k)) AS f;
+        found_ids := ids;
+        found_versions := versions;
+    END IF;
     FOR r IN 1 .. coalesce(cardinality(p_names), 0) LOOP
-        k := ks[r];
+        IF ks IS NOT NULL THEN
+            k := ks[r];
+        ELSE
+            k := array_position(seen, p_names[r]);
+            IF k IS NULL THEN
+                SELECT s.id INTO sid FROM streams s WHERE s.name = p_names[r];
+                v := 0;
+                IF sid IS NOT NULL THEN
+                    SELECT coalesce(max(ev.version), 0) INTO v FROM events ev WHERE ev.stream_id = sid;
+                END IF;
+                seen := array_append(seen, p_names[r]);
+                ids := array_append(ids, sid);
+                versions := array_append(versions, v);
+                found_ids := array_append(found_ids, sid);
+                found_versions := array_append(found_versions, v);
+                k := cardinality(seen);
+            END IF;
+        END IF;
         v := versions[k];
         IF p_expected[r] >= 0 AND p_expected[r] <> v THEN
             e := e + p_counts[r];
