@@ -57,6 +57,15 @@ async fn v3(node: &TestServer, path: &str, body: Value, min_position: Option<u64
     Answer { status, body, position }
 }
 
+/// Puts `key` (value `v`) through `node`, which must answer 200; the
+/// answer's position.
+async fn put_ok(node: &TestServer, key: String) -> u64 {
+    let body = json!({ "key": b64(&key), "value": b64("v") });
+    let answer = v3(node, "/kv/put", body, None).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    answer.position
+}
+
 /// The one node that runs the timers, once exactly one does.
 async fn leader(nodes: &[TestServer]) -> usize {
     let found = tokio::time::timeout(PATIENCE, async {
@@ -653,42 +662,35 @@ async fn a_key_space_that_loses_a_race_rolls_back_instead_of_reloading() {
 /// comes back to placing them itself (tried every 16th batch).
 #[actix_rt::test]
 async fn a_node_alone_on_the_log_places_its_batches_itself() {
-    const ONE: &str = "tenure_store_batches_total{path=\"planned\"}";
-    const LOCKED: &str = "tenure_store_batches_total{path=\"placed\"}";
+    const PLANNED: &str = "tenure_store_batches_total{path=\"planned\"}";
+    const PLACED: &str = "tenure_store_batches_total{path=\"placed\"}";
     let schema = Schema::fresh();
     let nodes = [
         TestServer::start_on(schema.target()).await,
         TestServer::start_on(schema.target()).await,
     ];
-    let put = |n: usize, i: usize| {
-        let node = &nodes[n];
-        async move {
-            let body = json!({ "key": b64(&format!("k/{n}/{i}")), "value": b64("v") });
-            let answer = v3(node, "/kv/put", body, None).await;
-            assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-        }
-    };
-    let before = metric(&nodes[0], ONE).await;
+    let put = |n: usize, i: usize| put_ok(&nodes[n], format!("k/{n}/{i}"));
+    let before = metric(&nodes[0], PLANNED).await;
     for i in 0..5 {
         put(0, i).await;
     }
-    let alone = metric(&nodes[0], ONE).await;
+    let alone = metric(&nodes[0], PLANNED).await;
     assert!(alone > before, "no batch of a node alone was placed by the node");
 
     put(1, 0).await;
-    let locked_before = metric(&nodes[0], LOCKED).await;
+    let placed_before = metric(&nodes[0], PLACED).await;
     put(0, 5).await;
     assert!(
-        metric(&nodes[0], LOCKED).await > locked_before,
+        metric(&nodes[0], PLACED).await > placed_before,
         "after another node appended, PostgreSQL must place the next batch"
     );
 
-    let again = metric(&nodes[0], ONE).await;
+    let again = metric(&nodes[0], PLANNED).await;
     for i in 6..30 {
         put(0, i).await;
     }
     assert!(
-        metric(&nodes[0], ONE).await > again,
+        metric(&nodes[0], PLANNED).await > again,
         "alone again, the node never came back to placing its batches"
     );
     for mut node in nodes {
@@ -697,9 +699,9 @@ async fn a_node_alone_on_the_log_places_its_batches_itself() {
 }
 
 /// A batch PostgreSQL places carries its events in its notification, so
-/// the other nodes follow it without reading the log; what they fold is
-/// what the log holds (the chain checks it: a wrong event would break the
-/// next link the node computes).
+/// the other nodes follow it without reading the log (that they get
+/// exactly the log's events is `store_postgres`'s
+/// `events_followed_from_a_notification_are_the_logs`).
 #[actix_rt::test]
 async fn other_nodes_follow_a_placed_batch_from_its_notification() {
     const NOTICE: &str = "tenure_store_followed_events_total{from=\"notice\"}";
@@ -708,15 +710,7 @@ async fn other_nodes_follow_a_placed_batch_from_its_notification() {
         TestServer::start_on(schema.target()).await,
         TestServer::start_on(schema.target()).await,
     ];
-    let put = |n: usize, key: String| {
-        let node = &nodes[n];
-        async move {
-            let body = json!({ "key": b64(&key), "value": b64(&format!("from {n}")) });
-            let answer = v3(node, "/kv/put", body, None).await;
-            assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-            answer.position
-        }
-    };
+    let put = |n: usize, key: String| put_ok(&nodes[n], key);
     put(0, "first".into()).await;
     let before = metric(&nodes[0], NOTICE).await;
     // Node 1's writer last saw the log before node 0's put: PostgreSQL
@@ -727,7 +721,7 @@ async fn other_nodes_follow_a_placed_batch_from_its_notification() {
     }
     let held = keys(&nodes[0], position).await;
     for i in 0..5 {
-        assert_eq!(held.get(&format!("k/{i}")).map(|v| v.0.as_str()), Some("from 1"));
+        assert_eq!(held.get(&format!("k/{i}")).map(|v| v.0.as_str()), Some("v"));
     }
     assert!(
         metric(&nodes[0], NOTICE).await > before,

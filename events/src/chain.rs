@@ -241,35 +241,27 @@ pub struct Body<'a> {
     pub payload: &'a str,
 }
 
-impl<'a> From<&'a NewEvent> for Body<'a> {
-    fn from(e: &'a NewEvent) -> Body<'a> {
-        Body {
-            event_id: &e.event_id,
-            event_type: &e.event_type,
-            schema_version: e.schema_version,
-            time: &e.time,
-            account: &e.account,
-            request_id: e.request_id.as_ref(),
-            causation_id: e.causation_id.as_ref(),
-            payload: &e.payload,
+/// Both envelopes hold a body's fields under the same names.
+macro_rules! body_of {
+    ($envelope:ty) => {
+        impl<'a> From<&'a $envelope> for Body<'a> {
+            fn from(e: &'a $envelope) -> Body<'a> {
+                Body {
+                    event_id: &e.event_id,
+                    event_type: &e.event_type,
+                    schema_version: e.schema_version,
+                    time: &e.time,
+                    account: &e.account,
+                    request_id: e.request_id.as_ref(),
+                    causation_id: e.causation_id.as_ref(),
+                    payload: &e.payload,
+                }
+            }
         }
-    }
+    };
 }
-
-impl<'a> From<&'a RecordedEvent> for Body<'a> {
-    fn from(e: &'a RecordedEvent) -> Body<'a> {
-        Body {
-            event_id: &e.event_id,
-            event_type: &e.event_type,
-            schema_version: e.schema_version,
-            time: &e.time,
-            account: &e.account,
-            request_id: e.request_id.as_ref(),
-            causation_id: e.causation_id.as_ref(),
-            payload: &e.payload,
-        }
-    }
-}
+body_of!(NewEvent);
+body_of!(RecordedEvent);
 
 /// The canonical bytes are, in order: the format byte, the position (u64),
 /// [`canonical_string`] of the stream, the version (u64), then
