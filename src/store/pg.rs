@@ -33,7 +33,7 @@
 //! listener thread (`LISTEN`, woken by the `pg_notify` each batch sends,
 //! and polling every [`POLL_EVERY`] in case a notification is lost) reads
 //! what other nodes appended and broadcasts it too (a notification of this
-//! node's own batch, broadcast or being committed, is not read back).
+//! node's own batch, tagged with the node, is not read back).
 //! Subscriptions skip what they saw already and read the log for any gap,
 //! as on SQLite.
 //!
@@ -734,13 +734,12 @@ struct Inner {
 struct Shared {
     head: AtomicU64,
     chain: Mutex<ChainHead>,
-    /// The last position of the batch this node's writer is committing
-    /// (after a commit, its last one, which the head then covers; 0 after
-    /// a failed commit): its notification may reach the listener before the
-    /// writer has broadcast it, and the listener need not read it back.
-    committing: AtomicU64,
-    /// This node's tag in the notices of the batches PostgreSQL places
-    /// (`POSITION/TAG`): its writer broadcasts them.
+    /// This node's tag in the notices of its writer's batches
+    /// (`POSITION/TAG`): the writer broadcasts them, so the listener skips
+    /// them, even one whose notification arrives before the writer has its
+    /// answer. A batch whose answer was lost (committed, the writer saw an
+    /// error) is read by the listener at the next poll, or when the
+    /// writer's next batch waits for it ([`Shared::publish`]).
     node: String,
     /// This node's batches that came after events of other nodes not yet
     /// broadcast, in order: the listener broadcasts them once it has read
@@ -812,12 +811,9 @@ impl Shared {
         let _ = live.send(batch);
     }
 
-    /// Whether a batch ending at `position` is broadcast already, or is
-    /// this node's own batch being committed (which its writer broadcasts).
+    /// Whether a batch ending at `position` is broadcast already.
     fn covers(&self, position: u64) -> bool {
-        // `committing` first: the writer moves the head before it moves
-        // `committing` on to its next batch.
-        position == self.committing.load(Ordering::Acquire) || position <= self.head.load(Ordering::Acquire)
+        position <= self.head.load(Ordering::Acquire)
     }
 }
 
@@ -849,7 +845,6 @@ impl PostgresStore {
         let shared = Arc::new(Shared {
             head: AtomicU64::new(chain.position),
             chain: Mutex::new(chain),
-            committing: AtomicU64::new(0),
             node: Uuid::new_v4().simple().to_string(),
             pending: Mutex::new(Vec::new()),
         });
@@ -1051,7 +1046,7 @@ impl Listener {
     }
 
     /// Whether a notification leaves nothing to read: it announces this
-    /// node's own batch (tagged, or being committed) or one broadcast
+    /// node's own batch (tagged) or one broadcast
     /// already, or it carries its batch's events (`LAST/TAG/EVENTS`, see
     /// [`PLACE_FUNCTION`]) right after the head, which are broadcast here.
     fn follow(&self, notification: &postgres::Notification) -> bool {
@@ -1144,6 +1139,10 @@ impl Statements {
 
 type Outcome = Result<Appended, AppendError>;
 
+/// A batch written: each request's outcome, the events, every stream the
+/// batch names as it is after it, and the head after it.
+type Written = (Vec<Outcome>, Vec<RecordedEvent>, StreamMap, ChainHead);
+
 struct Writer {
     target: PostgresTarget,
     lock_key: i64,
@@ -1214,11 +1213,7 @@ impl Writer {
     /// Writes a batch in one statement: placed by this writer when its view
     /// of the log is current (see [`APPEND`]), else placed by PostgreSQL
     /// after the head it finds (see [`PLACE`]).
-    #[allow(clippy::type_complexity)]
-    fn write(
-        &mut self,
-        requests: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
-    ) -> Result<(Vec<Outcome>, Vec<RecordedEvent>, StreamMap, ChainHead), StoreError> {
+    fn write(&mut self, requests: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>) -> Result<Written, StoreError> {
         if self.conn.as_ref().is_none_or(|(c, _)| c.is_closed()) {
             self.conn = None;
             let mut client = self.target.connect()?;
@@ -1305,12 +1300,11 @@ impl Writer {
     /// The batch in one round trip (see [`Writer::decidable`]): [`APPEND`]
     /// appends it if the head is still this writer's and every stream it
     /// takes as new is new, and answers `None` (nothing written) otherwise.
-    #[allow(clippy::type_complexity)]
     fn write_planned(
         &mut self,
         requests: &[(StreamId, ExpectedVersion, Vec<NewEvent>)],
         found: StreamMap,
-    ) -> Result<Option<(Vec<Outcome>, Vec<RecordedEvent>, StreamMap, ChainHead)>, StoreError> {
+    ) -> Result<Option<Written>, StoreError> {
         let Some((conn, statements)) = self.conn.as_mut() else {
             return Err(StoreError::Closed);
         };
@@ -1321,8 +1315,7 @@ impl Writer {
         let expected_head = sql_int(self.head.position);
         let position = plan.head.position;
         let started = std::time::Instant::now();
-        self.shared.committing.store(position, Ordering::Release);
-        let notice = position.to_string();
+        let notice = format!("{position}/{}", self.shared.node);
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&self.lock_key, &expected_head, &plan.created];
         params.extend(placed.params(&plan.stream_ids, &columns, &self.channel, &notice));
         let row = conn.query_one(&statements.append, &params);
@@ -1334,19 +1327,13 @@ impl Writer {
                 }) =>
             {
                 // A stream taken as new exists: nothing was written.
-                self.shared.committing.store(0, Ordering::Release);
                 return Ok(None);
             }
-            Err(e) => {
-                // Committed or not, the listener must read it if it is there.
-                self.shared.committing.store(0, Ordering::Release);
-                return Err(io(e));
-            }
+            Err(e) => return Err(io(e)),
         };
         let created_ids: Option<Vec<i64>> = row.try_get(0).map_err(io)?;
         let Some(created_ids) = created_ids else {
             // Nothing written: another writer appended.
-            self.shared.committing.store(0, Ordering::Release);
             return Ok(None);
         };
         if let Some(metrics) = &self.metrics {
@@ -1360,11 +1347,7 @@ impl Writer {
     /// under the lock; the writer then decides the same batch against that
     /// head and the streams as PostgreSQL found them, and checks that both
     /// reach the same link.
-    #[allow(clippy::type_complexity)]
-    fn write_placed(
-        &mut self,
-        requests: &[(StreamId, ExpectedVersion, Vec<NewEvent>)],
-    ) -> Result<(Vec<Outcome>, Vec<RecordedEvent>, StreamMap, ChainHead), StoreError> {
+    fn write_placed(&mut self, requests: &[(StreamId, ExpectedVersion, Vec<NewEvent>)]) -> Result<Written, StoreError> {
         let Some((conn, statements)) = self.conn.as_mut() else {
             return Err(StoreError::Closed);
         };
@@ -1751,7 +1734,6 @@ mod tests {
         let shared = Shared {
             head: AtomicU64::new(2),
             chain: Mutex::new(ChainHead::EMPTY),
-            committing: AtomicU64::new(0),
             node: "n".into(),
             pending: Mutex::new(Vec::new()),
         };
