@@ -56,7 +56,7 @@ impl Shared {
         *self.chain.lock()
     }
 
-    /// This node's tag (see [`Shared::node`]'s field).
+    /// This node's tag in its notices (see the `node` field).
     pub(super) fn node(&self) -> &str {
         &self.node
     }

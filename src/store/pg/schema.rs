@@ -26,7 +26,7 @@ const SCHEMA_VERSION: &str = "1";
 /// path ([`PLACE_FUNCTION`]), as after a failure on a stream's name.
 /// Created (or replaced) with the schema: derived from this build, no
 /// data of its own.
-const APPEND_FUNCTION: &str = "
+pub(super) const APPEND_FUNCTION: &str = "
 CREATE OR REPLACE FUNCTION tenure_append_v1(
     p_lock bigint, p_head bigint, p_created text[],
     p_positions bigint[], p_streams bigint[], p_versions bigint[], p_event_ids uuid[], p_types text[],
@@ -83,7 +83,7 @@ $fn$;";
 /// mention, the created streams' ids in order, and the last link: the
 /// writer decides the same batch against that head and those streams
 /// (`Plan`) and checks it reaches the same link.
-const PLACE_FUNCTION: &str = r#"
+pub(super) const PLACE_FUNCTION: &str = r#"
 CREATE OR REPLACE FUNCTION tenure_place_v1(
     p_lock bigint, p_names text[], p_strings bytea[], p_expected bigint[], p_counts integer[],
     p_event_ids uuid[], p_types text[], p_schema_versions integer[], p_times bigint[], p_accounts text[],
