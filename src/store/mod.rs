@@ -11,6 +11,7 @@
 //! helper only). Every backend runs the same
 //! conformance suite ([`conformance`]).
 
+mod batch;
 pub mod conformance;
 mod copy;
 mod election;

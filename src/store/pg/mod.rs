@@ -19,7 +19,7 @@
 //! positions contiguous and lets each batch continue the hash chain from
 //! the head it read, exactly as the embedded log does. It serializes the
 //! writers of all nodes; group commit (one transaction per batch, up to
-//! [`BATCH_EVENTS_MAX`](crate::store::sqlite::BATCH_EVENTS_MAX) events) is what keeps that fast, and so does a
+//! [`BATCH_EVENTS_MAX`](crate::store::batch::BATCH_EVENTS_MAX) events) is what keeps that fast, and so does a
 //! batch being one statement, the lock held for no round trip: placed by
 //! the writer while no other node has appended ([`APPEND_FUNCTION`](schema::APPEND_FUNCTION)),
 //! placed by PostgreSQL after the head it finds otherwise
@@ -76,6 +76,7 @@ use uuid::Uuid;
 use self::follow::{Listener, Shared};
 use self::rows::{query_events, read_page};
 use self::writer::Writer;
+use super::batch::{self, WriteJob};
 use super::subscription::{FetchAll, LiveBatch};
 use super::{AppendCallback, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription};
 use crate::metrics::StoreMetrics;
@@ -118,19 +119,10 @@ impl Drop for Handle {
     }
 }
 
-/// An append waiting for the writer.
-struct WriteJob {
-    stream: StreamId,
-    expected: ExpectedVersion,
-    events: Vec<NewEvent>,
-    reply: AppendCallback,
-    queued: std::time::Instant,
-}
-
 type ReadJob = Box<dyn FnOnce(Result<&mut Client, StoreError>) + Send>;
 
 struct Inner {
-    writer: Mutex<Option<crossbeam_channel::Sender<WriteJob>>>,
+    writer: batch::Queue,
     readers: Mutex<Option<crossbeam_channel::Sender<ReadJob>>>,
     /// Dropping it stops the listener.
     listener: Mutex<Option<crossbeam_channel::Sender<()>>>,
@@ -272,20 +264,7 @@ impl Inner {
 
 impl EventStore for PostgresStore {
     fn append_then(&self, stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>, done: AppendCallback) {
-        let job = WriteJob {
-            stream,
-            expected,
-            events,
-            reply: done,
-            queued: std::time::Instant::now(),
-        };
-        let refused = match self.handle.inner.writer.lock().as_ref() {
-            Some(writer) => writer.send(job).err().map(|e| e.0),
-            None => Some(job),
-        };
-        if let Some(job) = refused {
-            (job.reply)(Err(StoreError::Closed.into()));
-        }
+        batch::enqueue(&self.handle.inner.writer, stream, expected, events, done);
     }
 
     fn read_stream(

@@ -14,11 +14,12 @@ use uuid::Uuid;
 use super::follow::Shared;
 use super::schema::{APPEND, PLACE};
 use super::target::PostgresTarget;
-use super::{io, sql_int, WriteJob};
-use crate::store::sqlite::{WriterMetrics, BATCH_EVENTS_MAX};
+use super::{io, sql_int};
+use crate::store::batch::{self, Batch, Outcome, WriteJob};
+use crate::store::sqlite::WriterMetrics;
 use crate::store::streams::{StreamCache, StreamMap, StreamState};
 use crate::store::subscription::LiveBatch;
-use crate::store::{AppendError, Appended, ExpectedVersion, StoreError};
+use crate::store::{ExpectedVersion, StoreError};
 
 /// After the planned path missed, the writer tries it again on every this
 /// many-th batch (and on every batch once it hits again).
@@ -45,8 +46,6 @@ impl Statements {
         })
     }
 }
-
-type Outcome = Result<Appended, AppendError>;
 
 /// A batch written: each request's outcome, the events, every stream the
 /// batch names as it is after it, and the head after it.
@@ -93,18 +92,7 @@ impl Writer {
     }
 
     pub(super) fn run(mut self, rx: crossbeam_channel::Receiver<WriteJob>) {
-        while let Ok(first) = rx.recv() {
-            let mut events = first.events.len();
-            let mut jobs = vec![first];
-            while events < BATCH_EVENTS_MAX {
-                match rx.try_recv() {
-                    Ok(job) => {
-                        events += job.events.len();
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
+        while let Some(jobs) = batch::next_batch(&rx) {
             self.commit(jobs);
         }
     }
@@ -376,66 +364,40 @@ impl Plan {
         cache: &StreamCache,
         head: ChainHead,
     ) -> Plan {
-        let mut touched = found;
+        let mut batch = Batch::new(head, found, requests.len());
         let mut created: Vec<String> = Vec::new();
-        let mut outcomes = Vec::with_capacity(requests.len());
         let mut written: Vec<RecordedEvent> = Vec::new();
         let mut stream_ids: Vec<i64> = Vec::new();
-        let mut position = head.position;
-        let mut link = head.hash;
         for (stream, expected, events) in requests {
-            let known = touched.get(stream).copied().or_else(|| cache.get(stream));
-            let state = known.unwrap_or(StreamState { id: None, version: 0 });
-            if let ExpectedVersion::Exact(want) = *expected {
-                if want != state.version {
-                    touched.insert(stream.clone(), state);
-                    outcomes.push(Err(AppendError::Conflict {
-                        expected: *expected,
-                        actual: state.version,
-                    }));
-                    continue;
-                }
-            }
-            let id = match state.id {
-                Some(id) => id,
-                None if events.is_empty() => {
-                    outcomes.push(Ok(Appended {
-                        first_position: position.max(1),
-                        last_position: position,
-                        version: 0,
-                    }));
-                    continue;
-                }
-                None => {
-                    created.push(stream.as_str().to_owned());
-                    -(created.len() as i64)
-                }
+            let state = batch
+                .known(stream)
+                .or_else(|| cache.get(stream))
+                .unwrap_or(StreamState { id: None, version: 0 });
+            let new_stream = |stream: &StreamId| {
+                created.push(stream.as_str().to_owned());
+                Ok::<_, std::convert::Infallible>(-(created.len() as i64))
             };
-            let first_position = position + 1;
-            let mut version = state.version;
-            for event in events {
-                position += 1;
-                version += 1;
-                let mut recorded = RecordedEvent::from_new(event.clone(), stream.clone(), version, position);
-                recorded.chain_after(&link);
-                link = recorded.hash;
+            let place_event = |recorded: RecordedEvent, id: i64| {
                 written.push(recorded);
                 stream_ids.push(id);
-            }
-            outcomes.push(Ok(Appended {
-                first_position: first_position.min(position.max(1)),
-                last_position: position,
-                version,
-            }));
-            touched.insert(stream.clone(), StreamState { id: Some(id), version });
+                Ok(())
+            };
+            let Ok(()) = batch.append(
+                stream.clone(),
+                *expected,
+                state,
+                events.iter().cloned(),
+                new_stream,
+                place_event,
+            );
         }
         Plan {
-            outcomes,
+            outcomes: batch.outcomes,
             written,
             stream_ids,
             created,
-            touched,
-            head: ChainHead { position, hash: link },
+            touched: batch.touched,
+            head: batch.head,
         }
     }
 

@@ -2,7 +2,7 @@
 //! with `synchronous=FULL`, so a committed transaction is fsynced.
 //!
 //! **Group commit.** One writer thread owns the only write connection. It
-//! takes every append waiting in its queue (up to [`BATCH_EVENTS_MAX`]
+//! takes every append waiting in its queue (up to [`BATCH_EVENTS_MAX`](super::batch::BATCH_EVENTS_MAX)
 //! events), writes them all in one transaction, commits once (one fsync),
 //! and only then answers each caller. Appends that arrive while a commit is
 //! in flight wait for the next one, so the batch grows with the load and the
@@ -31,16 +31,11 @@ use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
 
 use self::rows::{io, to_sql_int, Columns};
+use super::batch::{self, Batch, Outcome, WriteJob};
 use super::streams::{StreamCache, StreamMap, StreamState};
 use super::subscription::{FetchAll, LiveBatch};
-use super::{
-    AppendCallback, AppendError, Appended, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription,
-};
+use super::{AppendCallback, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription};
 use crate::metrics::StoreMetrics;
-
-/// Upper bound of events in one transaction: keeps a commit's latency and the
-/// writer's memory bounded while still sharing one fsync among many appends.
-pub const BATCH_EVENTS_MAX: usize = 32_768;
 
 /// Read-only connections (and threads) serving stream loads and catch-up reads.
 const READERS: usize = 2;
@@ -94,19 +89,10 @@ impl Drop for Handle {
     }
 }
 
-struct WriteJob {
-    stream: StreamId,
-    expected: ExpectedVersion,
-    events: Vec<NewEvent>,
-    reply: AppendCallback,
-    /// When the append was queued (its latency counts from here).
-    queued: std::time::Instant,
-}
-
 type ReadJob = Box<dyn FnOnce(&Connection, &mut rows::Names) + Send>;
 
 struct Inner {
-    writer: Mutex<Option<crossbeam_channel::Sender<WriteJob>>>,
+    writer: batch::Queue,
     readers: Mutex<Option<crossbeam_channel::Sender<ReadJob>>>,
     /// Dropping it stops the checkpointer.
     checkpointer: Mutex<Option<crossbeam_channel::Sender<()>>>,
@@ -370,8 +356,6 @@ impl WriterMetrics {
     }
 }
 
-type Outcome = Result<Appended, AppendError>;
-
 impl Writer {
     fn new(
         mut conn: Connection,
@@ -401,18 +385,7 @@ impl Writer {
     }
 
     fn run(mut self, rx: crossbeam_channel::Receiver<WriteJob>) {
-        while let Ok(first) = rx.recv() {
-            let mut events = first.events.len();
-            let mut jobs = vec![first];
-            while events < BATCH_EVENTS_MAX {
-                match rx.try_recv() {
-                    Ok(job) => {
-                        events += job.events.len();
-                        jobs.push(job);
-                    }
-                    Err(_) => break,
-                }
-            }
+        while let Some(jobs) = batch::next_batch(&rx) {
             self.commit(jobs);
             if self.wal_frames.load(Ordering::Relaxed) > WAL_RESTART_FRAMES {
                 // Between two commits: the next one restarts the WAL.
@@ -480,14 +453,11 @@ impl Writer {
         requests: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
     ) -> Result<(Vec<Outcome>, Vec<RecordedEvent>, StreamMap, ChainHead), rusqlite::Error> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        // What this transaction changes; it joins the cache only once committed.
-        let mut touched = StreamMap::default();
-        let mut outcomes = Vec::with_capacity(requests.len());
+        // What this transaction changes; it joins the cache only once
+        // committed. Each event's link is computed here, in the
+        // transaction that writes it: the chain costs no I/O of its own.
+        let mut batch = Batch::new(self.head, StreamMap::default(), requests.len());
         let mut written = Vec::new();
-        let mut position = self.head.position;
-        // Each event's link is computed here, in the transaction that
-        // writes it: the chain costs no I/O of its own.
-        let mut link = self.head.hash;
         {
             let mut insert = tx.prepare_cached(INSERT)?;
             // A stream the writer does not remember: its row id and version in one read.
@@ -497,7 +467,7 @@ impl Writer {
             )?;
             let mut create = tx.prepare_cached("INSERT INTO streams (name) VALUES (?1)")?;
             for (stream, expected, events) in requests {
-                let known = touched.get(&stream).copied().or_else(|| self.streams.get(&stream));
+                let known = batch.known(&stream).or_else(|| self.streams.get(&stream));
                 let state = match known {
                     Some(state) => state,
                     None => match find
@@ -511,43 +481,15 @@ impl Writer {
                         None => StreamState { id: None, version: 0 },
                     },
                 };
-                if let ExpectedVersion::Exact(want) = expected {
-                    if want != state.version {
-                        touched.insert(stream, state);
-                        outcomes.push(Err(AppendError::Conflict {
-                            expected,
-                            actual: state.version,
-                        }));
-                        continue;
-                    }
-                }
-                let id = match state.id {
-                    Some(id) => id,
-                    None if events.is_empty() => {
-                        outcomes.push(Ok(Appended {
-                            first_position: position.max(1),
-                            last_position: position,
-                            version: 0,
-                        }));
-                        continue;
-                    }
-                    None => {
-                        create.execute([stream.as_str()])?;
-                        tx.last_insert_rowid()
-                    }
+                let new_stream = |stream: &StreamId| {
+                    create.execute([stream.as_str()])?;
+                    Ok(tx.last_insert_rowid())
                 };
-                let first_position = position + 1;
-                let mut version = state.version;
-                for event in events {
-                    position += 1;
-                    version += 1;
-                    let mut recorded = RecordedEvent::from_new(event, stream.clone(), version, position);
-                    recorded.chain_after(&link);
-                    link = recorded.hash;
+                let put_event = |recorded: RecordedEvent, id: i64| {
                     insert.execute(params![
-                        to_sql_int(position),
+                        to_sql_int(recorded.position),
                         id,
-                        to_sql_int(version),
+                        to_sql_int(recorded.version),
                         recorded.event_id.as_bytes().as_slice(),
                         recorded.event_type,
                         recorded.schema_version,
@@ -556,16 +498,12 @@ impl Writer {
                         recorded.request_id.as_ref().map(|u| u.as_bytes().as_slice()),
                         recorded.causation_id.as_ref().map(|u| u.as_bytes().as_slice()),
                         recorded.payload,
-                        link.0.as_slice(),
+                        recorded.hash.0.as_slice(),
                     ])?;
                     written.push(recorded);
-                }
-                outcomes.push(Ok(Appended {
-                    first_position: first_position.min(position.max(1)),
-                    last_position: position,
-                    version,
-                }));
-                touched.insert(stream, StreamState { id: Some(id), version });
+                    Ok::<_, rusqlite::Error>(())
+                };
+                batch.append(stream, expected, state, events.into_iter(), new_stream, put_event)?;
             }
         }
         let committing = std::time::Instant::now();
@@ -573,7 +511,7 @@ impl Writer {
         if let Some(metrics) = &self.metrics {
             metrics.metrics.fsync.observe(committing.elapsed().as_secs_f64());
         }
-        Ok((outcomes, written, touched, ChainHead { position, hash: link }))
+        Ok((batch.outcomes, written, batch.touched, batch.head))
     }
 }
 
@@ -582,22 +520,7 @@ impl EventStore for SqliteStore {
         if self.handle.inner.shared.poisoned.load(Ordering::Acquire) {
             return done(Err(StoreError::Poisoned.into()));
         }
-        let job = WriteJob {
-            stream,
-            expected,
-            events,
-            reply: done,
-            queued: std::time::Instant::now(),
-        };
-        // Sent under the lock so that one caller's appends queue in order;
-        // a refused job is answered after the lock is released.
-        let refused = match self.handle.inner.writer.lock().as_ref() {
-            Some(writer) => writer.send(job).err().map(|e| e.0),
-            None => Some(job),
-        };
-        if let Some(job) = refused {
-            (job.reply)(Err(StoreError::Closed.into()));
-        }
+        batch::enqueue(&self.handle.inner.writer, stream, expected, events, done);
     }
 
     fn read_stream(
