@@ -21,6 +21,7 @@ DURATION=${DURATION:-10s}
 TENURE_PORT=${TENURE_PORT:-17070}
 ETCD_PORT=${ETCD_PORT:-22379}
 ETCD_PEER_PORT=${ETCD_PEER_PORT:-22380}
+BIN=${CARGO_TARGET_DIR:-target}/release
 
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
@@ -35,29 +36,8 @@ PID=
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-wait_ready() { # URL
-  for _ in $(seq 1 200); do
-    curl -fs -X POST "$1/v3/kv/range" -d '{"key":"AA=="}' >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "server at $1 did not start" >&2; exit 1
-}
-
-start() { # etcd|tenure NAME
-  local dir="$WORK/$2"
-  if [ "$1" = etcd ]; then
-    etcd --data-dir "$dir" --name bench \
-      --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-      --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-      --initial-cluster "bench=http://127.0.0.1:$ETCD_PEER_PORT" --log-level error >"$dir.log" 2>&1 &
-    PID=$!; URL="http://127.0.0.1:$ETCD_PORT"
-  else
-    RUST_LOG=warn target/release/tenure serve --grpc-listen off --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" >"$dir.log" 2>&1 &
-    PID=$!; URL="http://127.0.0.1:$TENURE_PORT"
-  fi
-  wait_ready "$URL"
-}
-stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
+# One server at a time: start, wait_ready, stop, median.
+. ops/bench/lib.sh
 
 # wrk's requests/s, its p99 latency in ms, and the non-2xx count.
 run_wrk() { # SCRIPT URL
@@ -85,7 +65,7 @@ for server in tenure etcd; do
   echo "== $server mass expiry of $LEASES leases" >&2
   # etcd sets up ~3k grant+put pairs a second: give it the lead it needs.
   if [ "$server" = etcd ]; then lead=$(( LEASES / 1000 + 30 )); else lead=$(( LEASES / 3000 + 20 )); fi
-  out=$(target/release/mass-expiry --endpoint "$URL" --leases "$LEASES" --lead "$lead")
+  out=$("$BIN/mass-expiry" --endpoint "$URL" --leases "$LEASES" --lead "$lead")
   echo "$out" >&2
   R[$server.expiry]=$(sed -n 's/^RESULT last_key_gone_after_deadline_s=//p' <<<"$out")
   stop

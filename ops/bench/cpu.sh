@@ -48,31 +48,9 @@ PID=
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-wait_ready() { # URL
-  for _ in $(seq 1 200); do
-    curl -fs -X POST "$1/v3/kv/range" -d '{"key":"AA=="}' >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "server at $1 did not start" >&2; exit 1
-}
+# One server at a time: start, wait_ready, stop, median.
+. ops/bench/lib.sh
 
-start() { # etcd|tenure NAME
-  local dir="$WORK/$2"
-  if [ "$1" = etcd ]; then
-    etcd --data-dir "$dir" --name bench \
-      --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-      --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-      --initial-cluster "bench=http://127.0.0.1:$ETCD_PEER_PORT" --log-level error >"$dir.log" 2>&1 &
-    PID=$!; URL="http://127.0.0.1:$ETCD_PORT"
-  else
-    RUST_LOG=warn "$BIN/tenure" serve --grpc-listen off --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" --proxy-listen 127.0.0.1:0 $TENURE_ARGS >"$dir.log" 2>&1 &
-    PID=$!; URL="http://127.0.0.1:$TENURE_PORT"
-  fi
-  wait_ready "$URL"
-}
-stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
-
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 minus() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.1f", a - b; else print "-" }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.1f", a / b; else print "-" }'; }
 
@@ -85,7 +63,10 @@ for round in $(seq 1 "$ROUNDS"); do
   for server in $order; do
     for load in $LOADS; do
       case $load in put) count=$PUTS ;; grant) count=$GRANTS ;; *) count=$RANGES ;; esac
-      start "$server" "$server-$load-$round"
+      args=()
+      # shellcheck disable=SC2206 # TENURE_ARGS is split into arguments
+      [ "$server" = tenure ] && args=($TENURE_ARGS)
+      start "$server" "$server-$load-$round" "${args[@]}"
       echo "== $server $load, round $round" >&2
       out=$("$BIN/cpu-load" --endpoint "$URL" --pid "$PID" --load "$load" --requests "$count" --concurrency "$CONCURRENCY")
       echo "$out" >&2

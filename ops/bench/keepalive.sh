@@ -43,29 +43,8 @@ PID=
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-wait_ready() { # URL
-  for _ in $(seq 1 200); do
-    curl -fs -X POST "$1/v3/kv/range" -d '{"key":"AA=="}' >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "server at $1 did not start" >&2; exit 1
-}
-
-start() { # etcd|tenure NAME
-  local dir="$WORK/$2"
-  if [ "$1" = etcd ]; then
-    etcd --data-dir "$dir" --name bench \
-      --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-      --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-      --initial-cluster "bench=http://127.0.0.1:$ETCD_PEER_PORT" --log-level error >"$dir.log" 2>&1 &
-    PID=$!; URL="http://127.0.0.1:$ETCD_PORT"
-  else
-    RUST_LOG=warn "$BIN/tenure" serve --grpc-listen off --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" >"$dir.log" 2>&1 &
-    PID=$!; URL="http://127.0.0.1:$TENURE_PORT"
-  fi
-  wait_ready "$URL"
-}
-stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=; }
+# One server at a time: start, wait_ready, stop, median.
+. ops/bench/lib.sh
 
 # wrk's requests/s, its p99 latency in ms, non-2xx answers, and answers
 # without a TTL (lease not found).
@@ -80,7 +59,6 @@ run_wrk() { # URL IDS_FILE
   echo "$rps $p99 ${errors:-0} ${lost:-?}"
 }
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 declare -A R
 for server in etcd tenure; do R[$server.rps]=""; R[$server.p99]=""; R[$server.err]=0; R[$server.lost]=0; done

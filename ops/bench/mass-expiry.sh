@@ -48,43 +48,18 @@ PID=
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-wait_ready() { # URL
-  for _ in $(seq 1 600); do
-    curl -fs -X POST "$1/v3/kv/range" -d '{"key":"AA=="}' >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "server at $1 did not start" >&2
-  exit 1
-}
-
-start() { # etcd|tenure
-  local dir="$WORK/$1"
-  if [ "$1" = etcd ]; then
-    etcd --data-dir "$dir" --name bench \
-      --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-      --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-      --initial-cluster "bench=http://127.0.0.1:$ETCD_PEER_PORT" --quota-backend-bytes 8589934592 \
-      --log-level error >"$dir.log" 2>&1 &
-    PID=$!
-    URL="http://127.0.0.1:$ETCD_PORT"
-  else
-    RUST_LOG=warn "$BIN/tenure" serve --grpc-listen off --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" \
-      --proxy-listen "127.0.0.1:$((TENURE_PORT + 1))" $TENURE_ARGS >"$dir.log" 2>&1 &
-    PID=$!
-    URL="http://127.0.0.1:$TENURE_PORT"
-  fi
-  wait_ready "$URL"
-}
-stop() {
-  kill "$PID"
-  wait "$PID" 2>/dev/null || true
-  PID=
-}
+# One server at a time: start, wait_ready, stop, median. A million
+# leases' snapshot takes a while to load: up to a minute.
+. ops/bench/lib.sh
+READY_TRIES=600
 
 declare -A N R SETUP
 for server in $SERVERS; do
   if [ "$server" = etcd ]; then n=$ETCD_LEASES lead=$ETCD_LEAD; else n=$LEASES lead=$LEAD; fi
-  start "$server"
+  args=()
+  # shellcheck disable=SC2206 # TENURE_ARGS is split into arguments
+  if [ "$server" = etcd ]; then args=(--quota-backend-bytes 8589934592); else args=($TENURE_ARGS); fi
+  start "$server" "$server" "${args[@]}"
   echo "== $server: mass expiry of $n leases (lead $lead s, $CONCURRENCY in flight), load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   out=$("$BIN/mass-expiry" --endpoint "$URL" --leases "$n" --lead "$lead" --concurrency "$CONCURRENCY")
   echo "$out" >&2

@@ -1,0 +1,57 @@
+# Sourced by the benchmark scripts that run tenure beside etcd, one server
+# at a time: starting a fresh one, waiting for it, stopping it, and the
+# median of a list of figures. The sourcing script sets WORK (a scratch
+# directory), BIN (where `tenure` was built), TENURE_PORT, ETCD_PORT and
+# ETCD_PEER_PORT, and declares PID and URL, which `start` sets.
+
+# Waits until the server at URL answers a range on the /v3 gateway.
+wait_ready() { # URL [TRIES, 0.1 s apart: 200]
+  for _ in $(seq 1 "${2:-200}"); do
+    curl -fs -X POST "$1/v3/kv/range" -d '{"key":"AA=="}' >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "server at $1 did not start" >&2
+  exit 1
+}
+
+# etcd in $WORK/NAME, fsyncing its WAL before it answers (its default).
+start_etcd() { # NAME [ETCD ARGS...]
+  local dir="$WORK/$1"
+  shift
+  etcd --data-dir "$dir" --name bench \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "bench=http://127.0.0.1:$ETCD_PEER_PORT" --log-level error "$@" >"$dir.log" 2>&1 &
+  PID=$!
+  URL="http://127.0.0.1:$ETCD_PORT"
+}
+
+# tenure in $WORK/NAME on its embedded log (SQLite, synchronous=FULL),
+# without gRPC, its proxy on a port the kernel picks (not 8080, which
+# may be taken).
+start_tenure() { # NAME [SERVE ARGS...]
+  local dir="$WORK/$1"
+  shift
+  RUST_LOG=warn "$BIN/tenure" serve --grpc-listen off --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" \
+    --proxy-listen 127.0.0.1:0 "$@" >"$dir.log" 2>&1 &
+  PID=$!
+  URL="http://127.0.0.1:$TENURE_PORT"
+}
+
+# A fresh etcd or tenure in $WORK/NAME, ready for requests at $URL.
+# READY_TRIES (default 200) bounds the wait, 0.1 s a try.
+start() { # etcd|tenure NAME [ARGS...]
+  local server=$1
+  shift
+  "start_$server" "$@"
+  wait_ready "$URL" "${READY_TRIES:-200}"
+}
+
+stop() {
+  kill "$PID"
+  wait "$PID" 2>/dev/null || true
+  PID=
+}
+
+# The median of the numbers on standard input (spaces or lines apart).
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
