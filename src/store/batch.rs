@@ -76,6 +76,10 @@ pub(super) fn next_batch(queue: &crossbeam_channel::Receiver<WriteJob>) -> Optio
 /// One append's outcome.
 pub(super) type Outcome = Result<Appended, AppendError>;
 
+/// A batch written: each append's outcome, the events, every stream the
+/// batch names as it is after it, and the head after it.
+pub(super) type Written = (Vec<Outcome>, Vec<RecordedEvent>, StreamMap, ChainHead);
+
 /// A batch being decided, append after append, after a head.
 pub(super) struct Batch {
     /// Each append's outcome so far, in order.

@@ -15,7 +15,7 @@ use super::follow::Shared;
 use super::schema::{APPEND, PLACE};
 use super::target::PostgresTarget;
 use super::{io, sql_int};
-use crate::store::batch::{self, Batch, Outcome, WriteJob};
+use crate::store::batch::{self, Batch, Outcome, WriteJob, Written};
 use crate::store::sqlite::WriterMetrics;
 use crate::store::streams::{StreamCache, StreamMap, StreamState};
 use crate::store::subscription::LiveBatch;
@@ -46,10 +46,6 @@ impl Statements {
         })
     }
 }
-
-/// A batch written: each request's outcome, the events, every stream the
-/// batch names as it is after it, and the head after it.
-type Written = (Vec<Outcome>, Vec<RecordedEvent>, StreamMap, ChainHead);
 
 pub(super) struct Writer {
     target: PostgresTarget,

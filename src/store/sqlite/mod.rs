@@ -2,8 +2,9 @@
 //! with `synchronous=FULL`, so a committed transaction is fsynced.
 //!
 //! **Group commit.** One writer thread owns the only write connection. It
-//! takes every append waiting in its queue (up to [`BATCH_EVENTS_MAX`](super::batch::BATCH_EVENTS_MAX)
-//! events), writes them all in one transaction, commits once (one fsync),
+//! takes every append waiting in its queue (up to
+//! [`BATCH_EVENTS_MAX`](super::batch::BATCH_EVENTS_MAX) events), writes
+//! them all in one transaction, commits once (one fsync),
 //! and only then answers each caller. Appends that arrive while a commit is
 //! in flight wait for the next one, so the batch grows with the load and the
 //! fsync cost is shared.
@@ -31,7 +32,7 @@ use tokio::sync::{broadcast, oneshot};
 use uuid::Uuid;
 
 use self::rows::{io, to_sql_int, Columns};
-use super::batch::{self, Batch, Outcome, WriteJob};
+use super::batch::{self, Batch, WriteJob, Written};
 use super::streams::{StreamCache, StreamMap, StreamState};
 use super::subscription::{FetchAll, LiveBatch};
 use super::{AppendCallback, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription};
@@ -447,11 +448,7 @@ impl Writer {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn write(
-        &mut self,
-        requests: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>,
-    ) -> Result<(Vec<Outcome>, Vec<RecordedEvent>, StreamMap, ChainHead), rusqlite::Error> {
+    fn write(&mut self, requests: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>) -> Result<Written, rusqlite::Error> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // What this transaction changes; it joins the cache only once
         // committed. Each event's link is computed here, in the
