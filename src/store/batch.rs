@@ -24,6 +24,23 @@ pub(super) struct WriteJob {
     pub queued: std::time::Instant,
 }
 
+/// An append as a writer decides it: stream, expected version, events.
+pub(super) type Request = (StreamId, ExpectedVersion, Vec<NewEvent>);
+
+/// A batch taken apart: when each append was queued, the appends, and
+/// whom to answer, in the same order.
+pub(super) fn split(jobs: Vec<WriteJob>) -> (Vec<std::time::Instant>, Vec<Request>, Vec<AppendCallback>) {
+    let mut queued = Vec::with_capacity(jobs.len());
+    let mut requests = Vec::with_capacity(jobs.len());
+    let mut replies = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        queued.push(job.queued);
+        requests.push((job.stream, job.expected, job.events));
+        replies.push(job.reply);
+    }
+    (queued, requests, replies)
+}
+
 /// The queue of a store's writer; `None` once the store is closed.
 pub(super) type Queue = Mutex<Option<crossbeam_channel::Sender<WriteJob>>>;
 

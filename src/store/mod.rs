@@ -19,6 +19,7 @@ mod election;
 mod esdb;
 mod memory;
 pub mod pg;
+mod readers;
 mod sqlite;
 mod streams;
 mod subscription;

@@ -70,13 +70,14 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use postgres::Client;
 use tenure_events::{ChainHead, NewEvent, RecordedEvent, StreamId};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use self::follow::{Listener, Shared};
 use self::rows::{query_events, read_page};
 use self::writer::Writer;
 use super::batch::{self, WriteJob};
+use super::readers;
 use super::subscription::{FetchAll, LiveBatch};
 use super::{AppendCallback, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription};
 use crate::metrics::StoreMetrics;
@@ -123,7 +124,7 @@ type ReadJob = Box<dyn FnOnce(Result<&mut Client, StoreError>) + Send>;
 
 struct Inner {
     writer: batch::Queue,
-    readers: Mutex<Option<crossbeam_channel::Sender<ReadJob>>>,
+    readers: readers::Readers<ReadJob>,
     /// Dropping it stops the listener.
     listener: Mutex<Option<crossbeam_channel::Sender<()>>>,
     live: Mutex<Option<broadcast::Sender<LiveBatch>>>,
@@ -239,21 +240,10 @@ impl Inner {
         T: Send + 'static,
         F: FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let job: ReadJob = Box::new(move |conn| {
-            let _ = tx.send(conn.and_then(f));
-        });
-        let sent = self
-            .readers
-            .lock()
-            .as_ref()
-            .map(|r| r.send(job).is_ok())
-            .unwrap_or(false);
-        Box::pin(async move {
-            if !sent {
-                return Err(StoreError::Closed);
-            }
-            rx.await.unwrap_or(Err(StoreError::Closed))
+        readers::ask(&self.readers, |answer| -> ReadJob {
+            Box::new(move |conn| {
+                let _ = answer.send(conn.and_then(f));
+            })
         })
     }
 

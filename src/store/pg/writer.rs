@@ -7,7 +7,7 @@ use std::sync::Arc;
 use postgres::types::ToSql;
 use postgres::Client;
 use tenure_events::chain::{self, Body};
-use tenure_events::{ChainHash, ChainHead, NewEvent, RecordedEvent, StreamId};
+use tenure_events::{ChainHash, ChainHead, RecordedEvent, StreamId};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -15,7 +15,7 @@ use super::follow::Shared;
 use super::schema::{APPEND, PLACE};
 use super::target::PostgresTarget;
 use super::{io, sql_int};
-use crate::store::batch::{self, Batch, Outcome, WriteJob, Written};
+use crate::store::batch::{self, Batch, Outcome, Request, WriteJob, Written};
 use crate::store::sqlite::WriterMetrics;
 use crate::store::streams::{StreamCache, StreamMap, StreamState};
 use crate::store::subscription::LiveBatch;
@@ -94,11 +94,7 @@ impl Writer {
     }
 
     fn commit(&mut self, jobs: Vec<WriteJob>) {
-        let queued: Vec<std::time::Instant> = jobs.iter().map(|j| j.queued).collect();
-        let (requests, replies): (Vec<_>, Vec<_>) = jobs
-            .into_iter()
-            .map(|j| ((j.stream, j.expected, j.events), j.reply))
-            .unzip();
+        let (queued, requests, replies) = batch::split(jobs);
         match self.write(requests) {
             Ok((outcomes, recorded, touched, head)) => {
                 self.head = head;
@@ -128,7 +124,7 @@ impl Writer {
     /// Writes a batch in one statement: placed by this writer when its view
     /// of the log is current (see [`APPEND`]), else placed by PostgreSQL
     /// after the head it finds (see [`PLACE`]).
-    fn write(&mut self, requests: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>) -> Result<Written, StoreError> {
+    fn write(&mut self, requests: Vec<Request>) -> Result<Written, StoreError> {
         if self.conn.as_ref().is_none_or(|(c, _)| c.is_closed()) {
             self.conn = None;
             let mut client = self.target.connect()?;
@@ -177,7 +173,7 @@ impl Writer {
     /// batch of expiries names thousands of streams a node has not seen
     /// lately, which PL/pgSQL's loop in [`PLACE_FUNCTION`](super::schema::PLACE_FUNCTION) would take a
     /// statement each to look up.
-    fn find(&mut self, requests: &[(StreamId, ExpectedVersion, Vec<NewEvent>)]) -> Result<StreamMap, StoreError> {
+    fn find(&mut self, requests: &[Request]) -> Result<StreamMap, StoreError> {
         let Some((conn, statements)) = self.conn.as_mut() else {
             return Err(StoreError::Closed);
         };
@@ -205,7 +201,7 @@ impl Writer {
     /// does not hold is taken as new there, which is fine for an append that
     /// creates it (the statement fails if it exists), not for one whose
     /// outcome depends on its version.
-    fn decidable(&self, requests: &[(StreamId, ExpectedVersion, Vec<NewEvent>)]) -> bool {
+    fn decidable(&self, requests: &[Request]) -> bool {
         requests.iter().all(|(stream, expected, events)| {
             self.streams.contains(stream)
                 || (!events.is_empty() && matches!(expected, ExpectedVersion::Any | ExpectedVersion::Exact(0)))
@@ -215,11 +211,7 @@ impl Writer {
     /// The batch in one round trip (see [`Writer::decidable`]): [`APPEND`]
     /// appends it if the head is still this writer's and every stream it
     /// takes as new is new, and answers `None` (nothing written) otherwise.
-    fn write_planned(
-        &mut self,
-        requests: &[(StreamId, ExpectedVersion, Vec<NewEvent>)],
-        found: StreamMap,
-    ) -> Result<Option<Written>, StoreError> {
+    fn write_planned(&mut self, requests: &[Request], found: StreamMap) -> Result<Option<Written>, StoreError> {
         let Some((conn, statements)) = self.conn.as_mut() else {
             return Err(StoreError::Closed);
         };
@@ -262,7 +254,7 @@ impl Writer {
     /// under the lock; the writer then decides the same batch against that
     /// head and the streams as PostgreSQL found them, and checks that both
     /// reach the same link.
-    fn write_placed(&mut self, requests: &[(StreamId, ExpectedVersion, Vec<NewEvent>)]) -> Result<Written, StoreError> {
+    fn write_placed(&mut self, requests: &[Request]) -> Result<Written, StoreError> {
         let Some((conn, statements)) = self.conn.as_mut() else {
             return Err(StoreError::Closed);
         };
@@ -354,12 +346,7 @@ struct Plan {
 impl Plan {
     /// `found`: streams read from the log for this batch (read before
     /// `cache`); a stream in neither is new.
-    fn new(
-        requests: &[(StreamId, ExpectedVersion, Vec<NewEvent>)],
-        found: StreamMap,
-        cache: &StreamCache,
-        head: ChainHead,
-    ) -> Plan {
+    fn new(requests: &[Request], found: StreamMap, cache: &StreamCache, head: ChainHead) -> Plan {
         let mut batch = Batch::new(head, found, requests.len());
         let mut created: Vec<String> = Vec::new();
         let mut written: Vec<RecordedEvent> = Vec::new();

@@ -28,11 +28,12 @@ use std::thread::JoinHandle;
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tenure_events::{ChainHead, NewEvent, RecordedEvent, StreamId};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use self::rows::{io, to_sql_int, Columns};
-use super::batch::{self, Batch, WriteJob, Written};
+use super::batch::{self, Batch, Request, WriteJob, Written};
+use super::readers;
 use super::streams::{StreamCache, StreamMap, StreamState};
 use super::subscription::{FetchAll, LiveBatch};
 use super::{AppendCallback, EventStore, ExpectedVersion, StoreError, StoreFuture, Subscription};
@@ -94,7 +95,7 @@ type ReadJob = Box<dyn FnOnce(&Connection, &mut rows::Names) + Send>;
 
 struct Inner {
     writer: batch::Queue,
-    readers: Mutex<Option<crossbeam_channel::Sender<ReadJob>>>,
+    readers: readers::Readers<ReadJob>,
     /// Dropping it stops the checkpointer.
     checkpointer: Mutex<Option<crossbeam_channel::Sender<()>>>,
     live: Mutex<Option<broadcast::Sender<LiveBatch>>>,
@@ -243,21 +244,10 @@ impl Inner {
         T: Send + 'static,
         F: FnOnce(&Connection, &mut rows::Names) -> Result<T, StoreError> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let job: ReadJob = Box::new(move |conn, names| {
-            let _ = tx.send(f(conn, names));
-        });
-        let sent = self
-            .readers
-            .lock()
-            .as_ref()
-            .map(|r| r.send(job).is_ok())
-            .unwrap_or(false);
-        Box::pin(async move {
-            if !sent {
-                return Err(StoreError::Closed);
-            }
-            rx.await.unwrap_or(Err(StoreError::Closed))
+        readers::ask(&self.readers, |answer| -> ReadJob {
+            Box::new(move |conn, names| {
+                let _ = answer.send(f(conn, names));
+            })
         })
     }
 
@@ -397,11 +387,7 @@ impl Writer {
     }
 
     fn commit(&mut self, jobs: Vec<WriteJob>) {
-        let queued: Vec<std::time::Instant> = jobs.iter().map(|j| j.queued).collect();
-        let (requests, replies): (Vec<_>, Vec<_>) = jobs
-            .into_iter()
-            .map(|j| ((j.stream, j.expected, j.events), j.reply))
-            .unzip();
+        let (queued, requests, replies) = batch::split(jobs);
         if self.shared.poisoned.load(Ordering::Acquire) {
             for reply in replies {
                 reply(Err(StoreError::Poisoned.into()));
@@ -448,7 +434,7 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, requests: Vec<(StreamId, ExpectedVersion, Vec<NewEvent>)>) -> Result<Written, rusqlite::Error> {
+    fn write(&mut self, requests: Vec<Request>) -> Result<Written, rusqlite::Error> {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // What this transaction changes; it joins the cache only once
         // committed. Each event's link is computed here, in the
