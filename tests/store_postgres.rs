@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use tenure::store::conformance::event;
+use tenure::store::conformance::{assert_chained, event};
 use tenure::store::{AppendError, EventStore, ExpectedVersion, PostgresStore, StoreError};
 use tenure_events::StreamId;
 
@@ -52,12 +52,7 @@ async fn acknowledged_appends_survive_reopening_and_the_chain_continues() {
         .expect("append");
     assert_eq!((appended.last_position, appended.version), (51, 11));
     let all = store.read_all(1, 1000).await.expect("read");
-    let mut link = tenure_events::ChainHash::ZERO;
-    for e in &all {
-        assert_eq!(e.hash, link.next(e), "the link of position {}", e.position);
-        link = e.hash;
-    }
-    assert_eq!(store.chain_head().hash, link);
+    assert_eq!(store.chain_head().hash, assert_chained(&all));
     store.close();
 }
 
@@ -249,11 +244,7 @@ async fn sixteen_writers_and_a_follower_see_every_position_once_in_order() {
     );
     // The chain is whole across the writers' interleaved batches.
     let all = follower.read_all(1, usize::MAX).await.expect("read");
-    let mut link = tenure_events::ChainHash::ZERO;
-    for e in &all {
-        assert_eq!(e.hash, link.next(e), "the link of position {}", e.position);
-        link = e.hash;
-    }
+    assert_chained(&all);
     let streams: BTreeSet<&str> = all.iter().map(|e| e.stream.as_str()).collect();
     assert_eq!(streams.len(), 97);
     for store in writers {
@@ -414,12 +405,7 @@ async fn a_large_batch_from_a_writer_behind_the_log_is_placed_in_order() {
         assert_eq!(events.len(), if n < 40 { 2 } else { 1 }, "stream {n}");
     }
     assert_eq!(a.head(), 100);
-    let log = a.read_all(1, 200).await.expect("the log");
-    let mut link = tenure_events::ChainHash::ZERO;
-    for e in &log {
-        link = link.next(e);
-        assert_eq!(e.hash, link, "position {}", e.position);
-    }
+    assert_chained(&a.read_all(1, 200).await.expect("the log"));
     a.close();
     b.close();
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use tenure::store::conformance::event;
+use tenure::store::conformance::{assert_chained, event};
 use tenure::store::{EventStore, ExpectedVersion, SqliteStore};
 use tenure_events::StreamId;
 
@@ -43,12 +43,7 @@ async fn acknowledged_appends_survive_reopening() {
         .expect("append");
     assert_eq!((appended.last_position, appended.version), (51, 11));
     let all = store.read_all(1, 1000).await.expect("read");
-    let mut link = tenure_events::ChainHash::ZERO;
-    for e in &all {
-        assert_eq!(e.hash, link.next(e), "the link of position {}", e.position);
-        link = e.hash;
-    }
-    assert_eq!(store.chain_head().hash, link);
+    assert_eq!(store.chain_head().hash, assert_chained(&all));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -334,6 +334,17 @@ pub async fn racing_writers_have_one_winner_per_version(store: Arc<dyn EventStor
     assert_eq!(events.len() as u64, rounds);
 }
 
+/// Asserts that `log` (a whole log, from position 1) is one unbroken hash
+/// chain, and answers its last link.
+pub fn assert_chained(log: &[RecordedEvent]) -> ChainHash {
+    let mut link = ChainHash::ZERO;
+    for e in log {
+        assert_eq!(e.hash, link.next(e), "the link of position {}", e.position);
+        link = e.hash;
+    }
+    link
+}
+
 /// Every event carries its link of the hash chain, unbroken across streams
 /// and concurrent appends, in what reads and subscriptions deliver alike;
 /// the chain head names the last link.
@@ -360,11 +371,7 @@ pub async fn events_are_chained(store: Arc<dyn EventStore>) {
         .expect("append");
     let all = store.read_all(1, usize::MAX).await.expect("read all");
     assert_eq!(all.len(), 35);
-    let mut link = ChainHash::ZERO;
-    for e in &all {
-        assert_eq!(e.hash, link.next(e), "the link of position {}", e.position);
-        link = e.hash;
-    }
+    let link = assert_chained(&all);
     assert_eq!(
         store.chain_head(),
         ChainHead {
