@@ -251,7 +251,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         .map(|account| {
             let (reply, answer) = tokio::sync::oneshot::channel();
             let activate = crate::actors::keyspace::TakeSnapshot {
-                min_events: u64::MAX,
+                every_events: Some(u64::MAX),
                 reply,
             };
             hub.keyspaces

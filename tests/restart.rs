@@ -584,3 +584,61 @@ async fn a_damaged_or_old_snapshot_is_ignored_with_a_warning_and_rebuilt() {
         server.stop().await;
     }
 }
+
+/// Snapshots every 10 events, and nothing by time.
+fn snapshot_every_ten(config: &mut ServerConfig) {
+    config.snapshots.every_events = 10;
+    config.snapshots.every = std::time::Duration::from_secs(3600);
+    config.snapshots.on_stop = false;
+}
+
+/// A key space whose snapshot is large is snapshotted less often: the
+/// events between two of its snapshots are at least the last one's bytes
+/// over `BYTES_PER_EVENT`, however small `every_events` is, so a snapshot
+/// costs the same per event whatever the size of what it holds.
+#[actix_rt::test]
+async fn a_large_key_space_waits_for_events_in_proportion_to_its_snapshot() {
+    let server = TestServer::start_with(snapshot_every_ten).await;
+    let value = "v".repeat(640);
+    let keyspace = |events: &[SnapshotEvent]| -> Vec<(u64, u64)> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                SnapshotEvent::Written { name, position, bytes } if name.starts_with("keyspace/") => {
+                    Some((*position, *bytes))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // Ten keys of 640 bytes: a snapshot of ~6.5 KB, next due ~100 events
+    // after it, not 10. Overwrites keep it at that size.
+    let mut written = Vec::new();
+    for round in 0..400 {
+        let (status, _) = server.put_key(&format!("k{}", round % 10), &value, None).await;
+        assert_eq!(status, StatusCode::OK);
+        written = keyspace(&server.running().snapshots.events());
+        if written.len() >= 3 {
+            break;
+        }
+    }
+    assert!(written.len() >= 3, "three key space snapshots in 400 puts: {written:?}");
+    for pair in written.windows(2) {
+        let ((first, bytes), (next, _)) = (pair[0], pair[1]);
+        assert!(bytes > 6_400, "ten values of 640 bytes: {written:?}");
+        assert!(
+            next - first >= bytes / tenure::snapshot::BYTES_PER_EVENT,
+            "{} events after a snapshot of {bytes} bytes: {written:?}",
+            next - first
+        );
+    }
+    // The projections, small, still follow every_events.
+    let projections = server
+        .running()
+        .snapshots
+        .events()
+        .iter()
+        .filter(|e| matches!(e, SnapshotEvent::Written { name, .. } if name == "projections"))
+        .count();
+    assert!(projections > 3 * written.len(), "{projections} projections' snapshots");
+}

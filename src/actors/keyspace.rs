@@ -42,6 +42,8 @@ pub struct KeyspaceActor {
     /// The stream version of the snapshot this actor started from or last
     /// handed out (0: none).
     snapshot_version: u64,
+    /// The bytes of the last snapshot this actor handed out (0: none).
+    snapshot_bytes: u64,
     /// The stream version other nodes' appends reached, as the projector
     /// told ([`Follow`]); while it is past this actor's, messages wait
     /// for the actor to fold the events it lacks (a shared log only).
@@ -77,12 +79,13 @@ const FOLLOW_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 const FOLLOWED_MAX: usize = 256;
 
 /// Asks a key space for a snapshot of itself if its stream has grown by
-/// at least `min_events` since its last one; answered once what it holds is
-/// durable (`None`: not due).
+/// at least `every_events` since its last one, or by more when it is
+/// large (`snapshot::due_after`; `None`: by one event); answered once what
+/// it holds is durable (`None`: not due).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct TakeSnapshot {
-    pub min_events: u64,
+    pub every_events: Option<u64>,
     pub reply: tokio::sync::oneshot::Sender<Option<Taken>>,
 }
 
@@ -227,6 +230,7 @@ impl Entity for KeyspaceActor {
             journal,
             load: activation != Activation::Fresh,
             snapshot_version: 0,
+            snapshot_bytes: 0,
             behind: 0,
             followed: Vec::new(),
             undo: hub_shared.then(std::collections::VecDeque::new),
@@ -580,7 +584,10 @@ impl Handler<TakeSnapshot> for KeyspaceActor {
     fn handle(&mut self, msg: TakeSnapshot, _: &mut Context<Self>) {
         self.journal.touch();
         let version = self.journal.version();
-        if self.loading || version == 0 || version.saturating_sub(self.snapshot_version) < msg.min_events.max(1) {
+        let due = msg
+            .every_events
+            .map_or(1, |every| crate::snapshot::due_after(every, self.snapshot_bytes));
+        if self.loading || version == 0 || version.saturating_sub(self.snapshot_version) < due {
             let _ = msg.reply.send(None);
             return;
         }
@@ -594,6 +601,7 @@ impl Handler<TakeSnapshot> for KeyspaceActor {
         match encoded {
             Ok(bytes) => {
                 self.snapshot_version = version;
+                self.snapshot_bytes = bytes.len() as u64;
                 let reply = msg.reply;
                 self.journal.after_durable(move || {
                     let _ = reply.send(Some(Taken { version, bytes }));

@@ -16,7 +16,10 @@
 //! - **Where**: tables of the log's SQLite file, written in chunks through a
 //!   connection of their own ([`store`]).
 //! - **When**: by [`run`], off the hot path, every `every_events` events or
-//!   `every` (if anything changed), and once at a clean stop.
+//!   `every` (if anything changed), and once at a clean stop. A large state
+//!   waits for more events ([`due_after`]): its snapshot's cost grows with
+//!   its size, the events between two of them grow with it, so snapshots
+//!   cost the same per event appended whatever the size.
 //! - **Restore**: the newest snapshot of a name that passes every check
 //!   (format version, checksum, decoding, the checks of `restore`, position
 //!   not past the head, and the log's link at its position equal to the one
@@ -77,6 +80,23 @@ pub struct SnapshotConfig {
     /// of 64 bytes then), create this file and stop there until the
     /// process is killed.
     pub stall_marker: Option<PathBuf>,
+}
+
+/// At most this many bytes of snapshot encoded and written per event
+/// appended, amortized (an event's row is ~300 bytes): a snapshot whose last encoding took `b`
+/// bytes is next due by count after `b / BYTES_PER_EVENT` events, if that
+/// is more than `every_events` ([`due_after`]). A key space of 1,000,000
+/// keys (~58 MB) then takes one every ~900,000 of its events, not every
+/// 100,000: encoding it stalls the key space's actor (~0.3 s), and taken
+/// every 100,000 events it cost 14 µs of CPU per put and 0.7 s stalls
+/// (ops/bench/RESULTS.md). The price is the tail a start after a crash
+/// folds: up to that many events.
+pub const BYTES_PER_EVENT: u64 = 64;
+
+/// The events after which a snapshot is due by count, the last one's
+/// encoding having taken `last_bytes` (0: none taken by this process).
+pub fn due_after(every_events: u64, last_bytes: u64) -> u64 {
+    every_events.max(1).max(last_bytes / BYTES_PER_EVENT)
 }
 
 impl SnapshotConfig {
@@ -422,32 +442,44 @@ pub async fn run(
     done: tokio::sync::oneshot::Sender<()>,
 ) {
     let config = snapshots.config.clone();
-    let mut last_position = restored;
+    let mut last = Stored {
+        position: restored,
+        bytes: 0,
+    };
     let mut checkpoint = hub.projections.subscribe();
     loop {
-        let due = last_position.saturating_add(config.every_events.max(1));
+        let due = last.position.saturating_add(due_after(config.every_events, last.bytes));
         let by_count = tokio::select! {
             _ = stop.changed() => break,
             _ = tokio::time::sleep(config.every) => false,
             _ = checkpoint.wait_for(|p| *p >= due) => true,
         };
-        let min_events = if by_count { config.every_events.max(1) } else { 1 };
-        last_position = take(&hub, &snapshots, min_events, last_position).await;
+        let due = by_count.then_some(config.every_events);
+        last = take(&hub, &snapshots, due, last).await;
     }
     if config.on_stop {
-        take(&hub, &snapshots, 1, last_position).await;
+        take(&hub, &snapshots, None, last).await;
     }
     let _ = done.send(());
 }
 
+/// The projections' last snapshot this process wrote: its position and
+/// the bytes of its encoding.
+#[derive(Clone, Copy)]
+struct Stored {
+    position: u64,
+    bytes: u64,
+}
+
 /// Takes the snapshots that are due: the projections if they moved past
-/// `last_position`, each key space whose stream grew by `min_events`.
-/// Answers the projections' position now stored.
-async fn take(hub: &Arc<Hub>, snapshots: &Arc<Snapshots>, min_events: u64, last_position: u64) -> u64 {
-    let mut stored = last_position;
-    if hub.projections.checkpoint() > last_position {
+/// `last`, each key space whose stream grew by `every_events` events or,
+/// when large, by more ([`due_after`]); with `None`, each that changed at
+/// all. Answers the projections' snapshot now stored.
+async fn take(hub: &Arc<Hub>, snapshots: &Arc<Snapshots>, every_events: Option<u64>, last: Stored) -> Stored {
+    let mut stored = last;
+    if hub.projections.checkpoint() > last.position {
         match write_projections(hub, snapshots).await {
-            Ok(position) => stored = position,
+            Ok(written) => stored = written,
             Err(e) => tracing::warn!(error = %e, "cannot write the projections' snapshot"),
         }
     }
@@ -458,7 +490,7 @@ async fn take(hub: &Arc<Hub>, snapshots: &Arc<Snapshots>, min_events: u64, last_
             hub,
             &account,
             Activation::Load,
-            keyspace::TakeSnapshot { min_events, reply },
+            keyspace::TakeSnapshot { every_events, reply },
         );
         let Ok(Some(taken)) = answer.await else { continue };
         if let Err(e) = write_keyspace(hub, snapshots, &account, taken).await {
@@ -469,8 +501,8 @@ async fn take(hub: &Arc<Hub>, snapshots: &Arc<Snapshots>, min_events: u64, last_
 }
 
 /// Copies and encodes the projections off the actors' threads, then
-/// writes them; answers their position.
-async fn write_projections(hub: &Arc<Hub>, snapshots: &Arc<Snapshots>) -> Result<u64, String> {
+/// writes them; answers their position and size.
+async fn write_projections(hub: &Arc<Hub>, snapshots: &Arc<Snapshots>) -> Result<Stored, String> {
     let projections = Arc::clone(&hub.projections);
     let (position, bytes) = blocking(move || {
         let (position, set) = projections.snapshot_state();
@@ -484,10 +516,11 @@ async fn write_projections(hub: &Arc<Hub>, snapshots: &Arc<Snapshots>) -> Result
         _ => return Err(format!("the log holds no event at position {position}")),
     };
     let snapshots = Arc::clone(snapshots);
+    let size = bytes.len() as u64;
     blocking(move || snapshots.write(PROJECTIONS, position, 0, &link, &bytes))
         .await
         .map_err(|e| e.to_string())?;
-    Ok(position)
+    Ok(Stored { position, bytes: size })
 }
 
 async fn write_keyspace(
