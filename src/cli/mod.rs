@@ -621,7 +621,8 @@ pub struct ServeArgs {
     #[arg(long, requires = "proxy_tls_listen")]
     pub tls_key: Option<PathBuf>,
     /// Snapshot the projections and key spaces after this many events
-    /// (of the log, of a key space's stream).
+    /// (of the log, of a key space's stream), or after one event per 64
+    /// bytes of the last snapshot if that is more.
     #[arg(long, default_value_t = crate::snapshot::SnapshotConfig::DEFAULT_EVERY_EVENTS, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every_events: u64,
     /// And after this many seconds, if anything changed.
