@@ -87,9 +87,9 @@ pub struct SnapshotConfig {
 /// bytes is next due by count after `b / BYTES_PER_EVENT` events, if that
 /// is more than `every_events` ([`due_after`]). A key space of 1,000,000
 /// keys (~58 MB) then takes one every ~900,000 of its events, not every
-/// 100,000: encoding it stalls the key space's actor (~0.3 s), and taken
-/// every 100,000 events it cost 14 µs of CPU per put and 0.7 s stalls
-/// (ops/bench/RESULTS.md). The price is the tail a start after a crash
+/// 100,000: encoding it (and rebuilding its maps when due) stalls the key
+/// space's actor for 0.25-0.47 s, every 3-4 s under load at 100,000
+/// (ops/bench/growth.sh). The price is the tail a start after a crash
 /// folds: up to that many events.
 pub const BYTES_PER_EVENT: u64 = 64;
 
