@@ -581,7 +581,7 @@ impl Handler<LeasesWithKeys> for KeyspaceActor {
 impl Handler<TakeSnapshot> for KeyspaceActor {
     type Result = ();
 
-    fn handle(&mut self, msg: TakeSnapshot, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: TakeSnapshot, ctx: &mut Context<Self>) {
         self.journal.touch();
         let version = self.journal.version();
         let due = msg
@@ -595,9 +595,10 @@ impl Handler<TakeSnapshot> for KeyspaceActor {
         // included), encoded here, handed out once they are durable; if
         // they fail, the reply is dropped with them.
         let encoded = crate::snapshot::encode(&self.state.snapshot());
-        // It has walked every key for it anyway: its maps are rebuilt with
-        // full nodes here when due.
-        self.state.compact();
+        // Its maps are rebuilt with full nodes when due, on a turn of their
+        // own: puts waiting meanwhile wait for one of the two, not both
+        // (at 700,000 keys: encoding 188 ms, rebuilding 129 ms).
+        ctx.notify(Compact);
         match encoded {
             Ok(bytes) => {
                 self.snapshot_version = version;
@@ -611,6 +612,25 @@ impl Handler<TakeSnapshot> for KeyspaceActor {
                 tracing::warn!(account = %self.account, error = %e, "cannot encode the key space's snapshot");
                 let _ = msg.reply.send(None);
             }
+        }
+    }
+}
+
+/// Rebuilds the key space's big maps with full nodes, if enough keys were
+/// inserted since the last time (`Keyspace::compact`); sent by the actor
+/// to itself after a snapshot.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Compact;
+
+impl Handler<Compact> for KeyspaceActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Compact, _: &mut Context<Self>) {
+        // While a read of the stream's tail holds the state, there is
+        // nothing to rebuild here; the next snapshot asks again.
+        if !self.loading {
+            self.state.compact();
         }
     }
 }
