@@ -21,6 +21,7 @@
 //!   atomics, the status's counter resolved once.
 
 mod framing;
+mod head;
 mod http1;
 
 use std::collections::{BTreeSet, HashMap};
