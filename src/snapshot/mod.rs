@@ -83,9 +83,12 @@ pub struct SnapshotConfig {
 }
 
 /// At most this many bytes of snapshot encoded and written per event
-/// appended, amortized (an event's row is ~300 bytes): a snapshot whose last encoding took `b`
-/// bytes is next due by count after `b / BYTES_PER_EVENT` events, if that
-/// is more than `every_events` ([`due_after`]). A key space of 1,000,000
+/// appended, amortized (an event's row is ~300 bytes): a snapshot whose
+/// last encoding took `b` bytes is next due by count after
+/// `b / BYTES_PER_EVENT` events, if that is more than `every_events`
+/// ([`due_after`]). (Key spaces are asked when the projections are due, so
+/// large projections also space out a small key space's snapshots; its
+/// tail is then no longer than theirs.) A key space of 1,000,000
 /// keys (~58 MB) then takes one every ~900,000 of its events, not every
 /// 100,000: encoding it (and rebuilding its maps when due) stalls the key
 /// space's actor for 0.25-0.47 s, every 3-4 s under load at 100,000
