@@ -202,12 +202,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let snapshots =
         Arc::new(snapshots.with_context(|| format!("opening the snapshots in {}", config.data_dir.display()))?);
     // The newest valid snapshot of the projections, then the tail of the log.
-    let (restored_position, projections) = match snapshots
+    let (restored, projections) = match snapshots
         .restore_projections(&shared_store, epoch, &config.domain)
         .await
     {
-        Some((position, set)) => (position, Projections::restored(position, set)),
-        None => (0, Projections::new(epoch, &config.domain)),
+        Some((mark, set)) => (mark, Projections::restored(mark.at, set)),
+        None => (Default::default(), Projections::new(epoch, &config.domain)),
     };
     let projections = Arc::new(projections);
     let hub = Arc::new(Hub {
@@ -276,7 +276,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         .context("recovering keys of ended leases")?;
     tracing::info!(
         position = head,
-        from_snapshot = restored_position,
+        from_snapshot = restored.at,
         live_leases = projections.expiry.lock().len(),
         recovered_leases = cleaned,
         "event log replayed"
@@ -287,7 +287,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
             Arc::clone(&hub),
             Arc::clone(&snapshots),
             stopped.clone(),
-            restored_position,
+            restored,
             done,
         ));
         Some(snapshots_done)

@@ -592,6 +592,63 @@ fn snapshot_every_ten(config: &mut ServerConfig) {
     config.snapshots.on_stop = false;
 }
 
+/// Snapshots every 10 events and at a clean stop, nothing by time.
+fn snapshot_every_ten_and_at_stop(config: &mut ServerConfig) {
+    snapshot_every_ten(config);
+    config.snapshots.on_stop = true;
+}
+
+/// A start from a large key space snapshot knows its size: its next
+/// snapshot by count waits as long as after one the process wrote itself,
+/// not `every_events`.
+#[actix_rt::test]
+async fn a_start_from_a_large_snapshot_waits_as_long_for_the_next() {
+    let mut server = TestServer::start_with(snapshot_every_ten_and_at_stop).await;
+    let value = "v".repeat(640);
+    for i in 0..10 {
+        let (status, _) = server.put_key(&format!("k{i}"), &value, None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    server.restart().await;
+    let restored = server.running().snapshots.events();
+    assert!(
+        restored
+            .iter()
+            .any(|e| matches!(e, SnapshotEvent::Restored { name, .. } if name.starts_with("keyspace/"))),
+        "{restored:?}"
+    );
+    // 40 overwrites: past every_events (10), short of the ~100 that a
+    // snapshot of ~6.5 KB asks for.
+    for round in 0..40 {
+        let (status, _) = server.put_key(&format!("k{}", round % 10), &value, None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Snapshots are taken one round at a time, the projections' first: once
+    // three of theirs are written, two rounds have asked the key space.
+    let projections = |events: &[SnapshotEvent]| {
+        events
+            .iter()
+            .filter(|e| matches!(e, SnapshotEvent::Written { name, .. } if name == "projections"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let events = loop {
+        let events = server.running().snapshots.events();
+        if projections(&events) >= 3 || std::time::Instant::now() > deadline {
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(projections(&events) >= 3, "{events:?}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, SnapshotEvent::Written { name, .. } if name.starts_with("keyspace/"))),
+        "no key space snapshot 40 events after a start from one of ~6.5 KB: {events:?}"
+    );
+    server.stop().await;
+}
+
 /// A key space whose snapshot is large is snapshotted less often: the
 /// events between two of its snapshots are at least the last one's bytes
 /// over `BYTES_PER_EVENT`, however small `every_events` is, so a snapshot

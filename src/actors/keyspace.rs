@@ -39,11 +39,9 @@ pub struct KeyspaceActor {
     keys: crate::metrics::GaugeShare,
     journal: Journal<Self>,
     load: bool,
-    /// The stream version of the snapshot this actor started from or last
-    /// handed out (0: none).
-    snapshot_version: u64,
-    /// The bytes of the last snapshot this actor handed out (0: none).
-    snapshot_bytes: u64,
+    /// The snapshot this actor started from or last handed out: its
+    /// stream version and size (none: the default).
+    snapshot: crate::snapshot::Mark,
     /// The stream version other nodes' appends reached, as the projector
     /// told ([`Follow`]); while it is past this actor's, messages wait
     /// for the actor to fold the events it lacks (a shared log only).
@@ -229,8 +227,7 @@ impl Entity for KeyspaceActor {
             keys,
             journal,
             load: activation != Activation::Fresh,
-            snapshot_version: 0,
-            snapshot_bytes: 0,
+            snapshot: Default::default(),
             behind: 0,
             followed: Vec::new(),
             undo: hub_shared.then(std::collections::VecDeque::new),
@@ -252,7 +249,7 @@ impl Actor for KeyspaceActor {
             );
             activate_with(self, ctx, loading, |act, (state, from_snapshot)| {
                 act.state = state;
-                act.snapshot_version = from_snapshot;
+                act.snapshot = from_snapshot;
                 act.publish(act.state.revision());
                 act.keys.set(act.state.len());
             });
@@ -269,18 +266,19 @@ fn fold(state: &mut Keyspace, e: &RecordedEvent) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// A key space loaded: (state, the version of the snapshot it started
-/// from, 0: none) and the stream's version.
-type Loading = BoxFuture<'static, Result<((Keyspace, u64), u64), LoadError>>;
+/// A key space loaded: (state, the snapshot it started from, the default:
+/// none) and the stream's version.
+type Loading = BoxFuture<'static, Result<((Keyspace, crate::snapshot::Mark), u64), LoadError>>;
 
 /// The key space from its newest valid snapshot and the events after it,
-/// or else from its whole stream; with the version of the snapshot used (0:
+/// or else from its whole stream; with the snapshot used (the default:
 /// none).
 fn load_keyspace(store: Arc<dyn EventStore>, snapshots: Option<Arc<Snapshots>>, account: AccountId) -> Loading {
     let stream = StreamId::keyspace(&account);
     Box::pin(async move {
         if let Some(snapshots) = snapshots {
-            if let Some((version, state)) = snapshots.restore_keyspace(&store, &account).await {
+            if let Some((mark, state)) = snapshots.restore_keyspace(&store, &account).await {
+                let version = mark.at;
                 // The tail must follow the snapshot's revision: evolve
                 // asserts it, and a snapshot is not trusted to.
                 let broken = Arc::new(AtomicBool::new(false));
@@ -298,7 +296,7 @@ fn load_keyspace(store: Arc<dyn EventStore>, snapshots: Option<Arc<Snapshots>>, 
                 let loaded = load_after(Arc::clone(&store), stream.clone(), state, version, checked).await?;
                 if !broken.load(Ordering::Relaxed) {
                     let (state, at) = loaded;
-                    return Ok(((state, version), at));
+                    return Ok(((state, mark), at));
                 }
                 snapshots.rejected(
                     &crate::snapshot::keyspace_name(&account),
@@ -308,7 +306,7 @@ fn load_keyspace(store: Arc<dyn EventStore>, snapshots: Option<Arc<Snapshots>>, 
             }
         }
         let (state, at) = load(store, stream, Keyspace::default(), fold).await?;
-        Ok(((state, 0), at))
+        Ok(((state, Default::default()), at))
     })
 }
 
@@ -586,8 +584,8 @@ impl Handler<TakeSnapshot> for KeyspaceActor {
         let version = self.journal.version();
         let due = msg
             .every_events
-            .map_or(1, |every| crate::snapshot::due_after(every, self.snapshot_bytes));
-        if self.loading || version == 0 || version.saturating_sub(self.snapshot_version) < due {
+            .map_or(1, |every| crate::snapshot::due_after(every, self.snapshot.bytes));
+        if self.loading || version == 0 || version.saturating_sub(self.snapshot.at) < due {
             let _ = msg.reply.send(None);
             return;
         }
@@ -601,8 +599,10 @@ impl Handler<TakeSnapshot> for KeyspaceActor {
         ctx.notify(Compact);
         match encoded {
             Ok(bytes) => {
-                self.snapshot_version = version;
-                self.snapshot_bytes = bytes.len() as u64;
+                self.snapshot = crate::snapshot::Mark {
+                    at: version,
+                    bytes: bytes.len() as u64,
+                };
                 let reply = msg.reply;
                 self.journal.after_durable(move || {
                     let _ = reply.send(Some(Taken { version, bytes }));

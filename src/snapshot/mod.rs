@@ -302,14 +302,15 @@ impl Snapshots {
         None
     }
 
-    /// The projections from the newest valid snapshot, with its position:
-    /// deadlines count from `floor`, shares are served under `domain`.
+    /// The projections from the newest valid snapshot, with its position
+    /// and size: deadlines count from `floor`, shares are served under
+    /// `domain`.
     pub async fn restore_projections(
         self: &Arc<Self>,
         store: &Arc<dyn EventStore>,
         floor: DateTime<Utc>,
         domain: &str,
-    ) -> Option<(u64, ProjectionSet)> {
+    ) -> Option<(Mark, ProjectionSet)> {
         let head = store.head();
         let found = self
             .newest(PROJECTIONS, head, |header, bytes| {
@@ -329,16 +330,22 @@ impl Snapshots {
                 }
             })
             .await;
-        found.map(|(header, set)| (header.position, set))
+        found.map(|(header, set)| {
+            let mark = Mark {
+                at: header.position,
+                bytes: header.bytes,
+            };
+            (mark, set)
+        })
     }
 
     /// The account's key space from its newest valid snapshot, with the
-    /// stream version it is at.
+    /// stream version it is at and its size.
     pub async fn restore_keyspace(
         self: &Arc<Self>,
         store: &Arc<dyn EventStore>,
         account: &AccountId,
-    ) -> Option<(u64, Keyspace)> {
+    ) -> Option<(Mark, Keyspace)> {
         let stream = StreamId::keyspace(account);
         let found = self
             .newest(&keyspace_name(account), store.head(), |header, bytes| {
@@ -353,7 +360,13 @@ impl Snapshots {
                 }
             })
             .await;
-        found.map(|(header, state)| (header.version, state))
+        found.map(|(header, state)| {
+            let mark = Mark {
+                at: header.version,
+                bytes: header.bytes,
+            };
+            (mark, state)
+        })
     }
 
     /// Writes a snapshot (on the calling thread: call it from a blocking
@@ -435,23 +448,21 @@ async fn check_link(store: &Arc<dyn EventStore>, header: &Header, stream: Option
 
 /// Writes snapshots until `stop` fires, then once more (a clean stop, if
 /// `on_stop`) and answers on `done`.
-/// `restored`: the position of the projections' snapshot this process
-/// started from (0: none), so a start that folded a long log writes one soon.
+/// `restored`: the projections' snapshot this process started from (none:
+/// the default), so a start that folded a long log writes one soon, and
+/// one from a large snapshot waits as long as after one it wrote.
 pub async fn run(
     hub: Arc<Hub>,
     snapshots: Arc<Snapshots>,
     mut stop: watch::Receiver<bool>,
-    restored: u64,
+    restored: Mark,
     done: tokio::sync::oneshot::Sender<()>,
 ) {
     let config = snapshots.config.clone();
-    let mut last = Stored {
-        position: restored,
-        bytes: 0,
-    };
+    let mut last = restored;
     let mut checkpoint = hub.projections.subscribe();
     loop {
-        let due = last.position.saturating_add(due_after(config.every_events, last.bytes));
+        let due = last.at.saturating_add(due_after(config.every_events, last.bytes));
         let by_count = tokio::select! {
             _ = stop.changed() => break,
             _ = tokio::time::sleep(config.every) => false,
@@ -466,21 +477,23 @@ pub async fn run(
     let _ = done.send(());
 }
 
-/// The projections' last snapshot this process wrote: its position and
-/// the bytes of its encoding.
-#[derive(Clone, Copy)]
-struct Stored {
-    position: u64,
-    bytes: u64,
+/// A snapshot a state started from or last wrote: where it was taken (the
+/// projections' position, a key space's stream version) and the bytes of
+/// its encoding, which decide when the next is due ([`due_after`]).
+/// `Mark::default()`: none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mark {
+    pub at: u64,
+    pub bytes: u64,
 }
 
 /// Takes the snapshots that are due: the projections if they moved past
 /// `last`, each key space whose stream grew by `every_events` events or,
 /// when large, by more ([`due_after`]); with `None`, each that changed at
 /// all. Answers the projections' snapshot now stored.
-async fn take(hub: &Arc<Hub>, snapshots: &Arc<Snapshots>, every_events: Option<u64>, last: Stored) -> Stored {
+async fn take(hub: &Arc<Hub>, snapshots: &Arc<Snapshots>, every_events: Option<u64>, last: Mark) -> Mark {
     let mut stored = last;
-    if hub.projections.checkpoint() > last.position {
+    if hub.projections.checkpoint() > last.at {
         match write_projections(hub, snapshots).await {
             Ok(written) => stored = written,
             Err(e) => tracing::warn!(error = %e, "cannot write the projections' snapshot"),
@@ -505,7 +518,7 @@ async fn take(hub: &Arc<Hub>, snapshots: &Arc<Snapshots>, every_events: Option<u
 
 /// Copies and encodes the projections off the actors' threads, then
 /// writes them; answers their position and size.
-async fn write_projections(hub: &Arc<Hub>, snapshots: &Arc<Snapshots>) -> Result<Stored, String> {
+async fn write_projections(hub: &Arc<Hub>, snapshots: &Arc<Snapshots>) -> Result<Mark, String> {
     let projections = Arc::clone(&hub.projections);
     let (position, bytes) = blocking(move || {
         let (position, set) = projections.snapshot_state();
@@ -523,7 +536,10 @@ async fn write_projections(hub: &Arc<Hub>, snapshots: &Arc<Snapshots>) -> Result
     blocking(move || snapshots.write(PROJECTIONS, position, 0, &link, &bytes))
         .await
         .map_err(|e| e.to_string())?;
-    Ok(Stored { position, bytes: size })
+    Ok(Mark {
+        at: position,
+        bytes: size,
+    })
 }
 
 async fn write_keyspace(
