@@ -27,20 +27,31 @@ start_etcd() { # NAME [ETCD ARGS...]
 }
 
 # tenure in $WORK/NAME on its embedded log (SQLite, synchronous=FULL),
-# without gRPC, its proxy on a port the kernel picks (not 8080, which
-# may be taken).
+# without gRPC (unless TENURE_GRPC_LISTEN says where), its proxy on a port
+# the kernel picks (not 8080, which may be taken).
 start_tenure() { # NAME [SERVE ARGS...]
   local dir="$WORK/$1"
   shift
-  RUST_LOG=warn "$BIN/tenure" serve --grpc-listen off --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" \
+  RUST_LOG=warn "$BIN/tenure" serve --grpc-listen "${TENURE_GRPC_LISTEN:-off}" --data-dir "$dir" --listen "127.0.0.1:$TENURE_PORT" \
     --proxy-listen 127.0.0.1:0 "$@" >"$dir.log" 2>&1 &
   PID=$!
   URL="http://127.0.0.1:$TENURE_PORT"
 }
 
-# A fresh etcd or tenure in $WORK/NAME, ready for requests at $URL.
+# The floor server (`floor-server`: the same crates as tenure, nothing but
+# a durable append behind a put) in $WORK/NAME, its gateway on
+# $FLOOR_PORT, its gRPC on FLOOR_GRPC_PORT if set.
+start_floor() { # NAME
+  local dir="$WORK/$1" grpc=off
+  [ -z "${FLOOR_GRPC_PORT:-}" ] || grpc="127.0.0.1:$FLOOR_GRPC_PORT"
+  "$BIN/floor-server" --listen "127.0.0.1:$FLOOR_PORT" --grpc-listen "$grpc" --data-dir "$dir" >"$dir.log" 2>&1 &
+  PID=$!
+  URL="http://127.0.0.1:$FLOOR_PORT"
+}
+
+# A fresh etcd, tenure or floor server in $WORK/NAME, ready for requests at $URL.
 # READY_TRIES (default 200) bounds the wait, 0.1 s a try.
-start() { # etcd|tenure NAME [ARGS...]
+start() { # etcd|tenure|floor NAME [ARGS...]
   local server=$1
   shift
   "start_$server" "$@"

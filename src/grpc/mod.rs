@@ -58,6 +58,13 @@ pub mod client {
     pub use super::generated::watch_client::WatchClient;
 }
 
+/// The server side of etcd's KV service, for a server other than tenure's:
+/// the floor server in `ops/bench` answers puts with nothing but a durable
+/// append behind them.
+pub mod server {
+    pub use super::generated::k_v_server::{KVServer, KV};
+}
+
 /// The gRPC services: one value serves them all.
 #[derive(Clone)]
 pub struct Etcd {
