@@ -699,3 +699,76 @@ async fn a_large_key_space_waits_for_events_in_proportion_to_its_snapshot() {
         .count();
     assert!(projections > 3 * written.len(), "{projections} projections' snapshots");
 }
+
+/// Snapshots by time only (every 20 ms): never by count, nor at a stop.
+fn snapshot_by_time(config: &mut ServerConfig) {
+    config.snapshots.every_events = 1_000_000;
+    config.snapshots.every = Duration::from_millis(20);
+    config.snapshots.on_stop = false;
+}
+
+/// The timer follows the size rule too: a tick snapshots the small read
+/// models for a few events, but not a large key space, which waits for one
+/// event per `BYTES_PER_EVENT` of its last snapshot (a tick at a million
+/// keys would otherwise stall the key space every `every` for little gain).
+#[actix_rt::test]
+async fn a_timer_tick_snapshots_a_large_key_space_only_for_enough_events() {
+    let server = TestServer::start_with(snapshot_by_time).await;
+    let written = |server: &TestServer, prefix: &str| -> Vec<(u64, u64)> {
+        server
+            .running()
+            .snapshots
+            .events()
+            .iter()
+            .filter_map(|e| match e {
+                SnapshotEvent::Written { name, position, bytes } if name.starts_with(prefix) => {
+                    Some((*position, *bytes))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // Ten keys of 640 bytes, overwritten until a tick has snapshotted all
+    // of them (~6.5 KB: next due ~100 events after).
+    let value = "v".repeat(640);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut round = 0;
+    let (at, bytes) = loop {
+        let (status, _) = server.put_key(&format!("k{}", round % 10), &value, None).await;
+        assert_eq!(status, StatusCode::OK);
+        round += 1;
+        if let Some(&large) = written(&server, "keyspace/").iter().find(|(_, bytes)| *bytes > 6_400) {
+            break large;
+        }
+        assert!(std::time::Instant::now() < deadline, "no key space snapshot by time");
+    };
+    let before = written(&server, "keyspace/").len();
+    // Enough overwrites for the small projections to be due, too few for
+    // the key space.
+    let projections_bytes = written(&server, "projections").last().map_or(0, |&(_, bytes)| bytes);
+    let overwrites = projections_bytes / tenure::snapshot::BYTES_PER_EVENT + 2;
+    assert!(
+        overwrites + 10 < bytes / tenure::snapshot::BYTES_PER_EVENT,
+        "the projections ({projections_bytes} B) must be due before the key space ({bytes} B)"
+    );
+    for i in 0..overwrites {
+        let (status, _) = server.put_key(&format!("k{}", i % 10), &value, None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let head = server.running().store.shared().head();
+    // A tick after the last overwrite wrote the projections at it or past.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !written(&server, "projections")
+        .iter()
+        .any(|&(position, _)| position >= head)
+    {
+        assert!(std::time::Instant::now() < deadline, "no projections' snapshot by time");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let keyspace = written(&server, "keyspace/");
+    assert_eq!(
+        keyspace.len(),
+        before,
+        "{overwrites} events after a key space snapshot of {bytes} bytes at {at}: {keyspace:?}"
+    );
+}

@@ -625,7 +625,8 @@ pub struct ServeArgs {
     /// bytes of the last snapshot if that is more.
     #[arg(long, default_value_t = crate::snapshot::SnapshotConfig::DEFAULT_EVERY_EVENTS, value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every_events: u64,
-    /// And after this many seconds, if anything changed.
+    /// And after this many seconds, if anything changed (a large state:
+    /// if one event per 64 bytes of its last snapshot came since).
     #[arg(long, default_value_t = crate::snapshot::SnapshotConfig::DEFAULT_EVERY.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_every_s: u64,
     /// Start by folding the whole log, ignoring snapshots (they are still

@@ -72,7 +72,8 @@ pub struct SnapshotConfig {
     /// A snapshot after this many events (of `$all` for the projections,
     /// of its stream for a key space).
     pub every_events: u64,
-    /// And after this long, if anything changed.
+    /// And after this long, if anything changed (a large state: if
+    /// enough changed, [`due_after`] with `every_events` 1).
     pub every: Duration,
     /// And once at a clean stop.
     pub on_stop: bool,
@@ -468,8 +469,12 @@ pub async fn run(
             _ = tokio::time::sleep(config.every) => false,
             _ = checkpoint.wait_for(|p| *p >= due) => true,
         };
-        let due = by_count.then_some(config.every_events);
-        last = take(&hub, &snapshots, due, last).await;
+        // By time, whatever changed, but a large state still waits for
+        // events in proportion to its size: a timer at a million keys
+        // would otherwise stall the key space every `every` for a few
+        // events' gain.
+        let every = if by_count { config.every_events } else { 1 };
+        last = take(&hub, &snapshots, Some(every), last).await;
     }
     if config.on_stop {
         take(&hub, &snapshots, None, last).await;
@@ -487,13 +492,14 @@ pub struct Mark {
     pub bytes: u64,
 }
 
-/// Takes the snapshots that are due: the projections if they moved past
-/// `last`, each key space whose stream grew by `every_events` events or,
-/// when large, by more ([`due_after`]); with `None`, each that changed at
-/// all. Answers the projections' snapshot now stored.
+/// Takes the snapshots that are due: the projections and each key space
+/// that grew by `every_events` events or, when large, by more
+/// ([`due_after`]); with `None` (a clean stop), each that changed at all.
+/// Answers the projections' snapshot now stored.
 async fn take(hub: &Arc<Hub>, snapshots: &Arc<Snapshots>, every_events: Option<u64>, last: Mark) -> Mark {
     let mut stored = last;
-    if hub.projections.checkpoint() > last.at {
+    let due = every_events.map_or(1, |every| due_after(every, last.bytes));
+    if hub.projections.checkpoint().saturating_sub(last.at) >= due {
         match write_projections(hub, snapshots).await {
             Ok(written) => stored = written,
             Err(e) => tracing::warn!(error = %e, "cannot write the projections' snapshot"),
