@@ -16,7 +16,7 @@
 #
 # Figures, each the median of $ROUNDS rounds (the order alternating):
 #   CPU µs per request of the server process over the JSON gateway
-#   (`cpu-load`: $PUTS puts on 10,000 keys, $RANGES ranges of a missing
+#   (`cpu-load`: $PUTS puts on 10,000 keys, $GRANTS grants, $RANGES ranges of a missing
 #   key, $CONCURRENCY in flight), and over gRPC (`grpc-load`: KV.Put from
 #   $WORKERS callers on $CHANNELS connections for $DURATION s: requests/s,
 #   server and load generator CPU per request).
@@ -35,6 +35,7 @@ if [ -z "${TENURE_BENCH_LOCKED:-}" ]; then
 fi
 
 PUTS=${PUTS:-100000}
+GRANTS=${GRANTS:-100000}
 RANGES=${RANGES:-100000}
 CONCURRENCY=${CONCURRENCY:-64}
 WORKERS=${WORKERS:-64}
@@ -78,9 +79,10 @@ measure() { # SERVER FIGURE ROUND
   start "$server" "$server-$figure-$round"
   echo "== $server $figure, round $round" >&2
   case $figure in
-    http-put | http-range)
+    http-put | http-grant | http-range)
       local load=${figure#http-} count=$PUTS
       [ "$load" = range ] && count=$RANGES
+      [ "$load" = grant ] && count=$GRANTS
       out=$("$BIN/cpu-load" --endpoint "$URL" --pid "$PID" --load "$load" --requests "$count" --concurrency "$CONCURRENCY")
       echo "$out" >&2
       sed -n 's/^RESULT //p' <<<"$out" | tr ' ' '\n' | jq -R 'split("=") | {(.[0]): (.[1] | tonumber)}' |
@@ -103,7 +105,7 @@ SERVERS="etcd tenure floor"
 for round in $(seq 1 "$ROUNDS"); do
   if [ $((round % 2)) = 1 ]; then order=$SERVERS; else order=$(tr ' ' '\n' <<<"$SERVERS" | tac | tr '\n' ' '); fi
   for server in $order; do
-    for figure in http-range http-put grpc-put; do measure "$server" "$figure" "$round"; done
+    for figure in http-range http-put http-grant grpc-put; do measure "$server" "$figure" "$round"; done
   done
 done
 LOAD_AFTER=$(cut -d" " -f1-3 /proc/loadavg)
@@ -131,6 +133,7 @@ def line(name, figure, key, fmt, ratio):
         return "%.2fx" % (m["etcd"] / m[s] if ratio == "etcd/x" else m[s] / m["etcd"])
     print(f"| {name} (rounds: {rounds}) | {' | '.join(cells)} | {r('tenure')} | {r('floor')} |")
 line("gateway POST /v3/kv/put, server CPU µs per put", "http-put", "cpu_us_per_request", "%.1f", "etcd/x")
+line("gateway POST /v3/lease/grant (TTL 600), server CPU µs per grant", "http-grant", "cpu_us_per_request", "%.1f", "etcd/x")
 line("gateway POST /v3/kv/range of a missing key (writes nothing), server CPU µs", "http-range", "cpu_us_per_request", "%.1f", "etcd/x")
 line("gateway puts/s while measured", "http-put", "requests_per_s", "%.0f", "x/etcd")
 line("gRPC KV.Put, requests/s", "grpc-put", "rps", "%.0f", "x/etcd")
@@ -147,7 +150,7 @@ EOF
 CPU=$(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2; exit}')
 TABLE=$(cat <<EOT
 
-## The floor under a durable put (issues 13 and 15) — $(date -u +%Y-%m-%d) — \`bash ops/bench/floor.sh\` (ROUNDS=$ROUNDS, PUTS=$PUTS, RANGES=$RANGES, CONCURRENCY=$CONCURRENCY; gRPC: WORKERS=$WORKERS, CHANNELS=$CHANNELS, DURATION=$DURATION s)
+## The floor under a durable put (issues 13 and 15) — $(date -u +%Y-%m-%d) — \`bash ops/bench/floor.sh\` (ROUNDS=$ROUNDS, PUTS=$PUTS, GRANTS=$GRANTS, RANGES=$RANGES, CONCURRENCY=$CONCURRENCY; gRPC: WORKERS=$WORKERS, CHANNELS=$CHANNELS, DURATION=$DURATION s)
 
 Machine: $(nproc) cores ($CPU), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr); load average before the run $LOAD_BEFORE, after $LOAD_AFTER. tenure $(git rev-parse --short HEAD) (release), floor-server of the same commit, and $(etcd --version | head -1) (fsync on), each fresh for each figure, one at a time, in the same run. The last two columns are each server's ratio to etcd: the floor's is the most that any server built of tenure's crates reaches on this machine.
 

@@ -13,8 +13,9 @@
 //! can reach against etcd here. A benchmark tool, not a server to use: it
 //! keeps nothing but the rows.
 //!
-//! Serves `POST /v3/kv/put` (durable), `POST /v3/kv/range` (answers a
-//! header, reads nothing: the HTTP floor), and over gRPC `KV.Put`
+//! Serves `POST /v3/kv/put` and `POST /v3/lease/grant` (durable: a row
+//! each), `POST /v3/kv/range` (answers a header, reads nothing: the HTTP
+//! floor), and over gRPC `KV.Put`
 //! (durable) and `KV.Range` (a header); everything else is 404 or
 //! `UNIMPLEMENTED`.
 
@@ -156,6 +157,45 @@ async fn put(log: web::Data<Log>, body: web::Bytes) -> HttpResponse {
     }
 }
 
+/// etcd's gateway sends int64s as strings and takes them either way.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Int64 {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+struct GrantBody {
+    #[serde(rename = "TTL")]
+    ttl: Int64,
+}
+
+fn decode_grant(body: &[u8]) -> Result<i64, String> {
+    let grant: GrantBody = serde_json::from_slice(body).map_err(|e| format!("body: {e}"))?;
+    match grant.ttl {
+        Int64::Number(ttl) => Ok(ttl),
+        Int64::Text(text) => text.parse().map_err(|e| format!("TTL: {e}")),
+    }
+}
+
+/// A grant: one row (the TTL) appended, its position the lease's ID.
+async fn grant(log: web::Data<Log>, body: web::Bytes) -> HttpResponse {
+    let ttl = match decode_grant(&body) {
+        Ok(ttl) => ttl,
+        Err(e) => return bad_request(e),
+    };
+    match log.append(b"lease".to_vec(), ttl.to_be_bytes().to_vec()).await {
+        Ok(id) => {
+            let mut answer = header(id);
+            answer["ID"] = id.to_string().into();
+            answer["TTL"] = ttl.to_string().into();
+            HttpResponse::Ok().json(answer)
+        }
+        Err(e) => HttpResponse::InternalServerError().json(serde_json::json!({"error": e, "code": 13})),
+    }
+}
+
 async fn range(body: web::Bytes) -> HttpResponse {
     let decoded = serde_json::from_slice::<RangeBody>(&body)
         .map_err(|e| format!("body: {e}"))
@@ -260,6 +300,7 @@ fn main() -> anyhow::Result<()> {
                 .app_data(data.clone())
                 .route("/v3/kv/put", web::post().to(put))
                 .route("/v3/kv/range", web::post().to(range))
+                .route("/v3/lease/grant", web::post().to(grant))
         })
         // One HTTP worker, as tenure on 2 cores (half the cores).
         .workers(1)
