@@ -19,9 +19,12 @@
 //! before it forwards a put with a lease, or a txn with one (see
 //! `actors::lease`).
 
+mod key;
+mod snapshot;
 pub mod txn;
 
-use std::borrow::Borrow;
+pub use snapshot::{Blob, KeyBlob, KeyspaceSnapshot, SnapshotKey, SnapshotOf};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::{Bound, ControlFlow};
 
@@ -30,6 +33,7 @@ use tenure_events::{Bytes, DeleteCause, KeyDeleted, KeyPut, KeyspaceEvent, Lease
 use tenure_projections::compact::Inserts;
 
 use super::Aggregate;
+use key::Key;
 
 /// Keys one lease may hold: revoking or expiring a lease deletes all of them
 /// in one append, and this keeps that append (and its transaction) bounded.
@@ -260,86 +264,6 @@ pub struct Keyspace {
     inserts: Inserts,
 }
 
-/// A key as a key space keeps it: up to [`Key::INLINE_MAX`] bytes in the
-/// value itself, a longer one in one allocation of its exact size. Every
-/// key with a lease is kept twice (in the map and in its lease's keys), and
-/// the keys of a registry are mostly short (`service/web/3`): inline, such
-/// a key costs no allocation, where a `Vec<u8>` costs 32 bytes of heap
-/// beside its 24. Compared and ordered as its bytes.
-#[derive(Clone)]
-enum Key {
-    Inline { len: u8, bytes: [u8; Key::INLINE_MAX] },
-    Heap(Box<[u8]>),
-}
-
-impl Key {
-    /// The longest key kept inline: what fits in 24 bytes with the length
-    /// and the variant's tag.
-    const INLINE_MAX: usize = 22;
-
-    fn new(key: &[u8]) -> Key {
-        match u8::try_from(key.len()) {
-            Ok(len) if key.len() <= Key::INLINE_MAX => {
-                let mut bytes = [0; Key::INLINE_MAX];
-                bytes[..key.len()].copy_from_slice(key);
-                Key::Inline { len, bytes }
-            }
-            _ => Key::Heap(key.into()),
-        }
-    }
-
-    fn from_vec(key: Vec<u8>) -> Key {
-        if key.len() <= Key::INLINE_MAX {
-            Key::new(&key)
-        } else {
-            Key::Heap(key.into_boxed_slice())
-        }
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Key::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Key::Heap(bytes) => bytes,
-        }
-    }
-
-    fn to_bytes(&self) -> Bytes {
-        Bytes(self.as_slice().to_vec())
-    }
-}
-
-impl Borrow<[u8]> for Key {
-    fn borrow(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Key) -> bool {
-        self.as_slice() == other.as_slice()
-    }
-}
-
-impl Eq for Key {}
-
-impl PartialOrd for Key {
-    fn partial_cmp(&self, other: &Key) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Key {
-    fn cmp(&self, other: &Key) -> std::cmp::Ordering {
-        self.as_slice().cmp(other.as_slice())
-    }
-}
-
-impl std::fmt::Debug for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", String::from_utf8_lossy(self.as_slice()))
-    }
-}
-
 /// What one event changed in a key space: the revision before it and the
 /// key's entry before it (see [`Keyspace::evolve_undoable`]).
 #[derive(Debug)]
@@ -498,12 +422,6 @@ impl Keyspace {
             .collect()
     }
 
-    /// What the key space holds, to be encoded as a [`KeyspaceSnapshot`]
-    /// (which it serializes exactly as), without copying a key.
-    pub fn snapshot(&self) -> SnapshotOf<'_> {
-        SnapshotOf(self)
-    }
-
     /// Rebuilds the keys and the index by lease with full nodes if enough
     /// were added since the last rebuild (see
     /// [`tenure_projections::compact`]). Called when a snapshot is taken.
@@ -512,55 +430,6 @@ impl Keyspace {
             tenure_projections::compact::rebuild(&mut self.kvs);
             tenure_projections::compact::rebuild(&mut self.by_lease);
         }
-    }
-
-    /// The key space a snapshot holds, its index by lease rebuilt. Checks
-    /// what it reads: a snapshot comes from disk.
-    pub fn restore(snapshot: KeyspaceSnapshot) -> Result<Keyspace, String> {
-        let revision = snapshot.revision;
-        if revision < 1 {
-            return Err(format!("revision {revision} is below 1"));
-        }
-        if snapshot.keys.windows(2).any(|pair| pair[0].0 >= pair[1].0) {
-            return Err("keys are not in strictly increasing order".into());
-        }
-        let mut state = Keyspace {
-            revision,
-            ..Keyspace::default()
-        };
-        let mut kvs = Vec::with_capacity(snapshot.keys.len());
-        for (key, value, create_revision, mod_revision, version, lease) in snapshot.keys {
-            let key = key.0;
-            if key.as_slice().is_empty() {
-                return Err("an empty key".into());
-            }
-            if !(1 <= create_revision && create_revision <= mod_revision && mod_revision <= revision && version >= 1) {
-                return Err(format!(
-                    "key {key:?} has revisions {create_revision}..{mod_revision} and version {version} at revision {revision}"
-                ));
-            }
-            let lease = match lease {
-                Some(raw) => Some(LeaseId::new(raw).ok_or_else(|| format!("lease ID {raw} is not positive"))?),
-                None => None,
-            };
-            if let Some(lease) = lease {
-                state.attach(key.clone(), lease);
-            }
-            let kv = KeyValue {
-                value: Bytes(value.0),
-                create_revision,
-                mod_revision,
-                version,
-                lease,
-            };
-            kvs.push((key, kv));
-        }
-        // In key order (checked above): built in one pass, not key by key;
-        // the index by lease was built key by key, in no order of leases.
-        state.kvs = kvs.into_iter().collect();
-        tenure_projections::compact::rebuild(&mut state.by_lease);
-        state.inserts = Inserts::default();
-        Ok(state)
     }
 
     /// Whether `event` can follow this state: it takes the next revision,
@@ -778,128 +647,6 @@ impl Aggregate for Keyspace {
                 self.revision = e.revision;
             }
         }
-    }
-}
-
-/// A key space as a snapshot stores it: its revision and every key with
-/// `(key, value, create_revision, mod_revision, version, lease)`, in key
-/// order. Changing it changes the encoding: bump
-/// `crate::snapshot::FORMAT_VERSION` with it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct KeyspaceSnapshot {
-    pub revision: i64,
-    pub keys: Vec<SnapshotKey>,
-}
-
-/// One key of a [`KeyspaceSnapshot`].
-pub type SnapshotKey = (KeyBlob, Blob, i64, i64, i64, Option<i64>);
-
-/// A key in a [`KeyspaceSnapshot`]: encoded as a [`Blob`], decoded straight
-/// into the form a key space keeps (a short key inline), so that a restore
-/// allocates no key only to drop it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct KeyBlob(Key);
-
-impl KeyBlob {
-    pub fn as_slice(&self) -> &[u8] {
-        self.0.as_slice()
-    }
-}
-
-impl From<Vec<u8>> for KeyBlob {
-    fn from(key: Vec<u8>) -> KeyBlob {
-        KeyBlob(Key::from_vec(key))
-    }
-}
-
-impl serde::Serialize for KeyBlob {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(self.as_slice())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for KeyBlob {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<KeyBlob, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = KeyBlob;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<KeyBlob, E> {
-                Ok(KeyBlob(Key::new(v)))
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<KeyBlob, E> {
-                Ok(KeyBlob::from(v))
-            }
-        }
-        d.deserialize_byte_buf(Visitor)
-    }
-}
-
-/// A borrowed key space that serializes as a [`KeyspaceSnapshot`].
-pub struct SnapshotOf<'a>(&'a Keyspace);
-
-impl serde::Serialize for SnapshotOf<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        struct Keys<'a>(&'a BTreeMap<Key, KeyValue>);
-        impl serde::Serialize for Keys<'_> {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_seq(self.0.iter().map(|(k, kv)| {
-                    (
-                        BlobRef(k.as_slice()),
-                        BlobRef(kv.value.as_slice()),
-                        kv.create_revision,
-                        kv.mod_revision,
-                        kv.version,
-                        kv.lease.map(LeaseId::get),
-                    )
-                }))
-            }
-        }
-        let mut st = s.serialize_struct("KeyspaceSnapshot", 2)?;
-        st.serialize_field("revision", &self.0.revision)?;
-        st.serialize_field("keys", &Keys(&self.0.kvs))?;
-        st.end()
-    }
-}
-
-/// Bytes that a binary encoding writes as one byte string (not a sequence
-/// of numbers, one call each).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Blob(pub Vec<u8>);
-
-struct BlobRef<'a>(&'a [u8]);
-
-impl serde::Serialize for BlobRef<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(self.0)
-    }
-}
-
-impl serde::Serialize for Blob {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Blob {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Blob, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Blob;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Blob, E> {
-                Ok(Blob(v.to_vec()))
-            }
-            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Blob, E> {
-                Ok(Blob(v))
-            }
-        }
-        d.deserialize_byte_buf(Visitor)
     }
 }
 
