@@ -31,11 +31,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 cargo build --release -q -p tenure -p tenure-bench
 
-WORK=$(mktemp -d)
-PID=
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-
 # One server at a time: start, wait_ready, stop, median.
 . ops/bench/lib.sh
 

@@ -57,11 +57,6 @@ command -v etcd >/dev/null || {
 LOAD_BEFORE=$(cut -d" " -f1-3 /proc/loadavg)
 cargo build --release -q -p tenure -p tenure-bench
 
-WORK=$(mktemp -d)
-PID=
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-
 # start, stop, wait_ready, start_floor.
 . ops/bench/lib.sh
 

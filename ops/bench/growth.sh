@@ -38,10 +38,6 @@ cargo build --release -q -p tenure -p tenure-bench
 # The tenure measured (an older build for an A/B, say); the load generator is this tree's.
 TENURE_BIN=${TENURE_BIN:-$BIN/tenure}
 
-WORK=$(mktemp -d)
-PID=
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
 . ops/bench/lib.sh
 
 ROWS=""

@@ -38,11 +38,6 @@ fi
 LOAD=$(cut -d" " -f1-3 /proc/loadavg)
 cargo build --release -q -p tenure -p tenure-bench
 
-WORK=$(mktemp -d)
-PID=
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-
 # One server at a time: start, wait_ready, stop, median.
 . ops/bench/lib.sh
 

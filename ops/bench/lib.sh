@@ -1,8 +1,16 @@
+# shellcheck shell=bash
 # Sourced by the benchmark scripts that run tenure beside etcd, one server
 # at a time: starting a fresh one, waiting for it, stopping it, and the
-# median of a list of figures. The sourcing script sets WORK (a scratch
-# directory), BIN (where `tenure` was built), TENURE_PORT, ETCD_PORT and
-# ETCD_PEER_PORT, and declares PID and URL, which `start` sets.
+# median of a list of figures. The sourcing script sets BIN (where `tenure`
+# was built), TENURE_PORT, ETCD_PORT and ETCD_PEER_PORT; `start` sets PID
+# and URL.
+
+# WORK: a scratch directory. At exit the server left running ($PID) is
+# stopped and WORK removed.
+WORK=$(mktemp -d)
+PID=
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
 
 # Waits until the server at URL answers a range on the /v3 gateway.
 wait_ready() { # URL [TRIES, 0.1 s apart: 200]

@@ -43,11 +43,6 @@ command -v etcd >/dev/null || {
 cargo build --release -q -p tenure -p tenure-bench
 BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
 
-WORK=$(mktemp -d)
-PID=
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
-
 # One server at a time: start, wait_ready, stop, median. A million
 # leases' snapshot takes a while to load: up to a minute.
 . ops/bench/lib.sh
