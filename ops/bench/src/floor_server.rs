@@ -81,6 +81,8 @@ fn start_writer(dir: &std::path::Path) -> anyhow::Result<Log> {
         "PRAGMA synchronous = FULL;
          CREATE TABLE IF NOT EXISTS puts (position INTEGER PRIMARY KEY, key BLOB NOT NULL, value BLOB NOT NULL) STRICT;",
     )?;
+    // Unbounded, as a benchmark tool: what is in flight is bounded by the
+    // load generator's callers.
     let (tx, rx) = crossbeam_channel::unbounded::<Append>();
     std::thread::Builder::new().name("floor-writer".into()).spawn(move || {
         let mut conn = conn;
