@@ -582,10 +582,7 @@ impl Handler<TakeSnapshot> for KeyspaceActor {
     fn handle(&mut self, msg: TakeSnapshot, ctx: &mut Context<Self>) {
         self.journal.touch();
         let version = self.journal.version();
-        let due = msg
-            .every_events
-            .map_or(1, |every| crate::snapshot::due_after(every, self.snapshot.bytes));
-        if self.loading || version == 0 || version.saturating_sub(self.snapshot.at) < due {
+        if self.loading || version == 0 || !self.snapshot.due_at(version, msg.every_events) {
             let _ = msg.reply.send(None);
             return;
         }

@@ -492,14 +492,23 @@ pub struct Mark {
     pub bytes: u64,
 }
 
+impl Mark {
+    /// Whether a state now at `now` (a position, a stream version) is due
+    /// for its next snapshot after this one: by `every_events` or, when
+    /// large, by more ([`due_after`]); with `None`, once it changed at all.
+    pub fn due_at(&self, now: u64, every_events: Option<u64>) -> bool {
+        let after = every_events.map_or(1, |every| due_after(every, self.bytes));
+        now.saturating_sub(self.at) >= after
+    }
+}
+
 /// Takes the snapshots that are due: the projections and each key space
 /// that grew by `every_events` events or, when large, by more
 /// ([`due_after`]); with `None` (a clean stop), each that changed at all.
 /// Answers the projections' snapshot now stored.
 async fn take(hub: &Arc<Hub>, snapshots: &Arc<Snapshots>, every_events: Option<u64>, last: Mark) -> Mark {
     let mut stored = last;
-    let due = every_events.map_or(1, |every| due_after(every, last.bytes));
-    if hub.projections.checkpoint().saturating_sub(last.at) >= due {
+    if last.due_at(hub.projections.checkpoint(), every_events) {
         match write_projections(hub, snapshots).await {
             Ok(written) => stored = written,
             Err(e) => tracing::warn!(error = %e, "cannot write the projections' snapshot"),
